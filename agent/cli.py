@@ -1,0 +1,139 @@
+"""`edge-agent`: run the agent, validate a config, score a CSV offline, inspect the buffer.
+
+A thin shell over the library. Exit codes: 0 done; 1 the command failed at run time;
+2 bad arguments, config, model or input file (the message names what is wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, ConfigError, load_config, parse_host_port
+from agent.logs import configure
+from agent.manifest import ModelFileError
+from agent.offline import score_table
+from agent.score import Scorer
+from agent.store import open_existing
+from agent.table import TableError, read_table
+
+log = logging.getLogger("agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent (logs on stderr)")
+    run.add_argument("--config", required=True, type=Path, help="agent config file (TOML)")
+    _add_overrides(run)
+
+    check = sub.add_parser("check-config", help="validate a config and its model; exit 0 or 2")
+    check.add_argument("config", type=Path, help="agent config file (TOML)")
+    _add_overrides(check)
+
+    score = sub.add_parser("score", help="score a CSV offline; prints `score,anomaly` per row")
+    score.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
+    score.add_argument("data", type=Path, help="CSV with the model's sensor columns")
+
+    buffer = sub.add_parser("buffer", help="inspect the agent's SQLite buffer")
+    buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
+    stats = buffer_sub.add_parser("stats", help="counts as one JSON object")
+    stats.add_argument("--data-dir", required=True, type=Path, help="the agent's data dir")
+    return parser
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", metavar="HOST:PORT", help="override local.host / local.port")
+    p.add_argument("--upstream", metavar="HOST:PORT", help="override upstream.host / upstream.port")
+    p.add_argument("--model", type=Path, help="override model.path")
+    p.add_argument("--device-id", help="override device.id")
+    p.add_argument("--data-dir", type=Path, help="override storage.data_dir")
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line overrides as dotted config keys; paths are relative to the working dir."""
+    out: dict[str, Any] = {}
+    for flag, section in (("broker", "local"), ("upstream", "upstream")):
+        if getattr(args, flag):
+            host, port = parse_host_port(getattr(args, flag))
+            out[f"{section}.host"], out[f"{section}.port"] = host, port
+    if args.model:
+        out["model.path"] = str(args.model.resolve())
+    if args.device_id:
+        out["device.id"] = args.device_id
+    if args.data_dir:
+        out["storage.data_dir"] = str(args.data_dir.resolve())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure("warning")
+    try:
+        return _COMMANDS[args.command](args)
+    except (ConfigError, ModelFileError, TableError, FileNotFoundError) as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _load(args: argparse.Namespace) -> tuple[AgentConfig, Scorer]:
+    config = load_config(args.config, overrides_from(args))
+    try:
+        scorer = Scorer.load(config.model.path)
+    except ModelFileError as exc:
+        raise ConfigError(f"{args.config}: model.path: {exc}") from None
+    return config, scorer
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.runtime import Agent
+
+    config, _ = _load(args)
+    configure(config.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Agent(config).run(stop)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config, scorer = _load(args)
+    m = scorer.manifest
+    print(
+        f"ok: device {config.device.id}; model {m.model_id} v{m.version} "
+        f"({m.algorithm.name}, {len(m.sensors)} sensors, window {m.window}); "
+        f"local {config.local.host}:{config.local.port}; "
+        f"upstream {config.upstream.host}:{config.upstream.port}; data {config.storage.data_dir}"
+    )
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    scorer = Scorer.load(args.model)
+    table = read_table(args.data)
+    threshold = scorer.manifest.alert_threshold
+    out = sys.stdout
+    out.write("score,anomaly\n")
+    for score in score_table(scorer, table):
+        out.write(",0\n" if score is None else f"{score:.6f},{int(score >= threshold)}\n")
+    return 0
+
+
+def _buffer(args: argparse.Namespace) -> int:
+    store = open_existing(args.data_dir)
+    try:
+        print(json.dumps(store.stats()))
+    finally:
+        store.close()
+    return 0
+
+
+_COMMANDS = {"run": _run, "check-config": _check_config, "score": _score, "buffer": _buffer}

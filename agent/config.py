@@ -1,0 +1,176 @@
+"""The agent's configuration: one pydantic schema, validated once at start-up.
+
+Field descriptions are the configuration reference: `agent.config_doc` renders them into the
+README, and a test keeps the two in step. Unknown keys are errors, so a typo cannot silently
+fall back to a default. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Identifiers end up inside MQTT topics: no wildcards, separators or NUL, and not too long.
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceConfig(_Section):
+    id: Identifier = Field(description="Device id; part of every topic this agent uses.")
+
+
+class BrokerConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    client_id: str | None = Field(
+        default=None,
+        description="MQTT client id (default `edge-agent-<device id>-local` / `-upstream`).",
+    )
+    keepalive: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+
+
+class TopicsConfig(_Section):
+    prefix: Identifier = Field(default="edge", description="First level of every topic.")
+
+
+class ModelConfig(_Section):
+    path: Path = Field(description="The detector: one `.onnx` file exported by `edge-trainer`.")
+
+
+class ScoringConfig(_Section):
+    batch_max: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Most messages taken into one micro-batch (one ONNX call, one transaction).",
+    )
+    max_payload_bytes: int = Field(
+        default=65536, ge=64, description="Larger reading payloads are dead-lettered unread."
+    )
+
+
+class LevelOverrides(_Section):
+    info: float | None = Field(
+        default=None, ge=0, le=1, description="Score at which `info` starts."
+    )
+    warning: float | None = Field(default=None, ge=0, le=1, description="Score for `warning`.")
+    critical: float | None = Field(default=None, ge=0, le=1, description="Score for `critical`.")
+
+
+class AlertsConfig(_Section):
+    fire_after: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive windows at or above the `info` level before an episode fires.",
+    )
+    resolve_after: int = Field(
+        default=10,
+        ge=1,
+        description="Consecutive windows below the `info` level before a firing episode resolves.",
+    )
+    top_sensors: int = Field(
+        default=3, ge=1, description="Sensors named in an alert, by contribution."
+    )
+    levels: LevelOverrides = Field(
+        default_factory=LevelOverrides,
+        description="Override the model's level thresholds (`[alerts.levels]`, scores in [0, 1]).",
+    )
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Field(description="Folder for the SQLite database (`agent.db`).")
+
+
+class ForwardConfig(_Section):
+    max_inflight: int = Field(
+        default=20,
+        ge=1,
+        le=65535,
+        description="Alerts published upstream and not yet acknowledged.",
+    )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="On stop, how long to wait for pending alerts to be acknowledged.",
+    )
+
+
+class AgentConfig(_Section):
+    device: DeviceConfig
+    local: BrokerConfig = Field(
+        default_factory=BrokerConfig, description="The gateway's broker, where sensors publish."
+    )
+    upstream: BrokerConfig = Field(description="The broker alerts and status go to.")
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    model: ModelConfig
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    storage: StorageConfig
+    forward: ForwardConfig = Field(default_factory=ForwardConfig)
+    log_level: str = Field(
+        default="info",
+        pattern=r"^(debug|info|warning|error)$",
+        description="stderr log level: debug, info, warning or error.",
+    )
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> AgentConfig:
+        given = [v for v in self.alerts.levels.model_dump().values() if v is not None]
+        if given != sorted(given):
+            raise ValueError("alerts.levels must satisfy info <= warning <= critical")
+        return self
+
+
+class ConfigError(ValueError):
+    """The config is unusable; the message lists every bad field at once."""
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Read, merge command-line overrides (dotted keys), resolve paths, validate."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    try:
+        config = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(path, exc)) from None
+    base = path.resolve().parent
+    config.model.path = (base / config.model.path).resolve()
+    config.storage.data_dir = (base / config.storage.data_dir).resolve()
+    return config
+
+
+def format_errors(origin: Path | str, exc: ValidationError) -> str:
+    lines = [f"{origin}: {exc.error_count()} invalid field(s):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `[v6]:PORT`) from the command line."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value

@@ -1,0 +1,166 @@
+"""Forward stage: the outbox to the upstream broker at QoS 1, marked delivered on PUBACK only.
+
+One thread owns publishing and acknowledgement: paho calls `on_publish` while holding its own
+message lock, so the callback only queues the ack and this thread applies it. Messages in
+flight when the link drops are resent by paho on reconnect; after a restart, everything not
+acknowledged is read again from the outbox. Retained status "online" on connect, "offline" as
+Last Will and on a clean stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import BrokerConfig
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+_RETRY_AFTER_REJECT_S = 5.0
+
+
+def make_client(broker: BrokerConfig, default_id: str) -> mqtt.Client:
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=broker.client_id or default_id,
+        protocol=mqtt.MQTTv5,
+    )
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
+
+
+class Forwarder:
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        store: Store,
+        client_id: str,
+        status_topic: str,
+        status: dict[str, object],
+        max_inflight: int,
+    ) -> None:
+        self.broker = broker
+        self.store = store
+        self.status_topic = status_topic
+        self.status = status
+        self.max_inflight = max_inflight
+        self.client = make_client(broker, client_id)
+        self.client.will_set(status_topic, self._status_payload("offline"), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.connected = threading.Event()
+        self._events: queue.Queue[tuple[int, bool] | None] = queue.Queue()
+        self._inflight: dict[int, int] = {}  # mid -> outbox seq
+        self._cursor = 0  # highest seq handed to paho in this process
+        self._hold_until = 0.0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
+
+    def start(self) -> None:
+        self.client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive)
+        self.client.loop_start()
+        self._thread.start()
+
+    def notify(self) -> None:
+        """New alerts are in the outbox."""
+        self._events.put(None)
+
+    def stop(self, drain_seconds: float) -> None:
+        """Wait up to `drain_seconds` for the outbox to empty, then say offline and disconnect."""
+        deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < deadline and self.connected.is_set() and self._has_pending():
+            time.sleep(0.05)
+        self._stopping.set()
+        self._events.put(None)
+        self._thread.join(timeout=5)
+        if self.connected.is_set():
+            info = self.client.publish(self.status_topic, self._status_payload("offline"), 1, True)
+            info.wait_for_publish(timeout=2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _has_pending(self) -> bool:
+        return bool(self._inflight) or bool(self.store.pending(after_seq=0, limit=1))
+
+    def _status_payload(self, state: str) -> bytes:
+        return json.dumps({**self.status, "state": state, "ts": time.time()}).encode()
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        if rc.is_failure:
+            log.warning("upstream refused connection: %s", rc)
+            return
+        log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
+        client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        self.connected.set()
+        self._events.put(None)
+
+    def _on_disconnect(
+        self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        self.connected.clear()
+        if not self._stopping.is_set():
+            log.warning("upstream disconnected (%s); alerts stay in the outbox", rc)
+
+    def _on_publish(self, _c: object, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
+        self._events.put((mid, not rc.is_failure))
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                event = self._events.get(timeout=1.0)
+            except queue.Empty:
+                event = None
+            self._apply_acks(event)
+            if self.connected.is_set() and time.monotonic() >= self._hold_until:
+                self._publish_more()
+
+    def _apply_acks(self, first: tuple[int, bool] | None) -> None:
+        events = [first]
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        delivered = []
+        for event in events:
+            if event is None or event[0] not in self._inflight:
+                continue
+            mid, ok = event
+            seq = self._inflight.pop(mid)
+            if ok:
+                delivered.append(seq)
+            else:
+                log.warning(
+                    "upstream rejected alert seq=%d; retrying in %.0fs", seq, _RETRY_AFTER_REJECT_S
+                )
+                self._cursor = min(self._cursor, seq - 1)
+                self._hold_until = time.monotonic() + _RETRY_AFTER_REJECT_S
+        if delivered:
+            self.store.mark_delivered(delivered)
+
+    def _publish_more(self) -> None:
+        room = self.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for item in self.store.pending(after_seq=self._cursor, limit=room):
+            info = self.client.publish(item.topic, item.payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                log.info("publish deferred (%s); will retry", mqtt.error_string(info.rc))
+                if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                    # paho keeps a QoS 1 message it could not send and sends it on reconnect.
+                    self._inflight[info.mid] = item.seq
+                    self._cursor = item.seq
+                return
+            self._inflight[info.mid] = item.seq
+            self._cursor = item.seq

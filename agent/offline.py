@@ -1,0 +1,32 @@
+"""Offline scoring of a CSV through the agent's own window and score stages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from agent.score import Scorer
+from agent.table import Table
+from agent.window import Windows
+
+_ASSET = "csv"
+
+
+def score_table(scorer: Scorer, table: Table, batch_max: int = 1024) -> Iterator[float | None]:
+    """One score per row, None before the window has filled, in micro-batches like the agent."""
+    manifest = scorer.manifest
+    values = table.matrix(manifest.sensor_names)
+    windows = Windows(manifest.window, len(manifest.sensors))
+    pending: list[np.ndarray] = []
+    for i, row in enumerate(values):
+        window = windows.push(_ASSET, float(i), row)
+        if window is None:
+            yield None
+            continue
+        pending.append(window.copy())
+        if len(pending) == batch_max:
+            yield from scorer.score(np.stack(pending)).score.tolist()
+            pending.clear()
+    if pending:
+        yield from scorer.score(np.stack(pending)).score.tolist()

@@ -1,0 +1,95 @@
+"""Score stage: one ONNX Runtime session per model, fed micro-batches of windows.
+
+The same class serves the running agent, `edge-agent score` and the trainer's export check, so
+what the trainer verified is exactly what the gateway runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from agent.manifest import (
+    INPUT_NAME,
+    OUTPUT_CONTRIBUTIONS,
+    OUTPUT_SCORE,
+    Manifest,
+    ModelFileError,
+    graph_sha256,
+    parse_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scores:
+    score: np.ndarray  # [batch] in [0, 1]
+    contributions: np.ndarray  # [batch, n_sensors], rows sum to ~1
+
+
+class Scorer:
+    def __init__(self, session: ort.InferenceSession, manifest: Manifest, origin: Path) -> None:
+        self.session = session
+        self.manifest = manifest
+        self.origin = origin
+        self._outputs = [OUTPUT_SCORE, OUTPUT_CONTRIBUTIONS]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scorer:
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_MODEL_BYTES:
+                raise ModelFileError(f"{path}: {size} bytes is over the {MAX_MODEL_BYTES} limit")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read model: {exc.strerror}") from exc
+        return cls.from_bytes(data, path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, origin: Path) -> Scorer:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except (RuntimeError, ValueError) as exc:
+            raise ModelFileError(f"{origin}: ONNX Runtime cannot load the model: {exc}") from exc
+        manifest = parse_manifest(session.get_modelmeta().custom_metadata_map, origin)
+        actual = graph_sha256(data)
+        if actual != manifest.graph_sha256:
+            raise ModelFileError(
+                f"{origin}: graph sha256 {actual} does not match the manifest's "
+                f"{manifest.graph_sha256}: the file was altered after export"
+            )
+        _check_signature(session, manifest, origin)
+        return cls(session, manifest, origin)
+
+    def score(self, windows: np.ndarray) -> Scores:
+        """Score [batch, window, n_sensors] raw readings in one session call."""
+        score, contributions = self.session.run(
+            self._outputs, {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)}
+        )
+        return Scores(score=score, contributions=contributions)
+
+
+def _check_signature(session: ort.InferenceSession, manifest: Manifest, origin: Path) -> None:
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    expected = [manifest.window, len(manifest.sensors)]
+    if INPUT_NAME not in inputs or list(inputs[INPUT_NAME][1:]) != expected:
+        raise ModelFileError(
+            f"{origin}: expected input '{INPUT_NAME}' [batch, {expected[0]}, {expected[1]}], "
+            f"graph has {inputs}"
+        )
+    missing = {OUTPUT_SCORE, OUTPUT_CONTRIBUTIONS} - outputs
+    if missing:
+        raise ModelFileError(f"{origin}: graph lacks output(s) {sorted(missing)}")

@@ -1,0 +1,91 @@
+"""Private mosquitto brokers on free loopback ports, for the demo and the tests.
+
+Each broker gets its own config and folder; it is stopped by its PID. With `persistence`, the
+broker keeps sessions and queued messages across a restart on the same port, as a real
+upstream broker would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def find_mosquitto() -> str | None:
+    for candidate in (
+        shutil.which("mosquitto"),
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Mosquitto:
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    persistence: bool = False
+    process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        binary = find_mosquitto()
+        if binary is None:
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 100000",
+            f"persistence {str(self.persistence).lower()}",
+        ]
+        if self.persistence:
+            lines += [f"persistence_location {self.workdir}/", "autosave_interval 1"]
+        conf.write_text("\n".join(lines) + "\n")
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(
+                    f"mosquitto exited with {self.process.returncode}; "
+                    f"see {self.workdir}/mosquitto.log"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None

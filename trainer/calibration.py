@@ -1,0 +1,48 @@
+"""Map raw detector scores to [0, 1] so that the contamination lands on the alert threshold.
+
+score = sigmoid((raw - t) / s), with t the training score that the configured contamination
+leaves above it and s chosen so that the training median maps to 0.1. The threshold maps to
+0.5 (`info`, the alert threshold); a raw score past t by half the median-to-t distance maps to
+0.75 (`warning`), by the whole distance to 0.9 (`critical`). These are fixed by construction,
+so levels mean the same thing for every detector.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer.graph import GraphBuilder
+
+_MEDIAN_SCORE = 0.1
+_LN = math.log((1 - _MEDIAN_SCORE) / _MEDIAN_SCORE)
+ALERT_THRESHOLD = 0.5
+LEVELS = {
+    "info": ALERT_THRESHOLD,
+    "warning": 1 / (1 + math.exp(-0.5 * _LN)),
+    "critical": 1 / (1 + math.exp(-_LN)),
+}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    scale: float
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, contamination: float) -> Calibration:
+        threshold = float(np.quantile(raw, 1.0 - contamination))
+        spread = threshold - float(np.median(raw))
+        if spread <= 1e-12:
+            spread = max(float(raw.std()), 1e-6) * _LN
+        return cls(threshold=threshold, scale=spread / _LN)
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        z = (raw.astype(np.float64) - self.threshold) / self.scale
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def onnx(self, g: GraphBuilder, raw: str) -> str:
+        centered = g.op("Sub", raw, g.const(self.threshold, "cal_threshold"))
+        return g.op("Sigmoid", g.op("Div", centered, g.const(self.scale, "cal_scale")))

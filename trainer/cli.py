@@ -1,0 +1,141 @@
+"""`edge-trainer`: simulate data and train detectors. A thin shell over `trainer.train`.
+
+Exit codes: 0 done; 1 the command failed (export refused); 2 bad arguments or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from agent.logs import configure
+from agent.table import TableError
+from trainer.detectors import DETECTORS
+from trainer.features import DEFAULT_FEATURES, FEATURES
+from trainer.simulate import FAULT_KINDS, parse_faults, simulate, write_csv
+from trainer.train import ExportError, TrainOptions, train, write_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-trainer", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="warning", help="stderr log level (default warning)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser(
+        "simulate", help="write simulated pump-gateway readings with labelled faults"
+    )
+    sim.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    sim.add_argument("--rows", required=True, type=int, help="number of readings")
+    sim.add_argument(
+        "--faults",
+        default="none",
+        help="comma list of faults to inject, each once or KIND:COUNT; kinds: "
+        + ", ".join(f"{k} ({v})" for k, v in FAULT_KINDS.items())
+        + "; 'none' for clean data",
+    )
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between readings (default 60)"
+    )
+
+    tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")
+    tr.add_argument("data", type=Path, help="CSV of readings (separator sniffed)")
+    tr.add_argument("--out", required=True, type=Path, help="ONNX file to write")
+    tr.add_argument(
+        "--sensors",
+        help="comma list of sensor columns (default: every numeric "
+        "column except the timestamp and label columns)",
+    )
+    tr.add_argument(
+        "--algorithm",
+        default="pca",
+        choices=sorted(DETECTORS),
+        help="detector (default pca: Hotelling T² + Q)",
+    )
+    tr.add_argument(
+        "--contamination",
+        type=float,
+        default=0.01,
+        help="share of training windows scored above the alert threshold (default 0.01)",
+    )
+    tr.add_argument("--window", type=int, default=10, help="readings per window (default 10)")
+    tr.add_argument("--train-rows", type=int, help="fit only on the first N rows")
+    tr.add_argument(
+        "--label-column", help="0/1 label column: excluded from sensors, used for metrics"
+    )
+    tr.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    tr.add_argument(
+        "--features",
+        default=",".join(DEFAULT_FEATURES),
+        help=f"comma list of window features from {list(FEATURES)} (default all)",
+    )
+    tr.add_argument("--model-id", help="model id in the manifest (default: the output file's stem)")
+    tr.add_argument(
+        "--model-version", default="1", help="model version in the manifest (default 1)"
+    )
+    tr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        return _COMMANDS[args.command](args)
+    except (TableError, ValueError) as exc:
+        print(f"edge-trainer: error: {exc}", file=sys.stderr)
+        return 2
+    except ExportError as exc:
+        print(f"edge-trainer: export refused: {exc}", file=sys.stderr)
+        return 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if args.rows < 1:
+        raise ValueError("--rows must be positive")
+    stamps, values, faults = simulate(
+        args.rows, parse_faults(args.faults), args.seed, args.interval
+    )
+    write_csv(args.out, stamps, values, faults)
+    placed = ", ".join(f"{f.label} rows {f.start}-{f.end - 1}" for f in faults) or "no faults"
+    print(f"wrote {args.out}: {args.rows} rows, {placed}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    options = TrainOptions(
+        sensors=args.sensors.split(",") if args.sensors else None,
+        algorithm=args.algorithm,
+        contamination=args.contamination,
+        window=args.window,
+        train_rows=args.train_rows,
+        label_column=args.label_column,
+        seed=args.seed,
+        features=[f.strip() for f in args.features.split(",") if f.strip()],
+        model_id=args.model_id or args.out.stem,
+        model_version=args.model_version,
+    )
+    result = train(args.data, options)
+    write_model(result, args.out)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps({"out": str(args.out), **summary}))
+        return 0
+    m = result.manifest
+    print(
+        f"wrote {args.out} ({len(result.model_bytes) / 1024:.0f} KiB): {m.algorithm.name} on "
+        f"{len(m.sensors)} sensors ({', '.join(m.sensor_names)}), window {m.window}, "
+        f"{m.training.windows} training windows from {m.training.rows} rows"
+    )
+    print(
+        f"alert threshold {m.alert_threshold} (contamination {m.contamination}); "
+        f"parity max error {m.parity.max_abs_error:.1e} (tolerance {m.parity.tolerance:.0e})"
+    )
+    metrics = ", ".join(f"{k} {v:.3g}" for k, v in m.training.metrics.items())
+    print(f"metrics: {metrics}")
+    return 0
+
+
+_COMMANDS = {"simulate": _simulate, "train": _train}

@@ -1,0 +1,75 @@
+"""PCA with Hotelling's T² and Q (squared prediction error), the classic process-monitoring pair.
+
+T² measures how far a window sits inside the normal subspace; Q how far it leaves it, which is
+what a single faulty sensor in a correlated set does. raw = T²/E[T²] + Q/E[Q] on training data.
+Computed in float64 in both the reference and the graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+from trainer.graph import GraphBuilder
+
+
+class PCADetector:
+    name = "pca"
+
+    def __init__(self, variance: float = 0.9) -> None:
+        self.variance = variance
+        self._fit: tuple[np.ndarray, np.ndarray, np.ndarray, float, float] | None = None
+
+    def params(self) -> dict[str, float | int | str | bool | None]:
+        fitted = self._fit
+        return {
+            "variance": self.variance,
+            "components": None if fitted is None else fitted[1].shape[1],
+        }
+
+    def fit(self, features: np.ndarray, seed: int) -> None:
+        x = features.astype(np.float64)
+        mean = x.mean(axis=0)
+        _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+        eig = s**2 / max(len(x) - 1, 1)
+        share = np.cumsum(eig) / eig.sum()
+        k = int(min(np.searchsorted(share, self.variance) + 1, len(eig) - 1))
+        components, kept = vt[:k].T, np.maximum(eig[:k], 1e-12)
+        t2_scale = float(k)
+        q_scale = max(float(eig[k:].sum()), 1e-12)
+        self._fit = (mean, components, kept, t2_scale, q_scale)
+
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        mean, components, eig, t2_scale, q_scale = self._fitted()
+        centered = features.astype(np.float64) - mean
+        t = centered @ components
+        resid = centered - t @ components.T
+        return (t**2 / eig).sum(axis=1) / t2_scale + (resid**2).sum(axis=1) / q_scale
+
+    def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        mean, components, eig, t2_scale, q_scale = self._fitted()
+        f64 = np.float64
+        centered = g.op(
+            "Sub", g.op("Cast", features, to=TensorProto.DOUBLE), g.const(mean, "pca_mean", f64)
+        )
+        t = g.op("MatMul", centered, g.const(components, "pca_p", f64))
+        resid = g.op("Sub", centered, g.op("MatMul", t, g.const(components.T, "pca_pt", f64)))
+        axis = g.const([1], "ax", np.int64)
+        t2 = g.op(
+            "ReduceSum",
+            g.op("Mul", g.op("Mul", t, t), g.const(1 / (eig * t2_scale), "w_t2", f64)),
+            axis,
+            keepdims=0,
+        )
+        q = g.op(
+            "ReduceSum",
+            g.op("Mul", g.op("Mul", resid, resid), g.const(1 / q_scale, "w_q", f64)),
+            axis,
+            keepdims=0,
+        )
+        return g.op("Cast", g.op("Add", t2, q), to=TensorProto.FLOAT)
+
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+        if self._fit is None:
+            raise RuntimeError("fit the detector first")
+        return self._fit

@@ -1,0 +1,212 @@
+"""Training: CSV → fitted pipeline → ONNX with manifest, refused unless it matches the reference."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from agent.manifest import (
+    MANIFEST_KEY,
+    Algorithm,
+    Manifest,
+    Parity,
+    SensorSpec,
+    Thresholds,
+    TrainingSummary,
+    graph_sha256,
+)
+from agent.score import Scorer
+from agent.table import Table, read_table
+from trainer.calibration import ALERT_THRESHOLD, LEVELS
+from trainer.features import DEFAULT_FEATURES, check_names, sliding_windows
+from trainer.metrics import classification_metrics
+from trainer.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+# Largest |ONNX score - reference score| export accepts, over every window of the file checked.
+PARITY_TOLERANCE = 1e-4
+_PARITY_MAX_WINDOWS = 50_000
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as it is (parity failure, bad options)."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    sensors: list[str] | None = None
+    algorithm: str = "pca"
+    contamination: float = 0.01
+    window: int = 10
+    train_rows: int | None = None
+    label_column: str | None = None
+    seed: int = 42
+    features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
+    model_id: str = "detector"
+    model_version: str = "1"
+
+
+@dataclass
+class TrainResult:
+    pipeline: Pipeline
+    manifest: Manifest
+    model_bytes: bytes
+    table: Table
+
+    def summary(self) -> dict[str, object]:
+        m = self.manifest
+        return {
+            "model_id": m.model_id,
+            "version": m.version,
+            "algorithm": m.algorithm.name,
+            "sensors": m.sensor_names,
+            "window": m.window,
+            "training_rows": m.training.rows,
+            "alert_threshold": m.alert_threshold,
+            "metrics": m.training.metrics,
+            "parity_max_abs_error": m.parity.max_abs_error,
+            "model_bytes": len(self.model_bytes),
+        }
+
+
+def train(csv_path: str | Path, options: TrainOptions) -> TrainResult:
+    table = read_table(csv_path)
+    sensors = options.sensors or table.sensor_columns(options.label_column)
+    _check_options(table, sensors, options)
+    values = table.matrix(sensors)
+    fit_rows = values[: options.train_rows] if options.train_rows else values
+    windows = sliding_windows(fit_rows, options.window)
+    pipeline, raw = Pipeline.fit(
+        windows,
+        sensors,
+        check_names(options.features),
+        options.algorithm,
+        options.contamination,
+        options.seed,
+    )
+    all_windows = sliding_windows(values, options.window)
+    metrics = _metrics(pipeline, raw, all_windows, table, options)
+    graph = pipeline.to_onnx()
+    manifest = Manifest(
+        model_id=options.model_id,
+        version=options.model_version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        sensors=[_sensor_spec(name, fit_rows[:, j]) for j, name in enumerate(sensors)],
+        window=options.window,
+        features=pipeline.features,
+        algorithm=Algorithm(name=options.algorithm, params=pipeline.detector.params()),
+        contamination=options.contamination,
+        alert_threshold=ALERT_THRESHOLD,
+        thresholds=Thresholds(**LEVELS),
+        training=TrainingSummary(
+            source=table.path.name,
+            rows=len(fit_rows),
+            windows=len(windows),
+            seed=options.seed,
+            label_column=options.label_column,
+            metrics=metrics,
+        ),
+        parity=Parity(max_abs_error=0.0, tolerance=PARITY_TOLERANCE, windows_checked=0),
+        graph_sha256=graph_sha256(graph.SerializeToString()),
+    )
+    check_windows = all_windows[:_PARITY_MAX_WINDOWS]
+    error = _parity_error(pipeline, _with_manifest(graph, manifest), check_windows)
+    if not error <= PARITY_TOLERANCE:
+        raise ExportError(
+            f"ONNX scores differ from the reference by up to {error:.3g} "
+            f"(tolerance {PARITY_TOLERANCE}); refusing to export"
+        )
+    parity = Parity(
+        max_abs_error=error, tolerance=PARITY_TOLERANCE, windows_checked=len(check_windows)
+    )
+    manifest = manifest.model_copy(update={"parity": parity})
+    return TrainResult(pipeline, manifest, _with_manifest(graph, manifest), table)
+
+
+def write_model(result: TrainResult, out: str | Path) -> Path:
+    """Write atomically (temp file, fsync, rename) so a reader never sees half a model."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(result.model_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _check_options(table: Table, sensors: list[str], options: TrainOptions) -> None:
+    if not sensors:
+        raise ExportError(f"{table.path}: no numeric sensor columns (columns: {table.header})")
+    numeric = set(table.numeric_columns())
+    bad = [s for s in sensors if s not in numeric]
+    if bad:
+        raise ExportError(f"{table.path}: sensor column(s) {bad} missing or not numeric")
+    if options.label_column and options.label_column not in numeric:
+        raise ExportError(
+            f"{table.path}: label column {options.label_column!r} missing or not numeric"
+        )
+    if options.label_column in sensors:
+        raise ExportError(f"label column {options.label_column!r} cannot also be a sensor")
+    if options.window < 2:
+        raise ExportError("--window must be at least 2 (rate of change needs two readings)")
+    if not 0 < options.contamination < 0.5:
+        raise ExportError("--contamination must be in (0, 0.5)")
+    rows = options.train_rows or table.rows
+    if rows < options.window + 10:
+        raise ExportError(f"{rows} training rows are too few for a window of {options.window}")
+
+
+def _metrics(
+    pipeline: Pipeline, raw: np.ndarray, windows: np.ndarray, table: Table, options: TrainOptions
+) -> dict[str, float]:
+    flagged = float((pipeline.calibration.apply(raw) >= ALERT_THRESHOLD).mean())
+    metrics = {"train_flagged_fraction": flagged}
+    if options.label_column:
+        labels = table.labels(options.label_column)[options.window - 1 :]
+        predicted = pipeline.reference(windows)[0] >= ALERT_THRESHOLD
+        metrics.update(classification_metrics(labels, predicted))
+    return metrics
+
+
+def _sensor_spec(name: str, column: np.ndarray) -> SensorSpec:
+    return SensorSpec(
+        name=name,
+        mean=float(column.mean()),
+        std=float(column.std()),
+        min=float(column.min()),
+        max=float(column.max()),
+    )
+
+
+def _with_manifest(graph: onnx.ModelProto, manifest: Manifest) -> bytes:
+    model = onnx.ModelProto()
+    model.CopyFrom(graph)
+    helper.set_model_props(model, {MANIFEST_KEY: manifest.model_dump_json()})
+    return model.SerializeToString()
+
+
+def _parity_error(pipeline: Pipeline, model_bytes: bytes, windows: np.ndarray) -> float:
+    scorer = Scorer.from_bytes(model_bytes, Path("<export>"))
+    got = scorer.score(windows)
+    want_score, want_contrib = pipeline.reference(windows)
+    return float(
+        max(
+            np.abs(got.score - want_score).max(),
+            np.abs(got.contributions - want_contrib).max(),
+        )
+    )
