@@ -120,9 +120,10 @@ def _score(args: argparse.Namespace) -> int:
     scorer = Scorer.load(args.model)
     table = read_table(args.data)
     threshold = scorer.manifest.alert_threshold
+    scores = score_table(scorer, table)
     out = sys.stdout
     out.write("score,anomaly\n")
-    for score in score_table(scorer, table):
+    for score in scores:
         out.write(",0\n" if score is None else f"{score:.6f},{int(score >= threshold)}\n")
     return 0
 

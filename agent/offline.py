@@ -14,9 +14,16 @@ _ASSET = "csv"
 
 
 def score_table(scorer: Scorer, table: Table, batch_max: int = 1024) -> Iterator[float | None]:
-    """One score per row, None before the window has filled, in micro-batches like the agent."""
+    """One score per row, None before the window has filled, in micro-batches like the agent.
+
+    The sensor columns are read (and a missing one reported) before the first score is asked for.
+    """
+    values = table.matrix(scorer.manifest.sensor_names)
+    return _scores(scorer, values, batch_max)
+
+
+def _scores(scorer: Scorer, values: np.ndarray, batch_max: int) -> Iterator[float | None]:
     manifest = scorer.manifest
-    values = table.matrix(manifest.sensor_names)
     windows = Windows(manifest.window, len(manifest.sensors))
     pending: list[np.ndarray] = []
     for i, row in enumerate(values):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from agent.manifest import (
     INPUT_NAME,
@@ -26,6 +27,18 @@ from agent.manifest import (
 log = logging.getLogger(__name__)
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024
+# ONNX Runtime's own exceptions derive from Exception, not RuntimeError.
+_ORT_LOAD_ERRORS = (
+    RuntimeError,
+    ValueError,
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.InvalidProtobuf,
+    ort_errors.InvalidGraph,
+    ort_errors.NoSuchFile,
+    ort_errors.NotImplemented,
+    ort_errors.RuntimeException,
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class Scorer:
         options.log_severity_level = 3
         try:
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        except (RuntimeError, ValueError) as exc:
+        except _ORT_LOAD_ERRORS as exc:
             raise ModelFileError(f"{origin}: ONNX Runtime cannot load the model: {exc}") from exc
         manifest = parse_manifest(session.get_modelmeta().custom_metadata_map, origin)
         actual = graph_sha256(data)

@@ -7,6 +7,7 @@ upstream broker would.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -57,6 +58,8 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "max_queued_messages 100000",
+            # Started as root, mosquitto would switch to user `mosquitto` and lose its folder.
+            f"user {getpass.getuser()}",
             f"persistence {str(self.persistence).lower()}",
         ]
         if self.persistence:

@@ -7,6 +7,10 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 class FleetError(RuntimeError):
@@ -46,8 +50,13 @@ def connect(
     client.on_subscribe = lambda *_: ready.set()
     if on_message:
         client.on_message = on_message
+    properties = None
+    if not clean_start:
+        # MQTT 5 ends a session at disconnect unless it is given an expiry interval.
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
     try:
-        client.connect(host, port, keepalive=30, clean_start=clean_start)
+        client.connect(host, port, keepalive=30, clean_start=clean_start, properties=properties)
     except OSError as exc:
         raise FleetError(f"cannot reach broker {host}:{port}: {exc.strerror or exc}") from exc
     client.loop_start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.table import read_table
@@ -13,13 +14,15 @@ from fleet.mqtt import FleetError, connect
 def readings_from_csv(
     path: str | Path, sensors: list[str] | None = None
 ) -> list[dict[str, object]]:
-    """One reading object per row: `ts` from the time column (or the row number), then sensors."""
+    """One reading per row: `ts` from the time column (naive times taken as UTC) or the row
+    number, then the sensors."""
     table = read_table(path)
     names = sensors or table.sensor_columns()
     values = table.matrix(names)
-    stamps = table.timestamps()
     if table.time_column is None:
-        stamps = [float(i) for i in range(table.rows)]
+        stamps: list[object] = [float(i) for i in range(table.rows)]
+    else:
+        stamps = [_utc_iso(s) for s in table.timestamps()]
     return [
         {"ts": stamps[i], **dict(zip(names, map(float, values[i]), strict=True))}
         for i in range(table.rows)
@@ -58,3 +61,8 @@ def replay(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _utc_iso(stamp: str) -> str:
+    parsed = datetime.fromisoformat(stamp)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()

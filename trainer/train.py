@@ -38,7 +38,11 @@ _PARITY_MAX_WINDOWS = 50_000
 
 
 class ExportError(RuntimeError):
-    """The model cannot be exported as it is (parity failure, bad options)."""
+    """The fitted model failed the export check (its graph does not match the reference)."""
+
+
+class TrainInputError(ValueError):
+    """The data or the options cannot train a model; the message names which."""
 
 
 @dataclass(frozen=True)
@@ -151,24 +155,24 @@ def write_model(result: TrainResult, out: str | Path) -> Path:
 
 def _check_options(table: Table, sensors: list[str], options: TrainOptions) -> None:
     if not sensors:
-        raise ExportError(f"{table.path}: no numeric sensor columns (columns: {table.header})")
+        raise TrainInputError(f"{table.path}: no numeric sensor columns (columns: {table.header})")
     numeric = set(table.numeric_columns())
     bad = [s for s in sensors if s not in numeric]
     if bad:
-        raise ExportError(f"{table.path}: sensor column(s) {bad} missing or not numeric")
+        raise TrainInputError(f"{table.path}: sensor column(s) {bad} missing or not numeric")
     if options.label_column and options.label_column not in numeric:
-        raise ExportError(
+        raise TrainInputError(
             f"{table.path}: label column {options.label_column!r} missing or not numeric"
         )
     if options.label_column in sensors:
-        raise ExportError(f"label column {options.label_column!r} cannot also be a sensor")
+        raise TrainInputError(f"label column {options.label_column!r} cannot also be a sensor")
     if options.window < 2:
-        raise ExportError("--window must be at least 2 (rate of change needs two readings)")
+        raise TrainInputError("--window must be at least 2 (rate of change needs two readings)")
     if not 0 < options.contamination < 0.5:
-        raise ExportError("--contamination must be in (0, 0.5)")
+        raise TrainInputError("--contamination must be in (0, 0.5)")
     rows = options.train_rows or table.rows
     if rows < options.window + 10:
-        raise ExportError(f"{rows} training rows are too few for a window of {options.window}")
+        raise TrainInputError(f"{rows} training rows are too few for a window of {options.window}")
 
 
 def _metrics(

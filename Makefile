@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` and `make test`. Both set themselves up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint model clean
+
+setup:
+	@VENV=$(VENV) ./scripts/bootstrap.sh
+
+demo: setup
+	$(PY) -m demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest
+
+# Rebuild the shipped default model from data the project generates itself.
+model: setup
+	$(VENV)/bin/edge-trainer simulate --out var/pump-train.csv --rows 4000 --seed 1
+	$(VENV)/bin/edge-trainer train var/pump-train.csv --algorithm pca --window 10 \
+	    --contamination 0.01 --seed 42 --model-id pump_pca --out models/pump_pca.onnx
+
+clean:
+	rm -rf $(VENV) var demo-output .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,63 @@
+"""Render the configuration reference (Markdown) from the schema's field descriptions.
+
+`python -m agent.config_doc` prints it; the README carries it and a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+from types import UnionType
+from typing import Any, get_args
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from agent.config import AgentConfig
+
+
+def render_reference() -> str:
+    lines = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    lines += _rows(AgentConfig, "")
+    return "\n".join(lines)
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+    rows: list[str] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        nested = _model_of(field.annotation)
+        if nested is not None:
+            required = "required" if field.is_required() else ""
+            rows.append(f"| `[{key}]` | section | {required} | {field.description or ''} |")
+            rows += _rows(nested, f"{key}.")
+            continue
+        rows.append(
+            f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | "
+            f"{field.description or ''} |"
+        )
+    return rows
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, UnionType):
+        return " or ".join(_type_name(a) for a in get_args(annotation))
+    return {str: "string", int: "integer", float: "number", type(None): "none"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    ).replace("Path", "path")
+
+
+def _default(field: Any) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "required"
+    if field.default_factory is not None:
+        return ""
+    return "" if field.default is None else f"`{field.default}`"
+
+
+if __name__ == "__main__":
+    print(render_reference())

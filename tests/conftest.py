@@ -1,0 +1,162 @@
+"""Shared fixtures: real mosquitto brokers, generated data, trained models, the agent process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent.store import open_existing
+from demo.mosquitto import Mosquitto, find_mosquitto
+from fleet.mqtt import connect
+from trainer.simulate import Fault, simulate, write_csv
+from trainer.train import TrainOptions, TrainResult, train, write_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DEVICE = "gw-test"
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll `condition` until it is truthy; fail the test naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A console script as users run it: `python -m <package> ...` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Factory for private brokers on free loopback ports, all stopped at teardown."""
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed: run `make test`, which installs it")
+    started: list[Mosquitto] = []
+
+    def start(name: str = "broker", persistence: bool = False) -> Mosquitto:
+        b = Mosquitto(tmp_path / name, persistence=persistence).start()
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+@dataclass(frozen=True)
+class SimData:
+    train_csv: Path
+    live_csv: Path
+    faults: list[Fault]
+
+
+@pytest.fixture(scope="session")
+def sim_data(tmp_path_factory: pytest.TempPathFactory) -> SimData:
+    folder = tmp_path_factory.mktemp("sim")
+    train_csv = write_csv(folder / "train.csv", *simulate(3000, [], seed=1))
+    stamps, values, faults = simulate(1000, ["spike", "drift", "stuck", "noise"], seed=5)
+    return SimData(train_csv, write_csv(folder / "live.csv", stamps, values, faults), faults)
+
+
+@pytest.fixture(scope="session")
+def trained(sim_data: SimData, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train(sim_data.train_csv, TrainOptions(model_id="test_pump", seed=3))
+
+
+@pytest.fixture(scope="session")
+def model_path(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model(trained, tmp_path_factory.mktemp("model") / "test_pump.onnx")
+
+
+class AgentProcess:
+    """`edge-agent run` as a subprocess, with helpers to watch its SQLite buffer."""
+
+    def __init__(self, config: Path, data_dir: Path, upstream_port: int, log: Path) -> None:
+        self.data_dir = data_dir
+        self.log = log
+        self.upstream_port = upstream_port
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            stderr=log.open("w"),
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+
+    def stats(self) -> dict:
+        if not (self.data_dir / "agent.db").exists():
+            return {}
+        store = open_existing(self.data_dir)
+        try:
+            return store.stats()
+        finally:
+            store.close()
+
+    def wait_stored(self, count: int, timeout: float = 60) -> dict:
+        return wait_for(
+            lambda: (s := self.stats()) and s["readings"] + s["dead_letters"] >= count and s,
+            timeout,
+            f"{count} readings stored ({self.stats()}); agent log {self.log}",
+        )
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path, model_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    agents: list[AgentProcess] = []
+
+    def start(
+        local: Mosquitto, upstream: Mosquitto, extra: str = "", model: Path | None = None
+    ) -> AgentProcess:
+        data_dir = tmp_path / "agent-data"
+        config = tmp_path / "agent.toml"
+        config.write_text(
+            f'[device]\nid = "{DEVICE}"\n'
+            f"[local]\nport = {local.port}\n[upstream]\nport = {upstream.port}\n"
+            f'[model]\npath = "{model or model_path}"\n[storage]\ndata_dir = "{data_dir}"\n' + extra
+        )
+        agent = AgentProcess(config, data_dir, upstream.port, tmp_path / "agent.log")
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        if agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait()
+
+
+def wait_online(port: int, device: str = DEVICE, timeout: float = 30) -> None:
+    """Until the device's retained status upstream says online."""
+    online = threading.Event()
+
+    def on_message(_c: object, _u: object, msg: object) -> None:
+        if json.loads(msg.payload).get("state") == "online":
+            online.set()
+
+    client = connect("127.0.0.1", port, subscribe=f"edge/{device}/status", on_message=on_message)
+    try:
+        assert online.wait(timeout), f"{device} did not report online within {timeout}s"
+    finally:
+        client.disconnect()
+        client.loop_stop()

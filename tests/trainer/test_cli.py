@@ -1,0 +1,75 @@
+"""`edge-trainer` as users run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.table import read_table
+from tests.conftest import run_cli
+
+
+def test_simulate_then_train_writes_a_model_with_its_manifest(tmp_path: Path):
+    data = tmp_path / "d.csv"
+    sim = run_cli(
+        "trainer",
+        "simulate",
+        "--out",
+        str(data),
+        "--rows",
+        "1500",
+        "--faults",
+        "spike,noise:2",
+        "--seed",
+        "4",
+    )
+    assert sim.returncode == 0, sim.stderr
+    table = read_table(data)
+    assert table.rows == 1500 and table.labels("anomaly").sum() > 0
+    assert table.sensor_columns() == [
+        "flow_lpm",
+        "pressure_bar",
+        "current_a",
+        "temperature_c",
+        "vibration_mms",
+    ]
+    faults = {f.split(":")[0] for f in table.text["fault"] if f}
+    assert faults == {"spike", "noise"}
+
+    out = tmp_path / "m.onnx"
+    tr = run_cli(
+        "trainer",
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--label-column",
+        "anomaly",
+        "--train-rows",
+        "400",
+        "--window",
+        "6",
+        "--json",
+    )
+    assert tr.returncode == 0, tr.stderr
+    summary = json.loads(tr.stdout)
+    assert summary["model_id"] == "m" and summary["window"] == 6
+    assert summary["training_rows"] == 400 and "anomaly" not in summary["sensors"]
+    assert {"precision", "recall", "f1", "far", "mar"} <= summary["metrics"].keys()
+    assert out.stat().st_size == summary["model_bytes"]
+
+
+def test_train_errors_name_the_problem(tmp_path: Path):
+    data = tmp_path / "d.csv"
+    data.write_text("ts;a;b\n" + "".join(f"2026-01-01T00:00:{i:02d}Z;{i};x\n" for i in range(40)))
+    bad_sensor = run_cli(
+        "trainer", "train", str(data), "--out", str(tmp_path / "m.onnx"), "--sensors", "a,b"
+    )
+    assert bad_sensor.returncode == 2 and "'b'" in bad_sensor.stderr
+    bad_window = run_cli(
+        "trainer", "train", str(data), "--out", str(tmp_path / "m.onnx"), "--window", "1"
+    )
+    assert bad_window.returncode == 2 and "--window" in bad_window.stderr
+    missing = run_cli("trainer", "train", str(tmp_path / "none.csv"), "--out", "x.onnx")
+    assert missing.returncode == 2 and "none.csv" in missing.stderr
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,75 @@
+"""Every registered detector through the same checks: export, parity, quality, agent round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.score import Scorer
+from agent.table import read_table
+from trainer.detectors import DETECTORS
+from trainer.features import sliding_windows
+from trainer.train import PARITY_TOLERANCE, TrainOptions, train, write_model
+
+
+def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    pos = labels.astype(bool)
+    return (ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum())
+
+
+@pytest.mark.parametrize("algorithm", sorted(DETECTORS))
+def test_detector_exports_a_faithful_useful_model(algorithm, sim_data, tmp_path: Path):
+    result = train(sim_data.train_csv, TrainOptions(algorithm=algorithm, model_id=algorithm))
+    model = write_model(result, tmp_path / f"{algorithm}.onnx")
+    manifest = result.manifest
+    assert manifest.algorithm.name == algorithm
+    assert manifest.parity.max_abs_error <= PARITY_TOLERANCE
+    assert abs(manifest.training.metrics["train_flagged_fraction"] - 0.01) < 0.005
+
+    scorer = Scorer.load(model)  # the agent's loader: hash, signature and manifest checks
+    table = read_table(sim_data.live_csv)
+    windows = sliding_windows(table.matrix(manifest.sensor_names), manifest.window)
+    got = scorer.score(windows)
+    want_score, want_contrib = result.pipeline.reference(windows)
+    np.testing.assert_allclose(got.score, want_score, atol=PARITY_TOLERANCE)
+    np.testing.assert_allclose(got.contributions, want_contrib, atol=PARITY_TOLERANCE)
+    assert ((got.score >= 0) & (got.score <= 1)).all()
+    np.testing.assert_allclose(got.contributions.sum(axis=1), 1.0, atol=1e-4)
+
+    labels = table.labels("anomaly")[manifest.window - 1 :]
+    assert _roc_auc(labels, got.score) > 0.6, "better than chance on labelled faults"
+
+
+def test_export_refuses_a_graph_that_drifts_from_the_reference(sim_data, monkeypatch):
+    import trainer.train as train_module
+    from trainer.train import ExportError
+
+    monkeypatch.setattr(train_module, "PARITY_TOLERANCE", 0.0)
+    with pytest.raises(ExportError, match="refusing to export"):
+        train(sim_data.train_csv, TrainOptions())
+
+
+def test_agent_rejects_a_model_whose_graph_was_altered(model_path: Path, tmp_path: Path):
+    import onnx
+    from onnx import numpy_helper
+
+    from agent.manifest import ModelFileError
+
+    model = onnx.load(model_path)
+    weight = model.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + 1, weight.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, tampered)  # still a loadable graph, with the original manifest
+    with pytest.raises(ModelFileError, match="altered after export"):
+        Scorer.load(tampered)
+
+
+def test_training_is_reproducible(sim_data):
+    first = train(sim_data.train_csv, TrainOptions(seed=9))
+    second = train(sim_data.train_csv, TrainOptions(seed=9))
+    assert first.manifest.graph_sha256 == second.manifest.graph_sha256
