@@ -146,17 +146,21 @@ def start_agent(tmp_path: Path, model_path: Path) -> Iterator[Callable[..., Agen
             agent.process.wait()
 
 
-def wait_online(port: int, device: str = DEVICE, timeout: float = 30) -> None:
-    """Until the device's retained status upstream says online."""
-    online = threading.Event()
+def wait_status(port: int, state: str, device: str = DEVICE, timeout: float = 30) -> dict:
+    """Until the device's retained status upstream has `state`; returns that status."""
+    found: dict = {}
+    seen = threading.Event()
 
     def on_message(_c: object, _u: object, msg: object) -> None:
-        if json.loads(msg.payload).get("state") == "online":
-            online.set()
+        status = json.loads(msg.payload)
+        if status.get("state") == state:
+            found.update(status)
+            seen.set()
 
     client = connect("127.0.0.1", port, subscribe=f"edge/{device}/status", on_message=on_message)
     try:
-        assert online.wait(timeout), f"{device} did not report online within {timeout}s"
+        assert seen.wait(timeout), f"{device} did not report {state!r} within {timeout}s"
     finally:
         client.disconnect()
         client.loop_stop()
+    return found

@@ -11,7 +11,7 @@ import pytest
 from agent.table import read_table
 from fleet.alerts import AlertSubscriber
 from fleet.replay import readings_from_csv, replay
-from tests.conftest import DEVICE, SHARED_DATA, run_cli, wait_for, wait_online
+from tests.conftest import DEVICE, SHARED_DATA, run_cli, wait_for, wait_status
 
 SKAB_FILE = SHARED_DATA / "skab" / "valve1" / "0.csv"
 pytestmark = pytest.mark.skipif(
@@ -48,7 +48,7 @@ def test_skab_file_through_trainer_agent_and_brokers(tmp_path, broker, start_age
     local, upstream = broker("local"), broker("upstream")
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
     agent = start_agent(local, upstream, model=model)
-    wait_online(upstream.port)
+    wait_status(upstream.port, "online")
     readings = readings_from_csv(SKAB_FILE)
     replay(readings, "127.0.0.1", local.port, f"edge/{DEVICE}/readings/valve1", batch=50)
     stats = agent.wait_stored(len(readings))

@@ -6,13 +6,12 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 from datetime import datetime
 
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv, replay
-from tests.conftest import DEVICE, ROOT, wait_for, wait_online
+from tests.conftest import DEVICE, ROOT, wait_for, wait_status
 
 ALERT_FIELDS = {
     "id",
@@ -39,7 +38,7 @@ def test_alerts_arrive_upstream_with_documented_fields(broker, start_agent, sim_
     )
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
     agent = start_agent(local, upstream)
-    wait_online(upstream.port)
+    wait_status(upstream.port, "online")
     readings = readings_from_csv(sim_data.live_csv)
     replay(readings, "127.0.0.1", local.port, f"edge/{DEVICE}/readings/pump-7")
 
@@ -88,7 +87,7 @@ def test_backlog_is_delivered_after_an_upstream_outage(broker, start_agent, sim_
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, client_id="ops", persistent=True)
     subscriber.close()
     agent = start_agent(local, upstream)
-    wait_online(upstream.port)
+    wait_status(upstream.port, "online")
     upstream.stop()
 
     readings = readings_from_csv(sim_data.live_csv)
@@ -115,49 +114,26 @@ def _outbox_ids_in_order(agent) -> list[str]:
 def test_status_is_retained_online_then_offline_on_stop(broker, start_agent):
     local, upstream = broker("local"), broker("upstream")
     agent = start_agent(local, upstream)
-    wait_online(upstream.port)
+    wait_status(upstream.port, "online")
     assert agent.stop() == 0
-    seen: list[dict] = []
-    got = threading.Event()
-
-    def on_message(_c, _u, msg) -> None:
-        seen.append(json.loads(msg.payload))
-        got.set()
-
-    client = connect(
-        "127.0.0.1", upstream.port, subscribe=f"edge/{DEVICE}/status", on_message=on_message
-    )
-    assert got.wait(10), "a retained status must be there for a late subscriber"
-    client.disconnect()
-    client.loop_stop()
-    assert seen[-1]["state"] == "offline" and seen[-1]["device_id"] == DEVICE
+    # A subscriber arriving after the stop still finds the retained offline status.
+    assert wait_status(upstream.port, "offline", timeout=10)["device_id"] == DEVICE
 
 
 def test_status_goes_offline_by_last_will_when_the_agent_dies(broker, start_agent):
     local, upstream = broker("local"), broker("upstream")
     agent = start_agent(local, upstream)
-    wait_online(upstream.port)
+    wait_status(upstream.port, "online")
     agent.process.kill()
     agent.process.wait()
-    offline = threading.Event()
-
-    def on_message(_c, _u, msg) -> None:
-        if json.loads(msg.payload)["state"] == "offline":
-            offline.set()
-
-    client = connect(
-        "127.0.0.1", upstream.port, subscribe=f"edge/{DEVICE}/status", on_message=on_message
-    )
     # mosquitto sends the will once it sees the TCP connection closed by the kernel.
-    assert offline.wait(20), "Last Will 'offline' expected after kill -9"
-    client.disconnect()
-    client.loop_stop()
+    wait_status(upstream.port, "offline", timeout=20)
 
 
 def test_bad_input_is_dead_lettered_and_scoring_goes_on(broker, start_agent, sim_data, trained):
     local, upstream = broker("local"), broker("upstream")
     agent = start_agent(local, upstream)
-    wait_online(upstream.port)
+    wait_status(upstream.port, "online")
     readings = readings_from_csv(sim_data.live_csv)[:60]
     good = [json.dumps(r) for r in readings]
     sensor = next(k for k in readings[0] if k != "ts")

@@ -16,9 +16,14 @@ from tests.conftest import ROOT
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
+    _install(root, "raspberry-pi-4.toml")
+    return root
+
+
+def _install(root: Path, *args: str) -> None:
     env = {**os.environ, "DESTDIR": str(root), "PYTHON": sys.executable}
     result = subprocess.run(
-        ["bash", "systemd/install.sh", "raspberry-pi-4.toml"],
+        ["bash", "systemd/install.sh", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -26,7 +31,6 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    return root
 
 
 def test_install_stages_service_config_model_and_agent_only_venv(staged: Path, tmp_path: Path):
@@ -59,16 +63,7 @@ def test_install_stages_service_config_model_and_agent_only_venv(staged: Path, t
 def test_install_is_idempotent_and_keeps_an_edited_config(staged: Path):
     config = staged / "etc/edge-agent/agent.toml"
     config.write_text(config.read_text().replace("rpi-gw-001", "line-3"))
-    env = {**os.environ, "DESTDIR": str(staged), "PYTHON": sys.executable}
-    again = subprocess.run(
-        ["bash", "systemd/install.sh"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert again.returncode == 0, again.stderr
+    _install(staged)
     assert "line-3" in config.read_text()
 
 
