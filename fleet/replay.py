@@ -7,22 +7,22 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.table import read_table
+from agent.table import Table, TableError, read_table
 from fleet.mqtt import FleetError, connect
 
 
 def readings_from_csv(
     path: str | Path, sensors: list[str] | None = None
 ) -> list[dict[str, object]]:
-    """One reading per row: `ts` from the time column (naive times taken as UTC) or the row
-    number, then the sensors."""
+    """One reading per row: `ts` from the time column (unix seconds, or ISO 8601 with naive
+    times taken as UTC) or the row number, then the sensors."""
     table = read_table(path)
     names = sensors or table.sensor_columns()
     values = table.matrix(names)
     if table.time_column is None:
         stamps: list[object] = [float(i) for i in range(table.rows)]
     else:
-        stamps = [_utc_iso(s) for s in table.timestamps()]
+        stamps = [_ts(cell, row, table) for row, cell in enumerate(table.timestamps(), start=2)]
     return [
         {"ts": stamps[i], **dict(zip(names, map(float, values[i]), strict=True))}
         for i in range(table.rows)
@@ -63,6 +63,17 @@ def replay(
         client.loop_stop()
 
 
-def _utc_iso(stamp: str) -> str:
-    parsed = datetime.fromisoformat(stamp)
+def _ts(cell: str, row: int, table: Table) -> float | str:
+    """A time cell as the agent accepts it: unix seconds, or ISO 8601 with a time zone."""
+    try:
+        return float(cell)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(cell)
+    except ValueError:
+        raise TableError(
+            f"{table.path}: column {table.time_column!r} row {row}: {cell!r} is neither "
+            "unix seconds nor ISO 8601"
+        ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()

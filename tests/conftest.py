@@ -76,7 +76,7 @@ def sim_data(tmp_path_factory: pytest.TempPathFactory) -> SimData:
 
 
 @pytest.fixture(scope="session")
-def trained(sim_data: SimData, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+def trained(sim_data: SimData) -> TrainResult:
     return train(sim_data.train_csv, TrainOptions(model_id="test_pump", seed=3))
 
 
