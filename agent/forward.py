@@ -3,8 +3,8 @@
 One thread owns publishing and acknowledgement: paho calls `on_publish` while holding its own
 message lock, so the callback only queues the ack and this thread applies it. Messages in
 flight when the link drops are resent by paho on reconnect; after a restart, everything not
-acknowledged is read again from the outbox. Retained status "online" on connect, "offline" as
-Last Will and on a clean stop.
+acknowledged is read again from the outbox. Retained status "online" once connected upstream and
+subscribed to readings (so "online" means consuming), "offline" as Last Will and on a clean stop.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Forwarder:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.connected = threading.Event()
+        self._source_ready = threading.Event()
         self._events: queue.Queue[tuple[int, bool] | None] = queue.Queue()
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._cursor = 0  # highest seq handed to paho in this process
@@ -73,6 +74,17 @@ class Forwarder:
     def notify(self) -> None:
         """New alerts are in the outbox."""
         self._events.put(None)
+
+    def source_ready(self) -> None:
+        """The agent is subscribed to readings: `online` may now be announced."""
+        self._source_ready.set()
+        if self.connected.is_set():
+            self._announce_online()
+
+    def _announce_online(self) -> None:
+        # Called from both connections' threads; each sets its flag before checking the
+        # other's, so at least one announces (a second retained "online" is harmless).
+        self.client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
 
     def stop(self, drain_seconds: float) -> None:
         """Wait up to `drain_seconds` for the outbox to empty, then say offline and disconnect."""
@@ -101,8 +113,9 @@ class Forwarder:
             log.warning("upstream refused connection: %s", rc)
             return
         log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
-        client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
         self.connected.set()
+        if self._source_ready.is_set():
+            self._announce_online()
         self._events.put(None)
 
     def _on_disconnect(

@@ -80,6 +80,7 @@ class Agent:
         self._inbox: queue.Queue[_Message] = queue.Queue(maxsize=100_000)
         self.source = make_client(config.local, f"edge-agent-{device}-local")
         self.source.on_connect = self._on_local_connect
+        self.source.on_subscribe = self._on_local_subscribe
         self.source.on_message = self._on_message
         self.source.on_disconnect = self._on_local_disconnect
 
@@ -115,7 +116,15 @@ class Agent:
             log.warning("local broker refused connection: %s", rc)
             return
         client.subscribe(self.readings_topic, qos=1)
+
+    def _on_local_subscribe(
+        self, _c: object, _u: object, _mid: int, codes: list[ReasonCode], _p: object
+    ) -> None:
+        if any(code.is_failure for code in codes):
+            log.error("local broker refused subscription topic=%s: %s", self.readings_topic, codes)
+            return
         log.info("subscribed topic=%s", self.readings_topic)
+        self.forwarder.source_ready()
 
     def _on_local_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object

@@ -8,6 +8,7 @@ upstream broker would.
 from __future__ import annotations
 
 import getpass
+import random
 import shutil
 import socket
 import subprocess
@@ -32,9 +33,27 @@ def find_mosquitto() -> str | None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    Port 0 would hand out an ephemeral port, and the kernel gives those to outgoing client
+    connections too: a broker restarted on its old port could find a client holding it.
+    """
+    low = _ephemeral_low()
+    for port in random.sample(range(low // 2, low), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise BrokerError(f"no free loopback port in {low // 2}-{low - 1}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 @dataclass

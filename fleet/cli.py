@@ -92,6 +92,12 @@ def _alerts(args: argparse.Namespace) -> int:
     subscriber = AlertSubscriber(
         host, port, prefix=args.prefix, device=args.device, min_level=args.level, on_alert=show
     )
+    # After the SUBACK: from here on no alert is missed, which scripts can wait for.
+    print(
+        f"edge-fleet: following alerts on {subscriber.topic} at {host}:{port}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         done.wait()
     except KeyboardInterrupt:
