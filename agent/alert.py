@@ -3,11 +3,14 @@
 An episode fires after `fire_after` consecutive windows at or above the `info` level, fires
 again if its level rises, and resolves after `resolve_after` consecutive windows below `info`.
 Alert ids are uuid5 of (device, asset, model, episode start, state, level): the same input
-yields the same ids, so consumers can drop duplicates.
+yields the same ids, so consumers can drop duplicates. An asset's episode state is a small JSON
+document (`snapshot`/`restore`) that the store commits with the readings that produced it, so a
+restarted agent continues the episode instead of opening a new one with new ids.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +52,22 @@ class AlertTracker:
     resolve_after: int
     top_sensors: int
     _episodes: dict[str, _Episode] = field(default_factory=dict)
+
+    def snapshot(self, asset: str) -> str:
+        ep = self._episodes.get(asset, _Episode())
+        doc = {**ep.__dict__}
+        if ep.peak_contributions is not None:
+            doc["peak_contributions"] = ep.peak_contributions.tolist()
+        return json.dumps(doc)
+
+    def restore(self, asset: str, snapshot: str) -> None:
+        doc = json.loads(snapshot)
+        if doc["peak_contributions"] is not None:
+            doc["peak_contributions"] = np.asarray(doc["peak_contributions"])
+        self._episodes[asset] = _Episode(**doc)
+
+    def clear(self) -> None:
+        self._episodes.clear()
 
     def update(
         self, asset: str, ts: float, score: float, contributions: np.ndarray, values: np.ndarray

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -33,6 +33,23 @@ class BrokerConfig(_Section):
         description="MQTT client id (default `edge-agent-<device id>-local` / `-upstream`).",
     )
     keepalive: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+
+
+class LocalBrokerConfig(BrokerConfig):
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long the local broker keeps the agent's session (and queues its "
+        "readings) while the agent is away, in seconds.",
+    )
+    receive_maximum: int = Field(
+        default=10000,
+        ge=1,
+        le=65535,
+        description="Readings messages the broker may send before the agent acknowledges them "
+        "(each is acknowledged after its batch is committed). After a resumed session this many "
+        "are taken as one batch and put in time order (see Storage and delivery).",
+    )
 
 
 class TopicsConfig(_Section):
@@ -85,6 +102,30 @@ class AlertsConfig(_Section):
 
 class StorageConfig(_Section):
     data_dir: Path = Field(description="Folder for the SQLite database (`agent.db`).")
+    max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Byte budget: above it the oldest readings, then dead letters, then "
+        "delivered alerts are evicted.",
+    )
+    hard_cap_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="The database file never grows past this; only here are pending "
+        "(undelivered) alerts evicted, oldest first.",
+    )
+    synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description="SQLite `synchronous`: with `normal` a commit survives the agent crashing or "
+        "being killed; with `full` also a power cut or an OS crash, at a cost per commit (see "
+        "Storage and delivery).",
+    )
+
+    @model_validator(mode="after")
+    def _cap_above_budget(self) -> StorageConfig:
+        if self.hard_cap_bytes < self.max_bytes:
+            raise ValueError("storage.hard_cap_bytes must be >= storage.max_bytes")
+        return self
 
 
 class ForwardConfig(_Section):
@@ -99,12 +140,24 @@ class ForwardConfig(_Section):
         ge=0,
         description="On stop, how long to wait for pending alerts to be acknowledged.",
     )
+    alert_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="An alert not delivered within this many seconds expires (counted, not "
+        "sent); also sent as the MQTT 5 message expiry. 0: never.",
+    )
+    status_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the retained status (with buffer figures) is refreshed.",
+    )
 
 
 class AgentConfig(_Section):
     device: DeviceConfig
-    local: BrokerConfig = Field(
-        default_factory=BrokerConfig, description="The gateway's broker, where sensors publish."
+    local: LocalBrokerConfig = Field(
+        default_factory=LocalBrokerConfig,
+        description="The gateway's broker, where sensors publish.",
     )
     upstream: BrokerConfig = Field(description="The broker alerts and status go to.")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)

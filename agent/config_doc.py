@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from types import UnionType
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -46,6 +46,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 def _type_name(annotation: Any) -> str:
     if isinstance(annotation, UnionType):
         return " or ".join(_type_name(a) for a in get_args(annotation))
+    if get_origin(annotation) is Literal:
+        return " \\| ".join(f"`{v}`" for v in get_args(annotation))
     return {str: "string", int: "integer", float: "number", type(None): "none"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     ).replace("Path", "path")

@@ -1,10 +1,15 @@
 """Forward stage: the outbox to the upstream broker at QoS 1, marked delivered on PUBACK only.
 
-One thread owns publishing and acknowledgement: paho calls `on_publish` while holding its own
-message lock, so the callback only queues the ack and this thread applies it. Messages in
-flight when the link drops are resent by paho on reconnect; after a restart, everything not
-acknowledged is read again from the outbox. Retained status "online" once connected upstream and
-subscribed to readings (so "online" means consuming), "offline" as Last Will and on a clean stop.
+One thread owns publishing, acknowledgement and status: paho calls `on_publish` while holding its
+own message lock, so the callback only queues the ack and this thread applies it. The outbox goes
+out in `seq` order with at most `max_inflight` unacknowledged; messages in flight when the link
+drops are resent by paho, in order, on reconnect; after a restart, everything not acknowledged is
+read again from the outbox. An alert older than its time-to-live is marked expired instead of
+sent (and counted); younger ones carry the rest of their life as the MQTT 5 message expiry.
+
+Retained status "online" once connected upstream and subscribed to readings (so "online" means
+consuming), refreshed with buffer figures every `status_interval_s`; "offline" as Last Will and
+on a clean stop.
 """
 
 from __future__ import annotations
@@ -14,24 +19,29 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import BrokerConfig
+from agent.config import BrokerConfig, ForwardConfig
 from agent.store import Store
 
 log = logging.getLogger(__name__)
 
 _RETRY_AFTER_REJECT_S = 5.0
+_EXPIRE_EVERY_S = 1.0
 
 
-def make_client(broker: BrokerConfig, default_id: str) -> mqtt.Client:
+def make_client(broker: BrokerConfig, default_id: str, manual_ack: bool = False) -> mqtt.Client:
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=broker.client_id or default_id,
         protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
     )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
@@ -41,17 +51,18 @@ class Forwarder:
     def __init__(
         self,
         broker: BrokerConfig,
+        config: ForwardConfig,
         store: Store,
         client_id: str,
         status_topic: str,
-        status: dict[str, object],
-        max_inflight: int,
+        status: Callable[[], dict[str, object]],
     ) -> None:
+        """`status` returns the status document (without `state` and `ts`) when it is sent."""
         self.broker = broker
+        self.config = config
         self.store = store
         self.status_topic = status_topic
         self.status = status
-        self.max_inflight = max_inflight
         self.client = make_client(broker, client_id)
         self.client.will_set(status_topic, self._status_payload("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
@@ -59,10 +70,13 @@ class Forwarder:
         self.client.on_publish = self._on_publish
         self.connected = threading.Event()
         self._source_ready = threading.Event()
+        self._status_due = 0.0  # monotonic time of the next status; 0: as soon as possible
         self._events: queue.Queue[tuple[int, bool] | None] = queue.Queue()
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._cursor = 0  # highest seq handed to paho in this process
         self._hold_until = 0.0
+        self._next_expiry = 0.0
+        self.expired = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
 
@@ -75,16 +89,16 @@ class Forwarder:
         """New alerts are in the outbox."""
         self._events.put(None)
 
+    def status_changed(self) -> None:
+        """Something the status reports changed: send it now rather than at the next refresh."""
+        self._status_due = 0.0
+        self._events.put(None)
+
     def source_ready(self) -> None:
         """The agent is subscribed to readings: `online` may now be announced."""
         self._source_ready.set()
-        if self.connected.is_set():
-            self._announce_online()
-
-    def _announce_online(self) -> None:
-        # Called from both connections' threads; each sets its flag before checking the
-        # other's, so at least one announces (a second retained "online" is harmless).
-        self.client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        self._status_due = 0.0
+        self._events.put(None)
 
     def stop(self, drain_seconds: float) -> None:
         """Wait up to `drain_seconds` for the outbox to empty, then say offline and disconnect."""
@@ -104,18 +118,17 @@ class Forwarder:
         return bool(self._inflight) or bool(self.store.pending(after_seq=0, limit=1))
 
     def _status_payload(self, state: str) -> bytes:
-        return json.dumps({**self.status, "state": state, "ts": time.time()}).encode()
+        return json.dumps({**self.status(), "state": state, "ts": time.time()}).encode()
 
     def _on_connect(
-        self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+        self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
         if rc.is_failure:
             log.warning("upstream refused connection: %s", rc)
             return
         log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
         self.connected.set()
-        if self._source_ready.is_set():
-            self._announce_online()
+        self._status_due = 0.0
         self._events.put(None)
 
     def _on_disconnect(
@@ -131,12 +144,32 @@ class Forwarder:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                event = self._events.get(timeout=1.0)
+                event = self._events.get(timeout=min(1.0, self.config.status_interval_s))
             except queue.Empty:
                 event = None
             self._apply_acks(event)
-            if self.connected.is_set() and time.monotonic() >= self._hold_until:
+            self._expire_old()
+            if not self.connected.is_set():
+                continue
+            self._refresh_status()
+            if time.monotonic() >= self._hold_until:
                 self._publish_more()
+
+    def _refresh_status(self) -> None:
+        now = time.monotonic()
+        if self._source_ready.is_set() and now >= self._status_due:
+            self._status_due = now + self.config.status_interval_s
+            self.client.publish(self.status_topic, self._status_payload("online"), 1, True)
+
+    def _expire_old(self) -> None:
+        now = time.monotonic()
+        if self.config.alert_ttl_s == 0 or now < self._next_expiry:
+            return
+        self._next_expiry = now + _EXPIRE_EVERY_S
+        n = self.store.expire(created_before=time.time() - self.config.alert_ttl_s)
+        if n:
+            self.expired += n
+            log.warning("expired %d alerts older than %ss, undelivered", n, self.config.alert_ttl_s)
 
     def _apply_acks(self, first: tuple[int, bool] | None) -> None:
         events = [first]
@@ -163,11 +196,13 @@ class Forwarder:
             self.store.mark_delivered(delivered)
 
     def _publish_more(self) -> None:
-        room = self.max_inflight - len(self._inflight)
+        room = self.config.max_inflight - len(self._inflight)
         if room <= 0:
             return
         for item in self.store.pending(after_seq=self._cursor, limit=room):
-            info = self.client.publish(item.topic, item.payload, qos=1)
+            info = self.client.publish(
+                item.topic, item.payload, qos=1, properties=self._expiry(item.created_at)
+            )
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.info("publish deferred (%s); will retry", mqtt.error_string(info.rc))
                 if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
@@ -177,3 +212,12 @@ class Forwarder:
                 return
             self._inflight[info.mid] = item.seq
             self._cursor = item.seq
+
+    def _expiry(self, created_at: float) -> Properties | None:
+        """The rest of the alert's time-to-live, so brokers drop it when it is stale too."""
+        if self.config.alert_ttl_s == 0:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        left = self.config.alert_ttl_s - (time.time() - created_at)
+        props.MessageExpiryInterval = max(1, int(left))
+        return props

@@ -4,34 +4,71 @@
     (paho thread:   (pipeline thread: one micro-batch,           (outbox)  (forwarder thread:
      queues only)    one ONNX call, one transaction)                        QoS 1, PUBACK)
 
-Sinks start first and sources last; on stop the source goes first, what it queued is processed,
-and the forwarder drains what it can before the offline status goes out.
+Sinks start first and sources last; on stop what the source queued is processed and
+acknowledged, the source disconnects, and the forwarder drains what it can before the offline
+status goes out.
+
+Ingest is at least once, applied exactly once: the local session is persistent (fixed client id,
+no clean start) and each message is acknowledged only after the transaction holding its effects
+has committed. A copy of a message already applied (a broker redelivery, a publisher's resend)
+is recognised by its digest, acknowledged and skipped. The windows and episodes are committed
+with each batch and restored at start, so a restart does not change which alerts the input
+produces, nor their ids. When not even a batch's alerts fit on disk, the batch stays
+unacknowledged, the in-memory state goes back to the last commit, and the batch is retried with
+back-off: the broker keeps the readings meanwhile.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.alert import Alert, AlertTracker
+from agent.budget import Budget
 from agent.config import AgentConfig
 from agent.forward import Forwarder, make_client
 from agent.ingest import DeadLetter, Parser, Reading
 from agent.manifest import Thresholds
 from agent.score import Scorer
-from agent.store import Store, StoredReading
+from agent.store import (
+    RECENT_DIGESTS,
+    AssetState,
+    Batch,
+    StorageUnavailable,
+    Store,
+    StoredReading,
+)
 from agent.window import Windows
 
 log = logging.getLogger(__name__)
 
-_Message = tuple[str, bytes, float]
+_RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
+_BURST_QUIET_S = 0.1
+
+
+class _Message(NamedTuple):
+    topic: str
+    payload: bytes
+    received_at: float
+    mid: int
+    dup: bool  # the broker is redelivering it
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.blake2b(self.topic.encode() + b"\0" + self.payload, digest_size=16).digest()
 
 
 @dataclass
@@ -41,6 +78,8 @@ class Counters:
     alerts: int = 0
     dead_letters: int = 0
     batches: int = 0
+    redelivered: int = 0
+    storage_failures: int = 0
     started_at: float = field(default_factory=time.time)
 
 
@@ -56,29 +95,42 @@ class Agent:
             manifest.sensor_names, f"{prefix}/{device}/readings/", config.scoring.max_payload_bytes
         )
         self.windows = Windows(manifest.window, len(manifest.sensors))
-        model_info = {"id": manifest.model_id, "version": manifest.version}
+        self.model_info = {"id": manifest.model_id, "version": manifest.version}
         self.tracker = AlertTracker(
             device_id=device,
-            model=model_info,
+            model=self.model_info,
             sensors=manifest.sensor_names,
             thresholds=_thresholds(config, manifest.thresholds),
             fire_after=config.alerts.fire_after,
             resolve_after=config.alerts.resolve_after,
             top_sensors=config.alerts.top_sensors,
         )
-        self.store = Store(config.storage.data_dir)
+        storage = config.storage
+        self.store = Store(
+            storage.data_dir,
+            Budget(storage.max_bytes, storage.hard_cap_bytes),
+            synchronous=storage.synchronous,
+        )
+        self.store.set_meta("sensors", json.dumps(manifest.sensor_names))
+        self._restore_state()
+        self.counters = Counters()
+        self.storage_ok = True
         self.forwarder = Forwarder(
             config.upstream,
+            config.forward,
             self.store,
             f"edge-agent-{device}-upstream",
             status_topic=f"{prefix}/{device}/status",
-            status={"device_id": device, "model": {**model_info, "sha256": manifest.graph_sha256}},
-            max_inflight=config.forward.max_inflight,
+            status=self._status,
         )
-        self.counters = Counters()
         self._stopping = False
+        # Digests of the messages applied most recently, this run or before it.
+        self._recent = OrderedDict(self.store.recent_digests(RECENT_DIGESTS))
+        self._retry: list[_Message] = []
+        self._resumed = threading.Event()
+        self._retry_delay = _RETRY_MIN_S
         self._inbox: queue.Queue[_Message] = queue.Queue(maxsize=100_000)
-        self.source = make_client(config.local, f"edge-agent-{device}-local")
+        self.source = make_client(config.local, f"edge-agent-{device}-local", manual_ack=True)
         self.source.on_connect = self._on_local_connect
         self.source.on_subscribe = self._on_local_subscribe
         self.source.on_message = self._on_message
@@ -88,33 +140,76 @@ class Agent:
         """Run until `stop` is set, then shut down in order."""
         self.forwarder.start()
         local = self.config.local
-        self.source.connect_async(local.host, local.port, local.keepalive)
+        session = Properties(PacketTypes.CONNECT)
+        session.SessionExpiryInterval = local.session_expiry_s
+        session.ReceiveMaximum = local.receive_maximum
+        self.source.connect_async(
+            local.host, local.port, local.keepalive, clean_start=False, properties=session
+        )
         self.source.loop_start()
         log.info(
-            "agent started device=%s model=%s@%s",
+            "agent started device=%s model=%s@%s restored_assets=%d",
             self.config.device.id,
             self.scorer.manifest.model_id,
             self.scorer.manifest.version,
+            len(self.windows.assets()),
         )
         try:
             while not stop.is_set():
-                self._process(self._take(timeout=0.2))
+                if self._retry and stop.wait(self._retry_delay):
+                    break
+                self._process(self._retry or self._take(timeout=0.2))
         finally:
             self._stopping = True
+            # What was queued is committed and acknowledged while the connection is still up;
+            # anything that arrives after this is redelivered at the next start.
+            if not self._retry:
+                while batch := self._take(timeout=0):
+                    self._process(batch)
             self.source.disconnect()
             self.source.loop_stop()
-            while batch := self._take(timeout=0):
-                self._process(batch)
             self.forwarder.stop(self.config.forward.drain_seconds)
             log.info("agent stopped %s", self.counters)
             self.store.close()
 
+    def _status(self) -> dict[str, object]:
+        stats = self.store.stats()
+        return {
+            "device_id": self.config.device.id,
+            "model": {**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
+            "storage": "ok" if self.storage_ok else "failing",
+            "buffer": {
+                k: stats[k]
+                for k in (
+                    "readings",
+                    "alerts_pending",
+                    "alerts_expired",
+                    "dead_letters",
+                    "evictions_by_reason",
+                    "used_bytes",
+                )
+            },
+        }
+
+    def _restore_state(self) -> None:
+        """Windows and episodes as of the last commit (also used to undo a failed batch)."""
+        self.windows.clear()
+        self.tracker.clear()
+        for state in self.store.load_states(self.scorer.manifest.graph_sha256):
+            self.windows.restore(state.asset, state.window)
+            self.tracker.restore(state.asset, state.episode)
+
     def _on_local_connect(
-        self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+        self, client: mqtt.Client, _u: object, flags: object, rc: ReasonCode, _p: object
     ) -> None:
         if rc.is_failure:
             log.warning("local broker refused connection: %s", rc)
             return
+        resumed = bool(getattr(flags, "session_present", False))
+        log.info("local connected session_present=%s", resumed)
+        if resumed:
+            # The broker now sends what it kept for us, possibly a newer message first.
+            self._resumed.set()
         client.subscribe(self.readings_topic, qos=1)
 
     def _on_local_subscribe(
@@ -133,13 +228,16 @@ class Agent:
             log.warning("local broker disconnected (%s); reconnecting", rc)
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put((msg.topic, msg.payload, time.time()))
+        self._inbox.put(_Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup)))
 
     def _take(self, timeout: float) -> list[_Message]:
         try:
             batch = [self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait()]
         except queue.Empty:
             return []
+        if self._resumed.is_set():
+            self._resumed.clear()
+            return batch + self._burst()
         while len(batch) < self.config.scoring.batch_max:
             try:
                 batch.append(self._inbox.get_nowait())
@@ -147,12 +245,32 @@ class Agent:
                 break
         return batch
 
+    def _burst(self) -> list[_Message]:
+        """What a resumed session delivers at once, taken as one batch so it is put in order."""
+        burst: list[_Message] = []
+        while len(burst) < self.config.local.receive_maximum:
+            try:
+                burst.append(self._inbox.get(timeout=_BURST_QUIET_S))
+            except queue.Empty:
+                break
+        return burst
+
     def _process(self, batch: list[_Message]) -> None:
         if not batch:
             return
-        accepted, dead, windows = self._ingest(batch)
+        digests = [m.digest for m in batch]
+        fresh = self._not_applied(batch, digests)
+        accepted, dead, windows, yielded = self._ingest([batch[i] for i in fresh])
         stored, alerts = self._score_and_alert(accepted, windows)
-        self.store.commit_batch(stored, alerts, dead)
+        assets = {reading.asset for reading, _, _ in accepted}
+        states = [AssetState(a, self.windows.snapshot(a), self.tracker.snapshot(a)) for a in assets]
+        applied = [(digests[i], y) for i, y in zip(fresh, yielded, strict=True)]
+        try:
+            self.store.commit_batch(Batch(stored, alerts, dead, states, applied))
+        except StorageUnavailable as exc:
+            self._hold(batch, exc)
+            return
+        self._committed(batch, applied)
         if alerts:
             self.forwarder.notify()
         c = self.counters
@@ -160,6 +278,7 @@ class Agent:
         c.readings += len(stored)
         c.dead_letters += len(dead)
         c.alerts += len(alerts)
+        c.redelivered += len(batch) - len(fresh)
         for letter in dead:
             log.warning(
                 "dead letter topic=%s reason=%s detail=%s",
@@ -168,28 +287,92 @@ class Agent:
                 letter.detail,
             )
 
+    def _not_applied(self, batch: list[_Message], digests: list[bytes]) -> list[int]:
+        """Indexes of messages to apply: all but copies of messages already applied.
+
+        Copies come from the broker redelivering what was not acknowledged (DUP set, after a
+        crash or a reconnect) and from publishers resending what they saw no PUBACK for (which
+        the broker passes on as new). Both are byte-identical to the original on the same
+        topic. Without DUP, only a copy of a message that gave readings is skipped: the same
+        garbage sent twice is two dead letters.
+        """
+        fresh, in_batch = [], set()
+        for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
+            known = self._recent.get(digest)
+            if known or (message.dup and (known is not None or digest in in_batch)):
+                continue
+            in_batch.add(digest)
+            fresh.append(i)
+        if len(fresh) < len(batch):
+            log.info("skipped %d copies of messages already applied", len(batch) - len(fresh))
+        return fresh
+
+    def _committed(self, batch: list[_Message], applied: list[tuple[bytes, bool]]) -> None:
+        """Acknowledge, in arrival order as MQTT requires, and remember what was applied."""
+        for m in batch:
+            self.source.ack(m.mid, 1)
+        for digest, gave_readings in applied:
+            self._recent[digest] = gave_readings
+            self._recent.move_to_end(digest)
+        while len(self._recent) > RECENT_DIGESTS:
+            self._recent.popitem(last=False)
+        if self._retry:
+            log.warning("storage recovered; %d held messages committed", len(batch))
+            self._retry, self._retry_delay, self.storage_ok = [], _RETRY_MIN_S, True
+            self.forwarder.status_changed()
+
+    def _hold(self, batch: list[_Message], exc: StorageUnavailable) -> None:
+        """Keep the batch unacknowledged and retry it from the last committed state."""
+        if not self._retry:
+            log.error("cannot store (%s); holding %d messages and retrying", exc, len(batch))
+            self.storage_ok = False
+            self.forwarder.status_changed()
+        self.counters.storage_failures += 1
+        self._retry = batch
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+        self._restore_state()
+
     def _ingest(
         self, batch: list[_Message]
-    ) -> tuple[list[tuple[Reading, float, int | None]], list[DeadLetter], list[np.ndarray]]:
-        """Readings in arrival order, each with the index of its window (None while filling)."""
-        accepted: list[tuple[Reading, float, int | None]] = []
+    ) -> tuple[
+        list[tuple[Reading, float, int | None]], list[DeadLetter], list[np.ndarray], list[bool]
+    ]:
+        """Readings in time order, each with the index of its window (None while filling), and
+        for each message whether it held readings.
+
+        Sorting the batch by time absorbs reordering that happens before the agent: brokers
+        (mosquitto 2.0 after a restart) and publishers may deliver a newer reading before older
+        ones. What is still older than an asset's last reading after that is a dead letter.
+        """
+        parsed: list[tuple[Reading, _Message]] = []
         dead: list[DeadLetter] = []
-        windows: list[np.ndarray] = []
-        for topic, payload, received_at in batch:
-            readings, rejected = self.parser.parse(topic, payload, received_at)
+        yielded: list[bool] = []
+        for message in batch:
+            readings, rejected = self.parser.parse(
+                message.topic, message.payload, message.received_at
+            )
             dead.extend(rejected)
-            for r in readings:
-                problem = self.windows.order_problem(r.asset, r.ts)
-                if problem:
-                    dead.append(DeadLetter(topic, problem, f"ts {r.ts}", received_at, payload))
-                    continue
-                window = self.windows.push(r.asset, r.ts, r.values)
-                index = None
-                if window is not None:
-                    index = len(windows)
-                    windows.append(window.copy())
-                accepted.append((r, received_at, index))
-        return accepted, dead, windows
+            parsed.extend((r, message) for r in readings)
+            yielded.append(bool(readings))
+        parsed.sort(key=lambda item: item[0].ts)
+        accepted: list[tuple[Reading, float, int | None]] = []
+        windows: list[np.ndarray] = []
+        for r, message in parsed:
+            problem = self.windows.order_problem(r.asset, r.ts)
+            if problem:
+                dead.append(
+                    DeadLetter(
+                        message.topic, problem, f"ts {r.ts}", message.received_at, message.payload
+                    )
+                )
+                continue
+            window = self.windows.push(r.asset, r.ts, r.values)
+            index = None
+            if window is not None:
+                index = len(windows)
+                windows.append(window.copy())
+            accepted.append((r, message.received_at, index))
+        return accepted, dead, windows, yielded
 
     def _score_and_alert(
         self, accepted: list[tuple[Reading, float, int | None]], windows: list[np.ndarray]

@@ -1,27 +1,51 @@
-"""Store stage: readings, the alert outbox and dead letters in one SQLite file.
+"""Store stage: readings, the alert outbox, dead letters and the scoring state in one SQLite file.
 
-A micro-batch's readings, alerts and dead letters commit in one transaction, so an alert is in
-the outbox exactly when the readings that caused it are stored. WAL with synchronous=NORMAL:
-a committed batch survives a crash of the agent; a power cut can lose the last commits.
-The forwarder reads the outbox in `seq` order and marks rows delivered on PUBACK only.
+A micro-batch commits in one transaction: its readings, alerts, dead letters, the window and
+episode state of the assets it touched, and the digests of the messages it consumed. The runtime
+acknowledges those messages to the local broker only after this commit, so after a crash every
+message is either committed (and recognised if redelivered) or redelivered and applied once.
+
+WAL with `synchronous` from config: NORMAL survives a crash of the agent or the OS process
+table, FULL also a power cut (each commit waits for fsync). Space is bounded by `Budget`; when
+SQLite reports the disk (or the hard cap) full, room is made and the batch retried, and only
+then are its readings shed. A database found corrupt at start is moved aside, never deleted.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlite_utils import Database
 
 from agent.alert import Alert
+from agent.budget import Budget, count_eviction, evict_chunk, evict_over_budget, used_bytes
 from agent.ingest import DeadLetter
+from agent.window import WindowState
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "agent.db"
+RECENT_DIGESTS = 10_000  # digests of applied messages kept: far more than can be unacknowledged
+_SPACE_ERRORS = {13: "disk or hard cap full", 10: "I/O error"}  # SQLITE_FULL, SQLITE_IOERR
+_CORRUPT_ERRORS = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_DISK_ROOM_BYTES = 4 * 1024 * 1024  # more free than this: a full database is the hard cap
+
+
+class CorruptDatabase(sqlite3.DatabaseError):
+    """SQLite opened the file, but its integrity check found damage."""
+
+
+class StorageUnavailable(RuntimeError):
+    """A batch could not be committed even after making room and shedding its readings."""
 
 
 @dataclass(frozen=True)
@@ -35,138 +59,370 @@ class StoredReading:
 
 
 @dataclass(frozen=True)
+class AssetState:
+    asset: str
+    window: WindowState
+    episode: str  # AlertTracker.snapshot
+
+
+@dataclass
+class Batch:
+    """Everything one micro-batch changes, committed together or not at all."""
+
+    readings: list[StoredReading] = field(default_factory=list)
+    alerts: list[tuple[str, Alert]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    states: list[AssetState] = field(default_factory=list)
+    digests: list[tuple[bytes, bool]] = field(default_factory=list)  # and: gave readings
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     seq: int
     topic: str
     payload: bytes
+    created_at: float
 
 
 class Store:
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        budget: Budget | None = None,
+        synchronous: str = "normal",
+        recover: bool = True,
+    ) -> None:
+        """Open or create the database; `recover` moves a corrupt one aside and starts fresh."""
         self.path = Path(data_dir) / DB_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        self.db = Database(conn)
+        self.budget = budget or Budget()
+        self._synchronous = synchronous
         self._lock = threading.Lock()
-        self._create()
-
-    def _create(self) -> None:
-        self.db["readings"].create(
-            {
-                "id": int,
-                "asset": str,
-                "ts": float,
-                "values_json": str,
-                "score": float,
-                "level": str,
-                "received_at": float,
-            },
-            pk="id",
-            if_not_exists=True,
-        )
-        self.db["outbox"].create(
-            {
-                "seq": int,
-                "alert_id": str,
-                "topic": str,
-                "payload": str,
-                "created_at": float,
-                "delivered_at": float,
-            },
-            pk="seq",
-            not_null={"alert_id", "topic", "payload"},
-            if_not_exists=True,
-        )
-        self.db["outbox"].create_index(["alert_id"], unique=True, if_not_exists=True)
-        self.db["outbox"].create_index(["delivered_at", "seq"], if_not_exists=True)
-        self.db["dead_letters"].create(
-            {
-                "id": int,
-                "topic": str,
-                "reason": str,
-                "detail": str,
-                "received_at": float,
-                "size": int,
-                "excerpt": str,
-            },
-            pk="id",
-            if_not_exists=True,
-        )
-
-    def commit_batch(
-        self,
-        readings: Iterable[StoredReading],
-        alerts: Iterable[tuple[str, Alert]],
-        dead: Iterable[DeadLetter],
-    ) -> None:
-        """One transaction for a micro-batch: all of it is stored, or none of it."""
-        now = time.time()
-        reading_rows = [
-            (r.asset, r.ts, json.dumps(r.values), r.score, r.level, r.received_at) for r in readings
-        ]
-        alert_rows = [
-            (a.id, topic, json.dumps(a.payload, separators=(",", ":")), now) for topic, a in alerts
-        ]
-        dead_rows = [
-            (d.topic, d.reason, d.detail, d.received_at, len(d.payload), d.excerpt) for d in dead
-        ]
-        with self._lock, self.db.conn:
-            self.db.conn.execute("BEGIN")
-            self.db.conn.executemany(
-                "INSERT INTO readings (asset, ts, values_json, score, level, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                reading_rows,
+        self.moved_aside: Path | None = None
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not (recover and _is_corrupt(exc)):
+                raise
+            self.moved_aside = _move_aside(self.path)
+            log.error(
+                "corrupt database moved aside to %s (%s); starting fresh", self.moved_aside, exc
             )
-            self.db.conn.executemany(
+            self.db = self._open()
+            self._append_meta_list("moved_aside", str(self.moved_aside))
+        if budget is None:
+            self.budget = Budget.from_meta(self.get_meta("budget"))
+        else:
+            self.set_meta("budget", self.budget.to_meta())
+        self._last_digest_id = self._q("SELECT coalesce(max(id), 0) FROM ingested")[0][0]
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def _open(self) -> Database:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            _create(Database(conn))
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise CorruptDatabase("integrity check failed: " + "; ".join(problems[:3]))
+            self.budget.apply_hard_cap(conn)
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return Database(conn)
+
+    def _q(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    # -- the pipeline's side ------------------------------------------------------------------
+
+    def commit_batch(self, batch: Batch) -> None:
+        """Commit `batch`; when space runs out, free a chunk and retry, by the policy.
+
+        Old readings, dead letters and delivered alerts go first; then the batch's own readings
+        and dead letters are shed (counted); pending alerts go only at the hard cap, never
+        because the disk is full. Raises StorageUnavailable when even then the batch does not
+        fit: the caller must not acknowledge its messages.
+        """
+        shed = False
+        while True:
+            try:
+                self._commit(batch, shed)
+                break
+            except sqlite3.Error as exc:
+                problem = _space_problem(exc)
+                if problem is None:
+                    raise
+                if self._evict(self._evict_chunk(pending_too=False)):
+                    continue
+                if not shed and (batch.readings or batch.dead):
+                    log.warning("%s: shedding the batch's readings and dead letters", problem)
+                    shed = True
+                    continue
+                if self._at_hard_cap() and self._evict(self._evict_chunk(pending_too=True)):
+                    continue
+                raise StorageUnavailable(f"{self.path}: {problem}: {exc}") from exc
+        self._evict(lambda: evict_over_budget(self.conn, self.budget))
+
+    def _commit(self, batch: Batch, shed: bool) -> None:
+        now = time.time()
+        with self._lock, self.conn:
+            c = self.conn
+            c.execute("BEGIN")
+            if shed:
+                count_eviction(c, "shed_readings", len(batch.readings))
+                count_eviction(c, "shed_dead_letters", len(batch.dead))
+            else:
+                c.executemany(
+                    "INSERT INTO readings (asset, ts, values_json, score, level, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.asset, r.ts, json.dumps(r.values), r.score, r.level, r.received_at)
+                        for r in batch.readings
+                    ],
+                )
+                c.executemany(
+                    "INSERT INTO dead_letters (topic, reason, detail, received_at, size, excerpt) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (d.topic, d.reason, d.detail, d.received_at, len(d.payload), d.excerpt)
+                        for d in batch.dead
+                    ],
+                )
+            c.executemany(
                 "INSERT OR IGNORE INTO outbox (alert_id, topic, payload, created_at) "
                 "VALUES (?, ?, ?, ?)",
-                alert_rows,
+                [
+                    (a.id, topic, json.dumps(a.payload, separators=(",", ":")), now)
+                    for topic, a in batch.alerts
+                ],
             )
-            self.db.conn.executemany(
-                "INSERT INTO dead_letters (topic, reason, detail, received_at, size, excerpt) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                dead_rows,
+            c.executemany(
+                "INSERT OR REPLACE INTO asset_state (asset, window_rows, window_n, last_ts, "
+                "episode) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (s.asset, s.window.rows, s.window.n_rows, s.window.last_ts, s.episode)
+                    for s in batch.states
+                ],
+            )
+            self._record_digests(c, batch.digests)
+
+    def _record_digests(self, c: sqlite3.Connection, digests: list[tuple[bytes, bool]]) -> None:
+        if not digests:
+            return
+        first = self._last_digest_id + 1
+        c.executemany(
+            "INSERT OR REPLACE INTO ingested (id, digest, gave_readings) VALUES (?, ?, ?)",
+            [(n, d, r) for n, (d, r) in enumerate(digests, start=first)],
+        )
+        self._last_digest_id = first + len(digests) - 1
+        c.execute("DELETE FROM ingested WHERE id <= ?", (self._last_digest_id - RECENT_DIGESTS,))
+
+    def _evict_chunk(self, pending_too: bool) -> Callable[[], dict[str, int]]:
+        return lambda: evict_chunk(self.conn, pending_too)
+
+    def _evict(self, policy: Callable[[], dict[str, int]]) -> bool:
+        """Run an eviction policy under the lock; log and return whether anything went."""
+        try:
+            with self._lock:
+                evicted = policy()
+        except sqlite3.Error as exc:
+            if _space_problem(exc) is None:
+                raise
+            log.warning("eviction failed too (%s)", _space_problem(exc))
+            return False
+        for reason, n in evicted.items():
+            log.warning("evicted %d %s", n, reason.replace("_", " "))
+        return bool(evicted)
+
+    def _at_hard_cap(self) -> bool:
+        """Whether the database, not the disk, is full: the disk still has room."""
+        disk = os.statvfs(self.path.parent)
+        return disk.f_bavail * disk.f_frsize > _DISK_ROOM_BYTES
+
+    def recent_digests(self, limit: int) -> list[tuple[bytes, bool]]:
+        """Digests of the most recently applied messages (and whether each gave readings),
+        oldest first."""
+        rows = self._q(
+            "SELECT digest, gave_readings FROM ingested ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [(digest, bool(gave)) for digest, gave in reversed(rows)]
+
+    def load_states(self, model_sha256: str) -> list[AssetState]:
+        """The committed scoring state, if it was written by this same model; else none."""
+        saved = self.get_meta("state_model")
+        if saved is not None and saved != model_sha256:
+            log.warning("model changed since the last run; windows and episodes start afresh")
+            with self._lock, self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.execute("DELETE FROM asset_state")
+        if saved != model_sha256:
+            self.set_meta("state_model", model_sha256)
+        rows = self._q("SELECT asset, window_rows, window_n, last_ts, episode FROM asset_state")
+        return [AssetState(a, WindowState(rows_, n, ts), ep) for a, rows_, n, ts, ep in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock, self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
             )
 
+    def _append_meta_list(self, key: str, item: str) -> None:
+        self.set_meta(key, json.dumps([*json.loads(self.get_meta(key) or "[]"), item]))
+
+    # -- the forwarder's side -----------------------------------------------------------------
+
     def pending(self, after_seq: int, limit: int) -> list[OutboxItem]:
-        with self._lock:
-            rows = self.db.conn.execute(
-                "SELECT seq, topic, payload FROM outbox WHERE delivered_at IS NULL AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-        return [OutboxItem(seq, topic, payload.encode()) for seq, topic, payload in rows]
+        rows = self._q(
+            "SELECT seq, topic, payload, created_at FROM outbox "
+            "WHERE delivered_at IS NULL AND expired_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [OutboxItem(seq, topic, payload.encode(), at) for seq, topic, payload, at in rows]
 
     def mark_delivered(self, seqs: Iterable[int]) -> None:
         now = time.time()
-        with self._lock, self.db.conn:
-            self.db.conn.execute("BEGIN")
-            self.db.conn.executemany(
+        with self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
                 "UPDATE outbox SET delivered_at = ? WHERE seq = ?", [(now, s) for s in seqs]
             )
 
+    def expire(self, created_before: float) -> int:
+        """Mark pending alerts older than their time-to-live expired; return how many."""
+        with self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            n = self.conn.execute(
+                "UPDATE outbox SET expired_at = ? WHERE delivered_at IS NULL "
+                "AND expired_at IS NULL AND created_at < ?",
+                (time.time(), created_before),
+            ).rowcount
+        return n
+
+    # -- inspection ---------------------------------------------------------------------------
+
     def stats(self) -> dict[str, object]:
         with self._lock:
-            q = self.db.conn.execute
+            q = self.conn.execute
             dead_by_reason = dict(q("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
+            outbox = dict(
+                q(
+                    "SELECT CASE WHEN delivered_at IS NOT NULL THEN 'delivered' "
+                    "WHEN expired_at IS NOT NULL THEN 'expired' ELSE 'pending' END, count(*) "
+                    "FROM outbox GROUP BY 1"
+                )
+            )
+            meta = dict(q("SELECT key, value FROM meta"))
             return {
                 "readings": q("SELECT count(*) FROM readings").fetchone()[0],
-                "alerts_pending": q(
-                    "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"
-                ).fetchone()[0],
-                "alerts_delivered": q(
-                    "SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL"
-                ).fetchone()[0],
+                "alerts_pending": outbox.get("pending", 0),
+                "alerts_delivered": outbox.get("delivered", 0),
+                "alerts_expired": outbox.get("expired", 0),
                 "dead_letters": sum(dead_by_reason.values()),
                 "dead_letters_by_reason": dead_by_reason,
+                "evictions_by_reason": dict(q("SELECT reason, count FROM evictions")),
                 "database_bytes": self.path.stat().st_size + _wal_bytes(self.path),
+                "used_bytes": used_bytes(self.conn),
+                "budget_bytes": self.budget.max_bytes,
+                "hard_cap_bytes": self.budget.hard_cap_bytes,
+                "moved_aside": json.loads(meta.get("moved_aside", "[]")),
             }
 
     def close(self) -> None:
         with self._lock:
-            self.db.conn.close()
+            self.conn.close()
+
+
+def _create(db: Database) -> None:
+    db["readings"].create(
+        {
+            "id": int,
+            "asset": str,
+            "ts": float,
+            "values_json": str,
+            "score": float,
+            "level": str,
+            "received_at": float,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["outbox"].create(
+        {
+            "seq": int,
+            "alert_id": str,
+            "topic": str,
+            "payload": str,
+            "created_at": float,
+            "delivered_at": float,
+            "expired_at": float,
+        },
+        pk="seq",
+        not_null={"alert_id", "topic", "payload"},
+        if_not_exists=True,
+    )
+    if "expired_at" not in db["outbox"].columns_dict:  # databases from before expiry existed
+        db["outbox"].add_column("expired_at", float)
+    db["outbox"].create_index(["alert_id"], unique=True, if_not_exists=True)
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq) "
+        "WHERE delivered_at IS NULL AND expired_at IS NULL"
+    )
+    db["dead_letters"].create(
+        {
+            "id": int,
+            "topic": str,
+            "reason": str,
+            "detail": str,
+            "received_at": float,
+            "size": int,
+            "excerpt": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["asset_state"].create(
+        {"asset": str, "window_rows": bytes, "window_n": int, "last_ts": float, "episode": str},
+        pk="asset",
+        if_not_exists=True,
+    )
+    db["ingested"].create(
+        {"id": int, "digest": bytes, "gave_readings": int}, pk="id", if_not_exists=True
+    )
+    db["ingested"].create_index(["digest"], unique=True, if_not_exists=True)
+    db["evictions"].create({"reason": str, "count": int}, pk="reason", if_not_exists=True)
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+
+
+def _space_problem(exc: sqlite3.Error) -> str | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else _SPACE_ERRORS.get(code & 0xFF)
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, CorruptDatabase) or (code is not None and code & 0xFF in _CORRUPT_ERRORS)
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the database and its WAL files with a timestamp; never delete evidence."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(target.with_name(target.name + suffix))
+    return target
 
 
 def _wal_bytes(path: Path) -> int:
@@ -179,4 +435,4 @@ def open_existing(data_dir: str | Path) -> Store:
     path = Path(data_dir) / DB_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no agent database at {path}")
-    return Store(data_dir)
+    return Store(data_dir, recover=False)

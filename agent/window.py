@@ -2,6 +2,9 @@
 
 Each asset keeps a [2W, n] buffer and writes forward; when it is full the newest W - 1 rows move
 to the front, so every window is a contiguous slice and copying one costs a single memcpy.
+`snapshot`/`restore` carry an asset's last W - 1 rows and time across a restart (the store keeps
+them in the same transaction as the readings), so the next reading completes the same window it
+would have completed had the agent never stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,15 @@ class _AssetBuffer:
     rows: np.ndarray
     filled: int = 0
     last_ts: float = float("-inf")
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """What an asset's window needs to resume: its newest rows (float32 bytes) and last time."""
+
+    rows: bytes
+    n_rows: int
+    last_ts: float
 
 
 @dataclass
@@ -48,3 +60,20 @@ class Windows:
         if buf.filled < self.window:
             return None
         return buf.rows[buf.filled - self.window : buf.filled]
+
+    def snapshot(self, asset: str) -> WindowState:
+        buf = self._assets[asset]
+        n = min(buf.filled, self.window - 1)
+        return WindowState(buf.rows[buf.filled - n : buf.filled].tobytes(), n, buf.last_ts)
+
+    def restore(self, asset: str, state: WindowState) -> None:
+        rows = np.empty((2 * self.window, self.n_sensors), dtype=np.float32)
+        saved = np.frombuffer(state.rows, dtype=np.float32).reshape(state.n_rows, self.n_sensors)
+        rows[: state.n_rows] = saved
+        self._assets[asset] = _AssetBuffer(rows=rows, filled=state.n_rows, last_ts=state.last_ts)
+
+    def clear(self) -> None:
+        self._assets.clear()
+
+    def assets(self) -> list[str]:
+        return list(self._assets)

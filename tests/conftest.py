@@ -92,9 +92,10 @@ class AgentProcess:
         self.data_dir = data_dir
         self.log = log
         self.upstream_port = upstream_port
+        self._log_start = log.stat().st_size if log.exists() else 0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(config)],
-            stderr=log.open("w"),
+            stderr=log.open("a"),  # restarts append: the whole story stays in one file
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
@@ -115,10 +116,44 @@ class AgentProcess:
             f"{count} readings stored ({self.stats()}); agent log {self.log}",
         )
 
+    def logged(self, text: str) -> int:
+        """How many of this process's log lines contain `text`."""
+        with self.log.open("rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace").count(text)
+
+    def wait_logged(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        wait_for(lambda: self.logged(text) >= count, timeout, f"{text!r} x{count} in {self.log}")
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no offline status, as in a crash."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def launch_agent(
+    folder: Path,
+    local: Mosquitto,
+    upstream: Mosquitto,
+    model: Path,
+    extra: str = "",
+    data_dir: Path | None = None,
+) -> AgentProcess:
+    """`edge-agent run` on `folder/agent.toml`; launching again on a folder is a restart."""
+    data_dir = data_dir or folder / "agent-data"
+    config = folder / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "{DEVICE}"\n'
+        f"[local]\nport = {local.port}\n[upstream]\nport = {upstream.port}\n"
+        f'[model]\npath = "{model}"\n[storage]\ndata_dir = "{data_dir}"\n' + extra
+    )
+    return AgentProcess(config, data_dir, upstream.port, folder / "agent.log")
 
 
 @pytest.fixture
@@ -126,34 +161,35 @@ def start_agent(tmp_path: Path, model_path: Path) -> Iterator[Callable[..., Agen
     agents: list[AgentProcess] = []
 
     def start(
-        local: Mosquitto, upstream: Mosquitto, extra: str = "", model: Path | None = None
+        local: Mosquitto,
+        upstream: Mosquitto,
+        extra: str = "",
+        model: Path | None = None,
+        data_dir: Path | None = None,
     ) -> AgentProcess:
-        data_dir = tmp_path / "agent-data"
-        config = tmp_path / "agent.toml"
-        config.write_text(
-            f'[device]\nid = "{DEVICE}"\n'
-            f"[local]\nport = {local.port}\n[upstream]\nport = {upstream.port}\n"
-            f'[model]\npath = "{model or model_path}"\n[storage]\ndata_dir = "{data_dir}"\n' + extra
-        )
-        agent = AgentProcess(config, data_dir, upstream.port, tmp_path / "agent.log")
+        agent = launch_agent(tmp_path, local, upstream, model or model_path, extra, data_dir)
         agents.append(agent)
         return agent
 
     yield start
     for agent in agents:
-        if agent.process.poll() is None:
-            agent.process.kill()
-            agent.process.wait()
+        agent.kill()
 
 
-def wait_status(port: int, state: str, device: str = DEVICE, timeout: float = 30) -> dict:
-    """Until the device's retained status upstream has `state`; returns that status."""
+def wait_status(
+    port: int,
+    state: str,
+    device: str = DEVICE,
+    timeout: float = 30,
+    where: Callable[[dict], bool] = lambda _status: True,
+) -> dict:
+    """Until the device's status upstream has `state` (and passes `where`); returns it."""
     found: dict = {}
     seen = threading.Event()
 
     def on_message(_c: object, _u: object, msg: object) -> None:
         status = json.loads(msg.payload)
-        if status.get("state") == state:
+        if status.get("state") == state and where(status):
             found.update(status)
             seen.set()
 

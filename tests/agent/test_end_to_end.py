@@ -184,7 +184,8 @@ def test_bad_input_is_dead_lettered_and_scoring_goes_on(broker, start_agent, sim
         json.dumps({k: v for k, v in readings[0].items() if k != sensor}).encode(),
         json.dumps({**readings[0], sensor: "high"}).encode(),
         json.dumps({**readings[0], sensor: float("nan")}).encode(),
-        json.dumps(readings[5]).encode(),  # a repeat of an earlier reading: out of order
+        json.dumps({**readings[5], sensor: 1.0}).encode(),  # an earlier time: out of order
+        json.dumps(readings[6]).encode(),  # a byte-identical resend: skipped as a copy
     ]
     client = connect("127.0.0.1", local.port)
     topic = f"edge/{DEVICE}/readings/pump-1"
@@ -207,6 +208,7 @@ def test_bad_input_is_dead_lettered_and_scoring_goes_on(broker, start_agent, sim
         "out_of_order": 1,
     }
     stats = agent.wait_stored(len(good) + sum(expected.values()))
+    agent.wait_logged("skipped 1 copies")
     assert stats["readings"] == len(good)
     assert stats["dead_letters_by_reason"] == expected
     with sqlite3.connect(agent.data_dir / "agent.db") as db:

@@ -1,0 +1,123 @@
+"""The store on real SQLite files: budget and hard cap, expiry, state, corrupt databases."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.alert import Alert
+from agent.budget import MIB, Budget
+from agent.store import DB_NAME, AssetState, Batch, Store, StoredReading, open_existing
+from agent.window import WindowState
+
+TOPIC = "edge/gw/alerts/pump-1"
+
+
+def _readings(n: int, start: int = 0) -> list[StoredReading]:
+    return [
+        StoredReading("pump-1", float(start + i), [1.5, 2.5, 3.5, 4.5, 5.5], 0.1, None, 0.0)
+        for i in range(n)
+    ]
+
+
+def _alert(n: int, size: int = 200) -> tuple[str, Alert]:
+    payload = {"id": f"a{n:06d}", "message": "x" * size}
+    return TOPIC, Alert(f"a{n:06d}", "pump-1", "firing", "info", payload)
+
+
+def _alert_ids(store: Store) -> list[str]:
+    return [row[0] for row in store.conn.execute("SELECT alert_id FROM outbox ORDER BY seq")]
+
+
+def test_over_budget_the_oldest_readings_go_first_and_pending_alerts_stay(tmp_path: Path):
+    store = Store(tmp_path, Budget(max_bytes=1 * MIB, hard_cap_bytes=8 * MIB))
+    for b in range(40):
+        store.commit_batch(Batch(readings=_readings(500, start=b * 500), alerts=[_alert(b)]))
+    stats = store.stats()
+    assert stats["used_bytes"] <= 1 * MIB
+    assert stats["evictions_by_reason"]["readings"] > 0
+    assert stats["alerts_pending"] == 40, "pending alerts are not evicted under the budget"
+    newest = store.conn.execute("SELECT max(ts), min(ts) FROM readings").fetchone()
+    assert newest[0] == 40 * 500 - 1 and newest[1] > 0, "the oldest readings went, not the newest"
+    assert stats["readings"] + stats["evictions_by_reason"]["readings"] == 40 * 500
+
+
+def test_delivered_alerts_go_before_pending_ones(tmp_path: Path):
+    store = Store(tmp_path, Budget(max_bytes=1 * MIB, hard_cap_bytes=8 * MIB))
+    for b in range(10):  # delivered ones first: the oldest rows are the ones that must stay
+        store.commit_batch(Batch(alerts=[_alert(b * 100 + i, size=2000) for i in range(100)]))
+        store.mark_delivered(
+            [seq for (seq,) in store.conn.execute("SELECT seq FROM outbox ORDER BY seq")]
+        )
+    store.commit_batch(Batch(alerts=[_alert(5000 + i, size=2000) for i in range(100)]))
+    stats = store.stats()
+    assert stats["evictions_by_reason"].get("delivered_alerts", 0) > 0
+    assert stats["alerts_pending"] == 100
+    assert stats["used_bytes"] <= 1 * MIB
+
+
+def test_at_the_hard_cap_the_oldest_pending_alerts_go_and_commits_go_on(tmp_path: Path):
+    store = Store(tmp_path, Budget(max_bytes=1 * MIB, hard_cap_bytes=1 * MIB))
+    for b in range(30):  # ~3 MiB of alerts that nobody acknowledges
+        store.commit_batch(Batch(alerts=[_alert(b * 50 + i, size=2000) for i in range(50)]))
+    stats = store.stats()
+    evicted = stats["evictions_by_reason"]["pending_alerts_at_hard_cap"]
+    ids = _alert_ids(store)
+    assert evicted > 0 and len(ids) + evicted == 30 * 50
+    assert ids[-1] == f"a{30 * 50 - 1:06d}" and ids[0] != "a000000", "oldest first"
+    assert (tmp_path / DB_NAME).stat().st_size <= 1 * MIB + 64 * 1024
+
+
+def test_expired_alerts_are_counted_and_not_offered_again(tmp_path: Path):
+    store = Store(tmp_path)
+    store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
+    assert store.expire(created_before=time.time() + 1) == 2
+    assert store.pending(after_seq=0, limit=10) == []
+    assert store.stats()["alerts_expired"] == 2
+
+
+def test_scoring_state_survives_reopening_and_is_dropped_for_another_model(tmp_path: Path):
+    state = AssetState("pump-1", WindowState(b"\x00" * 40, 2, 123.0), '{"above": 1}')
+    store = Store(tmp_path)
+    store.load_states("model-a")
+    store.commit_batch(Batch(states=[state], digests=[(b"d" * 16, True)]))
+    store.close()
+    again = Store(tmp_path)
+    assert again.load_states("model-a") == [state]
+    assert again.recent_digests(10) == [(b"d" * 16, True)]
+    assert again.load_states("model-b") == [], "windows of another model do not fit"
+
+
+def test_a_database_that_is_not_sqlite_is_moved_aside_and_reported(tmp_path: Path):
+    garbage = b"this is not a database" * 100
+    (tmp_path / DB_NAME).write_bytes(garbage)
+    store = Store(tmp_path)
+    assert store.moved_aside is not None and store.moved_aside.read_bytes() == garbage
+    assert store.stats()["moved_aside"] == [str(store.moved_aside)]
+    store.commit_batch(Batch(readings=_readings(3)))
+    assert store.stats()["readings"] == 3
+
+
+def test_a_database_with_damaged_pages_is_moved_aside(tmp_path: Path):
+    store = Store(tmp_path)
+    store.commit_batch(Batch(readings=_readings(5000)))
+    store.close()
+    path = tmp_path / DB_NAME
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\xa5" * 4096
+    path.write_bytes(bytes(data))
+    reopened = Store(tmp_path)
+    assert reopened.moved_aside is not None and reopened.moved_aside.exists()
+    assert reopened.stats()["readings"] == 0
+
+
+def test_inspection_never_moves_a_database(tmp_path: Path):
+    (tmp_path / DB_NAME).write_bytes(b"garbage" * 100)
+    with pytest.raises(sqlite3.DatabaseError):
+        open_existing(tmp_path)
+    assert (tmp_path / DB_NAME).read_bytes() == b"garbage" * 100
