@@ -67,8 +67,29 @@ class ScoringConfig(_Section):
         le=65536,
         description="Most messages taken into one micro-batch (one ONNX call, one transaction).",
     )
+
+
+class IngestConfig(_Section):
     max_payload_bytes: int = Field(
         default=65536, ge=64, description="Larger reading payloads are dead-lettered unread."
+    )
+    max_depth: int = Field(
+        default=4,
+        ge=2,
+        le=64,
+        description="Deepest JSON nesting accepted (a reading is 1, an array of readings 2); "
+        "deeper payloads are dead-lettered as `too_deep`.",
+    )
+    assets: list[Identifier] = Field(
+        default_factory=list,
+        description="Assets this gateway accepts readings for; others are dead-lettered as "
+        "`unknown_asset`. Empty: any asset.",
+    )
+    missing_sensor: Literal["reject", "impute"] = Field(
+        default="reject",
+        description="A reading without one of the model's sensors: `reject` it "
+        "(`missing_sensor`), or `impute` the sensor's training mean from the model's manifest "
+        "(counted; a reading with none of the sensors is still rejected).",
     )
 
 
@@ -161,6 +182,7 @@ class AgentConfig(_Section):
     )
     upstream: BrokerConfig = Field(description="The broker alerts and status go to.")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     model: ModelConfig
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)

@@ -2,7 +2,10 @@
 
 A payload is one JSON object `{"ts": ..., "<sensor>": <number>, ...}` or an array of them; each
 object stands or falls alone, so one bad reading in an array does not cost its neighbours.
-Keys that are not model sensors are ignored; every model sensor must be a finite number.
+Keys that are not model sensors are ignored; every model sensor must be a finite number, or,
+when the config says `impute`, a missing one takes its training mean from the manifest.
+Nothing a publisher sends can raise out of `Parser.parse`: size is checked before decoding and
+nesting depth before anything walks the document.
 """
 
 from __future__ import annotations
@@ -14,7 +17,26 @@ from datetime import datetime
 
 import numpy as np
 
+from agent.config import IngestConfig
+
 EXCERPT_BYTES = 512
+# Every reason a message or reading is dead-lettered for (the last two come from the window).
+REASONS = (
+    "bad_topic",
+    "oversized",
+    "empty",
+    "binary",
+    "invalid_json",
+    "too_deep",
+    "not_object",
+    "unknown_asset",
+    "bad_ts",
+    "missing_sensor",
+    "not_numeric",
+    "not_finite",
+    "duplicate_ts",
+    "out_of_order",
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +44,7 @@ class Reading:
     asset: str
     ts: float  # unix seconds
     values: np.ndarray  # float64, in the model's sensor order
+    imputed: tuple[str, ...] = ()  # sensors filled with their training mean
 
 
 @dataclass(frozen=True)
@@ -38,10 +61,18 @@ class DeadLetter:
 
 
 class Parser:
-    def __init__(self, sensors: list[str], readings_prefix: str, max_payload_bytes: int) -> None:
+    def __init__(
+        self,
+        sensors: list[str],
+        readings_prefix: str,
+        config: IngestConfig,
+        training_means: list[float],
+    ) -> None:
         self.sensors = sensors
         self.prefix = readings_prefix  # e.g. "edge/gw-1/readings/"
-        self.max_payload_bytes = max_payload_bytes
+        self.config = config
+        self.assets = frozenset(config.assets)
+        self.means = training_means if config.missing_sensor == "impute" else None
 
     def parse(
         self, topic: str, payload: bytes, received_at: float
@@ -52,14 +83,16 @@ class Parser:
         asset = topic[len(self.prefix) :] if topic.startswith(self.prefix) else ""
         if not asset or "/" in asset:
             return [], [reject("bad_topic", f"expected {self.prefix}<asset>")]
-        if len(payload) > self.max_payload_bytes:
-            return [], [reject("oversized", f"{len(payload)} bytes > {self.max_payload_bytes}")]
+        if self.assets and asset not in self.assets:
+            return [], [reject("unknown_asset", f"{asset!r} is not in ingest.assets")]
+        limit = self.config.max_payload_bytes
+        if len(payload) > limit:
+            return [], [reject("oversized", f"{len(payload)} bytes > {limit}")]
         if not payload.strip():
             return [], [reject("empty", "no payload")]
-        try:
-            doc = json.loads(payload)
-        except (UnicodeDecodeError, ValueError) as exc:
-            return [], [reject("invalid_json", str(exc)[:200])]
+        doc, problem = self._decode(payload)
+        if problem:
+            return [], [reject(*problem)]
         items = doc if isinstance(doc, list) else [doc]
         if not items:
             return [], [reject("empty", "empty array")]
@@ -74,6 +107,24 @@ class Parser:
                 dead.append(reject(reason, where + detail))
         return readings, dead
 
+    def _decode(self, payload: bytes) -> tuple[object, tuple[str, str] | None]:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, ("binary", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        max_depth = self.config.max_depth
+        # Cheap bound first: a payload with few brackets cannot be deep.
+        deep = text.count("[") + text.count("{") > max_depth
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            return None, ("too_deep", f"nested deeper than {max_depth}")
+        except ValueError as exc:
+            return None, ("invalid_json", str(exc)[:200])
+        if deep and _depth(doc, max_depth) > max_depth:
+            return None, ("too_deep", f"nested deeper than {max_depth}")
+        return doc, None
+
     def _reading(self, asset: str, item: object) -> Reading | tuple[str, str]:
         if not isinstance(item, dict):
             return "not_object", f"expected a JSON object, got {type(item).__name__}"
@@ -81,16 +132,46 @@ class Parser:
         if isinstance(ts, str):
             return "bad_ts", ts
         values = np.empty(len(self.sensors), dtype=np.float64)
+        imputed: list[str] = []
         for j, name in enumerate(self.sensors):
             if name not in item:
-                return "missing_sensor", f"no value for sensor {name!r}"
+                if self.means is None:
+                    return "missing_sensor", f"no value for sensor {name!r}"
+                imputed.append(name)
+                values[j] = self.means[j]
+                continue
             value = item[name]
             if isinstance(value, bool) or not isinstance(value, int | float):
-                return "not_numeric", f"sensor {name!r}: {value!r} is not a number"
-            if not math.isfinite(value):
-                return "not_finite", f"sensor {name!r}: {value!r}"
-            values[j] = value
-        return Reading(asset=asset, ts=ts, values=values)
+                return "not_numeric", f"sensor {name!r}: {_short(value)} is not a number"
+            number = _finite(value)
+            if number is None:
+                return "not_finite", f"sensor {name!r}: {_short(value)}"
+            values[j] = number
+        if len(imputed) == len(self.sensors):
+            return "missing_sensor", "none of the model's sensors"
+        return Reading(asset=asset, ts=ts, values=values, imputed=tuple(imputed))
+
+
+def _depth(doc: object, limit: int) -> int:
+    """Nesting depth of a parsed document, counted no further than `limit` + 1."""
+    if not isinstance(doc, list | dict) or limit < 0:
+        return 0
+    children = doc.values() if isinstance(doc, dict) else doc
+    return 1 + max((_depth(c, limit - 1) for c in children), default=0)
+
+
+def _finite(value: int | float) -> float | None:
+    """The value as a finite float, or None (NaN, infinity, or an int beyond float range)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_ts(value: object) -> float | str:
@@ -100,15 +181,19 @@ def parse_ts(value: object) -> float | str:
     if isinstance(value, bool):
         return f"'ts' must be unix seconds or ISO 8601, got {value!r}"
     if isinstance(value, int | float):
+        number = _finite(value)
         return (
-            float(value) if math.isfinite(value) and value >= 0 else f"'ts' {value!r} out of range"
+            number if number is not None and number >= 0 else f"'ts' {_short(value)} out of range"
         )
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            return f"'ts' {value[:40]!r} is not ISO 8601"
+            return f"'ts' {_short(value)} is not ISO 8601"
         if parsed.tzinfo is None:
-            return f"'ts' {value!r} has no time zone (add Z or an offset)"
-        return parsed.timestamp()
+            return f"'ts' {_short(value)} has no time zone (add Z or an offset)"
+        try:
+            return parsed.timestamp()
+        except (OverflowError, ValueError):
+            return f"'ts' {_short(value)} out of range"
     return f"'ts' must be unix seconds or ISO 8601, got {type(value).__name__}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -23,3 +26,40 @@ def configure(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+@dataclass
+class _Key:
+    last: float
+    suppressed: int = 0
+
+
+class Throttle:
+    """At most one warning per key per interval; the next one says how many were held back.
+
+    A sensor gone bad can send thousands of bad readings a minute: each is counted and stored,
+    but journald should get a line, not a flood.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self._keys: dict[str, _Key] = {}
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = self.clock()
+        state = self._keys.get(key)
+        if state is not None and now - state.last < self.interval_s:
+            state.suppressed += 1
+            return
+        if state is not None and state.suppressed:
+            msg += " (%d more like it in the last %.0fs)"
+            args = (*args, state.suppressed, now - state.last)
+        self._keys[key] = _Key(now)
+        self.logger.warning(msg, *args)

@@ -41,6 +41,7 @@ from agent.budget import Budget
 from agent.config import AgentConfig
 from agent.forward import Forwarder, make_client
 from agent.ingest import DeadLetter, Parser, Reading
+from agent.logs import Throttle
 from agent.manifest import Thresholds
 from agent.score import Scorer
 from agent.store import (
@@ -79,6 +80,7 @@ class Counters:
     dead_letters: int = 0
     batches: int = 0
     redelivered: int = 0
+    imputed: int = 0
     storage_failures: int = 0
     started_at: float = field(default_factory=time.time)
 
@@ -92,7 +94,10 @@ class Agent:
         self.readings_topic = f"{prefix}/{device}/readings/+"
         self.alerts_prefix = f"{prefix}/{device}/alerts/"
         self.parser = Parser(
-            manifest.sensor_names, f"{prefix}/{device}/readings/", config.scoring.max_payload_bytes
+            manifest.sensor_names,
+            f"{prefix}/{device}/readings/",
+            config.ingest,
+            [s.mean for s in manifest.sensors],
         )
         self.windows = Windows(manifest.window, len(manifest.sensors))
         self.model_info = {"id": manifest.model_id, "version": manifest.version}
@@ -128,6 +133,7 @@ class Agent:
         self._recent = OrderedDict(self.store.recent_digests(RECENT_DIGESTS))
         self._retry: list[_Message] = []
         self._resumed = threading.Event()
+        self._warn = Throttle(log)
         self._retry_delay = _RETRY_MIN_S
         self._inbox: queue.Queue[_Message] = queue.Queue(maxsize=100_000)
         self.source = make_client(config.local, f"edge-agent-{device}-local", manual_ack=True)
@@ -280,12 +286,22 @@ class Agent:
         c.alerts += len(alerts)
         c.redelivered += len(batch) - len(fresh)
         for letter in dead:
-            log.warning(
+            self._warn.warning(
+                letter.reason,
                 "dead letter topic=%s reason=%s detail=%s",
                 letter.topic,
                 letter.reason,
                 letter.detail,
             )
+        for reading, _, _ in accepted:
+            if reading.imputed:
+                c.imputed += 1
+                self._warn.warning(
+                    "imputed",
+                    "imputed training mean asset=%s sensors=%s",
+                    reading.asset,
+                    ",".join(reading.imputed),
+                )
 
     def _not_applied(self, batch: list[_Message], digests: list[bytes]) -> list[int]:
         """Indexes of messages to apply: all but copies of messages already applied.
