@@ -61,6 +61,8 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     persistence: bool = False
+    # Queue limits etc.; the default keeps a slow test subscriber from losing messages.
+    tuning: tuple[str, ...] = ("max_queued_messages 100000",)
     process: subprocess.Popen | None = None
 
     @property
@@ -76,7 +78,7 @@ class Mosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
-            "max_queued_messages 100000",
+            *self.tuning,
             # Started as root, mosquitto would switch to user `mosquitto` and lose its folder.
             f"user {getpass.getuser()}",
             f"persistence {str(self.persistence).lower()}",
