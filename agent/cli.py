@@ -10,12 +10,15 @@ import argparse
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, ConfigError, load_config, parse_host_port
+from agent.export import ExportError, export_readings, vacuum
+from agent.ingest import parse_ts
 from agent.logs import configure
 from agent.manifest import ModelFileError
 from agent.offline import score_table
@@ -46,7 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
     stats = buffer_sub.add_parser("stats", help="counts as one JSON object")
     stats.add_argument("--data-dir", required=True, type=Path, help="the agent's data dir")
+    export = buffer_sub.add_parser(
+        "export", help="stored readings to CSV for `edge-trainer train` (safe while running)"
+    )
+    export.add_argument("--data-dir", required=True, type=Path, help="the agent's data dir")
+    export.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    export.add_argument("--asset", help="only this asset")
+    export.add_argument("--since", type=_time, help="from this time (unix seconds or ISO 8601)")
+    export.add_argument("--until", type=_time, help="before this time (unix seconds or ISO 8601)")
+    export.add_argument("--with-scores", action="store_true", help="add score and level columns")
+    vacuum = buffer_sub.add_parser(
+        "vacuum", help="give evicted space back to the disk (may pause a running agent briefly)"
+    )
+    vacuum.add_argument("--data-dir", required=True, type=Path, help="the agent's data dir")
     return parser
+
+
+def _time(text: str) -> float:
+    """A command-line time: unix seconds or ISO 8601 with a time zone."""
+    try:
+        value: object = float(text)
+    except ValueError:
+        value = text
+    parsed = parse_ts(value)
+    if isinstance(parsed, str):
+        raise argparse.ArgumentTypeError(parsed)
+    return parsed
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
@@ -78,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     configure("warning")
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, ModelFileError, TableError, FileNotFoundError) as exc:
+    except (ConfigError, ModelFileError, TableError, ExportError, FileNotFoundError) as exc:
         print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"edge-agent: error: not a usable agent database: {exc}", file=sys.stderr)
         return 2
 
 
@@ -129,6 +160,15 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _buffer(args: argparse.Namespace) -> int:
+    if args.buffer_command == "export":
+        n = export_readings(
+            args.data_dir, args.out, args.asset, args.since, args.until, args.with_scores
+        )
+        print(f"edge-agent: wrote {n} readings to {args.out}", file=sys.stderr)
+        return 0
+    if args.buffer_command == "vacuum":
+        print(json.dumps(vacuum(args.data_dir)))
+        return 0
     store = open_existing(args.data_dir)
     try:
         print(json.dumps(store.stats()))
