@@ -66,6 +66,7 @@ class _Message(NamedTuple):
     received_at: float
     mid: int
     dup: bool  # the broker is redelivering it
+    connection: int  # which local connection delivered it: its mid means nothing on another
 
     @property
     def digest(self) -> bytes:
@@ -116,7 +117,9 @@ class Agent:
             Budget(storage.max_bytes, storage.hard_cap_bytes),
             synchronous=storage.synchronous,
         )
-        self.store.set_meta("sensors", json.dumps(manifest.sensor_names))
+        sensors = json.dumps(manifest.sensor_names)
+        if self.store.get_meta("sensors") != sensors:  # no write when the disk may be full
+            self.store.set_meta("sensors", sensors)
         self._restore_state()
         self.counters = Counters()
         self.storage_ok = True
@@ -133,6 +136,8 @@ class Agent:
         self._recent = OrderedDict(self.store.recent_digests(RECENT_DIGESTS))
         self._retry: list[_Message] = []
         self._resumed = threading.Event()
+        self._connection = 0
+        self._ack_lock = threading.Lock()
         self._warn = Throttle(log)
         self._retry_delay = _RETRY_MIN_S
         self._inbox: queue.Queue[_Message] = queue.Queue(maxsize=100_000)
@@ -211,6 +216,8 @@ class Agent:
         if rc.is_failure:
             log.warning("local broker refused connection: %s", rc)
             return
+        with self._ack_lock:
+            self._connection += 1
         resumed = bool(getattr(flags, "session_present", False))
         log.info("local connected session_present=%s", resumed)
         if resumed:
@@ -234,7 +241,9 @@ class Agent:
             log.warning("local broker disconnected (%s); reconnecting", rc)
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(_Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup)))
+        self._inbox.put(
+            _Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection)
+        )
 
     def _take(self, timeout: float) -> list[_Message]:
         try:
@@ -324,9 +333,16 @@ class Agent:
         return fresh
 
     def _committed(self, batch: list[_Message], applied: list[tuple[bytes, bool]]) -> None:
-        """Acknowledge, in arrival order as MQTT requires, and remember what was applied."""
-        for m in batch:
-            self.source.ack(m.mid, 1)
+        """Acknowledge, in arrival order as MQTT requires, and remember what was applied.
+
+        A message from an earlier connection is not acknowledged: its id may now belong to
+        another message. If the broker kept the session it redelivers it, and the copy is
+        recognised and acknowledged then.
+        """
+        with self._ack_lock:
+            for m in batch:
+                if m.connection == self._connection:
+                    self.source.ack(m.mid, 1)
         for digest, gave_readings in applied:
             self._recent[digest] = gave_readings
             self._recent.move_to_end(digest)

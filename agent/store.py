@@ -112,7 +112,7 @@ class Store:
             self._append_meta_list("moved_aside", str(self.moved_aside))
         if budget is None:
             self.budget = Budget.from_meta(self.get_meta("budget"))
-        else:
+        elif self.get_meta("budget") != self.budget.to_meta():
             self.set_meta("budget", self.budget.to_meta())
         self._last_digest_id = self._q("SELECT coalesce(max(id), 0) FROM ingested")[0][0]
 

@@ -128,6 +128,7 @@ def test_kill_9_and_broker_restarts_lose_no_alert_and_apply_no_reading_twice(
     assert outcome.stats["readings"] == len(ASSETS) * len(readings), context
     assert outcome.stats["dead_letters"] == 0, f"a reading was applied twice; {context}"
     print(f"chaos: {len(outcome.ids)} alerts, {outcome.duplicates} duplicates upstream; {context}")
+    agent.wait_logged("subscribed topic")  # the last restart may still be starting up
     assert agent.stop() == 0
 
 
