@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint model clean
+.PHONY: setup demo test lint bench model clean
 
 setup:
 	@VENV=$(VENV) ./scripts/bootstrap.sh
@@ -16,6 +16,11 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/pytest
+
+# Speed and memory against paho and scikit-learn (prints a table, writes var/bench.json).
+# BENCH_ARGS="--core 0" pins the agent to one core, to estimate a Raspberry Pi.
+bench: setup
+	$(PY) -m bench --out var/bench.json $(BENCH_ARGS)
 
 # Rebuild the shipped default model from data the project generates itself.
 model: setup

@@ -1,0 +1,264 @@
+"""The benchmark's measurements, one function each; every one returns plain numbers.
+
+Rates are taken within one run against a reference measured the same way (the bare paho
+subscriber, scikit-learn in the same process), because this machine is noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agent.score import Scorer
+from agent.table import read_table
+from bench.harness import DEVICE, ROOT, AgentRun, Models, brokers, status_watch, wait_until
+from fleet.mqtt import connect
+from fleet.replay import publish_payloads
+
+READINGS = f"edge/{DEVICE}/readings/pump-1"
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median": statistics.median(ordered),
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "n": len(ordered),
+    }
+
+
+def _train_matrix(models: Models) -> np.ndarray:
+    table = read_table(models.train_csv)
+    return table.matrix(table.sensor_columns())
+
+
+def score_latency(models: Models, calls: int) -> dict[str, dict[str, float]]:
+    """µs to score one window, one thread, per shipped algorithm."""
+    data = _train_matrix(models).astype(np.float32)
+    out = {}
+    for algorithm, path in models.paths.items():
+        scorer = Scorer.load(path)
+        w = scorer.manifest.window
+        windows = [data[i : i + w][None] for i in range(calls)]
+        for window in windows[:200]:
+            scorer.score(window)
+        times = []
+        for window in windows:
+            t = time.perf_counter_ns()
+            scorer.score(window)
+            times.append((time.perf_counter_ns() - t) / 1000)
+        out[algorithm] = _percentiles(times)
+    return out
+
+
+def sklearn_baseline(models: Models, calls: int) -> dict[str, float]:
+    """What the tutorials start from: IsolationForest.score_samples on one reading at a time."""
+    from sklearn.ensemble import IsolationForest
+
+    data = _train_matrix(models)
+    forest = IsolationForest(random_state=0).fit(data)
+    for row in data[:20]:
+        forest.score_samples(row[None])
+    times = []
+    for row in data[:calls]:
+        t = time.perf_counter_ns()
+        forest.score_samples(row[None])
+        times.append((time.perf_counter_ns() - t) / 1000)
+    return _percentiles(times)
+
+
+def _reading(i: int, values: np.ndarray) -> dict[str, object]:
+    row = values[i % len(values)]
+    return {"ts": 1_767_225_600 + i, **{f"s{j}": float(v) for j, v in enumerate(row)}}
+
+
+def _payloads(models: Models, readings: int, per_message: int, sensors: list[str]) -> list[str]:
+    data = _train_matrix(models)
+    out = []
+    for start in range(0, readings, per_message):
+        chunk = []
+        for i in range(start, start + per_message):
+            row = data[i % len(data)]
+            values = dict(zip(sensors, map(float, row), strict=True))
+            chunk.append({"ts": 1_767_225_600 + i, **values})
+        out.append(json.dumps(chunk[0] if per_message == 1 else chunk))
+    return out
+
+
+def drain(
+    models: Models, folder: Path, readings: int, per_message: int, core: int | None
+) -> dict[str, float]:
+    """A backlog queued for the agent's session, then the agent started: readings/s until all
+    are stored; beside it the bare paho ceiling on the same queued messages."""
+    algorithm = "pca"
+    local, upstream = brokers(folder)
+    try:
+        agent = AgentRun(folder / "agent", local, upstream, models.paths[algorithm], core=core)
+        online, close = status_watch(upstream)
+        agent.start()
+        wait_until(online.is_set, 60, "agent online")  # its persistent session now exists
+        agent.stop()
+        close()
+        _ceiling_session(local.port)
+        sensors = models.trained[algorithm].manifest.sensor_names
+        payloads = _payloads(models, readings, per_message, sensors)
+        publish_payloads(payloads, "127.0.0.1", local.port, READINGS, timeout=600)
+        agent.start()
+        wait_until(lambda: agent.stored() >= readings, 600, "the backlog stored", poll=0.005)
+        agent_s = time.perf_counter() - agent.started_at
+        rss = agent.peak_rss_mib()
+        agent.stop()
+        ceiling_s = _ceiling(local.port, len(payloads), core)
+        db_bytes = _bytes_per_reading(agent.data_dir / "agent.db", readings)
+    finally:
+        local.stop()
+        upstream.stop()
+    # Both from process start to the last message: start-up is part of draining a backlog.
+    agent_rate = readings / agent_s
+    ceiling_rate = readings / ceiling_s
+    return {
+        "readings": readings,
+        "readings_per_message": per_message,
+        "agent_readings_per_s": agent_rate,
+        "agent_seconds": agent_s,
+        "ceiling_seconds": ceiling_s,
+        "ceiling_readings_per_s": ceiling_rate,
+        "ratio": agent_rate / ceiling_rate,
+        "peak_rss_mib": rss,
+        "sqlite_bytes_per_reading": db_bytes,
+    }
+
+
+_CEILING_ID = "bench-ceiling"
+
+
+def _ceiling_session(port: int) -> None:
+    client = connect("127.0.0.1", port, _CEILING_ID, clean_start=False, subscribe=READINGS)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _ceiling(port: int, messages: int, core: int | None) -> float:
+    """Seconds from starting the bare subscriber to its last message."""
+    command = [sys.executable, "-m", "bench.ceiling", str(port), _CEILING_ID, READINGS]
+    if core is not None:
+        command = ["taskset", "-c", str(core), *command]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*command, str(messages)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # printed at the last message
+    seconds = time.perf_counter() - started
+    if process.wait(timeout=60) != 0 or not line:
+        raise RuntimeError("the ceiling subscriber did not receive every message")
+    return seconds
+
+
+def _bytes_per_reading(db: Path, readings: int) -> float:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        pages, free, size = (
+            conn.execute(f"PRAGMA {p}").fetchone()[0]
+            for p in ("page_count", "freelist_count", "page_size")
+        )
+    return (pages - free) * size / readings
+
+
+def alert_latency(
+    models: Models, folder: Path, rate: float, seconds: float, core: int | None
+) -> dict[str, float]:
+    """Reading-to-alert at the upstream broker: a spike every 100 readings fires an alert."""
+    algorithm = "pca"
+    manifest = models.trained[algorithm].manifest
+    local, upstream = brokers(folder)
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def on_alert(_c: object, _u: object, msg: object) -> None:
+        at = time.perf_counter()
+        alert = json.loads(msg.payload)
+        if alert["state"] == "firing":
+            with lock:
+                if alert["ts"] in sent:
+                    latencies.append((at - sent[alert["ts"]]) * 1000)
+
+    try:
+        extra = "[alerts]\nfire_after = 1\nresolve_after = 3\n"
+        agent = AgentRun(folder / "agent", local, upstream, models.paths[algorithm], extra, core)
+        online, close = status_watch(upstream)
+        agent.start()
+        wait_until(online.is_set, 60, "agent online")
+        close()
+        watcher = connect(
+            "127.0.0.1", upstream.port, subscribe=f"edge/{DEVICE}/alerts/#", on_message=on_alert
+        )
+        _publish_with_spikes(models, local.port, manifest, rate, seconds, sent, lock)
+        wait_until(lambda: agent.stored() >= int(rate * seconds), 60, "all readings stored")
+        time.sleep(1.0)  # alerts in flight after the last reading
+        watcher.disconnect()
+        watcher.loop_stop()
+        agent.stop()
+    finally:
+        local.stop()
+        upstream.stop()
+    return {"offered_readings_per_s": rate, **_percentiles(latencies)}
+
+
+def _publish_with_spikes(
+    models: Models,
+    port: int,
+    manifest: object,
+    rate: float,
+    seconds: float,
+    sent: dict[str, float],
+    lock: threading.Lock,
+) -> None:
+    from datetime import UTC, datetime
+
+    data = _train_matrix(models)
+    spike = data.mean(axis=0) + 30 * data.std(axis=0)
+    names = manifest.sensor_names
+    client = connect("127.0.0.1", port)
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        row = spike if i % 100 == 99 else data[i % len(data)]
+        ts = 1_767_225_600 + i
+        iso = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+        payload = json.dumps({"ts": ts, **dict(zip(names, map(float, row), strict=True))})
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        with lock:
+            sent[iso.replace("+00:00", "Z")] = time.perf_counter()
+        client.publish(READINGS, payload, qos=1)
+    client.disconnect()
+    client.loop_stop()
+
+
+def startup(models: Models, folder: Path, runs: int, core: int | None) -> dict[str, float]:
+    """Seconds from process start to the retained `online` status upstream."""
+    local, upstream = brokers(folder)
+    times = []
+    try:
+        for n in range(runs):
+            agent = AgentRun(folder / f"agent-{n}", local, upstream, models.paths["pca"], core=core)
+            online, close = status_watch(upstream)
+            agent.start()
+            wait_until(online.is_set, 60, "agent online", poll=0.001)
+            times.append(time.perf_counter() - agent.started_at)
+            close()
+            agent.stop()
+    finally:
+        local.stop()
+        upstream.stop()
+    return _percentiles(times)
