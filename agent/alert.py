@@ -69,6 +69,11 @@ class AlertTracker:
     def clear(self) -> None:
         self._episodes.clear()
 
+    def quiet(self, asset: str) -> bool:
+        """No episode firing or building up: a score below `info` changes nothing here."""
+        ep = self._episodes.get(asset)
+        return ep is None or (not ep.firing and ep.above == 0)
+
     def update(
         self, asset: str, ts: float, score: float, contributions: np.ndarray, values: np.ndarray
     ) -> Alert | None:

@@ -43,7 +43,7 @@ class LocalBrokerConfig(BrokerConfig):
         "readings) while the agent is away, in seconds.",
     )
     receive_maximum: int = Field(
-        default=10000,
+        default=1000,
         ge=1,
         le=65535,
         description="Readings messages the broker may send before the agent acknowledges them "
@@ -66,6 +66,12 @@ class ScoringConfig(_Section):
         ge=1,
         le=65536,
         description="Most messages taken into one micro-batch (one ONNX call, one transaction).",
+    )
+    batch_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Most payload bytes taken into one micro-batch: bounds memory when messages "
+        "carry arrays of readings.",
     )
 
 

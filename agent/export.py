@@ -16,7 +16,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.store import DB_NAME
+from agent.store import DB_NAME, values_from_blob
 
 _BUSY_TIMEOUT_MS = 30_000
 
@@ -47,7 +47,8 @@ def export_readings(
         sensors = _sensors(conn, path)
         where, params = _filters(asset, since, until)
         rows = conn.execute(
-            f"SELECT asset, ts, values_json, score, level FROM readings{where} ORDER BY asset, ts",
+            "SELECT asset, ts, sensor_values, score, level FROM readings"
+            f"{where} ORDER BY asset, ts",
             params,
         )
         return _write_atomically(Path(out), sensors, rows, with_scores)
@@ -86,10 +87,10 @@ def _write_atomically(
         with os.fdopen(fd, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["timestamp", "asset", *sensors, *(["score", "level"] * with_scores)])
-            for asset, ts, values_json, score, level in rows:
+            for asset, ts, blob, score, level in rows:
                 stamp = datetime.fromtimestamp(ts, UTC).isoformat()
                 extra = [("" if score is None else score), level or ""] if with_scores else []
-                writer.writerow([stamp, asset, *json.loads(values_json), *extra])
+                writer.writerow([stamp, asset, *values_from_blob(blob), *extra])
                 written += 1
             f.flush()
             os.fsync(f.fileno())

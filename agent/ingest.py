@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import orjson
 
 from agent.config import IngestConfig
 
@@ -108,20 +109,19 @@ class Parser:
         return readings, dead
 
     def _decode(self, payload: bytes) -> tuple[object, tuple[str, str] | None]:
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return None, ("binary", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
         max_depth = self.config.max_depth
-        # Cheap bound first: a payload with few brackets cannot be deep.
-        deep = text.count("[") + text.count("{") > max_depth
         try:
-            doc = json.loads(text)
-        except RecursionError:
-            return None, ("too_deep", f"nested deeper than {max_depth}")
-        except ValueError as exc:
-            return None, ("invalid_json", str(exc)[:200])
-        if deep and _depth(doc, max_depth) > max_depth:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            # orjson is strict (no NaN, no ints past 64 bits, a fixed depth limit): let the
+            # standard parser decide what the payload is, and name the problem if it has one.
+            doc, problem = _decode_leniently(payload, max_depth)
+            if problem:
+                return None, problem
+        # Cheap bound first: one bracket per reading (and one for an array) cannot be deep.
+        openers = payload.count(b"[") + payload.count(b"{")
+        flat = openers <= max_depth or openers <= 1 + (len(doc) if isinstance(doc, list) else 1)
+        if not flat and _depth(doc, max_depth) > max_depth:
             return None, ("too_deep", f"nested deeper than {max_depth}")
         return doc, None
 
@@ -131,6 +131,16 @@ class Parser:
         ts = parse_ts(item.get("ts"))
         if isinstance(ts, str):
             return "bad_ts", ts
+        # The common case in one pass; anything unusual (missing, int, text) goes the careful way.
+        row = [item.get(name) for name in self.sensors]
+        if all(type(v) is float for v in row):
+            values = np.array(row, dtype=np.float64)
+            if np.isfinite(values).all():
+                return Reading(asset=asset, ts=ts, values=values)
+        return self._careful(asset, ts, item)
+
+    def _careful(self, asset: str, ts: float, item: dict) -> Reading | tuple[str, str]:
+        """Sensor by sensor: name the first problem, or impute what is missing."""
         values = np.empty(len(self.sensors), dtype=np.float64)
         imputed: list[str] = []
         for j, name in enumerate(self.sensors):
@@ -150,6 +160,19 @@ class Parser:
         if len(imputed) == len(self.sensors):
             return "missing_sensor", "none of the model's sensors"
         return Reading(asset=asset, ts=ts, values=values, imputed=tuple(imputed))
+
+
+def _decode_leniently(payload: bytes, max_depth: int) -> tuple[object, tuple[str, str] | None]:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, ("binary", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, ("too_deep", f"nested deeper than {max_depth}")
+    except ValueError as exc:
+        return None, ("invalid_json", str(exc)[:200])
 
 
 def _depth(doc: object, limit: int) -> int:
@@ -176,6 +199,8 @@ def _short(value: object) -> str:
 
 def parse_ts(value: object) -> float | str:
     """Unix seconds from a number or an ISO 8601 string; a string result is the error."""
+    if type(value) is float and 0 <= value < math.inf:
+        return value
     if value is None:
         return "missing 'ts'"
     if isinstance(value, bool):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_KEY = "edge_manifest"
@@ -46,6 +47,12 @@ class Thresholds(_Strict):
         if not self.info <= self.warning <= self.critical:
             raise ValueError("thresholds must satisfy info <= warning <= critical")
         return self
+
+    def levels_of(self, scores: np.ndarray) -> list[str | None]:
+        """`level_of` for a whole batch at once."""
+        edges = np.array([self.info, self.warning, self.critical])
+        names = (None, *LEVELS)
+        return [names[i] for i in np.searchsorted(edges, scores, side="right").tolist()]
 
     def level_of(self, score: float) -> str | None:
         """The highest level the score reaches, or None below `info`."""

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 _BURST_QUIET_S = 0.1
+_BURST_MAX_BYTES = 2 * 1024 * 1024
 
 
 class _Message(NamedTuple):
@@ -253,21 +254,26 @@ class Agent:
         if self._resumed.is_set():
             self._resumed.clear()
             return batch + self._burst()
-        while len(batch) < self.config.scoring.batch_max:
+        limit, size = self.config.scoring, len(batch[0].payload)
+        while len(batch) < limit.batch_max and size < limit.batch_max_bytes:
             try:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+            size += len(batch[-1].payload)
         return batch
 
     def _burst(self) -> list[_Message]:
-        """What a resumed session delivers at once, taken as one batch so it is put in order."""
+        """What a resumed session delivers at once, taken as one batch so it is put in order
+        (up to `local.receive_maximum` messages and _BURST_MAX_BYTES of payload)."""
         burst: list[_Message] = []
-        while len(burst) < self.config.local.receive_maximum:
+        size = 0
+        while len(burst) < self.config.local.receive_maximum and size < _BURST_MAX_BYTES:
             try:
                 burst.append(self._inbox.get(timeout=_BURST_QUIET_S))
             except queue.Empty:
                 break
+            size += len(burst[-1].payload)
         return burst
 
     def _process(self, batch: list[_Message]) -> None:
@@ -409,32 +415,31 @@ class Agent:
     def _score_and_alert(
         self, accepted: list[tuple[Reading, float, int | None]], windows: list[np.ndarray]
     ) -> tuple[list[StoredReading], list[tuple[str, Alert]]]:
-        scores = self.scorer.score(np.stack(windows)) if windows else None
+        scores = self.scorer.score_many(windows) if windows else None
         self.counters.scored += len(windows)
+        levels = self.tracker.thresholds.levels_of(scores.score) if scores else []
         stored, alerts = [], []
         for reading, received_at, index in accepted:
             score = level = None
             if scores is not None and index is not None:
-                score = float(scores.score[index])
-                level = self.tracker.thresholds.level_of(score)
-                alert = self.tracker.update(
-                    reading.asset, reading.ts, score, scores.contributions[index], reading.values
-                )
-                if alert is not None:
-                    alerts.append((self.alerts_prefix + reading.asset, alert))
-                    log.info(
-                        "alert %s level=%s asset=%s id=%s",
-                        alert.state,
-                        alert.level,
-                        alert.asset,
-                        alert.id,
-                    )
+                score, level = float(scores.score[index]), levels[index]
+                # Below `info` with no episode under way nothing can happen: skip the tracker.
+                if level is not None or not self.tracker.quiet(reading.asset):
+                    alert = self._track(reading, score, scores.contributions[index])
+                    if alert is not None:
+                        alerts.append((self.alerts_prefix + reading.asset, alert))
             stored.append(
-                StoredReading(
-                    reading.asset, reading.ts, reading.values.tolist(), score, level, received_at
-                )
+                StoredReading(reading.asset, reading.ts, reading.values, score, level, received_at)
             )
         return stored, alerts
+
+    def _track(self, reading: Reading, score: float, contributions: np.ndarray) -> Alert | None:
+        alert = self.tracker.update(reading.asset, reading.ts, score, contributions, reading.values)
+        if alert is not None:
+            log.info(
+                "alert %s level=%s asset=%s id=%s", alert.state, alert.level, alert.asset, alert.id
+            )
+        return alert
 
 
 def _thresholds(config: AgentConfig, model: Thresholds) -> Thresholds:

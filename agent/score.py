@@ -27,6 +27,7 @@ from agent.manifest import (
 log = logging.getLogger(__name__)
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024
+MAX_CALL_WINDOWS = 512
 # ONNX Runtime's own exceptions derive from Exception, not RuntimeError.
 _ORT_LOAD_ERRORS = (
     RuntimeError,
@@ -92,6 +93,20 @@ class Scorer:
             self._outputs, {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)}
         )
         return Scores(score=score, contributions=contributions)
+
+    def score_many(self, windows: list[np.ndarray]) -> Scores:
+        """Score a list of windows in calls of at most MAX_CALL_WINDOWS, so that a large
+        backlog does not make ONNX Runtime allocate (and keep) memory for all of it at once."""
+        parts = [
+            self.score(np.stack(windows[i : i + MAX_CALL_WINDOWS]))
+            for i in range(0, len(windows), MAX_CALL_WINDOWS)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return Scores(
+            score=np.concatenate([p.score for p in parts]),
+            contributions=np.concatenate([p.contributions for p in parts]),
+        )
 
 
 def _check_signature(session: ort.InferenceSession, manifest: Manifest, origin: Path) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from sqlite_utils import Database
 
 from agent.alert import Alert
@@ -52,7 +53,7 @@ class StorageUnavailable(RuntimeError):
 class StoredReading:
     asset: str
     ts: float
-    values: list[float]
+    values: np.ndarray  # finite float64, in the model's sensor order
     score: float | None
     level: str | None
     received_at: float
@@ -180,10 +181,10 @@ class Store:
                 count_eviction(c, "shed_dead_letters", len(batch.dead))
             else:
                 c.executemany(
-                    "INSERT INTO readings (asset, ts, values_json, score, level, received_at) "
+                    "INSERT INTO readings (asset, ts, sensor_values, score, level, received_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (r.asset, r.ts, json.dumps(r.values), r.score, r.level, r.received_at)
+                        (r.asset, r.ts, values_blob(r.values), r.score, r.level, r.received_at)
                         for r in batch.readings
                     ],
                 )
@@ -344,12 +345,15 @@ class Store:
 
 
 def _create(db: Database) -> None:
+    if "values_json" in db["readings"].columns_dict:  # the first release stored JSON text
+        log.warning("readings of the previous format kept in table readings_v1")
+        db.execute("ALTER TABLE readings RENAME TO readings_v1")
     db["readings"].create(
         {
             "id": int,
             "asset": str,
             "ts": float,
-            "values_json": str,
+            "sensor_values": bytes,
             "score": float,
             "level": str,
             "received_at": float,
@@ -402,6 +406,16 @@ def _create(db: Database) -> None:
     db["ingested"].create_index(["digest"], unique=True, if_not_exists=True)
     db["evictions"].create({"reason": str, "count": int}, pk="reason", if_not_exists=True)
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+
+
+def values_blob(values: np.ndarray) -> bytes:
+    """A reading's sensor values as stored: little-endian float64, in the model's sensor order
+    (the cheapest exact form; `values_from_blob` reads it back)."""
+    return np.asarray(values, dtype="<f8").tobytes()
+
+
+def values_from_blob(blob: bytes) -> list[float]:
+    return np.frombuffer(blob, dtype="<f8").tolist()
 
 
 def _space_problem(exc: sqlite3.Error) -> str | None:

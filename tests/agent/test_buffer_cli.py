@@ -24,7 +24,7 @@ def _agent_database(folder: Path, rows: int = 600) -> Path:
         store.commit_batch(
             Batch(
                 readings=[
-                    StoredReading(asset, T0 + 60 * i, values[i].tolist(), 0.25, None, T0)
+                    StoredReading(asset, T0 + 60 * i, values[i], 0.25, None, T0)
                     for i in range(rows)
                 ]
             )

@@ -6,6 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.alert import Alert
@@ -14,13 +15,11 @@ from agent.store import DB_NAME, AssetState, Batch, Store, StoredReading, open_e
 from agent.window import WindowState
 
 TOPIC = "edge/gw/alerts/pump-1"
+VALUES = np.array([1.5, 2.5, 3.5, 4.5, 5.5])
 
 
 def _readings(n: int, start: int = 0) -> list[StoredReading]:
-    return [
-        StoredReading("pump-1", float(start + i), [1.5, 2.5, 3.5, 4.5, 5.5], 0.1, None, 0.0)
-        for i in range(n)
-    ]
+    return [StoredReading("pump-1", float(start + i), VALUES, 0.1, None, 0.0) for i in range(n)]
 
 
 def _alert(n: int, size: int = 200) -> tuple[str, Alert]:
