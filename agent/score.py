@@ -54,6 +54,7 @@ class Scorer:
         self.manifest = manifest
         self.origin = origin
         self._outputs = [OUTPUT_SCORE, OUTPUT_CONTRIBUTIONS]
+        self._one = _OneWindow(session, manifest.window, len(manifest.sensors))
 
     @classmethod
     def load(cls, path: str | Path) -> Scorer:
@@ -89,6 +90,8 @@ class Scorer:
 
     def score(self, windows: np.ndarray) -> Scores:
         """Score [batch, window, n_sensors] raw readings in one session call."""
+        if len(windows) == 1:
+            return self._one.score(windows)
         score, contributions = self.session.run(
             self._outputs, {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)}
         )
@@ -107,6 +110,34 @@ class Scorer:
             score=np.concatenate([p.score for p in parts]),
             contributions=np.concatenate([p.contributions for p in parts]),
         )
+
+
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+class _OneWindow:
+    """One window through buffers bound once: a live reading is usually alone in its batch, and
+    binding skips ONNX Runtime's per-call allocation of inputs and outputs (a quarter of the
+    time of a one-window call, measured in the bench)."""
+
+    def __init__(self, session: ort.InferenceSession, window: int, n_sensors: int) -> None:
+        self.session = session
+        types = {o.name: _DTYPES.get(o.type, np.float32) for o in session.get_outputs()}
+        self.window = np.empty((1, window, n_sensors), dtype=np.float32)
+        self.out_score = np.empty((1,), dtype=types[OUTPUT_SCORE])
+        self.out_contributions = np.empty((1, n_sensors), dtype=types[OUTPUT_CONTRIBUTIONS])
+        self.binding = session.io_binding()
+        for bind, name, array in (
+            (self.binding.bind_input, INPUT_NAME, self.window),
+            (self.binding.bind_output, OUTPUT_SCORE, self.out_score),
+            (self.binding.bind_output, OUTPUT_CONTRIBUTIONS, self.out_contributions),
+        ):
+            bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
+    def score(self, window: np.ndarray) -> Scores:
+        self.window[...] = window
+        self.session.run_with_iobinding(self.binding)
+        return Scores(score=self.out_score.copy(), contributions=self.out_contributions.copy())
 
 
 def _check_signature(session: ort.InferenceSession, manifest: Manifest, origin: Path) -> None:
