@@ -21,6 +21,8 @@ import orjson
 from agent.config import IngestConfig
 
 EXCERPT_BYTES = 512
+_TS_TYPES = (float, int)  # not bool
+_MAX_TS = 2.0**53  # unix seconds far past any real time, and exact as a float
 # Every reason a message or reading is dead-lettered for (the last two come from the window).
 REASONS = (
     "bad_topic",
@@ -41,11 +43,14 @@ REASONS = (
 
 
 @dataclass(frozen=True)
-class Reading:
+class Readings:
+    """Readings of one asset from one message, as plain columns: the runtime turns a whole
+    batch's into arrays at once, so a message of a hundred readings costs little more than one."""
+
     asset: str
-    ts: float  # unix seconds
-    values: np.ndarray  # float64, in the model's sensor order
-    imputed: tuple[str, ...] = ()  # sensors filled with their training mean
+    ts: list[float]  # unix seconds, finite, >= 0
+    values: list[list[float]]  # finite, in the model's sensor order
+    imputed: tuple[str, ...] = ()  # sensors filled with their training mean (one-reading blocks)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class Parser:
 
     def parse(
         self, topic: str, payload: bytes, received_at: float
-    ) -> tuple[list[Reading], list[DeadLetter]]:
+    ) -> tuple[list[Readings], list[DeadLetter]]:
         def reject(reason: str, detail: str) -> DeadLetter:
             return DeadLetter(topic, reason, detail, received_at, payload)
 
@@ -97,10 +102,13 @@ class Parser:
         items = doc if isinstance(doc, list) else [doc]
         if not items:
             return [], [reject("empty", "empty array")]
+        block = self._block(asset, items)
+        if block is not None:
+            return [block], []
         readings, dead = [], []
         for n, item in enumerate(items):
             result = self._reading(asset, item)
-            if isinstance(result, Reading):
+            if isinstance(result, Readings):
                 readings.append(result)
             else:
                 reason, detail = result
@@ -125,7 +133,22 @@ class Parser:
             return None, ("too_deep", f"nested deeper than {max_depth}")
         return doc, None
 
-    def _reading(self, asset: str, item: object) -> Reading | tuple[str, str]:
+    def _block(self, asset: str, items: list) -> Readings | None:
+        """Every item a clean reading (numeric `ts`, every sensor a finite float): all of them
+        as one block. Anything else returns None, and the item-by-item path names the problem."""
+        try:
+            stamps = [item["ts"] for item in items]
+            rows = [[item[name] for name in self.sensors] for item in items]
+        except (KeyError, TypeError):  # an item without a key, or not an object
+            return None
+        flat = [v for row in rows for v in row]
+        if not all(type(v) is float for v in flat) or not all(map(math.isfinite, flat)):
+            return None
+        if not all(type(t) in _TS_TYPES and 0 <= t < _MAX_TS for t in stamps):
+            return None
+        return Readings(asset, stamps, rows)
+
+    def _reading(self, asset: str, item: object) -> Readings | tuple[str, str]:
         if not isinstance(item, dict):
             return "not_object", f"expected a JSON object, got {type(item).__name__}"
         ts = parse_ts(item.get("ts"))
@@ -133,13 +156,11 @@ class Parser:
             return "bad_ts", ts
         # The common case in one pass; anything unusual (missing, int, text) goes the careful way.
         row = [item.get(name) for name in self.sensors]
-        if all(type(v) is float for v in row):
-            values = np.array(row, dtype=np.float64)
-            if np.isfinite(values).all():
-                return Reading(asset=asset, ts=ts, values=values)
+        if all(type(v) is float for v in row) and all(map(math.isfinite, row)):
+            return Readings(asset, [ts], [row])
         return self._careful(asset, ts, item)
 
-    def _careful(self, asset: str, ts: float, item: dict) -> Reading | tuple[str, str]:
+    def _careful(self, asset: str, ts: float, item: dict) -> Readings | tuple[str, str]:
         """Sensor by sensor: name the first problem, or impute what is missing."""
         values = np.empty(len(self.sensors), dtype=np.float64)
         imputed: list[str] = []
@@ -159,7 +180,7 @@ class Parser:
             values[j] = number
         if len(imputed) == len(self.sensors):
             return "missing_sensor", "none of the model's sensors"
-        return Reading(asset=asset, ts=ts, values=values, imputed=tuple(imputed))
+        return Readings(asset, [ts], [values.tolist()], tuple(imputed))
 
 
 def _decode_leniently(payload: bytes, max_depth: int) -> tuple[object, tuple[str, str] | None]:

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -40,7 +41,7 @@ from agent.alert import Alert, AlertTracker
 from agent.budget import Budget
 from agent.config import AgentConfig
 from agent.forward import Forwarder, make_client
-from agent.ingest import DeadLetter, Parser, Reading
+from agent.ingest import DeadLetter, Parser, Readings
 from agent.logs import Throttle
 from agent.manifest import Thresholds
 from agent.score import Scorer
@@ -281,10 +282,12 @@ class Agent:
             return
         digests = [m.digest for m in batch]
         fresh = self._not_applied(batch, digests)
-        accepted, dead, windows, yielded = self._ingest([batch[i] for i in fresh])
-        stored, alerts = self._score_and_alert(accepted, windows)
-        assets = {reading.asset for reading, _, _ in accepted}
-        states = [AssetState(a, self.windows.snapshot(a), self.tracker.snapshot(a)) for a in assets]
+        blocks, dead, yielded, imputed = self._ingest([batch[i] for i in fresh])
+        stored, alerts = self._score_and_alert(blocks)
+        states = [
+            AssetState(b.asset, self.windows.snapshot(b.asset), self.tracker.snapshot(b.asset))
+            for b in blocks
+        ]
         applied = [(digests[i], y) for i, y in zip(fresh, yielded, strict=True)]
         try:
             self.store.commit_batch(Batch(stored, alerts, dead, states, applied))
@@ -300,6 +303,7 @@ class Agent:
         c.dead_letters += len(dead)
         c.alerts += len(alerts)
         c.redelivered += len(batch) - len(fresh)
+        c.imputed += len(imputed)
         for letter in dead:
             self._warn.warning(
                 letter.reason,
@@ -308,15 +312,13 @@ class Agent:
                 letter.reason,
                 letter.detail,
             )
-        for reading, _, _ in accepted:
-            if reading.imputed:
-                c.imputed += 1
-                self._warn.warning(
-                    "imputed",
-                    "imputed training mean asset=%s sensors=%s",
-                    reading.asset,
-                    ",".join(reading.imputed),
-                )
+        for readings in imputed:
+            self._warn.warning(
+                "imputed",
+                "imputed training mean asset=%s sensors=%s",
+                readings.asset,
+                ",".join(readings.imputed),
+            )
 
     def _not_applied(self, batch: list[_Message], digests: list[bytes]) -> list[int]:
         """Indexes of messages to apply: all but copies of messages already applied.
@@ -372,74 +374,135 @@ class Agent:
 
     def _ingest(
         self, batch: list[_Message]
-    ) -> tuple[
-        list[tuple[Reading, float, int | None]], list[DeadLetter], list[np.ndarray], list[bool]
-    ]:
-        """Readings in time order, each with the index of its window (None while filling), and
-        for each message whether it held readings.
+    ) -> tuple[list[_Block], list[DeadLetter], list[bool], list[Readings]]:
+        """Each asset's readings of the batch in time order, with the windows they complete;
+        the dead letters; for each message whether it held readings; what was imputed.
 
         Sorting the batch by time absorbs reordering that happens before the agent: brokers
         (mosquitto 2.0 after a restart) and publishers may deliver a newer reading before older
-        ones. What is still older than an asset's last reading after that is a dead letter.
+        ones. What is still not after an asset's last reading is a dead letter.
         """
-        parsed: list[tuple[Reading, _Message]] = []
+        by_asset: dict[str, list[tuple[Readings, int]]] = {}
         dead: list[DeadLetter] = []
         yielded: list[bool] = []
-        for message in batch:
+        imputed: list[Readings] = []
+        for i, message in enumerate(batch):
             readings, rejected = self.parser.parse(
                 message.topic, message.payload, message.received_at
             )
             dead.extend(rejected)
-            parsed.extend((r, message) for r in readings)
             yielded.append(bool(readings))
-        parsed.sort(key=lambda item: item[0].ts)
-        accepted: list[tuple[Reading, float, int | None]] = []
-        windows: list[np.ndarray] = []
-        for r, message in parsed:
-            problem = self.windows.order_problem(r.asset, r.ts)
-            if problem:
-                dead.append(
-                    DeadLetter(
-                        message.topic, problem, f"ts {r.ts}", message.received_at, message.payload
-                    )
-                )
-                continue
-            window = self.windows.push(r.asset, r.ts, r.values)
-            index = None
-            if window is not None:
-                index = len(windows)
-                windows.append(window.copy())
-            accepted.append((r, message.received_at, index))
-        return accepted, dead, windows, yielded
+            for r in readings:
+                by_asset.setdefault(r.asset, []).append((r, i))
+                if r.imputed:
+                    imputed.append(r)
+        received = np.array([m.received_at for m in batch])
+        blocks = []
+        for asset, parts in by_asset.items():
+            block = self._in_order(asset, parts, batch, received, dead)
+            if block is not None:
+                blocks.append(block)
+        return blocks, dead, yielded, imputed
+
+    def _in_order(
+        self,
+        asset: str,
+        parts: list[tuple[Readings, int]],
+        batch: list[_Message],
+        received: np.ndarray,
+        dead: list[DeadLetter],
+    ) -> _Block | None:
+        ts = np.array([t for r, _ in parts for t in r.ts], dtype=np.float64)
+        values = np.array([row for r, _ in parts for row in r.values], dtype=np.float64)
+        source = np.array([i for r, i in parts for _ in r.ts])
+        order = np.argsort(ts, kind="stable")
+        ts, values, source = ts[order], values[order], source[order]
+        last = self.windows.last_ts(asset)
+        repeat = np.concatenate([[False], ts[1:] == ts[:-1]])
+        bad = (ts <= last) | repeat
+        for j in np.flatnonzero(bad).tolist():
+            reason = "duplicate_ts" if repeat[j] or ts[j] == last else "out_of_order"
+            m = batch[source[j]]
+            dead.append(DeadLetter(m.topic, reason, f"ts {ts[j]}", m.received_at, m.payload))
+        if bad.any():
+            keep = ~bad
+            ts, values, source = ts[keep], values[keep], source[keep]
+        if not len(ts):
+            return None
+        windows, first = self.windows.extend(asset, ts, values)
+        return _Block(asset, ts, values, received[source], windows, first)
 
     def _score_and_alert(
-        self, accepted: list[tuple[Reading, float, int | None]], windows: list[np.ndarray]
+        self, blocks: list[_Block]
     ) -> tuple[list[StoredReading], list[tuple[str, Alert]]]:
-        scores = self.scorer.score_many(windows) if windows else None
-        self.counters.scored += len(windows)
-        levels = self.tracker.thresholds.levels_of(scores.score) if scores else []
-        stored, alerts = [], []
-        for reading, received_at, index in accepted:
-            score = level = None
-            if scores is not None and index is not None:
-                score, level = float(scores.score[index]), levels[index]
-                # Below `info` with no episode under way nothing can happen: skip the tracker.
-                if level is not None or not self.tracker.quiet(reading.asset):
-                    alert = self._track(reading, score, scores.contributions[index])
-                    if alert is not None:
-                        alerts.append((self.alerts_prefix + reading.asset, alert))
-            stored.append(
-                StoredReading(reading.asset, reading.ts, reading.values, score, level, received_at)
+        scored = [b.windows for b in blocks if len(b.windows)]
+        scores = self.scorer.score_many(np.concatenate(scored)) if scored else None
+        stored: list[StoredReading] = []
+        alerts: list[tuple[str, Alert]] = []
+        offset = 0
+        for b in blocks:
+            m = len(b.windows)
+            score = scores.score[offset : offset + m] if scores else np.empty(0)
+            contributions = scores.contributions[offset : offset + m] if scores else None
+            offset += m
+            levels = self.tracker.thresholds.levels_of(score)
+            alerts += self._track_block(b, score, contributions, levels)
+            blanks = [None] * b.first
+            stored += map(
+                StoredReading,
+                repeat(b.asset),
+                b.ts.tolist(),
+                [row.tobytes() for row in b.values.astype("<f8")],
+                blanks + score.tolist(),
+                blanks + levels,
+                b.received.tolist(),
             )
+        self.counters.scored += offset
         return stored, alerts
 
-    def _track(self, reading: Reading, score: float, contributions: np.ndarray) -> Alert | None:
-        alert = self.tracker.update(reading.asset, reading.ts, score, contributions, reading.values)
-        if alert is not None:
-            log.info(
-                "alert %s level=%s asset=%s id=%s", alert.state, alert.level, alert.asset, alert.id
+    def _track_block(
+        self, b: _Block, score: np.ndarray, contributions: np.ndarray | None, levels: list
+    ) -> list[tuple[str, Alert]]:
+        """Run the episode tracker over a block, skipping stretches where nothing can happen:
+        below `info` with no episode under way."""
+        alerts: list[tuple[str, Alert]] = []
+        hot = np.flatnonzero(np.array([level is not None for level in levels], dtype=bool))
+        j = 0
+        while j < len(levels):
+            if levels[j] is None and self.tracker.quiet(b.asset):
+                later = hot[np.searchsorted(hot, j) :]
+                if not len(later):
+                    break
+                j = int(later[0])
+                continue
+            row = b.first + j
+            alert = self.tracker.update(
+                b.asset, float(b.ts[row]), float(score[j]), contributions[j], b.values[row]
             )
-        return alert
+            if alert is not None:
+                alerts.append((self.alerts_prefix + b.asset, alert))
+                log.info(
+                    "alert %s level=%s asset=%s id=%s",
+                    alert.state,
+                    alert.level,
+                    alert.asset,
+                    alert.id,
+                )
+            j += 1
+        return alerts
+
+
+@dataclass
+class _Block:
+    """One asset's accepted readings of a batch, in time order, and the windows they complete:
+    row i has window i - first (rows before `first` only fill a new asset's first window)."""
+
+    asset: str
+    ts: np.ndarray
+    values: np.ndarray
+    received: np.ndarray
+    windows: np.ndarray
+    first: int
 
 
 def _thresholds(config: AgentConfig, model: Thresholds) -> Thresholds:

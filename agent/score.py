@@ -97,11 +97,11 @@ class Scorer:
         )
         return Scores(score=score, contributions=contributions)
 
-    def score_many(self, windows: list[np.ndarray]) -> Scores:
-        """Score a list of windows in calls of at most MAX_CALL_WINDOWS, so that a large
-        backlog does not make ONNX Runtime allocate (and keep) memory for all of it at once."""
+    def score_many(self, windows: np.ndarray) -> Scores:
+        """Score [batch, window, n_sensors] in calls of at most MAX_CALL_WINDOWS, so that a
+        large backlog does not make ONNX Runtime allocate (and keep) memory for all of it."""
         parts = [
-            self.score(np.stack(windows[i : i + MAX_CALL_WINDOWS]))
+            self.score(windows[i : i + MAX_CALL_WINDOWS])
             for i in range(0, len(windows), MAX_CALL_WINDOWS)
         ]
         if len(parts) == 1:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from sqlite_utils import Database
@@ -49,11 +50,12 @@ class StorageUnavailable(RuntimeError):
     """A batch could not be committed even after making room and shedding its readings."""
 
 
-@dataclass(frozen=True)
-class StoredReading:
+class StoredReading(NamedTuple):
+    """A `readings` row, in column order (a tuple, so batches go to SQLite as they are)."""
+
     asset: str
     ts: float
-    values: np.ndarray  # finite float64, in the model's sensor order
+    values: bytes  # `values_blob` of the sensor values
     score: float | None
     level: str | None
     received_at: float
@@ -183,10 +185,7 @@ class Store:
                 c.executemany(
                     "INSERT INTO readings (asset, ts, sensor_values, score, level, received_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.asset, r.ts, values_blob(r.values), r.score, r.level, r.received_at)
-                        for r in batch.readings
-                    ],
+                    batch.readings,
                 )
                 c.executemany(
                     "INSERT INTO dead_letters (topic, reason, detail, received_at, size, excerpt) "

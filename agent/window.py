@@ -36,6 +36,10 @@ class Windows:
     n_sensors: int
     _assets: dict[str, _AssetBuffer] = field(default_factory=dict)
 
+    def last_ts(self, asset: str) -> float:
+        buf = self._assets.get(asset)
+        return buf.last_ts if buf is not None else float("-inf")
+
     def order_problem(self, asset: str, ts: float) -> str | None:
         """Why a reading at `ts` cannot join the asset's window now, or None if it can."""
         buf = self._assets.get(asset)
@@ -60,6 +64,28 @@ class Windows:
         if buf.filled < self.window:
             return None
         return buf.rows[buf.filled - self.window : buf.filled]
+
+    def extend(self, asset: str, ts: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """Add rows (already in time order and after the asset's last reading) at once.
+
+        Returns the windows the rows complete, [m, W, n], and how many leading rows complete
+        none (they fill a new asset's first window); row i has window i - that number.
+        """
+        buf = self._assets.get(asset)
+        if buf is None:
+            buf = self._assets[asset] = _AssetBuffer(
+                rows=np.empty((2 * self.window, self.n_sensors), dtype=np.float32)
+            )
+        keep = min(buf.filled, self.window - 1)
+        joined = np.concatenate([buf.rows[buf.filled - keep : buf.filled], rows.astype(np.float32)])
+        tail = min(len(joined), self.window - 1)
+        buf.rows[:tail] = joined[len(joined) - tail :]
+        buf.filled, buf.last_ts = tail, float(ts[-1])
+        if len(joined) < self.window:
+            return np.empty((0, self.window, self.n_sensors), np.float32), len(rows)
+        windows = np.lib.stride_tricks.sliding_window_view(joined, self.window, axis=0)
+        # sliding_window_view puts the window axis last: [m, n, W] -> [m, W, n]
+        return windows.transpose(0, 2, 1), self.window - 1 - keep
 
     def snapshot(self, asset: str) -> WindowState:
         buf = self._assets[asset]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.score import Scorer
-from agent.store import Batch, Store, StoredReading
+from agent.store import Batch, Store, StoredReading, values_blob
 from tests.conftest import run_cli
 from trainer.simulate import SENSORS, simulate
 
@@ -24,7 +24,7 @@ def _agent_database(folder: Path, rows: int = 600) -> Path:
         store.commit_batch(
             Batch(
                 readings=[
-                    StoredReading(asset, T0 + 60 * i, values[i], 0.25, None, T0)
+                    StoredReading(asset, T0 + 60 * i, values_blob(values[i]), 0.25, None, T0)
                     for i in range(rows)
                 ]
             )

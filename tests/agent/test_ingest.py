@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config import IngestConfig
-from agent.ingest import REASONS, Parser, Reading
+from agent.ingest import REASONS, Parser, Readings
 
 SENSORS = ["flow", "Volume Flow RateRMS"]
 MEANS = [10.0, 20.0]
@@ -76,13 +76,13 @@ def test_topics_outside_the_readings_tree_and_unknown_assets():
 def test_one_bad_item_does_not_cost_its_neighbours():
     payload = json.dumps([GOOD, {**GOOD, "flow": "x"}, {**GOOD, "ts": GOOD["ts"] + 1}])
     readings, dead = _parse(payload)
-    assert [r.ts for r in readings] == [GOOD["ts"], GOOD["ts"] + 1]
+    assert [r.ts for r in readings] == [[GOOD["ts"]], [GOOD["ts"] + 1]]
     assert [(d.reason, d.detail.split(":")[0]) for d in dead] == [("not_numeric", "item 1")]
 
 
 def test_sensor_names_are_matched_as_they_are():
     readings, _ = _parse(json.dumps(GOOD))
-    assert readings[0].values.tolist() == [1.5, 2.5]
+    assert readings[0].values == [[1.5, 2.5]]
     assert _reasons(json.dumps({"ts": 1, "flow": 1.0, "volume flow raterms": 2.0})) == [
         "missing_sensor"
     ]
@@ -90,7 +90,7 @@ def test_sensor_names_are_matched_as_they_are():
 
 def test_impute_fills_a_missing_sensor_with_its_training_mean():
     readings, dead = _parse(json.dumps({"ts": 5, "flow": 1.0}), missing_sensor="impute")
-    assert not dead and readings[0].values.tolist() == [1.0, 20.0]
+    assert not dead and readings[0].values == [[1.0, 20.0]]
     assert readings[0].imputed == ("Volume Flow RateRMS",)
     assert _reasons(json.dumps({"ts": 5}), missing_sensor="impute") == ["missing_sensor"]
     assert _reasons(json.dumps({**GOOD, "flow": "x"}), missing_sensor="impute") == ["not_numeric"]
@@ -110,11 +110,11 @@ _JSON = st.recursive(
 )
 
 
-def _check_outcome(readings: list[Reading], dead: list) -> None:
-    for reading in readings:
-        assert math.isfinite(reading.ts) and reading.ts >= 0
-        assert len(reading.values) == len(SENSORS)
-        assert all(math.isfinite(v) for v in reading.values)
+def _check_outcome(readings: list[Readings], dead: list) -> None:
+    for block in readings:
+        assert all(math.isfinite(t) and t >= 0 for t in block.ts)
+        assert [len(row) for row in block.values] == [len(SENSORS)] * len(block.ts)
+        assert all(math.isfinite(v) for row in block.values for v in row)
     for letter in dead:
         assert letter.reason in REASONS
 
@@ -137,4 +137,4 @@ def test_every_item_of_an_array_is_accounted_for(items):
     readings, dead = _parse(json.dumps(items), missing_sensor="impute")
     _check_outcome(readings, dead)
     deep = any(r.reason == "too_deep" for r in dead)
-    assert deep or len(readings) + len(dead) == max(len(items), 1)
+    assert deep or sum(len(r.ts) for r in readings) + len(dead) == max(len(items), 1)

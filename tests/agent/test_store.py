@@ -11,11 +11,19 @@ import pytest
 
 from agent.alert import Alert
 from agent.budget import MIB, Budget
-from agent.store import DB_NAME, AssetState, Batch, Store, StoredReading, open_existing
+from agent.store import (
+    DB_NAME,
+    AssetState,
+    Batch,
+    Store,
+    StoredReading,
+    open_existing,
+    values_blob,
+)
 from agent.window import WindowState
 
 TOPIC = "edge/gw/alerts/pump-1"
-VALUES = np.array([1.5, 2.5, 3.5, 4.5, 5.5])
+VALUES = values_blob(np.array([1.5, 2.5, 3.5, 4.5, 5.5]))
 
 
 def _readings(n: int, start: int = 0) -> list[StoredReading]:

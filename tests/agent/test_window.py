@@ -1,0 +1,31 @@
+"""The window stage: adding a block of rows gives exactly the windows adding them one by one
+does, and leaves the same state behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.window import Windows
+
+
+@pytest.mark.parametrize("window", [1, 3, 10])
+def test_extending_by_blocks_equals_pushing_row_by_row(window):
+    rng = np.random.default_rng(window)
+    one, block = Windows(window, 4), Windows(window, 4)
+    by_row, by_block = [], []
+    ts = 0
+    for size in (1, 2, 7, 1, 25, 3):
+        rows = rng.random((size, 4))
+        stamps = np.arange(ts + 1, ts + size + 1, dtype=np.float64)
+        ts += size
+        for t, row in zip(stamps, rows, strict=True):
+            w = one.push("pump", float(t), row)
+            by_row.append(None if w is None else w.copy())
+        windows, first = block.extend("pump", stamps, rows)
+        assert len(windows) == size - first
+        by_block += [None] * first + [w.copy() for w in windows]
+        assert one.snapshot("pump") == block.snapshot("pump")
+    assert len(by_row) == len(by_block)
+    for a, b in zip(by_row, by_block, strict=True):
+        assert (a is None and b is None) or np.array_equal(a, b)
