@@ -282,7 +282,9 @@ class Agent:
             return
         digests = [m.digest for m in batch]
         fresh = self._not_applied(batch, digests)
-        blocks, dead, yielded, imputed = self._ingest([batch[i] for i in fresh])
+        blocks, dead, yielded, imputed = self._ingest(
+            [batch[i] for i in fresh], [digests[i] for i in fresh]
+        )
         stored, alerts = self._score_and_alert(blocks)
         states = [
             AssetState(b.asset, self.windows.snapshot(b.asset), self.tracker.snapshot(b.asset))
@@ -373,7 +375,7 @@ class Agent:
         self._restore_state()
 
     def _ingest(
-        self, batch: list[_Message]
+        self, batch: list[_Message], digests: list[bytes]
     ) -> tuple[list[_Block], list[DeadLetter], list[bool], list[Readings]]:
         """Each asset's readings of the batch in time order, with the windows they complete;
         the dead letters; for each message whether it held readings; what was imputed.
@@ -386,12 +388,18 @@ class Agent:
         dead: list[DeadLetter] = []
         yielded: list[bool] = []
         imputed: list[Readings] = []
-        for i, message in enumerate(batch):
+        copies_of: set[bytes] = set()  # digests in this batch that gave readings
+        for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
+            if digest in copies_of:  # a resend within the batch: skip it
+                yielded.append(True)
+                continue
             readings, rejected = self.parser.parse(
                 message.topic, message.payload, message.received_at
             )
             dead.extend(rejected)
             yielded.append(bool(readings))
+            if readings:
+                copies_of.add(digest)
             for r in readings:
                 by_asset.setdefault(r.asset, []).append((r, i))
                 if r.imputed:
