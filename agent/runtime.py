@@ -254,7 +254,7 @@ class Agent:
             return []
         if self._resumed.is_set():
             self._resumed.clear()
-            return batch + self._burst()
+            return self._burst(batch[0])
         limit, size = self.config.scoring, len(batch[0].payload)
         while len(batch) < limit.batch_max and size < limit.batch_max_bytes:
             try:
@@ -264,17 +264,32 @@ class Agent:
             size += len(batch[-1].payload)
         return batch
 
-    def _burst(self) -> list[_Message]:
+    def _burst(self, first: _Message) -> list[_Message]:
         """What a resumed session delivers at once, taken as one batch so it is put in order
-        (up to `local.receive_maximum` messages and _BURST_MAX_BYTES of payload)."""
+        (up to `local.receive_maximum` messages and _BURST_MAX_BYTES of payload).
+
+        The broker first redelivers what it had in flight, often copies of messages already
+        applied: those are acknowledged at once (they come first, so acknowledgements stay in
+        order) and do not count, so that the broker can send the rest of its queue.
+        """
         burst: list[_Message] = []
-        size = 0
-        while len(burst) < self.config.local.receive_maximum and size < _BURST_MAX_BYTES:
+        size, copies, message = 0, 0, first
+        while True:
+            if not burst and self._recent.get(message.digest):
+                self._acknowledge([message])
+                copies += 1
+            else:
+                burst.append(message)
+                size += len(message.payload)
+            if len(burst) >= self.config.local.receive_maximum or size >= _BURST_MAX_BYTES:
+                break
             try:
-                burst.append(self._inbox.get(timeout=_BURST_QUIET_S))
+                message = self._inbox.get(timeout=_BURST_QUIET_S)
             except queue.Empty:
                 break
-            size += len(burst[-1].payload)
+        if copies:
+            log.info("skipped %d copies of messages already applied", copies)
+            self.counters.redelivered += copies
         return burst
 
     def _process(self, batch: list[_Message]) -> None:
@@ -349,10 +364,7 @@ class Agent:
         another message. If the broker kept the session it redelivers it, and the copy is
         recognised and acknowledged then.
         """
-        with self._ack_lock:
-            for m in batch:
-                if m.connection == self._connection:
-                    self.source.ack(m.mid, 1)
+        self._acknowledge(batch)
         for digest, gave_readings in applied:
             self._recent[digest] = gave_readings
             self._recent.move_to_end(digest)
@@ -362,6 +374,12 @@ class Agent:
             log.warning("storage recovered; %d held messages committed", len(batch))
             self._retry, self._retry_delay, self.storage_ok = [], _RETRY_MIN_S, True
             self.forwarder.status_changed()
+
+    def _acknowledge(self, messages: list[_Message]) -> None:
+        with self._ack_lock:
+            for m in messages:
+                if m.connection == self._connection:
+                    self.source.ack(m.mid, 1)
 
     def _hold(self, batch: list[_Message], exc: StorageUnavailable) -> None:
         """Keep the batch unacknowledged and retry it from the last committed state."""
