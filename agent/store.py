@@ -39,6 +39,7 @@ DB_NAME = "agent.db"
 RECENT_DIGESTS = 10_000  # digests of applied messages kept: far more than can be unacknowledged
 _SPACE_ERRORS = {13: "disk or hard cap full", 10: "I/O error"}  # SQLITE_FULL, SQLITE_IOERR
 _CORRUPT_ERRORS = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_WAL_KEEP_BYTES = 4 * 1024 * 1024
 _DISK_ROOM_BYTES = 4 * 1024 * 1024  # more free than this: a full database is the hard cap
 
 
@@ -129,6 +130,8 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             conn.execute("PRAGMA busy_timeout=5000")
+            # After a checkpoint the WAL is cut back to this, so it does not keep its peak size.
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
             _create(Database(conn))
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
@@ -153,7 +156,7 @@ class Store:
         because the disk is full. Raises StorageUnavailable when even then the batch does not
         fit: the caller must not acknowledge its messages.
         """
-        shed = False
+        shed, checkpointed = False, False
         while True:
             try:
                 self._commit(batch, shed)
@@ -162,6 +165,10 @@ class Store:
                 problem = _space_problem(exc)
                 if problem is None:
                     raise
+                if not checkpointed:  # the WAL itself may be what fills the disk
+                    checkpointed = True
+                    if self._checkpoint():
+                        continue
                 if self._evict(self._evict_chunk(pending_too=False)):
                     continue
                 if not shed and (batch.readings or batch.dead):
@@ -240,6 +247,17 @@ class Store:
         for reason, n in evicted.items():
             log.warning("evicted %d %s", n, reason.replace("_", " "))
         return bool(evicted)
+
+    def _checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it, giving its disk space back."""
+        try:
+            with self._lock:
+                busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            if _space_problem(exc) is None:
+                raise
+            return False
+        return busy == 0
 
     def _at_hard_cap(self) -> bool:
         """Whether the database, not the disk, is full: the disk still has room."""
