@@ -80,7 +80,7 @@ class IngestConfig(_Section):
         default=65536, ge=64, description="Larger reading payloads are dead-lettered unread."
     )
     max_depth: int = Field(
-        default=4,
+        default=8,
         ge=2,
         le=64,
         description="Deepest JSON nesting accepted (a reading is 1, an array of readings 2); "
@@ -188,7 +188,11 @@ class AgentConfig(_Section):
     )
     upstream: BrokerConfig = Field(description="The broker alerts and status go to.")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    ingest: IngestConfig = Field(
+        default_factory=IngestConfig,
+        description="What a readings payload may be; anything else is a dead letter with a "
+        "reason (see Topics and payloads).",
+    )
     model: ModelConfig
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)

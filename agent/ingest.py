@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
@@ -22,7 +22,10 @@ from agent.config import IngestConfig
 
 EXCERPT_BYTES = 512
 _TS_TYPES = (float, int)  # not bool
-_MAX_TS = 2.0**53  # unix seconds far past any real time, and exact as a float
+# The last second a datetime (and so an alert's ISO `ts`) can show, 9999-12-31T23:59:59Z. A `ts`
+# past it would raise when an alert is formatted, and would push the asset's clock so far ahead
+# that every later reading were out of order; milliseconds sent as seconds land there too.
+MAX_TS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 # Every reason a message or reading is dead-lettered for (the last two come from the window).
 REASONS = (
     "bad_topic",
@@ -126,9 +129,11 @@ class Parser:
             doc, problem = _decode_leniently(payload, max_depth)
             if problem:
                 return None, problem
-        # Cheap bound first: one bracket per reading (and one for an array) cannot be deep.
+        # Cheap bound first. Every container is a `[` or `{` byte (brackets inside strings only
+        # add to the count), so a document with no more of them than `max_depth`, or no more
+        # than its own top level (the array and each object or array in it, once), is shallow.
         openers = payload.count(b"[") + payload.count(b"{")
-        flat = openers <= max_depth or openers <= 1 + (len(doc) if isinstance(doc, list) else 1)
+        flat = openers <= max_depth or openers <= 1 + _containers(doc)
         if not flat and _depth(doc, max_depth) > max_depth:
             return None, ("too_deep", f"nested deeper than {max_depth}")
         return doc, None
@@ -144,7 +149,7 @@ class Parser:
         flat = [v for row in rows for v in row]
         if not all(type(v) is float for v in flat) or not all(map(math.isfinite, flat)):
             return None
-        if not all(type(t) in _TS_TYPES and 0 <= t < _MAX_TS for t in stamps):
+        if not all(type(t) in _TS_TYPES and 0 <= t <= MAX_TS for t in stamps):
             return None
         return Readings(asset, stamps, rows)
 
@@ -196,6 +201,13 @@ def _decode_leniently(payload: bytes, max_depth: int) -> tuple[object, tuple[str
         return None, ("invalid_json", str(exc)[:200])
 
 
+def _containers(doc: object) -> int:
+    """Objects and arrays at the top level of an array (one, a lone object, when not an array)."""
+    if not isinstance(doc, list):
+        return 1
+    return sum(type(item) is dict or type(item) is list for item in doc)
+
+
 def _depth(doc: object, limit: int) -> int:
     """Nesting depth of a parsed document, counted no further than `limit` + 1."""
     if not isinstance(doc, list | dict) or limit < 0:
@@ -219,18 +231,16 @@ def _short(value: object) -> str:
 
 
 def parse_ts(value: object) -> float | str:
-    """Unix seconds from a number or an ISO 8601 string; a string result is the error."""
-    if type(value) is float and 0 <= value < math.inf:
+    """Unix seconds from a number or an ISO 8601 string, from 1970 to `MAX_TS`; a string result
+    is the error."""
+    if type(value) is float and 0 <= value <= MAX_TS:
         return value
     if value is None:
         return "missing 'ts'"
     if isinstance(value, bool):
         return f"'ts' must be unix seconds or ISO 8601, got {value!r}"
     if isinstance(value, int | float):
-        number = _finite(value)
-        return (
-            number if number is not None and number >= 0 else f"'ts' {_short(value)} out of range"
-        )
+        return _in_range(_finite(value), value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -239,7 +249,13 @@ def parse_ts(value: object) -> float | str:
         if parsed.tzinfo is None:
             return f"'ts' {_short(value)} has no time zone (add Z or an offset)"
         try:
-            return parsed.timestamp()
+            return _in_range(parsed.timestamp(), value)
         except (OverflowError, ValueError):
-            return f"'ts' {_short(value)} out of range"
+            return _in_range(None, value)
     return f"'ts' must be unix seconds or ISO 8601, got {type(value).__name__}"
+
+
+def _in_range(stamp: float | None, value: object) -> float | str:
+    if stamp is not None and 0 <= stamp <= MAX_TS:
+        return stamp
+    return f"'ts' {_short(value)} out of range (unix seconds, 1970 to 9999)"

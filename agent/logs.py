@@ -35,7 +35,8 @@ class _Key:
 
 
 class Throttle:
-    """At most one warning per key per interval; the next one says how many were held back.
+    """At most one warning per key per interval; the next one says how many were held back
+    (`... suppressed=42 since_s=10`).
 
     A sensor gone bad can send thousands of bad readings a minute: each is counted and stored,
     but journald should get a line, not a flood.
@@ -59,7 +60,8 @@ class Throttle:
             state.suppressed += 1
             return
         if state is not None and state.suppressed:
-            msg += " (%d more like it in the last %.0fs)"
+            # key=value like the rest of the line: the lines held back since the last one shown.
+            msg += " suppressed=%d since_s=%.0f"
             args = (*args, state.suppressed, now - state.last)
         self._keys[key] = _Key(now)
         self.logger.warning(msg, *args)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config import IngestConfig
-from agent.ingest import REASONS, Parser, Readings
+from agent.ingest import MAX_TS, REASONS, Parser, Readings
 
 SENSORS = ["flow", "Volume Flow RateRMS"]
 MEANS = [10.0, 20.0]
@@ -31,6 +32,14 @@ def _reasons(payload: bytes | str, **config: object) -> list[str]:
     return [d.reason for d in _parse(payload, **config)[1]]
 
 
+def _nested(levels: int) -> object:
+    """A value that is `levels` objects deep."""
+    value: object = 1.0
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -41,12 +50,17 @@ def _reasons(payload: bytes | str, **config: object) -> list[str]:
         (b"{not json", "invalid_json"),
         (b"[" * 30_000 + b"]" * 30_000, "too_deep"),
         (json.dumps([[GOOD]]).encode(), "not_object"),
-        (json.dumps({**GOOD, "flow": {"a": {"b": {"c": {"d": 1}}}}}), "too_deep"),
+        (json.dumps({**GOOD, "flow": _nested(8)}), "too_deep"),
+        # A deep array among scalars: the brackets cannot hide behind the item count.
+        (json.dumps([GOOD, json.loads("[" * 9 + "]" * 9), *[0] * 20]), "too_deep"),
         (b"42", "not_object"),
         (json.dumps({**GOOD, "ts": "yesterday"}), "bad_ts"),
         (json.dumps({**GOOD, "ts": "2026-01-01T00:00:00"}), "bad_ts"),
         (json.dumps({**GOOD, "ts": -5}), "bad_ts"),
         (json.dumps({**GOOD, "ts": 10**400}), "bad_ts"),
+        (json.dumps({**GOOD, "ts": GOOD["ts"] * 1000}), "bad_ts"),  # milliseconds
+        (json.dumps({**GOOD, "ts": "1969-12-31T23:59:59Z"}), "bad_ts"),
+        (json.dumps({**GOOD, "ts": "9999-12-31T23:59:59-05:00"}), "bad_ts"),
         (json.dumps({k: v for k, v in GOOD.items() if k != "ts"}), "bad_ts"),
         (json.dumps({"ts": 1, "flow": 1.0}), "missing_sensor"),
         (json.dumps({**GOOD, "flow": "high"}), "not_numeric"),
@@ -60,6 +74,28 @@ def _reasons(payload: bytes | str, **config: object) -> list[str]:
 def test_each_kind_of_bad_input_has_its_reason(payload, reason):
     assert _reasons(payload) == [reason]
     assert reason in REASONS
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[" * 30_000 + b"]" * 30_000, b"[" * 60_000, b'{"a":' * 12_000, b'[{"a":' * 10_000],
+    ids=["balanced", "unclosed", "objects", "mixed"],
+)
+def test_60kb_of_nesting_is_too_deep_not_a_crash(payload):
+    assert 60_000 <= len(payload) <= IngestConfig().max_payload_bytes
+    assert _reasons(payload) == ["too_deep"]
+
+
+def test_max_depth_is_the_deepest_accepted():
+    item = {**GOOD, "meta": _nested(5)}  # ignored key; the array of readings is 7 deep
+    assert len(_parse(json.dumps([item]), max_depth=7)[0]) == 1
+    assert _reasons(json.dumps([item]), max_depth=6) == ["too_deep"]
+
+
+def test_timestamps_up_to_the_last_second_of_9999_are_accepted():
+    for ts in (0, MAX_TS, "9999-12-31T23:59:59Z"):
+        readings, dead = _parse(json.dumps({**GOOD, "ts": ts}))
+        assert not dead and readings[0].ts == [MAX_TS if ts else 0]
 
 
 def test_oversized_payloads_are_not_read():
@@ -112,17 +148,41 @@ _JSON = st.recursive(
 
 def _check_outcome(readings: list[Readings], dead: list) -> None:
     for block in readings:
-        assert all(math.isfinite(t) and t >= 0 for t in block.ts)
+        assert all(0 <= t <= MAX_TS for t in block.ts)
+        for t in block.ts:
+            datetime.fromtimestamp(t, UTC).isoformat()  # as an alert shows it: never raises
         assert [len(row) for row in block.values] == [len(SENSORS)] * len(block.ts)
         assert all(math.isfinite(v) for row in block.values for v in row)
     for letter in dead:
         assert letter.reason in REASONS
 
 
+# Bytes that look like JSON reach further into the parser than random ones.
+_JSONISH = st.text(alphabet='[]{}",:0123456789.eE+- tsflowNaIifyrun\\', max_size=300)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300))
+@given(st.binary(max_size=300) | _JSONISH.map(str.encode))
 def test_any_bytes_are_parsed_or_dead_lettered(payload):
     _check_outcome(*_parse(payload))
+
+
+# Fixed offsets, not zone names: no tz database needed, and the year-9999 edges are reached.
+_OFFSETS = st.integers(-24 * 60 + 1, 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+_TS = (
+    st.floats()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.datetimes(timezones=_OFFSETS).map(datetime.isoformat)
+    | st.text(max_size=30)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TS)
+def test_any_ts_is_a_time_an_alert_can_show_or_bad_ts(ts):
+    readings, dead = _parse(json.dumps({**GOOD, "ts": ts}))
+    _check_outcome(readings, dead)
+    assert [d.reason for d in dead] in ([], ["bad_ts"])
 
 
 @settings(max_examples=300, deadline=None)

@@ -20,5 +20,5 @@ def test_a_flood_of_warnings_becomes_one_line_per_interval(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "dead letter reason=bad_ts",
         "dead letter reason=empty",
-        "dead letter reason=bad_ts (49 more like it in the last 10s)",
+        "dead letter reason=bad_ts suppressed=49 since_s=10",
     ]
