@@ -28,7 +28,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig, ForwardConfig
-from agent.store import Store
+from agent.logs import Throttle
+from agent.store import StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,10 @@ class Forwarder:
         self._cursor = 0  # highest seq handed to paho in this process
         self._hold_until = 0.0
         self._next_expiry = 0.0
+        self._unmarked: list[int] = []  # delivered, but the disk was too full to record it
+        self._warn = Throttle(log)
         self.expired = 0
+        self.failure: BaseException | None = None  # what stopped the forwarder, if anything
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
 
@@ -115,7 +119,8 @@ class Forwarder:
         self.client.loop_stop()
 
     def _has_pending(self) -> bool:
-        return bool(self._inflight) or bool(self.store.pending(after_seq=0, limit=1))
+        # Everything up to the cursor is in flight or delivered, recorded or not.
+        return bool(self._inflight) or bool(self.store.pending(after_seq=self._cursor, limit=1))
 
     def _status_payload(self, state: str) -> bytes:
         return json.dumps({**self.status(), "state": state, "ts": time.time()}).encode()
@@ -142,6 +147,15 @@ class Forwarder:
         self._events.put((mid, not rc.is_failure))
 
     def _run(self) -> None:
+        """The loop; an unexpected error is kept in `failure` for the agent to stop on, since a
+        forwarder that died silently would leave the agent scoring with nothing going upstream."""
+        try:
+            self._loop()
+        except Exception as exc:
+            log.exception("forwarder stopped")
+            self.failure = exc
+
+    def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 event = self._events.get(timeout=min(1.0, self.config.status_interval_s))
@@ -166,7 +180,11 @@ class Forwarder:
         if self.config.alert_ttl_s == 0 or now < self._next_expiry:
             return
         self._next_expiry = now + _EXPIRE_EVERY_S
-        n = self.store.expire(created_before=time.time() - self.config.alert_ttl_s)
+        try:
+            n = self.store.expire(created_before=time.time() - self.config.alert_ttl_s)
+        except StorageUnavailable as exc:
+            self._warn.warning("storage", "cannot mark old alerts expired yet (%s)", exc)
+            return
         if n:
             self.expired += n
             log.warning("expired %d alerts older than %ss, undelivered", n, self.config.alert_ttl_s)
@@ -192,8 +210,22 @@ class Forwarder:
                 )
                 self._cursor = min(self._cursor, seq - 1)
                 self._hold_until = time.monotonic() + _RETRY_AFTER_REJECT_S
-        if delivered:
-            self.store.mark_delivered(delivered)
+        self._record_delivered(delivered)
+
+    def _record_delivered(self, seqs: list[int]) -> None:
+        """Mark alerts delivered; on a full disk keep them and try again with the next ones.
+        They are not sent again in this run; after a restart they would be (at least once)."""
+        self._unmarked.extend(seqs)
+        if not self._unmarked:
+            return
+        try:
+            self.store.mark_delivered(self._unmarked)
+        except StorageUnavailable as exc:
+            self._warn.warning(
+                "storage", "cannot record %d delivered alerts yet (%s)", len(self._unmarked), exc
+            )
+            return
+        self._unmarked = []
 
     def _publish_more(self) -> None:
         room = self.config.max_inflight - len(self._inflight)

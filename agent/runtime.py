@@ -169,6 +169,8 @@ class Agent:
         )
         try:
             while not stop.is_set():
+                if self.forwarder.failure is not None:
+                    raise RuntimeError("the forwarder stopped") from self.forwarder.failure
                 if self._retry and stop.wait(self._retry_delay):
                     break
                 self._process(self._retry or self._take(timeout=0.2))

@@ -19,7 +19,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,11 @@ DB_NAME = "agent.db"
 RECENT_DIGESTS = 10_000  # digests of applied messages kept: far more than can be unacknowledged
 _SPACE_ERRORS = {13: "disk or hard cap full", 10: "I/O error"}  # SQLITE_FULL, SQLITE_IOERR
 _CORRUPT_ERRORS = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_WAL_KEEP_BYTES = 4 * 1024 * 1024
+# The WAL is checkpointed into the database at this many pages (SQLite's default is 1000, 4 MiB)
+# and cut back to this size after: on a small or nearly full disk the WAL must not be what takes
+# the last free space, since copying it back needs room in the database file too.
+_WAL_CHECKPOINT_PAGES = 256
+_WAL_KEEP_BYTES = 1024 * 1024
 _DISK_ROOM_BYTES = 4 * 1024 * 1024  # more free than this: a full database is the hard cap
 
 
@@ -48,7 +53,8 @@ class CorruptDatabase(sqlite3.DatabaseError):
 
 
 class StorageUnavailable(RuntimeError):
-    """A batch could not be committed even after making room and shedding its readings."""
+    """A write could not be committed: for a batch, even after making room and shedding its
+    readings."""
 
 
 class StoredReading(NamedTuple):
@@ -131,6 +137,7 @@ class Store:
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             conn.execute("PRAGMA busy_timeout=5000")
             # After a checkpoint the WAL is cut back to this, so it does not keep its peak size.
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
             _create(Database(conn))
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
@@ -309,16 +316,19 @@ class Store:
         return [OutboxItem(seq, topic, payload.encode(), at) for seq, topic, payload, at in rows]
 
     def mark_delivered(self, seqs: Iterable[int]) -> None:
+        """Raises StorageUnavailable when the disk is full: the caller keeps the seqs."""
         now = time.time()
-        with self._lock, self.conn:
+        with self._space_errors(), self._lock, self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "UPDATE outbox SET delivered_at = ? WHERE seq = ?", [(now, s) for s in seqs]
             )
 
     def expire(self, created_before: float) -> int:
-        """Mark pending alerts older than their time-to-live expired; return how many."""
-        with self._lock, self.conn:
+        """Mark pending alerts older than their time-to-live expired; return how many.
+
+        Raises StorageUnavailable when the disk is full (they are then tried again later)."""
+        with self._space_errors(), self._lock, self.conn:
             self.conn.execute("BEGIN")
             n = self.conn.execute(
                 "UPDATE outbox SET expired_at = ? WHERE delivered_at IS NULL "
@@ -326,6 +336,17 @@ class Store:
                 (time.time(), created_before),
             ).rowcount
         return n
+
+    @contextmanager
+    def _space_errors(self) -> Iterator[None]:
+        """A full disk or I/O error as StorageUnavailable; any other error as it is."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            problem = _space_problem(exc)
+            if problem is None:
+                raise
+            raise StorageUnavailable(f"{self.path}: {problem}: {exc}") from exc
 
     # -- inspection ---------------------------------------------------------------------------
 

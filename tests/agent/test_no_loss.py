@@ -6,13 +6,10 @@ at least once, with the same ids as in an undisturbed run, whatever happens in b
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
-import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,7 @@ from demo.mosquitto import Mosquitto
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv, replay
-from tests.conftest import DEVICE, AgentProcess, launch_agent, wait_for, wait_status
+from tests.conftest import DEVICE, AgentProcess, fill, launch_agent, wait_for, wait_status
 
 ASSETS = ("pump-1", "pump-2")
 
@@ -191,38 +188,6 @@ def test_thousands_of_malformed_payloads_change_no_alert(broker, start_agent, re
     assert agent.stop() == 0
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs: a real file system that really fills up (needs mount rights)."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); needs root")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
-
-
-def _fill(folder: Path) -> Path:
-    """Write a ballast file until the file system is full."""
-    ballast = folder / "ballast"
-    with ballast.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-    return ballast
-
-
 def test_a_full_disk_holds_readings_at_the_broker_until_space_returns(
     broker, start_agent, readings, clean_run, small_disk
 ):
@@ -232,7 +197,7 @@ def test_a_full_disk_holds_readings_at_the_broker_until_space_returns(
         local, upstream, extra="[forward]\nstatus_interval_s = 0.5\n", data_dir=small_disk
     )
     wait_status(upstream.port, "online")
-    ballast = _fill(small_disk)
+    ballast = fill(small_disk)
     for asset in ASSETS:
         replay(readings, "127.0.0.1", local.port, _topic(asset))
     wait_status(upstream.port, "online", where=lambda s: s["storage"] == "failing")
@@ -240,14 +205,16 @@ def test_a_full_disk_holds_readings_at_the_broker_until_space_returns(
     ballast.unlink()
     wait_status(upstream.port, "online", where=lambda s: s["storage"] == "ok")
     try:
-        outcome = _settle_on_disk(agent, subscriber, len(ASSETS) * len(readings))
+        outcome = _settle_on_disk(agent, subscriber, len(ASSETS) * len(readings), small_disk)
     finally:
         subscriber.close()
     assert outcome.ids == clean_run.ids, "a full disk cost no alert"
     assert agent.stop() == 0
 
 
-def _settle_on_disk(agent: AgentProcess, subscriber: AlertSubscriber, total: int) -> Outcome:
+def _settle_on_disk(
+    agent: AgentProcess, subscriber: AlertSubscriber, total: int, disk: Path
+) -> Outcome:
     """Like _settle, but readings shed or evicted for space count as applied."""
 
     def applied() -> int:
@@ -255,7 +222,11 @@ def _settle_on_disk(agent: AgentProcess, subscriber: AlertSubscriber, total: int
         ev = s.get("evictions_by_reason", {})
         return s and s["readings"] + ev.get("readings", 0) + ev.get("shed_readings", 0)
 
-    wait_for(lambda: applied() >= total, 120, f"{total} readings applied; {agent.log}")
+    try:
+        wait_for(lambda: applied() >= total, 120, f"{total} readings applied; {agent.log}")
+    except AssertionError as exc:
+        files = {p.name: p.stat().st_size for p in disk.iterdir()}
+        raise AssertionError(f"{exc}; on the disk: {files}") from exc
     assert applied() == total
     return _settle(agent, subscriber, 0)
 
