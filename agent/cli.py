@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentConfig, ConfigError, load_config, parse_host_port
+from agent.config import AgentConfig, BrokerConfig, ConfigError, load_config, parse_host_port
+from agent.connection import password, tls_context
 from agent.export import ExportError, export_readings, vacuum
 from agent.ingest import parse_ts
 from agent.logs import configure
@@ -115,23 +116,64 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> tuple[AgentConfig, Scorer]:
+    """The config, its model and its secrets, each checked, as `run` would use them."""
     config = load_config(args.config, overrides_from(args))
     try:
         scorer = Scorer.load(config.model.path)
     except ModelFileError as exc:
         raise ConfigError(f"{args.config}: model.path: {exc}") from None
+    for name in ("local", "upstream"):
+        broker = getattr(config, name)
+        try:
+            password(broker)
+            if broker.tls is not None:
+                tls_context(broker.tls)
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: {name}.{exc}") from None
     return config, scorer
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.runtime import Agent
+    from agent.notify import Notifier
+    from agent.runtime import Agent, Reload
 
-    config, _ = _load(args)
-    configure(config.log_level)
-    stop = threading.Event()
+    config, scorer = _load(args)
+    configure(config.log_level, config.log_format)
+    current = (config, scorer.manifest.graph_sha256)
+
+    def load_again() -> AgentConfig | None:
+        """SIGHUP: the config file (and the model it names) checked as at start; None keeps
+        the running config."""
+        nonlocal current
+        try:
+            new, new_scorer = _load(args)
+        except (ConfigError, ModelFileError, OSError) as exc:
+            log.error("reload rejected, still running the previous config: %s", exc)
+            return None
+        if (new, new_scorer.manifest.graph_sha256) == current:
+            log.info("reload: config and model unchanged")
+            return None
+        current = (new, new_scorer.manifest.graph_sha256)
+        configure(new.log_level, new.log_format)
+        log.info("reload: applying the new config (the pipeline restarts in place)")
+        return new
+
+    stop, hup = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(config).run(stop)
+    signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    notifier = Notifier()
+    agent = Agent(config, notifier)
+    while (next_config := agent.run(stop, Reload(hup, load_again))) is not None:
+        try:
+            agent = Agent(next_config, notifier)
+        except (ConfigError, ModelFileError, OSError, sqlite3.Error) as exc:
+            log.error("reload failed (%s); back to the previous config", exc)
+            current = (config, scorer.manifest.graph_sha256)
+            configure(config.log_level, config.log_format)
+            agent = Agent(config, notifier)
+            continue
+        config, scorer = next_config, agent.scorer
     return 0
 
 
@@ -141,10 +183,24 @@ def _check_config(args: argparse.Namespace) -> int:
     print(
         f"ok: device {config.device.id}; model {m.model_id} v{m.version} "
         f"({m.algorithm.name}, {len(m.sensors)} sensors, window {m.window}); "
-        f"local {config.local.host}:{config.local.port}; "
-        f"upstream {config.upstream.host}:{config.upstream.port}; data {config.storage.data_dir}"
+        f"local {_describe(config.local)}; upstream {_describe(config.upstream)}; "
+        f"data {config.storage.data_dir}"
     )
     return 0
+
+
+def _describe(broker: BrokerConfig) -> str:
+    """Where and how the agent connects; a password shows only where it comes from."""
+    parts = [f"{broker.host}:{broker.port}"]
+    if broker.tls is not None:
+        ca = broker.tls.ca_file or "system CAs"
+        cert = f", client cert {broker.tls.cert_file}" if broker.tls.cert_file else ""
+        parts.append(f"TLS>={broker.tls.min_version} (CA {ca}{cert})")
+    if broker.username:
+        source = broker.password_file or (broker.password_env and f"${broker.password_env}")
+        secret = f", password from {source} (redacted)" if source else ""
+        parts.append(f"user {broker.username}{secret}")
+    return " ".join(parts)
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -25,14 +25,66 @@ class DeviceConfig(_Section):
     id: Identifier = Field(description="Device id; part of every topic this agent uses.")
 
 
+class TlsConfig(_Section):
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) the broker's certificate must chain to. Default: the "
+        "system's CAs.",
+    )
+    cert_file: Path | None = Field(
+        default=None,
+        description="Client certificate (PEM), for a broker that authenticates clients by "
+        "certificate; needs `key_file`.",
+    )
+    key_file: Path | None = Field(
+        default=None, description="Private key (PEM) of `cert_file`; keep it mode 0600."
+    )
+    min_version: Literal["1.2", "1.3"] = Field(
+        default="1.2", description="Oldest TLS version accepted."
+    )
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together")
+        return self
+
+
 class BrokerConfig(_Section):
-    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Broker host name or address. With TLS the broker's certificate must name it.",
+    )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
     client_id: str | None = Field(
         default=None,
         description="MQTT client id (default `edge-agent-<device id>-local` / `-upstream`).",
     )
     keepalive: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    username: str | None = Field(default=None, description="MQTT user name.")
+    password_file: Path | None = Field(
+        default=None,
+        description="File whose first line is the MQTT password (the password itself never goes "
+        "in the config, and is never logged).",
+    )
+    password_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Or: the environment variable that holds the MQTT password.",
+    )
+    tls: TlsConfig | None = Field(
+        default=None,
+        description="Present (even as an empty table): connect with TLS, checking the "
+        "broker's certificate and name; never plain text.",
+    )
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> BrokerConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give password_file or password_env, not both")
+        if (self.password_file or self.password_env) and not self.username:
+            raise ValueError("a password needs a username")
+        return self
 
 
 class LocalBrokerConfig(BrokerConfig):
@@ -180,6 +232,20 @@ class ForwardConfig(_Section):
     )
 
 
+class MetricsConfig(_Section):
+    listen: str | None = Field(
+        default=None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="`HOST:PORT` to serve `/metrics` on, e.g. `127.0.0.1:9108` (keep it on "
+        "loopback unless a firewall guards it). Default: no HTTP server.",
+    )
+    textfile: Path | None = Field(
+        default=None,
+        description="Or also: write the metrics to this file (for node_exporter's textfile "
+        "collector), replaced atomically every `forward.status_interval_s`.",
+    )
+
+
 class AgentConfig(_Section):
     device: DeviceConfig
     local: LocalBrokerConfig = Field(
@@ -198,10 +264,18 @@ class AgentConfig(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     storage: StorageConfig
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="Prometheus metrics (see Operations).",
+    )
     log_level: str = Field(
         default="info",
         pattern=r"^(debug|info|warning|error)$",
         description="stderr log level: debug, info, warning or error.",
+    )
+    log_format: Literal["kv", "json"] = Field(
+        default="kv",
+        description="stderr log lines: `kv` (key=value) or `json` (one object per line).",
     )
 
     @model_validator(mode="after")
@@ -234,6 +308,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ag
     base = path.resolve().parent
     config.model.path = (base / config.model.path).resolve()
     config.storage.data_dir = (base / config.storage.data_dir).resolve()
+    if config.metrics.textfile is not None:
+        config.metrics.textfile = (base / config.metrics.textfile).resolve()
+    for broker in (config.local, config.upstream):
+        if broker.password_file is not None:
+            broker.password_file = (base / broker.password_file).resolve()
+        for name in ("ca_file", "cert_file", "key_file"):
+            if broker.tls is not None and getattr(broker.tls, name) is not None:
+                setattr(broker.tls, name, (base / getattr(broker.tls, name)).resolve())
     return config
 
 

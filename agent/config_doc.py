@@ -38,8 +38,10 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+    """The section's model, also for an optional section (`TlsConfig | None`)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
     return None
 
 

@@ -22,30 +22,24 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig, ForwardConfig
+from agent.connection import make_client, transport_problem
 from agent.logs import Throttle
+from agent.metrics import Histogram
 from agent.store import StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
 
+# Publish-to-PUBACK latency buckets, seconds: loopback to a slow cellular uplink.
+_LATENCY_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 _RETRY_AFTER_REJECT_S = 5.0
 _EXPIRE_EVERY_S = 1.0
-
-
-def make_client(broker: BrokerConfig, default_id: str, manual_ack: bool = False) -> mqtt.Client:
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=broker.client_id or default_id,
-        protocol=mqtt.MQTTv5,
-        manual_ack=manual_ack,
-    )
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
-    return client
 
 
 class Forwarder:
@@ -69,6 +63,7 @@ class Forwarder:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_connect_fail = self._on_connect_fail
         self.connected = threading.Event()
         self._source_ready = threading.Event()
         self._status_due = 0.0  # monotonic time of the next status; 0: as soon as possible
@@ -78,6 +73,9 @@ class Forwarder:
         self._hold_until = 0.0
         self._next_expiry = 0.0
         self._unmarked: list[int] = []  # delivered, but the disk was too full to record it
+        self._sent_at: dict[int, float] = {}  # mid -> monotonic time handed to paho
+        self.latency = Histogram(_LATENCY_BOUNDS_S)
+        self.turned = time.monotonic()  # the loop's last turn, for the watchdog
         self._warn = Throttle(log)
         self.expired = 0
         self.failure: BaseException | None = None  # what stopped the forwarder, if anything
@@ -104,15 +102,16 @@ class Forwarder:
         self._status_due = 0.0
         self._events.put(None)
 
-    def stop(self, drain_seconds: float) -> None:
-        """Wait up to `drain_seconds` for the outbox to empty, then say offline and disconnect."""
+    def stop(self, drain_seconds: float, final: bool = True) -> None:
+        """Wait up to `drain_seconds` for the outbox to empty, then say offline (when `final`;
+        not when another forwarder takes over, as on a reload) and disconnect."""
         deadline = time.monotonic() + drain_seconds
         while time.monotonic() < deadline and self.connected.is_set() and self._has_pending():
             time.sleep(0.05)
         self._stopping.set()
         self._events.put(None)
         self._thread.join(timeout=5)
-        if self.connected.is_set():
+        if final and self.connected.is_set():
             info = self.client.publish(self.status_topic, self._status_payload("offline"), 1, True)
             info.wait_for_publish(timeout=2)
         self.client.disconnect()
@@ -136,6 +135,11 @@ class Forwarder:
         self._status_due = 0.0
         self._events.put(None)
 
+    def _on_connect_fail(self, _c: object, _u: object) -> None:
+        self._warn.warning(
+            "connect", "upstream connection failed: %s", transport_problem(self.broker) or "?"
+        )
+
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
@@ -157,6 +161,7 @@ class Forwarder:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
+            self.turned = time.monotonic()
             try:
                 event = self._events.get(timeout=min(1.0, self.config.status_interval_s))
             except queue.Empty:
@@ -202,6 +207,9 @@ class Forwarder:
                 continue
             mid, ok = event
             seq = self._inflight.pop(mid)
+            sent = self._sent_at.pop(mid, None)
+            if ok and sent is not None:
+                self.latency.observe(time.monotonic() - sent)
             if ok:
                 delivered.append(seq)
             else:
@@ -243,6 +251,7 @@ class Forwarder:
                     self._cursor = item.seq
                 return
             self._inflight[info.mid] = item.seq
+            self._sent_at[info.mid] = time.monotonic()
             self._cursor = item.seq
 
     def _expiry(self, created_at: float) -> Properties | None:

@@ -1,7 +1,8 @@
-"""Logging to stderr as key=value lines, which journald and grep both read well."""
+"""Logging to stderr as key=value lines or JSON objects, which journald and grep both read."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -20,9 +21,24 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str = "info") -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers that parse JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(level: str = "info", fmt: str = "kv") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -26,7 +26,8 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import NamedTuple
@@ -39,11 +40,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.alert import Alert, AlertTracker
 from agent.budget import Budget
-from agent.config import AgentConfig
-from agent.forward import Forwarder, make_client
-from agent.ingest import DeadLetter, Parser, Readings
+from agent.config import AgentConfig, ConfigError, parse_host_port
+from agent.connection import make_client, transport_problem
+from agent.forward import Forwarder
+from agent.ingest import REASONS, DeadLetter, Parser, Readings
 from agent.logs import Throttle
 from agent.manifest import Thresholds
+from agent.metrics import MetricsServer, Snapshot, render, write_textfile
+from agent.notify import Notifier, Watchdog
 from agent.score import Scorer
 from agent.store import (
     RECENT_DIGESTS,
@@ -58,6 +62,7 @@ from agent.window import Windows
 log = logging.getLogger(__name__)
 
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
+_STATUS_LINE_S = 5.0  # how often systemd's STATUS= line is refreshed
 _BURST_QUIET_S = 0.1
 _BURST_MAX_BYTES = 2 * 1024 * 1024
 
@@ -86,11 +91,33 @@ class Counters:
     imputed: int = 0
     storage_failures: int = 0
     started_at: float = field(default_factory=time.time)
+    alerts_by_level: Counter[str] = field(default_factory=Counter)
+    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        return (
+            f"readings={self.readings} scored={self.scored} alerts={self.alerts} "
+            f"dead_letters={self.dead_letters} batches={self.batches} "
+            f"redelivered={self.redelivered} imputed={self.imputed} "
+            f"storage_failures={self.storage_failures}"
+        )
+
+
+@dataclass
+class Reload:
+    """SIGHUP. The signal handler sets `requested`; between batches the agent calls `load`,
+    which reads and checks the config file again and returns it, or returns None (having
+    logged why) to keep running on the current one."""
+
+    requested: threading.Event
+    load: Callable[[], AgentConfig | None]
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, notifier: Notifier | None = None) -> None:
+        """`notifier` tells systemd about readiness, status and progress (if it is there)."""
         self.config = config
+        self.notifier = notifier or Notifier({})
         device, prefix = config.device.id, config.topics.prefix
         self.scorer = Scorer.load(config.model.path)
         manifest = self.scorer.manifest
@@ -148,9 +175,21 @@ class Agent:
         self.source.on_subscribe = self._on_local_subscribe
         self.source.on_message = self._on_message
         self.source.on_disconnect = self._on_local_disconnect
+        self.source.on_connect_fail = self._on_local_connect_fail
+        self._local_connected = False
+        self._turned = time.monotonic()  # the main loop's last turn
+        self.watchdog = Watchdog(
+            self.notifier,
+            {"pipeline": lambda: self._turned, "forwarder": lambda: self.forwarder.turned},
+        )
+        self._status_line_due = 0.0
+        self._textfile_due = 0.0
+        self.metrics_server = self._metrics_server()
 
-    def run(self, stop: threading.Event) -> None:
-        """Run until `stop` is set, then shut down in order."""
+    def run(self, stop: threading.Event, reload: Reload | None = None) -> AgentConfig | None:
+        """Run until `stop` is set, then shut down in order. On a `reload` request whose new
+        config is accepted, stop the same way (without saying offline) and return it."""
+        self._start_metrics()
         self.forwarder.start()
         local = self.config.local
         session = Properties(PacketTypes.CONNECT)
@@ -167,15 +206,26 @@ class Agent:
             self.scorer.manifest.version,
             len(self.windows.assets()),
         )
+        next_config: AgentConfig | None = None
         try:
             while not stop.is_set():
                 if self.forwarder.failure is not None:
                     raise RuntimeError("the forwarder stopped") from self.forwarder.failure
+                self._turn()
+                if reload is not None and reload.requested.is_set():
+                    reload.requested.clear()
+                    next_config = reload.load()
+                    if next_config is not None:
+                        break
                 if self._retry and stop.wait(self._retry_delay):
                     break
                 self._process(self._retry or self._take(timeout=0.2))
         finally:
             self._stopping = True
+            if next_config is None:
+                self.notifier.stopping()
+            else:
+                self.notifier.reloading()
             # What was queued is committed and acknowledged while the connection is still up;
             # anything that arrives after this is redelivered at the next start.
             if not self._retry:
@@ -183,9 +233,88 @@ class Agent:
                     self._process(batch)
             self.source.disconnect()
             self.source.loop_stop()
-            self.forwarder.stop(self.config.forward.drain_seconds)
+            if next_config is None:
+                self.forwarder.stop(self.config.forward.drain_seconds)
+            else:  # the next agent resends what is unacknowledged; `online` stays retained
+                self.forwarder.stop(0, final=False)
+            if self.metrics_server is not None:
+                self.metrics_server.close()
             log.info("agent stopped %s", self.counters)
             self.store.close()
+        return next_config
+
+    def _turn(self) -> None:
+        """Once per turn of the main loop: progress for the watchdog, a status line for
+        systemd now and then, the metrics textfile."""
+        now = time.monotonic()
+        self._turned = now
+        self.watchdog.beat()
+        if self.notifier.active and now >= self._status_line_due:
+            self._status_line_due = now + _STATUS_LINE_S
+            self.notifier.status(self._status_line())
+        textfile = self.config.metrics.textfile
+        if textfile is not None and now >= self._textfile_due:
+            self._textfile_due = now + self.config.forward.status_interval_s
+            try:
+                write_textfile(textfile, render(self._snapshot()))
+            except OSError as exc:
+                self._warn.warning("textfile", "cannot write metrics to %s: %s", textfile, exc)
+
+    def _status_line(self) -> str:
+        c = self.counters
+        links = (
+            f"local {'up' if self._local_connected else 'down'}, "
+            f"upstream {'up' if self.forwarder.connected.is_set() else 'down'}"
+        )
+        storage = "storage ok" if self.storage_ok else "STORAGE FAILING"
+        return (
+            f"{c.readings} readings, {c.alerts} alerts, {c.dead_letters} dead letters; "
+            f"{links}; {storage}"
+        )
+
+    def _metrics_server(self) -> MetricsServer | None:
+        """Bound here, so that a port already in use fails the start, not a later scrape."""
+        listen = self.config.metrics.listen
+        if listen is None:
+            return None
+        host, port = parse_host_port(listen)
+        try:
+            return MetricsServer(host, port, lambda: render(self._snapshot()))
+        except OSError as exc:
+            self.store.close()
+            raise ConfigError(f"metrics.listen {listen}: {exc.strerror or exc}") from None
+
+    def _start_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+            host, port = self.metrics_server.server.server_address[:2]
+            log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def _snapshot(self) -> Snapshot:
+        stats = self.store.stats()
+        c = self.counters
+        return Snapshot(
+            device_id=self.config.device.id,
+            model={**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
+            started_at=c.started_at,
+            readings=c.readings,
+            scored=c.scored,
+            batches=c.batches,
+            redelivered=c.redelivered,
+            imputed=c.imputed,
+            storage_failures=c.storage_failures,
+            alerts_by_level=dict(c.alerts_by_level),
+            dead_letters_by_reason=dict(c.dead_letters_by_reason),
+            evictions_by_reason=stats["evictions_by_reason"],
+            outbox_pending=stats["alerts_pending"],
+            buffered_readings=stats["readings"],
+            database_bytes=stats["database_bytes"],
+            storage_ok=self.storage_ok,
+            local_connected=self._local_connected,
+            upstream_connected=self.forwarder.connected.is_set(),
+            publish_latency=self.forwarder.latency,
+            reasons=REASONS,
+        )
 
     def _status(self) -> dict[str, object]:
         stats = self.store.stats()
@@ -222,6 +351,7 @@ class Agent:
             return
         with self._ack_lock:
             self._connection += 1
+        self._local_connected = True
         resumed = bool(getattr(flags, "session_present", False))
         log.info("local connected session_present=%s", resumed)
         if resumed:
@@ -237,10 +367,16 @@ class Agent:
             return
         log.info("subscribed topic=%s", self.readings_topic)
         self.forwarder.source_ready()
+        self.notifier.ready(self._status_line())
+
+    def _on_local_connect_fail(self, _c: object, _u: object) -> None:
+        problem = transport_problem(self.config.local) or "?"
+        self._warn.warning("connect", "local connection failed: %s", problem)
 
     def _on_local_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
+        self._local_connected = False
         if not self._stopping:
             log.warning("local broker disconnected (%s); reconnecting", rc)
 
@@ -321,6 +457,8 @@ class Agent:
         c.readings += len(stored)
         c.dead_letters += len(dead)
         c.alerts += len(alerts)
+        c.alerts_by_level.update(a.level for _topic, a in alerts)
+        c.dead_letters_by_reason.update(d.reason for d in dead)
         c.redelivered += len(batch) - len(fresh)
         c.imputed += len(imputed)
         for letter in dead:

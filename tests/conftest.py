@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -89,7 +90,15 @@ def model_path(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -
 class AgentProcess:
     """`edge-agent run` as a subprocess, with helpers to watch its SQLite buffer."""
 
-    def __init__(self, config: Path, data_dir: Path, upstream_port: int, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        data_dir: Path,
+        upstream_port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
         self.data_dir = data_dir
         self.log = log
         self.upstream_port = upstream_port
@@ -99,6 +108,7 @@ class AgentProcess:
             stderr=log.open("a"),  # restarts append: the whole story stays in one file
             stdout=subprocess.PIPE,
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
         )
 
     def stats(self) -> dict:
@@ -145,16 +155,25 @@ def launch_agent(
     model: Path,
     extra: str = "",
     data_dir: Path | None = None,
+    local_keys: str = "",
+    upstream_keys: str = "",
+    env: dict[str, str] | None = None,
 ) -> AgentProcess:
-    """`edge-agent run` on `folder/agent.toml`; launching again on a folder is a restart."""
+    """`edge-agent run` on `folder/agent.toml`; launching again on a folder is a restart.
+
+    `local_keys` / `upstream_keys` are TOML lines for those sections; one that sets `port`
+    replaces the broker's plain port (a TLS listener, say). The test still watches the status
+    on `upstream.port`."""
     data_dir = data_dir or folder / "agent-data"
     config = folder / "agent.toml"
+    local_port = "" if "port =" in local_keys else f"port = {local.port}\n"
+    upstream_port = "" if "port =" in upstream_keys else f"port = {upstream.port}\n"
     config.write_text(
         f'[device]\nid = "{DEVICE}"\n'
-        f"[local]\nport = {local.port}\n[upstream]\nport = {upstream.port}\n"
+        f"[local]\n{local_port}{local_keys}\n[upstream]\n{upstream_port}{upstream_keys}\n"
         f'[model]\npath = "{model}"\n[storage]\ndata_dir = "{data_dir}"\n' + extra
     )
-    return AgentProcess(config, data_dir, upstream.port, folder / "agent.log")
+    return AgentProcess(config, data_dir, upstream.port, folder / "agent.log", env)
 
 
 @pytest.fixture
@@ -167,8 +186,21 @@ def start_agent(tmp_path: Path, model_path: Path) -> Iterator[Callable[..., Agen
         extra: str = "",
         model: Path | None = None,
         data_dir: Path | None = None,
+        local_keys: str = "",
+        upstream_keys: str = "",
+        env: dict[str, str] | None = None,
     ) -> AgentProcess:
-        agent = launch_agent(tmp_path, local, upstream, model or model_path, extra, data_dir)
+        agent = launch_agent(
+            tmp_path,
+            local,
+            upstream,
+            model or model_path,
+            extra,
+            data_dir,
+            local_keys,
+            upstream_keys,
+            env,
+        )
         agents.append(agent)
         return agent
 
