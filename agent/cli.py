@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path, help="agent config file (TOML)")
     _add_overrides(check)
 
+    doctor = sub.add_parser(
+        "doctor", help="check config, model, brokers, disk and clock; say how to fix; exit 0 or 1"
+    )
+    doctor.add_argument("config", type=Path, help="agent config file (TOML)")
+    _add_overrides(doctor)
+
     score = sub.add_parser("score", help="score a CSV offline; prints `score,anomaly` per row")
     score.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
     score.add_argument("data", type=Path, help="CSV with the model's sensor columns")
@@ -233,4 +239,21 @@ def _buffer(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "check-config": _check_config, "score": _score, "buffer": _buffer}
+def _doctor(args: argparse.Namespace) -> int:
+    from agent.doctor import diagnose
+
+    failed = 0
+    for finding in diagnose(args.config, overrides_from(args)):
+        print(finding.line(), flush=True)
+        failed += finding.status == "FAIL"
+    print(f"{failed} problem(s)" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+_COMMANDS = {
+    "run": _run,
+    "check-config": _check_config,
+    "doctor": _doctor,
+    "score": _score,
+    "buffer": _buffer,
+}

@@ -210,3 +210,26 @@ def test_agent_with_a_wrong_password_is_refused_and_says_so(
     agent.wait_logged("local broker refused connection")
     assert _retained_status(upstream.port) is None, "not online without its readings"
     assert agent.stop() == 0
+
+
+def test_tls_doctor_names_a_broker_certificate_it_does_not_trust(
+    broker, tls_broker, pki: Pki, model_path: Path, tmp_path: Path
+):
+    local, upstream = broker("local"), tls_broker("upstream")
+    config = tmp_path / "doctor.toml"
+    config.write_text(
+        f'[device]\nid = "gw"\n[local]\nport = {local.port}\n[upstream]\n'
+        + _tls_keys(upstream.tls_port, pki.other_ca.ca_file)
+        + f'[model]\npath = "{model_path}"\n[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "doctor", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "FAIL broker upstream" in done.stdout
+    assert "broker certificate rejected" in done.stdout and "tls.ca_file" in done.stdout
+    assert "ok   broker local" in done.stdout
