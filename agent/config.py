@@ -13,8 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-# Identifiers end up inside MQTT topics: no wildcards, separators or NUL, and not too long.
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# Identifiers end up inside MQTT topics: no wildcards, separators or NUL, and not too long. The
+# same rule holds for device ids, groups and topic prefixes in the config and for the asset a
+# reading's topic names (`ingest`).
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+IDENTIFIER_RULE = "1 to 64 of A-Z a-z 0-9 _ . : -"
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 
 
 class _Section(BaseModel):

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 
-from agent.config import IngestConfig
+from agent.config import IDENTIFIER_PATTERN, IDENTIFIER_RULE, IngestConfig
 
 EXCERPT_BYTES = 512
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 _TS_TYPES = (float, int)  # not bool
 # The last second a datetime (and so an alert's ISO `ts`) can show, 9999-12-31T23:59:59Z. A `ts`
 # past it would raise when an alert is formatted, and would push the asset's clock so far ahead
@@ -90,8 +92,8 @@ class Parser:
             return DeadLetter(topic, reason, detail, received_at, payload)
 
         asset = topic[len(self.prefix) :] if topic.startswith(self.prefix) else ""
-        if not asset or "/" in asset:
-            return [], [reject("bad_topic", f"expected {self.prefix}<asset>")]
+        if not _IDENTIFIER.fullmatch(asset):
+            return [], [reject("bad_topic", f"expected {self.prefix}<asset>, {IDENTIFIER_RULE}")]
         if self.assets and asset not in self.assets:
             return [], [reject("unknown_asset", f"{asset!r} is not in ingest.assets")]
         limit = self.config.max_payload_bytes

@@ -1,4 +1,5 @@
-"""The agent never imports scikit-learn, skl2onnx, onnx, pickle-based loaders, or the trainer."""
+"""The agent never imports scikit-learn, skl2onnx, onnx, pickle-based loaders, or the trainer,
+and never evaluates code or runs a shell."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.conftest import ROOT
 # Never loaded in the agent's process. (The stdlib `pickle` module is: numpy imports it for
 # np.load; the static check below makes sure the agent's own code never does.)
 NEVER_LOADED = ("sklearn", "skl2onnx", "onnx", "joblib", "trainer", "cloudpickle")
-FORBIDDEN = (*NEVER_LOADED, "pickle", "marshal", "shelve")
+FORBIDDEN = (*NEVER_LOADED, "pickle", "marshal", "shelve", "subprocess", "pty")
 
 
 def test_running_agent_modules_load_nothing_forbidden():
@@ -36,3 +37,21 @@ def test_agent_source_imports_nothing_forbidden():
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+
+
+# Builtins and os functions that run code or programs given as data.
+NEVER_CALLED = {"eval", "exec", "compile", "__import__", "system", "popen", "execv", "execvp"}
+NEVER_CALLED |= {"spawnv", "spawnl", "execl", "execlp", "execve", "execvpe"}
+
+
+def test_agent_source_never_evaluates_code_or_runs_a_shell():
+    for path in (ROOT / "agent").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            owner = getattr(getattr(func, "value", None), "id", "")
+            assert name not in NEVER_CALLED, f"{path.name}:{node.lineno} calls {name}"
+            # numpy's loader can unpickle object arrays.
+            assert not (owner in {"np", "numpy"} and name == "load"), f"{path.name} np.load"

@@ -102,6 +102,21 @@ def test_oversized_payloads_are_not_read():
     assert _reasons(json.dumps({**GOOD, "pad": "x" * 200}), max_payload_bytes=100) == ["oversized"]
 
 
+@pytest.mark.parametrize(
+    "asset", ["", "a/b", "a+b", "a#", "pump\x00", "pump\n", "pump 1", "x" * 65, "$SYS"]
+)
+def test_an_asset_that_cannot_go_into_a_topic_is_a_bad_topic(asset: str):
+    """The asset names the alert topic: wildcards, separators, NUL or 65 characters cannot."""
+    dead = _parse(json.dumps(GOOD), topic=f"edge/gw/readings/{asset}")[1]
+    assert [d.reason for d in dead] == ["bad_topic"]
+    assert "1 to 64 of" in dead[0].detail
+
+
+def test_an_asset_of_64_characters_is_fine():
+    readings, dead = _parse(json.dumps(GOOD), topic=f"edge/gw/readings/{'x' * 64}")
+    assert not dead and readings[0].asset == "x" * 64
+
+
 def test_topics_outside_the_readings_tree_and_unknown_assets():
     assert [d.reason for d in _parse(json.dumps(GOOD), topic="edge/gw/other")[1]] == ["bad_topic"]
     assert _reasons(json.dumps(GOOD), assets=["pump-2"]) == ["unknown_asset"]
