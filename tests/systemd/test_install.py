@@ -91,11 +91,14 @@ def test_install_stages_service_config_model_and_agent_only_venv(staged: Path, t
     config = staged / "etc/edge-agent/agent.toml"
     model = staged / "etc/edge-agent/models/pump_pca.onnx"
     assert config.is_file() and model.is_file()
+    # The installed config names /etc/edge-agent/local.password: here, the staged one.
+    at_root = tmp_path / "agent.toml"
+    at_root.write_text(config.read_text().replace("/etc/edge-agent/", f"{config.parent}/"))
     check = subprocess.run(
         [
             str(venv / "bin/edge-agent"),
             "check-config",
-            str(config),
+            str(at_root),
             "--model",
             str(model),
             "--data-dir",
