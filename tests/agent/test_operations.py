@@ -216,3 +216,19 @@ def test_sighup_with_a_bad_config_keeps_the_running_one(broker, start_agent, sim
     assert agent.wait_stored(len(readings))["readings"] == len(readings)
     assert agent.logged("agent started") == 1, "the running pipeline was never restarted"
     assert agent.stop() == 0
+
+
+def test_metrics_textfile_is_written_for_node_exporter(broker, start_agent, tmp_path: Path):
+    local, upstream = broker("local"), broker("upstream")
+    textfile = tmp_path / "edge-agent.prom"
+    agent = start_agent(
+        local,
+        upstream,
+        extra=f'[metrics]\ntextfile = "{textfile}"\n[forward]\nstatus_interval_s = 0.5\n',
+    )
+    wait_status(upstream.port, "online")
+    wait_for(textfile.exists, 30, "the metrics textfile")
+    names = {f.name for f in text_string_to_metric_families(textfile.read_text())}
+    assert {"edge_agent_readings", "edge_agent_outbox_pending"} <= names
+    assert not list(tmp_path.glob(".*.tmp")), "written atomically: no temp file left"
+    assert agent.stop() == 0
