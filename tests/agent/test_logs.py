@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 
-from agent.logs import Throttle
+from agent.logs import JsonFormatter, Throttle
 
 
 def test_a_flood_of_warnings_becomes_one_line_per_interval(caplog):
@@ -22,3 +24,16 @@ def test_a_flood_of_warnings_becomes_one_line_per_interval(caplog):
         "dead letter reason=empty",
         "dead letter reason=bad_ts suppressed=49 since_s=10",
     ]
+
+
+def test_json_log_lines_are_one_object_each_with_the_traceback_inside():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("agent.x", logging.ERROR, __file__, 1, "bad %s", ("it",), None)
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "error" and entry["logger"] == "agent.x" and entry["msg"] == "bad it"
+    assert "ValueError: boom" in entry["exc"]
