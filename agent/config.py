@@ -239,9 +239,9 @@ class ForwardConfig(_Section):
 class MetricsConfig(_Section):
     listen: str | None = Field(
         default=None,
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
-        description="`HOST:PORT` to serve `/metrics` on, e.g. `127.0.0.1:9108` (keep it on "
-        "loopback unless a firewall guards it). Default: no HTTP server.",
+        pattern=r"^((\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?[0-9]{1,5}$",
+        description="Serve `/metrics` on this `PORT` (bound to 127.0.0.1) or `HOST:PORT`; keep "
+        "it on loopback unless a firewall guards it. Default: no HTTP server.",
     )
     textfile: Path | None = Field(
         default=None,

@@ -277,7 +277,7 @@ class Agent:
         listen = self.config.metrics.listen
         if listen is None:
             return None
-        host, port = parse_host_port(listen)
+        host, port = parse_host_port(listen if ":" in listen else f"127.0.0.1:{listen}")
         try:
             return MetricsServer(host, port, lambda: render(self._snapshot()))
         except OSError as exc:

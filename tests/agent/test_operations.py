@@ -137,7 +137,8 @@ def test_metrics_endpoint_counts_readings_alerts_dead_letters_and_latency(
 ):
     local, upstream = broker("local"), broker("upstream")
     port = free_port()
-    agent = start_agent(local, upstream, extra=f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    # A port alone is bound to loopback.
+    agent = start_agent(local, upstream, extra=f'[metrics]\nlisten = "{port}"\n')
     wait_status(upstream.port, "online")
     readings = readings_from_csv(sim_data.live_csv)
     client = connect("127.0.0.1", local.port)
