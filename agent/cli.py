@@ -23,6 +23,7 @@ from agent.ingest import parse_ts
 from agent.logs import configure
 from agent.manifest import ModelFileError
 from agent.offline import score_table
+from agent.pushes import abandon_pending, load_effective, recover_interrupted
 from agent.score import Scorer
 from agent.store import open_existing
 from agent.table import TableError, read_table
@@ -90,6 +91,16 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="override model.path")
     p.add_argument("--device-id", help="override device.id")
     p.add_argument("--data-dir", type=Path, help="override storage.data_dir")
+    p.add_argument(
+        "--group", action="append", metavar="G", help="override fleet.groups (repeatable)"
+    )
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="override fleet.trusted_keys: a public key whose pushes to trust (repeatable)",
+    )
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,6 +116,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         out["device.id"] = args.device_id
     if args.data_dir:
         out["storage.data_dir"] = str(args.data_dir.resolve())
+    if args.group:
+        out["fleet.groups"] = list(args.group)
+    if args.trusted_key:
+        out["fleet.trusted_keys"] = [str(p.resolve()) for p in args.trusted_key]
     return out
 
 
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args: argparse.Namespace) -> tuple[AgentConfig, Scorer]:
     """The config, its model and its secrets, each checked, as `run` would use them."""
-    config = load_config(args.config, overrides_from(args))
+    config = load_effective(args.config, overrides_from(args))
     try:
         scorer = Scorer.load(config.model.path)
     except ModelFileError as exc:
@@ -143,9 +158,13 @@ def _run(args: argparse.Namespace) -> int:
     from agent.notify import Notifier
     from agent.runtime import Agent, Reload
 
+    configure("info")
+    if recover_interrupted(load_config(args.config, overrides_from(args)).storage.data_dir):
+        log.error("a pushed version died in its health check; rolled back to the previous one")
     config, scorer = _load(args)
     configure(config.log_level, config.log_format)
     current = (config, scorer.manifest.graph_sha256)
+    source = (args.config, overrides_from(args))
 
     def load_again() -> AgentConfig | None:
         """SIGHUP: the config file (and the model it names) checked as at start; None keeps
@@ -169,17 +188,20 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: hup.set())
     notifier = Notifier()
-    agent = Agent(config, notifier)
+    agent = Agent(config, notifier, source)
     while (next_config := agent.run(stop, Reload(hup, load_again))) is not None:
         try:
-            agent = Agent(next_config, notifier)
+            agent = Agent(next_config, notifier, source)
         except (ConfigError, ModelFileError, OSError, sqlite3.Error) as exc:
             log.error("reload failed (%s); back to the previous config", exc)
+            abandon_pending(next_config.storage.data_dir, f"could not start: {exc}")
             current = (config, scorer.manifest.graph_sha256)
             configure(config.log_level, config.log_format)
-            agent = Agent(config, notifier)
+            agent = Agent(config, notifier, source)
             continue
         config, scorer = next_config, agent.scorer
+        current = (config, scorer.manifest.graph_sha256)
+        configure(config.log_level, config.log_format)
     return 0
 
 

@@ -250,6 +250,35 @@ class MetricsConfig(_Section):
     )
 
 
+class FleetConfig(_Section):
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM, from `edge-fleet keygen`) whose signed pushes "
+        "this device accepts. Empty: the agent takes no pushes.",
+    )
+    groups: list[Identifier] = Field(
+        default_factory=list,
+        description="Fleet groups this device belongs to; it takes their pushes (a push to "
+        "the device itself overrides its groups').",
+    )
+    health_check_s: float = Field(
+        default=60.0,
+        ge=1,
+        description="After switching to a pushed version, how long it has to prove healthy "
+        "before it becomes the last known good; otherwise the agent rolls back.",
+    )
+    health_max_critical_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Unhealthy: more than this share of windows scored `critical` during the "
+        "health check (an alert storm from a badly calibrated model).",
+    )
+    health_min_windows: int = Field(
+        default=20, ge=1, description="Windows scored before the critical share is judged."
+    )
+
+
 class AgentConfig(_Section):
     device: DeviceConfig
     local: LocalBrokerConfig = Field(
@@ -268,6 +297,10 @@ class AgentConfig(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     storage: StorageConfig
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
+    fleet: FleetConfig = Field(
+        default_factory=FleetConfig,
+        description="Signed config and model pushes from the operator (see Fleet).",
+    )
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig,
         description="Prometheus metrics (see Operations).",
@@ -294,8 +327,13 @@ class ConfigError(ValueError):
     """The config is unusable; the message lists every bad field at once."""
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
-    """Read, merge command-line overrides (dotted keys), resolve paths, validate."""
+def load_config(
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    overlay: dict[str, Any] | None = None,
+) -> AgentConfig:
+    """Read, lay a pushed `overlay` over the file, then command-line overrides (dotted keys),
+    resolve paths, validate."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -303,6 +341,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ag
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if overlay:
+        raw = _merge(raw, overlay)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     try:
@@ -312,6 +352,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ag
     base = path.resolve().parent
     config.model.path = (base / config.model.path).resolve()
     config.storage.data_dir = (base / config.storage.data_dir).resolve()
+    config.fleet.trusted_keys = [(base / p).resolve() for p in config.fleet.trusted_keys]
     if config.metrics.textfile is not None:
         config.metrics.textfile = (base / config.metrics.textfile).resolve()
     for broker in (config.local, config.upstream):
@@ -345,3 +386,14 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     for key in parents:
         node = node.setdefault(key, {})
     node[leaf] = value
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base`, table by table."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

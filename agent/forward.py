@@ -35,8 +35,10 @@ from agent.store import StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
 
-# Publish-to-PUBACK latency buckets, seconds: loopback to a slow cellular uplink.
-_LATENCY_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+def publish_latency() -> Histogram:
+    """Publish-to-PUBACK latency, seconds: buckets from loopback to a slow cellular uplink."""
+    return Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
 _RETRY_AFTER_REJECT_S = 5.0
 _EXPIRE_EVERY_S = 1.0
@@ -51,8 +53,13 @@ class Forwarder:
         client_id: str,
         status_topic: str,
         status: Callable[[], dict[str, object]],
+        subscriptions: list[str] | None = None,
+        on_message: Callable[[str, bytes], None] | None = None,
+        latency: Histogram | None = None,
     ) -> None:
-        """`status` returns the status document (without `state` and `ts`) when it is sent."""
+        """`status` returns the status document (without `state` and `ts`) when it is sent.
+        `subscriptions` (fleet pushes) are renewed on every connect; their messages go to
+        `on_message`, in paho's thread."""
         self.broker = broker
         self.config = config
         self.store = store
@@ -64,6 +71,9 @@ class Forwarder:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
+        self.subscriptions = subscriptions or []
+        if on_message is not None:
+            self.client.on_message = lambda _c, _u, msg: on_message(msg.topic, msg.payload)
         self.connected = threading.Event()
         self._source_ready = threading.Event()
         self._status_due = 0.0  # monotonic time of the next status; 0: as soon as possible
@@ -74,7 +84,7 @@ class Forwarder:
         self._next_expiry = 0.0
         self._unmarked: list[int] = []  # delivered, but the disk was too full to record it
         self._sent_at: dict[int, float] = {}  # mid -> monotonic time handed to paho
-        self.latency = Histogram(_LATENCY_BOUNDS_S)
+        self.latency = latency or publish_latency()
         self.turned = time.monotonic()  # the loop's last turn, for the watchdog
         self._warn = Throttle(log)
         self.expired = 0
@@ -131,6 +141,8 @@ class Forwarder:
             log.warning("upstream refused connection: %s", rc)
             return
         log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
+        for topic in self.subscriptions:
+            self.client.subscribe(topic, qos=1)
         self.connected.set()
         self._status_due = 0.0
         self._events.put(None)

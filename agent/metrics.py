@@ -39,6 +39,17 @@ class Histogram:
                 if value <= bound:
                     self._counts[i] += 1
 
+    def quantile_ms(self, q: float) -> float | None:
+        """The upper bound (ms) of the bucket holding quantile `q`; None before any sample."""
+        with self._lock:
+            counts, count = list(self._counts), self._count
+        if not count:
+            return None
+        for bound, n in zip(self.bounds, counts, strict=True):
+            if n >= q * count:
+                return bound * 1000
+        return None  # beyond the last bucket
+
     def lines(self, name: str) -> Iterator[str]:
         with self._lock:
             counts, total, count = list(self._counts), self._sum, self._count

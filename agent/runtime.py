@@ -23,14 +23,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import repeat
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -42,12 +45,13 @@ from agent.alert import Alert, AlertTracker
 from agent.budget import Budget
 from agent.config import AgentConfig, ConfigError, parse_host_port
 from agent.connection import make_client, transport_problem
-from agent.forward import Forwarder
+from agent.forward import Forwarder, publish_latency
 from agent.ingest import REASONS, DeadLetter, Parser, Readings
 from agent.logs import Throttle
 from agent.manifest import Thresholds
-from agent.metrics import MetricsServer, Snapshot, render, write_textfile
+from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.notify import Notifier, Watchdog
+from agent.pushes import Desk, Health, load_effective
 from agent.score import Scorer
 from agent.store import (
     RECENT_DIGESTS,
@@ -114,8 +118,15 @@ class Reload:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, notifier: Notifier | None = None) -> None:
-        """`notifier` tells systemd about readiness, status and progress (if it is there)."""
+    def __init__(
+        self,
+        config: AgentConfig,
+        notifier: Notifier | None = None,
+        source: tuple[Path, dict[str, Any]] | None = None,
+    ) -> None:
+        """`notifier` tells systemd about readiness, status and progress (if it is there).
+        `source` (the config file and command-line overrides) lets fleet pushes rebuild the
+        config; without it, or without trusted keys, pushes are not taken."""
         self.config = config
         self.notifier = notifier or Notifier({})
         device, prefix = config.device.id, config.topics.prefix
@@ -151,7 +162,15 @@ class Agent:
             self.store.set_meta("sensors", sensors)
         self._restore_state()
         self.counters = Counters()
+        self._last_beat = (time.monotonic(), 0, 0)  # for the heartbeat's rates
+        self.latency = publish_latency()
         self.storage_ok = True
+        self.source = source
+        self.desk = Desk(config, source, manifest.sensor_names) if source else None
+        if self.desk is not None and not self.desk.enabled:
+            self.desk = None
+        self._pushes: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.health = self._health_check()
         self.forwarder = Forwarder(
             config.upstream,
             config.forward,
@@ -159,6 +178,9 @@ class Agent:
             f"edge-agent-{device}-upstream",
             status_topic=f"{prefix}/{device}/status",
             status=self._status,
+            subscriptions=self.desk.subscriptions() if self.desk else [],
+            on_message=lambda topic, payload: self._pushes.put((topic, payload)),
+            latency=self.latency,
         )
         self._stopping = False
         # Digests of the messages applied most recently, this run or before it.
@@ -212,6 +234,9 @@ class Agent:
                 if self.forwarder.failure is not None:
                     raise RuntimeError("the forwarder stopped") from self.forwarder.failure
                 self._turn()
+                next_config = self._fleet_turn()
+                if next_config is not None:
+                    break
                 if reload is not None and reload.requested.is_set():
                     reload.requested.clear()
                     next_config = reload.load()
@@ -242,6 +267,45 @@ class Agent:
             log.info("agent stopped %s", self.counters)
             self.store.close()
         return next_config
+
+    def _health_check(self) -> Health | None:
+        """A switch of this process is pending: the new version is on trial."""
+        pending = self.desk.state.pending if self.desk else None
+        if pending is None or pending.get("pid") != os.getpid():
+            return None
+        since = float(pending["since"])
+        return Health(since, since + self.config.fleet.health_check_s)
+
+    def _fleet_turn(self) -> AgentConfig | None:
+        """Between batches: decide the pushes that came in, judge a version on trial. The
+        config to switch to, if any."""
+        if self.desk is None:
+            return None
+        while True:
+            try:
+                topic, payload = self._pushes.get_nowait()
+            except queue.Empty:
+                break
+            decision = self.desk.offer(topic, payload)
+            if decision is not None:
+                self.forwarder.status_changed()
+                if decision.switch:
+                    return load_effective(*self.desk.source)
+        if self.health is None:
+            return None
+        fleet = self.config.fleet
+        verdict = self.health.verdict(
+            time.time(), fleet.health_min_windows, fleet.health_max_critical_share
+        )
+        if verdict is None:
+            return None
+        self.health = None
+        self.forwarder.status_changed()
+        if verdict == "":
+            self.desk.passed()
+            return None
+        self.desk.roll_back(verdict)
+        return load_effective(*self.desk.source)
 
     def _turn(self) -> None:
         """Once per turn of the main loop: progress for the watchdog, a status line for
@@ -333,6 +397,29 @@ class Agent:
                     "used_bytes",
                 )
             },
+            "config_version": 0,
+            "last_push": None,
+            "groups": list(self.config.fleet.groups),
+            **(self.desk.status() if self.desk else {}),
+            "last_seen": _iso_now(),
+            "heartbeat": self._heartbeat(),
+        }
+
+    def _heartbeat(self) -> dict[str, object]:
+        """Rates since the last status, latency and memory: what an operator watches."""
+        c, now = self.counters, time.monotonic()
+        last_at, last_readings, last_alerts = self._last_beat
+        span = max(now - last_at, 1e-3)
+        self._last_beat = (now, c.readings, c.alerts)
+        return {
+            "readings_per_s": round((c.readings - last_readings) / span, 2),
+            "alerts_per_s": round((c.alerts - last_alerts) / span, 4),
+            "scored": c.scored,
+            "dead_letters": c.dead_letters,
+            "publish_latency_p50_ms": self.latency.quantile_ms(0.5),
+            "publish_latency_p99_ms": self.latency.quantile_ms(0.99),
+            "rss_mib": round(resident_bytes() / 2**20, 1),
+            "uptime_s": round(time.time() - c.started_at, 1),
         }
 
     def _restore_state(self) -> None:
@@ -368,6 +455,8 @@ class Agent:
         log.info("subscribed topic=%s", self.readings_topic)
         self.forwarder.source_ready()
         self.notifier.ready(self._status_line())
+        if self.health is not None:
+            self.health.consuming = True
 
     def _on_local_connect_fail(self, _c: object, _u: object) -> None:
         problem = transport_problem(self.config.local) or "?"
@@ -612,6 +701,8 @@ class Agent:
             contributions = scores.contributions[offset : offset + m] if scores else None
             offset += m
             levels = self.tracker.thresholds.levels_of(score)
+            if self.health is not None:
+                self.health.observe(score, levels)
             alerts += self._track_block(b, score, contributions, levels)
             blanks = [None] * b.first
             stored += map(
@@ -674,3 +765,7 @@ class _Block:
 def _thresholds(config: AgentConfig, model: Thresholds) -> Thresholds:
     overrides = {k: v for k, v in config.alerts.levels.model_dump().items() if v is not None}
     return Thresholds(**{**model.model_dump(), **overrides})
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

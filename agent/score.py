@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 MAX_MODEL_BYTES = 64 * 1024 * 1024
 MAX_CALL_WINDOWS = 512
 # ONNX Runtime's own exceptions derive from Exception, not RuntimeError.
+ORT_RUN_ERRORS = (
+    RuntimeError,
+    ValueError,
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.RuntimeException,
+    ort_errors.NotImplemented,
+)
 _ORT_LOAD_ERRORS = (
     RuntimeError,
     ValueError,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+from agent.config import BrokerConfig
 from agent.manifest import LEVELS
 from fleet.mqtt import connect
 
@@ -23,8 +24,13 @@ class AlertSubscriber:
         client_id: str = "",
         persistent: bool = False,
         on_alert: Callable[[dict], None] | None = None,
+        share: str | None = None,
+        security: BrokerConfig | None = None,
     ) -> None:
+        """`share` joins the MQTT 5 shared subscription of that name: the broker hands each
+        alert to one of its members, so several consumers split the stream."""
         self.topic = f"{prefix}/{device}/alerts/#"
+        subscription = f"$share/{share}/{self.topic}" if share else self.topic
         self.min_rank = LEVELS.index(min_level) if min_level else 0
         self.alerts: list[dict] = []
         self.duplicates = 0
@@ -37,8 +43,9 @@ class AlertSubscriber:
             port,
             client_id=client_id,
             clean_start=not persistent,
-            subscribe=self.topic,
+            subscribe=subscription,
             on_message=self._on_message,
+            security=security,
         )
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:

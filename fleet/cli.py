@@ -1,4 +1,7 @@
-"""`edge-fleet`: the operator's side — replay readings to a gateway, follow alerts upstream.
+"""`edge-fleet`: the operator's side — signed pushes, fleet status, alerts, replay.
+
+Push configs and models to devices and groups, see what every device runs, follow alerts
+upstream, replay readings to a gateway.
 
 Exit codes: 0 done; 1 a broker could not be reached or did not acknowledge; 2 bad arguments or
 an unreadable input file.
@@ -12,11 +15,15 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.config import ConfigError, parse_host_port
+from pydantic import ValidationError
+
+from agent.config import BrokerConfig, ConfigError, format_errors, parse_host_port
+from agent.envelope import write_keypair
 from agent.manifest import LEVELS
 from agent.table import TableError
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
+from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push
 from fleet.replay import readings_from_csv, replay
 
 
@@ -51,14 +58,91 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--level", choices=LEVELS, help="only alerts at this level or higher")
     al.add_argument("--count", type=int, help="exit after this many alerts")
     al.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+    al.add_argument("--json", action="store_true", help="one JSON object per line (the default)")
+    al.add_argument(
+        "--share",
+        metavar="NAME",
+        help="join the MQTT 5 shared subscription NAME: consumers of one name split the stream",
+    )
+    _add_security(al)
+    _add_security(rp)
+
+    kg = sub.add_parser("keygen", help="write an Ed25519 key pair for signing pushes")
+    kg.add_argument("--out", required=True, type=Path, help="folder for fleet.key, fleet.pub.pem")
+    kg.add_argument("--name", default="fleet", help="file name stem (default fleet)")
+
+    for kind in ("config", "model"):
+        push = sub.add_parser(f"push-{kind}", help=f"sign and push a {kind} (retained)")
+        push.add_argument(
+            "file",
+            type=Path,
+            help="config overlay (TOML)" if kind == "config" else "model (.onnx from edge-trainer)",
+        )
+        _add_push_options(push)
+    rb = sub.add_parser("rollback", help="sign and push a rollback to the last known good")
+    rb.add_argument("--kind", required=True, choices=("config", "model"), help="what to roll back")
+    rb.add_argument("--to-version", type=int, help="only if the last known good is this version")
+    _add_push_options(rb)
+
+    st = sub.add_parser("status", help="every known device: online, config, model, last push")
+    st.add_argument("--broker", required=True, metavar="HOST:PORT", help="the upstream broker")
+    st.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    st.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+    _add_security(st)
     return parser
+
+
+def _add_push_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, metavar="HOST:PORT", help="the upstream broker")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", help="push to this device")
+    target.add_argument("--group", help="push to every device in this group")
+    p.add_argument("--key", required=True, type=Path, help="private signing key (keygen)")
+    p.add_argument("--version", type=int, help="push version (default: now in unix ms)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_BYTES,
+        help=f"send content above this many bytes in chunks (default {DEFAULT_CHUNK_BYTES})",
+    )
+    p.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+    _add_security(p)
+
+
+def _add_security(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls", action="store_true", help="TLS with the system's CAs")
+    p.add_argument("--tls-ca", type=Path, metavar="PEM", help="TLS, trusting this CA")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="TLS client certificate")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key")
+    p.add_argument("--username", help="MQTT user name")
+    p.add_argument("--password-file", type=Path, help="file whose first line is the password")
+
+
+def _broker(args: argparse.Namespace) -> BrokerConfig:
+    """The broker and how to reach it, checked by the agent's own config model."""
+    host, port = parse_host_port(args.broker)
+    tls = None
+    if args.tls or args.tls_ca or args.tls_cert:
+        tls = {"ca_file": args.tls_ca, "cert_file": args.tls_cert, "key_file": args.tls_key}
+    try:
+        return BrokerConfig.model_validate(
+            {
+                "host": host,
+                "port": port,
+                "username": args.username,
+                "password_file": args.password_file,
+                "tls": tls,
+            }
+        )
+    except ValidationError as exc:
+        raise ConfigError(format_errors("command line", exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, TableError, ValueError) as exc:
+    except (ConfigError, TableError, ValueError, OSError) as exc:
         print(f"edge-fleet: error: {exc}", file=sys.stderr)
         return 2
     except FleetError as exc:
@@ -72,7 +156,9 @@ def _replay(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.broker)
     readings = readings_from_csv(args.data, args.sensors.split(",") if args.sensors else None)
     topic = f"{args.prefix}/{args.device}/readings/{args.asset}"
-    sent = replay(readings, host, port, topic, rate=args.rate, batch=args.batch)
+    sent = replay(
+        readings, host, port, topic, rate=args.rate, batch=args.batch, security=_broker(args)
+    )
     print(f"published {sent} readings to {topic}", file=sys.stderr)
     return 0
 
@@ -90,7 +176,14 @@ def _alerts(args: argparse.Namespace) -> int:
             done.set()
 
     subscriber = AlertSubscriber(
-        host, port, prefix=args.prefix, device=args.device, min_level=args.level, on_alert=show
+        host,
+        port,
+        prefix=args.prefix,
+        device=args.device,
+        min_level=args.level,
+        on_alert=show,
+        share=args.share,
+        security=_broker(args),
     )
     # After the SUBACK: from here on no alert is missed, which scripts can wait for.
     print(
@@ -107,4 +200,58 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"replay": _replay, "alerts": _alerts}
+def _keygen(args: argparse.Namespace) -> int:
+    private, public = write_keypair(args.out, args.name)
+    print(f"wrote {private} (keep it secret) and {public} (give it to the devices)")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    kind = args.command.removeprefix("push-")
+    if kind == "rollback":
+        content = json.dumps({"kind": args.kind, "to_version": args.to_version}).encode()
+    else:
+        content = args.file.read_bytes()
+        if kind == "model" and not content.startswith(b"\x08"):
+            raise ValueError(f"{args.file}: not an ONNX model")
+    target = f"device:{args.device}" if args.device else f"group:{args.group}"
+    sent = publish_push(
+        _broker(args),
+        args.prefix,
+        target,
+        kind,
+        content,
+        args.key,
+        args.version,
+        args.chunk_size,
+    )
+    print(json.dumps(sent))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    devices = fleet_status(_broker(args), args.prefix)
+    if args.json:
+        print(json.dumps(devices))
+        return 0
+    print(f"{'device':<20} {'online':<7} {'config':<14} {'model':<26} last push")
+    for d in devices:
+        model = d["model"]
+        push = d["last_push"] or {}
+        last = f"{push.get('kind', '-')} {push.get('status', '')} {push.get('reason', '')}".strip()
+        print(
+            f"{d['device_id']!s:<20} {'yes' if d['online'] else 'no':<7} "
+            f"{d['config_version']!s:<14} {model['id']!s}@{model['version']!s:<20} {last}"
+        )
+    return 0
+
+
+_COMMANDS = {
+    "replay": _replay,
+    "alerts": _alerts,
+    "keygen": _keygen,
+    "push-config": _push,
+    "push-model": _push,
+    "rollback": _push,
+    "status": _status,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -9,6 +10,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from agent.config import BrokerConfig
+from agent.connection import make_client
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -25,15 +29,22 @@ def connect(
     subscribe: str | None = None,
     on_message: Callable[..., None] | None = None,
     timeout: float = 10.0,
+    security: BrokerConfig | None = None,
 ) -> mqtt.Client:
     """A connected MQTT 5 client with its loop running; subscribed (QoS 1, SUBACK seen) if asked.
 
     Callbacks are installed before connecting: a persistent session's queued messages arrive
-    right after CONNACK. The subscription is renewed on every reconnect.
+    right after CONNACK. The subscription is renewed on every reconnect. `security` carries a
+    login and TLS settings, as in the agent's config.
     """
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-    )
+    if security is not None:
+        client = make_client(security, client_id)
+    else:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
     ready = threading.Event()
     refused: list[str] = []
 
@@ -57,6 +68,8 @@ def connect(
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
     try:
         client.connect(host, port, keepalive=30, clean_start=clean_start, properties=properties)
+    except ssl.SSLError as exc:
+        raise FleetError(f"TLS to {host}:{port} failed: {exc.reason or exc}") from exc
     except OSError as exc:
         raise FleetError(f"cannot reach broker {host}:{port}: {exc.strerror or exc}") from exc
     client.loop_start()

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.config import BrokerConfig
 from agent.table import Table, TableError, read_table
 from fleet.mqtt import FleetError, connect
 
@@ -39,11 +40,12 @@ def replay(
     rate: float = 0.0,
     batch: int = 1,
     timeout: float = 60.0,
+    security: BrokerConfig | None = None,
 ) -> int:
     """Publish at QoS 1, `batch` readings per message, `rate` readings/s (0: as fast as acked)."""
     chunks = [readings[i : i + batch] for i in range(0, len(readings), batch)]
     payloads = [json.dumps(c[0] if batch == 1 else c) for c in chunks]
-    publish_payloads(payloads, host, port, topic, rate / batch, timeout)
+    publish_payloads(payloads, host, port, topic, rate / batch, timeout, security)
     return len(readings)
 
 
@@ -54,6 +56,7 @@ def publish_payloads(
     topic: str,
     rate: float = 0.0,
     timeout: float = 60.0,
+    security: BrokerConfig | None = None,
 ) -> int:
     """Publish at QoS 1, `rate` messages/s (0: no pacing), and wait for every PUBACK.
 
@@ -63,7 +66,7 @@ def publish_payloads(
     waits until the backlog is acknowledged. Acks are counted, not matched by message id,
     because ids wrap at 65535.
     """
-    client = connect(host, port)
+    client = connect(host, port, security=security)
     acked = [0]
     interrupted = threading.Event()
     done = threading.Condition()

@@ -158,6 +158,7 @@ def launch_agent(
     local_keys: str = "",
     upstream_keys: str = "",
     env: dict[str, str] | None = None,
+    device: str = DEVICE,
 ) -> AgentProcess:
     """`edge-agent run` on `folder/agent.toml`; launching again on a folder is a restart.
 
@@ -165,11 +166,12 @@ def launch_agent(
     replaces the broker's plain port (a TLS listener, say). The test still watches the status
     on `upstream.port`."""
     data_dir = data_dir or folder / "agent-data"
+    folder.mkdir(parents=True, exist_ok=True)
     config = folder / "agent.toml"
     local_port = "" if "port =" in local_keys else f"port = {local.port}\n"
     upstream_port = "" if "port =" in upstream_keys else f"port = {upstream.port}\n"
     config.write_text(
-        f'[device]\nid = "{DEVICE}"\n'
+        f'[device]\nid = "{device}"\n'
         f"[local]\n{local_port}{local_keys}\n[upstream]\n{upstream_port}{upstream_keys}\n"
         f'[model]\npath = "{model}"\n[storage]\ndata_dir = "{data_dir}"\n' + extra
     )

@@ -1,0 +1,520 @@
+"""Fleet pushes on the gateway: which signed pushes to apply, what is running, how to go back.
+
+A push is applied in three steps, each of which can refuse it without touching what runs:
+verify (signature by a trusted key, newer than anything seen from that target), check (the
+config validates with the same models as a local file; the model loads in ONNX Runtime, has
+the running model's sensors and scores a window of its training means), and switch (the files
+are written atomically, the state records the new version as pending, and the pipeline
+restarts in place between two micro-batches). The new version then has `fleet.health_check_s`
+to prove itself; if it does not — or the agent dies before it can — the previous version, kept
+as last known good, comes back and the push is reported `rolled_back`.
+
+State lives in `<data_dir>/fleet/`: `state.json`, the pushed config overlays and models by
+sha256. A device-level push of a kind overrides group pushes of that kind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.envelope import (
+    MAX_CONTENT_BYTES,
+    Envelope,
+    PushRejected,
+    check_content,
+    key_id,
+    load_public_key,
+    open_envelope,
+)
+from agent.manifest import ModelFileError
+from agent.score import ORT_RUN_ERRORS, Scorer
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+# Sections a pushed config may not set: they decide whether the device can be reached at all,
+# which keys it trusts, and where its data lives.
+LOCAL_ONLY = ("device", "local", "upstream", "fleet", "model")
+LOCAL_ONLY_KEYS = (("storage", "data_dir"),)
+KINDS = ("config", "model")
+
+
+def fleet_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "fleet"
+
+
+@dataclass
+class Version:
+    """One pushed version of a kind, as kept on disk."""
+
+    version: int
+    sha256: str
+    target: str
+    created_at: str
+    file: str  # inside the fleet folder
+
+
+@dataclass
+class FleetState:
+    current: dict[str, Version] = field(default_factory=dict)
+    previous: dict[str, Version] = field(default_factory=dict)  # last known good
+    seen: dict[str, int] = field(default_factory=dict)  # "<target>/<kind>" -> highest version
+    last_push: dict[str, Any] | None = None
+    pending: dict[str, Any] | None = None  # {kind, since, pid}: in its health check
+
+    @classmethod
+    def load(cls, folder: Path) -> FleetState:
+        path = folder / STATE_FILE
+        if not path.exists():
+            return cls()
+        doc = json.loads(path.read_text())
+        return cls(
+            current={k: Version(**v) for k, v in doc["current"].items()},
+            previous={k: Version(**v) for k, v in doc["previous"].items()},
+            seen=doc["seen"],
+            last_push=doc["last_push"],
+            pending=doc["pending"],
+        )
+
+    def save(self, folder: Path) -> None:
+        write_atomically(folder / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
+
+    def passed(self) -> None:
+        """The pending version proved healthy: it is the last known good now."""
+        pending = self.pending or {}
+        self.pending = None
+        rollback = bool(pending.get("rollback"))
+        self.last_push = _push_doc(
+            pending.get("kind", "?"),
+            "rolled_back" if rollback else "applied",
+            "rolled back by the operator" if rollback else "",
+            pending.get("version"),
+            pending.get("target", ""),
+        )
+        log.info("push %s v%s healthy: applied", pending.get("kind"), pending.get("version"))
+
+    def roll_back(self, reason: str) -> None:
+        """The pending version failed: back to the previous one (or the local config)."""
+        pending = self.pending or {}
+        kind = pending.get("kind", "config")
+        failed = self.current.pop(kind, None)
+        before = self.previous.pop(kind, None)
+        if before is not None:
+            self.current[kind] = before
+        if failed is not None and pending.get("rollback"):
+            self.previous[kind] = failed
+        self.pending = None
+        self.last_push = _push_doc(
+            kind, "rolled_back", reason, pending.get("version"), pending.get("target", "")
+        )
+        log.error("push %s v%s rolled back: %s", kind, pending.get("version"), reason)
+
+    def overlay(self, folder: Path) -> dict[str, Any]:
+        """The raw config the pushes add to the local file."""
+        raw: dict[str, Any] = {}
+        if "config" in self.current:
+            raw = tomllib.loads((folder / self.current["config"].file).read_text())
+        if "model" in self.current:
+            raw["model"] = {"path": str(folder / self.current["model"].file)}
+        return raw
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, fsync the folder: the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def check_overlay(raw: dict[str, Any]) -> None:
+    """A pushed config may tune the agent, not cut it off or change whom it trusts."""
+    for section in LOCAL_ONLY:
+        if section in raw:
+            raise PushRejected(f"[{section}] cannot be pushed; it stays in the local config")
+    for section, key in LOCAL_ONLY_KEYS:
+        if key in raw.get(section, {}):
+            raise PushRejected(f"{section}.{key} cannot be pushed")
+
+
+@dataclass
+class Chunked:
+    """An envelope waiting for its chunks."""
+
+    envelope: Envelope
+    stream: str
+    parts: dict[int, bytes] = field(default_factory=dict)
+
+
+def stream_of(envelope: Envelope) -> str:
+    return f"{envelope.target}/{envelope.kind}"
+
+
+def join_chunks(waiting: Chunked) -> Envelope | None:
+    """The envelope with its content, once every chunk is here (checked against the sha256)."""
+    env = waiting.envelope
+    if len(waiting.parts) < env.chunks:
+        return None
+    content = b"".join(waiting.parts[i] for i in range(env.chunks))
+    check_content(content, env.sha256, env.size)
+    return Envelope(**{**asdict(env), "content": content})
+
+
+@dataclass
+class Health:
+    """What the pipeline saw since a switch, judged at the end of the health check."""
+
+    since: float
+    deadline: float
+    consuming: bool = False
+    windows: int = 0
+    critical: int = 0
+    not_finite: int = 0
+
+    def observe(self, scores: np.ndarray, levels: list[str | None]) -> None:
+        self.windows += len(scores)
+        self.not_finite += int(np.count_nonzero(~np.isfinite(scores)))
+        self.critical += levels.count("critical")
+
+    def verdict(self, now: float, min_windows: int, max_critical: float) -> str | None:
+        """None while undecided; "" when healthy; else why not."""
+        if self.not_finite:
+            return f"the model gave {self.not_finite} non-finite scores"
+        if self.windows >= min_windows and self.critical / self.windows > max_critical:
+            share = self.critical / self.windows
+            return f"critical on {share:.0%} of {self.windows} windows (over {max_critical:.0%})"
+        if now < self.deadline:
+            return None
+        if not self.consuming:
+            return "not consuming readings by the end of the health check"
+        return ""
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def load_effective(
+    path: Path, overrides: dict[str, Any] | None = None, state: FleetState | None = None
+) -> AgentConfig:
+    """What runs: the local file, the pushes in `state` (default: the saved state) over it,
+    the command-line overrides over both."""
+    local = load_config(path, overrides)
+    folder = fleet_dir(local.storage.data_dir)
+    overlay = (state or FleetState.load(folder)).overlay(folder)
+    return load_config(path, overrides, overlay) if overlay else local
+
+
+@dataclass
+class Decision:
+    """What became of a push: `switch` to the new state's config now, or just report it."""
+
+    switch: bool
+    status: str
+    reason: str = ""
+
+
+class Desk:
+    """Takes push messages from the upstream broker, decides, and keeps the fleet state."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        source: tuple[Path, dict[str, Any]],
+        sensors: list[str],
+    ) -> None:
+        """`source` is the local config file and command-line overrides, to rebuild from;
+        `sensors` are the running model's, which a pushed model must have too."""
+        self.config = config
+        self.source = source
+        self.sensors = sensors
+        self.folder = fleet_dir(config.storage.data_dir)
+        self.state = FleetState.load(self.folder)
+        self.trusted = {}
+        for path in config.fleet.trusted_keys:
+            try:
+                public = load_public_key(path)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"fleet.trusted_keys: {path}: {exc}") from None
+            self.trusted[key_id(public)] = public
+        prefix, device = config.topics.prefix, config.device.id
+        self.targets = {f"{prefix}/fleet/device/{device}": f"device:{device}"} | {
+            f"{prefix}/fleet/group/{g}": f"group:{g}" for g in config.fleet.groups
+        }
+        self._waiting: dict[str, Chunked] = {}
+        self._early: dict[str, dict[int, tuple[str, bytes]]] = {}  # chunks before their envelope
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.trusted)
+
+    def subscriptions(self) -> list[str]:
+        return [f"{base}/#" for base in self.targets] if self.enabled else []
+
+    def offer(self, topic: str, payload: bytes) -> Decision | None:
+        """One message from a push topic; None when there is nothing to report (yet)."""
+        parsed = self._parse_topic(topic)
+        if parsed is None:
+            return None
+        target, kind, chunk = parsed
+        if chunk is not None:
+            return self._chunk(f"{target}/{kind}", chunk, payload)
+        if not payload:  # a retained push cleared by the operator: what runs stays
+            return None
+        env: Envelope | None = None
+        try:
+            env = open_envelope(payload, self.trusted)
+            if env.target != target or env.kind not in (kind, "rollback"):
+                raise PushRejected(f"envelope for {env.target}/{env.kind} on a {kind} topic")
+            if self._already_seen(env, kind):
+                return None
+            self._check_precedence(env, kind)
+            if env.content is None:
+                return self._wait_for_chunks(env, f"{target}/{kind}")
+            return self._decide(env, kind)
+        except PushRejected as exc:
+            # An envelope that failed verification claims nothing we believe, its version too.
+            return self._reject(kind, target, str(exc), env.version if env else None)
+
+    def _parse_topic(self, topic: str) -> tuple[str, str, int | None] | None:
+        for base, target in self.targets.items():
+            if not topic.startswith(base + "/"):
+                continue
+            parts = topic[len(base) + 1 :].split("/")
+            if parts[0] not in KINDS:
+                return None
+            if len(parts) == 1:
+                return target, parts[0], None
+            if len(parts) == 3 and parts[1] == "chunk" and parts[2].isdigit():
+                return target, parts[0], int(parts[2])
+        return None
+
+    def _chunk(self, stream: str, index: int, payload: bytes) -> Decision | None:
+        """A chunk: kept until its envelope (which may come before or after it) is here."""
+        if not payload:
+            return None
+        try:
+            doc = json.loads(payload)
+            sha, data = str(doc["sha256"]), base64.b64decode(doc["data"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None  # not one of ours; the sha256 check on joining catches anything wrong
+        waiting = self._waiting.get(stream)
+        if waiting is None or waiting.envelope.sha256 != sha:
+            early = self._early.setdefault(stream, {})
+            if sum(len(d) for _, d in early.values()) + len(data) <= MAX_CONTENT_BYTES:
+                early[index] = (sha, data)
+            return None
+        waiting.parts[index] = data
+        return self._try_join(stream)
+
+    def _wait_for_chunks(self, env: Envelope, stream: str) -> Decision | None:
+        waiting = Chunked(env, stream)
+        early = self._early.pop(stream, {})
+        waiting.parts = {i: d for i, (sha, d) in early.items() if sha == env.sha256}
+        self._waiting[stream] = waiting
+        return self._try_join(stream)
+
+    def _try_join(self, stream: str) -> Decision | None:
+        waiting = self._waiting[stream]
+        kind = stream.rsplit("/", 1)[1]
+        try:
+            env = join_chunks(waiting)
+        except PushRejected as exc:
+            del self._waiting[stream]
+            return self._reject(kind, waiting.envelope.target, str(exc), waiting.envelope.version)
+        if env is None:
+            return None
+        del self._waiting[stream]
+        try:
+            return self._decide(env, kind)
+        except PushRejected as exc:
+            return self._reject(kind, env.target, str(exc), env.version)
+
+    def _already_seen(self, env: Envelope, kind: str) -> bool:
+        """A retained push seen before (silently skipped), or a replay of an older one."""
+        stream = f"{env.target}/{kind}"
+        seen = self.state.seen.get(stream, -1)
+        if env.version == seen and self.state.seen.get(f"{stream}#sha") == env.sha256:
+            return True
+        if env.version <= seen:
+            raise PushRejected(f"stale: version {env.version} is not newer than {seen}")
+        return False
+
+    def _check_precedence(self, env: Envelope, kind: str) -> None:
+        current = self.state.current.get(kind)
+        if env.target.startswith("group:") and current and current.target.startswith("device:"):
+            self._mark_seen(env, kind)
+            raise PushRejected(f"a device-level push (v{current.version}) overrides group pushes")
+
+    def _mark_seen(self, env: Envelope, kind: str) -> None:
+        stream = f"{env.target}/{kind}"
+        self.state.seen[stream] = env.version
+        self.state.seen[f"{stream}#sha"] = env.sha256  # type: ignore[assignment]
+
+    def _decide(self, env: Envelope, kind: str) -> Decision:
+        """Check the content; on success the state is switched to it, pending its health."""
+        self._mark_seen(env, kind)  # authentic: a later replay of it is stale either way
+        assert env.content is not None
+        candidate = FleetState(
+            dict(self.state.current),
+            dict(self.state.previous),
+            self.state.seen,
+            self.state.last_push,
+        )
+        if env.kind == "rollback":
+            self._roll_back_in(candidate, kind, env.content)
+        else:
+            version = Version(env.version, env.sha256, env.target, env.created_at, "")
+            version.file = self._store(kind, env.content)
+            if kind in candidate.current:
+                candidate.previous[kind] = candidate.current[kind]
+            candidate.current[kind] = version
+        self._check(kind, candidate)
+        candidate.pending = {
+            "kind": kind,
+            "since": time.time(),
+            "pid": os.getpid(),
+            "version": env.version,
+            "target": env.target,
+            "rollback": env.kind == "rollback",
+        }
+        candidate.last_push = _push_doc(kind, "checking", "", env.version, env.target)
+        self.state = candidate
+        self.state.save(self.folder)
+        log.info("push %s v%d from %s accepted; switching", kind, env.version, env.target)
+        return Decision(True, "checking")
+
+    def _roll_back_in(self, state: FleetState, kind: str, content: bytes) -> None:
+        try:
+            wanted = json.loads(content).get("to_version")
+        except (ValueError, AttributeError):
+            raise PushRejected("rollback content must be a JSON object") from None
+        before = state.previous.get(kind)
+        if before is None and kind not in state.current:
+            raise PushRejected(f"no pushed {kind} to roll back")
+        if wanted is not None and (before is None or before.version != wanted):
+            kept = f"v{before.version}" if before else "none"
+            raise PushRejected(f"cannot roll back to v{wanted}: the last known good is {kept}")
+        now = state.current.pop(kind)
+        if before is not None:
+            state.current[kind] = before
+        state.previous[kind] = now
+
+    def _store(self, kind: str, content: bytes) -> str:
+        name = f"{kind}-{hashlib.sha256(content).hexdigest()[:16]}"
+        name += ".toml" if kind == "config" else ".onnx"
+        write_atomically(self.folder / name, content)
+        return name
+
+    def _check(self, kind: str, candidate: FleetState) -> None:
+        """The same checks a local config and model get, plus the model's sensors and a
+        smoke score."""
+        if kind == "config" and "config" in candidate.current:
+            text = (self.folder / candidate.current["config"].file).read_text()
+            try:
+                check_overlay(tomllib.loads(text))
+            except tomllib.TOMLDecodeError as exc:
+                raise PushRejected(f"config is not valid TOML: {exc}") from None
+        try:
+            config = load_effective(*self.source, candidate)
+        except ConfigError as exc:
+            raise PushRejected(str(exc).replace("\n", " ")) from None
+        if kind == "model":
+            try:
+                scorer = Scorer.load(config.model.path)
+            except ModelFileError as exc:
+                raise PushRejected(f"model: {exc}") from None
+            smoke_score(scorer, self.sensors)
+
+    def _reject(self, kind: str, target: str, reason: str, version: int | None) -> Decision:
+        log.warning("push %s from %s rejected: %s", kind, target, reason)
+        self.state.last_push = _push_doc(kind, "rejected", reason, version, target)
+        self.state.save(self.folder)
+        return Decision(False, "rejected", reason)
+
+    # -- after the switch ---------------------------------------------------------------------
+
+    def passed(self) -> None:
+        self.state.passed()
+        self.state.save(self.folder)
+
+    def roll_back(self, reason: str) -> None:
+        self.state.roll_back(reason)
+        self.state.save(self.folder)
+
+    def status(self) -> dict[str, Any]:
+        config = self.state.current.get("config")
+        return {
+            "config_version": config.version if config else 0,
+            "last_push": self.state.last_push,
+            "groups": list(self.config.fleet.groups),
+        }
+
+
+def smoke_score(scorer: Scorer, sensors: list[str]) -> None:
+    """The pushed model fits this gateway and scores a window of its training means."""
+    m = scorer.manifest
+    if m.sensor_names != sensors:
+        raise PushRejected(f"model sensors {m.sensor_names} differ from the running {sensors}")
+    window = np.tile(np.array([s.mean for s in m.sensors]), (1, m.window, 1))
+    try:
+        score = scorer.score_many(window).score
+    except ORT_RUN_ERRORS as exc:
+        raise PushRejected(f"model failed to score a window: {exc}") from None
+    if not (np.all(np.isfinite(score)) and np.all((score >= 0) & (score <= 1))):
+        raise PushRejected(f"model scored {score.tolist()} on its training means, not in [0, 1]")
+
+
+def _push_doc(
+    kind: str, status: str, reason: str, version: int | None, target: str
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "status": status,
+        "reason": reason,
+        "version": version,
+        "target": target,
+        "at": now_iso(),
+    }
+
+
+def recover_interrupted(data_dir: Path) -> bool:
+    """At start: a switch whose health check another process began and never finished (it
+    died, or the machine did) failed it. Roll back before anything loads; True if it did."""
+    folder = fleet_dir(data_dir)
+    state = FleetState.load(folder)
+    if state.pending is None or state.pending.get("pid") == os.getpid():
+        return False
+    state.roll_back("the agent stopped during the health check")
+    state.save(folder)
+    return True
+
+
+def abandon_pending(data_dir: Path, reason: str) -> None:
+    """The switch could not even start the new version: roll it back now."""
+    folder = fleet_dir(data_dir)
+    state = FleetState.load(folder)
+    if state.pending is not None:
+        state.roll_back(reason)
+        state.save(folder)
