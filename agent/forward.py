@@ -40,6 +40,7 @@ def publish_latency() -> Histogram:
     """Publish-to-PUBACK latency, seconds: buckets from loopback to a slow cellular uplink."""
     return Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
+
 _RETRY_AFTER_REJECT_S = 5.0
 _EXPIRE_EVERY_S = 1.0
 
