@@ -119,13 +119,18 @@ def test_bad_pushes_are_rejected_and_reported_while_scoring_goes_on(
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('[alerts]\ncolour = "red"\n')
     _push_cli(upstream, "config", unknown, keys[0], *target, version=11)
-    assert "alerts.colour" in _last_push(upstream, "gw-a", "rejected", 11)["last_push"]["reason"]
+    _last_push(upstream, "gw-a", "rejected", 11, reason="alerts.colour")
+    # A config that would cut the device off.
+    cut_off = tmp_path / "cut_off.toml"
+    cut_off.write_text("[upstream]\nport = 1\n")
+    _push_cli(upstream, "config", cut_off, keys[0], *target, version=12)
+    _last_push(upstream, "gw-a", "rejected", 12, reason="[upstream] cannot be pushed")
     # A corrupt model, signed with the trusted key.
     broker_config = BrokerConfig(port=upstream.port)
     publish_push(broker_config, "edge", "device:gw-a", "model", b"\x08corrupt", keys[0], 12)
-    status = _last_push(upstream, "gw-a", "rejected", 12)
-    assert status["last_push"]["reason"].startswith("model:")
-    # A good push, then a replay of an older one that was captured on the wire.
+    status = _last_push(upstream, "gw-a", "rejected", 12, reason="model:")
+    assert status["last_push"]["kind"] == "model"
+    # A good push, then a replay of the older one (v12) captured on the wire.
     captured = _retained(upstream, push_topic("edge", "device:gw-a", "config"))
     _push_cli(upstream, "config", good, keys[0], *target, version=13)
     assert _last_push(upstream, "gw-a", "applied", 13)["config_version"] == 13
@@ -134,8 +139,8 @@ def test_bad_pushes_are_rejected_and_reported_while_scoring_goes_on(
     client.publish(push_topic("edge", "device:gw-a", "config"), captured, qos=1).wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
-    status = _last_push(upstream, "gw-a", "rejected", 11)
-    assert "stale" in status["last_push"]["reason"] and status["config_version"] == 13
+    status = _last_push(upstream, "gw-a", "rejected", 12, reason="stale")
+    assert status["config_version"] == 13
 
     readings = readings_from_csv(sim_data.live_csv)[:100]
     publisher = connect("127.0.0.1", local.port)
@@ -217,3 +222,26 @@ def test_a_model_that_fails_its_health_check_is_rolled_back(
     assert "critical on" in status["last_push"]["reason"]
     agent.wait_stored(len(readings) + 1)
     assert agent.stop() == 0
+
+
+def test_an_agent_killed_during_its_health_check_rolls_back_when_it_restarts(
+    broker, fleet_agent, keys, tmp_path: Path
+):
+    local, upstream = broker("local"), broker("upstream")
+    agent = fleet_agent(local, upstream, "gw-k", health_s=120)
+    wait_status(upstream.port, "online", device="gw-k")
+    overlay = tmp_path / "overlay.toml"
+    overlay.write_text("[alerts]\ntop_sensors = 2\n")
+    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-k", version=31)
+    wait_status(
+        upstream.port,
+        "online",
+        device="gw-k",
+        where=lambda s: (
+            s["config_version"] == 31 and (s["last_push"] or {}).get("status") == "checking"
+        ),
+    )
+    agent.kill()
+    fleet_agent(local, upstream, "gw-k", health_s=120)
+    status = _last_push(upstream, "gw-k", "rolled_back", 31, reason="stopped during the health")
+    assert status["config_version"] == 0, "back on the local config"

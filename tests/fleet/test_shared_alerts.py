@@ -1,0 +1,36 @@
+"""`--share`: consumers of one MQTT 5 shared subscription split the alert stream between them."""
+
+from __future__ import annotations
+
+import json
+
+from fleet.alerts import AlertSubscriber
+from fleet.mqtt import connect
+from tests.conftest import wait_for
+
+ALERTS = 60
+
+
+def test_shared_consumers_split_the_alerts_without_loss_or_overlap(broker):
+    upstream = broker("upstream")
+    consumers = [
+        AlertSubscriber("127.0.0.1", upstream.port, share="ops", client_id=f"ops-{n}")
+        for n in range(2)
+    ]
+    try:
+        client = connect("127.0.0.1", upstream.port)
+        for n in range(ALERTS):
+            alert = {"id": f"a{n}", "level": "warning", "device_id": "gw", "asset": "p"}
+            info = client.publish("edge/gw/alerts/p", json.dumps(alert), qos=1)
+        info.wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+        got = lambda: [{a["id"] for a in c.alerts} for c in consumers]  # noqa: E731
+        wait_for(lambda: sum(map(len, got())) >= ALERTS, 20, f"{ALERTS} alerts in all")
+        first, second = got()
+        assert first | second == {f"a{n}" for n in range(ALERTS)}
+        assert not first & second, "each alert goes to one member of the share"
+        assert first and second, "both members take part"
+    finally:
+        for c in consumers:
+            c.close()
