@@ -7,15 +7,15 @@ A thin shell over the library. Exit codes: 0 done; 1 the command failed at run t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
-import signal
 import sqlite3
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
+from agent import signals
 from agent.config import AgentConfig, BrokerConfig, ConfigError, load_config, parse_host_port
 from agent.connection import password, tls_context
 from agent.export import ExportError, export_readings, vacuum
@@ -158,51 +158,87 @@ def _run(args: argparse.Namespace) -> int:
     from agent.notify import Notifier
     from agent.runtime import Agent, Reload
 
+    # Installed again in case the CLI was entered another way than `edge-agent`.
+    signals.install()
+    stop, hup = signals.stop, signals.reload
     configure("info")
     if recover_interrupted(load_config(args.config, overrides_from(args)).storage.data_dir):
         log.error("a pushed version died in its health check; rolled back to the previous one")
     config, scorer = _load(args)
     configure(config.log_level, config.log_format)
-    current = (config, scorer.manifest.graph_sha256)
+    current = _fingerprint(config, scorer)
     source = (args.config, overrides_from(args))
 
     def load_again() -> AgentConfig | None:
-        """SIGHUP: the config file (and the model it names) checked as at start; None keeps
-        the running config."""
+        """SIGHUP: the config file (and the model and secrets it names) checked as at start;
+        None keeps the running config."""
         nonlocal current
         try:
             new, new_scorer = _load(args)
         except (ConfigError, ModelFileError, OSError) as exc:
             log.error("reload rejected, still running the previous config: %s", exc)
             return None
-        if (new, new_scorer.manifest.graph_sha256) == current:
-            log.info("reload: config and model unchanged")
+        if _fingerprint(new, new_scorer) == current:
+            log.info("reload: config, model and secrets unchanged")
             return None
-        current = (new, new_scorer.manifest.graph_sha256)
-        configure(new.log_level, new.log_format)
         log.info("reload: applying the new config (the pipeline restarts in place)")
         return new
 
-    stop, hup = threading.Event(), threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: hup.set())
     notifier = Notifier()
     agent = Agent(config, notifier, source)
-    while (next_config := agent.run(stop, Reload(hup, load_again))) is not None:
+    before: AgentConfig | None = None  # what ran before a switch, while the switch starts
+    while True:
         try:
-            agent = Agent(next_config, notifier, source)
-        except (ConfigError, ModelFileError, OSError, sqlite3.Error) as exc:
-            log.error("reload failed (%s); back to the previous config", exc)
-            abandon_pending(next_config.storage.data_dir, f"could not start: {exc}")
-            current = (config, scorer.manifest.graph_sha256)
-            configure(config.log_level, config.log_format)
-            agent = Agent(config, notifier, source)
+            next_config = agent.run(stop, Reload(hup, load_again))
+        except (ConfigError, OSError, ValueError, sqlite3.Error) as exc:
+            if agent.started or before is None:
+                raise
+            config, before = before, None
+            agent = _fall_back(agent.config, config, notifier, source, exc)
+            current = _fingerprint(config, agent.scorer)
             continue
-        config, scorer = next_config, agent.scorer
-        current = (config, scorer.manifest.graph_sha256)
+        before = None
+        if next_config is None or stop.is_set():
+            return 0
+        try:
+            candidate = Agent(next_config, notifier, source)
+        except (ConfigError, ModelFileError, OSError, sqlite3.Error) as exc:
+            agent = _fall_back(next_config, config, notifier, source, exc)
+            continue
+        before, agent, config = config, candidate, next_config
+        current = _fingerprint(config, candidate.scorer)
         configure(config.log_level, config.log_format)
-    return 0
+
+
+def _fall_back(
+    failed: AgentConfig,
+    previous: AgentConfig,
+    notifier: object,
+    source: tuple[Path, dict[str, Any]],
+    exc: Exception,
+) -> object:
+    """A new config that validated but could not start: back to the one that ran."""
+    from agent.runtime import Agent
+
+    log.error("the new config could not start (%s); back to the previous one", exc)
+    abandon_pending(failed.storage.data_dir, f"could not start: {exc}")
+    configure(previous.log_level, previous.log_format)
+    return Agent(previous, notifier, source)  # type: ignore[arg-type]
+
+
+def _fingerprint(config: AgentConfig, scorer: Scorer) -> tuple[object, ...]:
+    """What a reload compares: the config, the model, and the files its secrets are in (a
+    renewed certificate or rotated password under the same path is a change)."""
+    files = [*config.fleet.trusted_keys]
+    for broker in (config.local, config.upstream):
+        files.append(broker.password_file)
+        if broker.tls is not None:
+            files += [broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file]
+    digests = tuple(
+        hashlib.sha256(Path(f).read_bytes()).hexdigest() if f and Path(f).is_file() else None
+        for f in files
+    )
+    return config, scorer.manifest.graph_sha256, digests
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ class TlsConfig(_Section):
 class BrokerConfig(_Section):
     host: str = Field(
         default="127.0.0.1",
+        min_length=1,
         description="Broker host name or address. With TLS the broker's certificate must name it.",
     )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
@@ -221,7 +222,9 @@ class ForwardConfig(_Section):
     drain_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="On stop, how long to wait for pending alerts to be acknowledged.",
+        le=20,
+        description="On stop, how long to wait for pending alerts to be acknowledged (at most "
+        "20, so a stop fits in the unit's 30 s stop timeout).",
     )
     alert_ttl_s: int = Field(
         default=7 * 24 * 3600,
@@ -248,6 +251,12 @@ class MetricsConfig(_Section):
         description="Or also: write the metrics to this file (for node_exporter's textfile "
         "collector), replaced atomically every `forward.status_interval_s`.",
     )
+
+    @model_validator(mode="after")
+    def _port_in_range(self) -> MetricsConfig:
+        if self.listen is not None and not 0 < int(self.listen.rpartition(":")[2]) < 65536:
+            raise ValueError("metrics.listen: the port must be 1 to 65535")
+        return self
 
 
 class FleetConfig(_Section):

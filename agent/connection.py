@@ -120,3 +120,17 @@ def mqtt_problem(broker: BrokerConfig, client_id: str, timeout: float = 5.0) -> 
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+class Explained:
+    """`transport_problem`, worked out only when formatted: a rate-limited log line that is
+    not written costs no extra connection."""
+
+    def __init__(self, broker: BrokerConfig) -> None:
+        self.broker = broker
+
+    def __str__(self) -> str:
+        try:
+            return transport_problem(self.broker) or "the broker closed the connection"
+        except ConfigError as exc:
+            return str(exc)

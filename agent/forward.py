@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig, ForwardConfig
-from agent.connection import make_client, transport_problem
+from agent.connection import Explained, make_client
 from agent.logs import Throttle
 from agent.metrics import Histogram
 from agent.store import StorageUnavailable, Store
@@ -121,7 +121,8 @@ class Forwarder:
             time.sleep(0.05)
         self._stopping.set()
         self._events.put(None)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         if final and self.connected.is_set():
             info = self.client.publish(self.status_topic, self._status_payload("offline"), 1, True)
             info.wait_for_publish(timeout=2)
@@ -149,9 +150,7 @@ class Forwarder:
         self._events.put(None)
 
     def _on_connect_fail(self, _c: object, _u: object) -> None:
-        self._warn.warning(
-            "connect", "upstream connection failed: %s", transport_problem(self.broker) or "?"
-        )
+        self._warn.warning("connect", "upstream connection failed: %s", Explained(self.broker))
 
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object

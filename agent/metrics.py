@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -201,10 +201,12 @@ def write_textfile(path: Path, text: str) -> None:
 
 
 class MetricsServer:
-    """GET /metrics on `host:port`, in a daemon thread."""
+    """GET /metrics on `host:port`, served one request at a time by a daemon thread."""
 
     def __init__(self, host: str, port: int, page: Callable[[], str]) -> None:
         class Handler(BaseHTTPRequestHandler):
+            timeout = 5  # a client that stalls is dropped, not waited for
+
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "only /metrics is served here")
@@ -219,8 +221,9 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("metrics %s", format % args)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        # One request at a time: a scrape is small, and no number of idle clients can take
+        # the service's threads (the unit allows 64 tasks).
+        self.server = HTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="metrics", daemon=True
@@ -230,5 +233,6 @@ class MetricsServer:
         self._thread.start()
 
     def close(self) -> None:
-        self.server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve loop that must be running
+            self.server.shutdown()
         self.server.server_close()

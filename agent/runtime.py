@@ -44,7 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.alert import Alert, AlertTracker
 from agent.budget import Budget
 from agent.config import AgentConfig, ConfigError, parse_host_port
-from agent.connection import make_client, transport_problem
+from agent.connection import Explained, make_client
 from agent.forward import Forwarder, publish_latency
 from agent.ingest import REASONS, DeadLetter, Parser, Readings
 from agent.logs import Throttle
@@ -165,7 +165,6 @@ class Agent:
         self._last_beat = (time.monotonic(), 0, 0)  # for the heartbeat's rates
         self.latency = publish_latency()
         self.storage_ok = True
-        self.source = source
         self.desk = Desk(config, source, manifest.sensor_names) if source else None
         if self.desk is not None and not self.desk.enabled:
             self.desk = None
@@ -183,6 +182,7 @@ class Agent:
             latency=self.latency,
         )
         self._stopping = False
+        self.started = False  # set once run() is consuming; a failure before is a failed start
         # Digests of the messages applied most recently, this run or before it.
         self._recent = OrderedDict(self.store.recent_digests(RECENT_DIGESTS))
         self._retry: list[_Message] = []
@@ -209,8 +209,33 @@ class Agent:
         self.metrics_server = self._metrics_server()
 
     def run(self, stop: threading.Event, reload: Reload | None = None) -> AgentConfig | None:
-        """Run until `stop` is set, then shut down in order. On a `reload` request whose new
-        config is accepted, stop the same way (without saying offline) and return it."""
+        """Run until `stop` is set, then shut down in order. On a `reload` request (or a fleet
+        push) whose new config is accepted, stop the same way, without saying offline, and
+        return it. `started` tells a failure to start from one later on."""
+        next_config: AgentConfig | None = None
+        try:
+            self._start()
+            self.started = True
+            while not stop.is_set():
+                if self.forwarder.failure is not None:
+                    raise RuntimeError("the forwarder stopped") from self.forwarder.failure
+                self._turn()
+                next_config = self._fleet_turn()
+                if next_config is not None:
+                    break
+                if reload is not None and reload.requested.is_set():
+                    reload.requested.clear()
+                    next_config = reload.load()
+                    if next_config is not None:
+                        break
+                if self._retry and stop.wait(self._retry_delay):
+                    break
+                self._process(self._retry or self._take(timeout=0.2))
+        finally:
+            self._shut_down(final=next_config is None or stop.is_set())
+        return next_config
+
+    def _start(self) -> None:
         self._start_metrics()
         self.forwarder.start()
         local = self.config.local
@@ -228,45 +253,28 @@ class Agent:
             self.scorer.manifest.version,
             len(self.windows.assets()),
         )
-        next_config: AgentConfig | None = None
-        try:
-            while not stop.is_set():
-                if self.forwarder.failure is not None:
-                    raise RuntimeError("the forwarder stopped") from self.forwarder.failure
-                self._turn()
-                next_config = self._fleet_turn()
-                if next_config is not None:
-                    break
-                if reload is not None and reload.requested.is_set():
-                    reload.requested.clear()
-                    next_config = reload.load()
-                    if next_config is not None:
-                        break
-                if self._retry and stop.wait(self._retry_delay):
-                    break
-                self._process(self._retry or self._take(timeout=0.2))
-        finally:
-            self._stopping = True
-            if next_config is None:
-                self.notifier.stopping()
-            else:
-                self.notifier.reloading()
-            # What was queued is committed and acknowledged while the connection is still up;
-            # anything that arrives after this is redelivered at the next start.
-            if not self._retry:
-                while batch := self._take(timeout=0):
-                    self._process(batch)
-            self.source.disconnect()
-            self.source.loop_stop()
-            if next_config is None:
-                self.forwarder.stop(self.config.forward.drain_seconds)
-            else:  # the next agent resends what is unacknowledged; `online` stays retained
-                self.forwarder.stop(0, final=False)
-            if self.metrics_server is not None:
-                self.metrics_server.close()
-            log.info("agent stopped %s", self.counters)
-            self.store.close()
-        return next_config
+
+    def _shut_down(self, final: bool) -> None:
+        """Commit and acknowledge what is held, disconnect, drain; `final` says offline (not
+        when another pipeline takes over in this process)."""
+        self._stopping = True
+        if final:
+            self.notifier.stopping()
+        else:
+            self.notifier.reloading()
+        # What was queued is committed and acknowledged while the connection is still up;
+        # anything that arrives after this is redelivered at the next start.
+        if self.started and not self._retry:
+            while batch := self._take(timeout=0):
+                self._process(batch)
+        self.source.disconnect()
+        self.source.loop_stop()
+        # On a switch the next pipeline resends what is unacknowledged; `online` stays.
+        self.forwarder.stop(self.config.forward.drain_seconds if final else 0, final=final)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        log.info("agent stopped %s", self.counters)
+        self.store.close()
 
     def _health_check(self) -> Health | None:
         """A switch of this process is pending: the new version is on trial."""
@@ -459,8 +467,7 @@ class Agent:
             self.health.consuming = True
 
     def _on_local_connect_fail(self, _c: object, _u: object) -> None:
-        problem = transport_problem(self.config.local) or "?"
-        self._warn.warning("connect", "local connection failed: %s", problem)
+        self._warn.warning("connect", "local connection failed: %s", Explained(self.config.local))
 
     def _on_local_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object

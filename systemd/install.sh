@@ -13,8 +13,8 @@
 # (group edge-agent) and /etc/edge-agent/sensors.password (root only); passwords are never
 # printed nor put on a command line.
 #
-# Idempotent: an existing agent.toml, password file or password is never overwritten (the unit,
-# the venv, the broker drop-in and the ACL are refreshed). DESTDIR=/some/root stages every file
+# Idempotent: an existing agent.toml, ACL, password file or password is never overwritten (the
+# unit, the venv and the broker drop-in are refreshed). DESTDIR=/some/root stages every file
 # there instead, and skips the user, chown, systemctl and apt steps (for packaging and tests).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,9 +74,12 @@ install -m 0644 "$SRC/systemd/edge-agent.service" "$UNIT"
 broker=reload
 cmp -s "$SRC/mosquitto/edge-gateway.conf" "$MOSQ_CONF" || broker=restart
 install -m 0644 "$SRC/mosquitto/edge-gateway.conf" "$MOSQ_CONF"
-# mosquitto reads the ACL and the password file after dropping to user mosquitto.
-install -m 0640 "$SRC/mosquitto/edge-gateway.acl" "$MOSQ_ACL"
-if live; then chgrp mosquitto "$MOSQ_ACL"; fi
+# mosquitto reads the ACL and the password file after dropping to user mosquitto. The ACL is
+# the operator's once installed (sensor accounts are added to it): never overwritten.
+if [ ! -f "$MOSQ_ACL" ]; then
+  install -m 0640 "$SRC/mosquitto/edge-gateway.acl" "$MOSQ_ACL"
+  if live; then chgrp mosquitto "$MOSQ_ACL"; fi
+fi
 
 # new_password FILE MODE GROUP: a random password in FILE, never readable by others (umask 077
 # until its mode and group are set). Only the first line counts.

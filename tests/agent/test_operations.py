@@ -233,3 +233,53 @@ def test_metrics_textfile_is_written_for_node_exporter(broker, start_agent, tmp_
     assert {"edge_agent_readings", "edge_agent_outbox_pending"} <= names
     assert not list(tmp_path.glob(".*.tmp")), "written atomically: no temp file left"
     assert agent.stop() == 0
+
+
+def test_sighup_to_a_config_that_cannot_start_falls_back_to_the_running_one(
+    broker, start_agent, sim_data
+):
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    # Valid, but its metrics port is taken: it passes every check and fails only to start.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        agent.config.write_text(agent.config.read_text() + f'[metrics]\nlisten = "{port}"\n')
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_logged("could not start")
+        assert agent.logged("metrics.listen")
+    finally:
+        taken.close()
+    readings = readings_from_csv(sim_data.live_csv)[:30]
+    client = connect("127.0.0.1", local.port)
+    for reading in readings:
+        info = client.publish(f"edge/{DEVICE}/readings/pump-1", json.dumps(reading), qos=1)
+    info.wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert agent.process.poll() is None
+    assert agent.stop() == 0
+
+
+def test_sighup_during_start_up_does_not_kill_the_agent(broker, start_agent):
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    # As soon as Python has installed the agent's handler: before the imports, the model and
+    # the pipeline (the interpreter's own start-up is the only window left).
+    wait_for(lambda: _catches(agent.process.pid, signal.SIGHUP), 10, "a SIGHUP handler")
+    agent.process.send_signal(signal.SIGHUP)
+    wait_status(upstream.port, "online")
+    assert agent.process.poll() is None
+    assert agent.stop() == 0
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process has a handler for `sig` (SigCgt in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False

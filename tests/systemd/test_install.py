@@ -193,10 +193,13 @@ def _try_connect(client: mqtt.Client, port: int) -> bool:
 def test_install_is_idempotent_and_keeps_an_edited_config_and_the_passwords(staged: Path):
     config = staged / "etc/edge-agent/agent.toml"
     config.write_text(config.read_text().replace("rpi-gw-001", "line-3"))
+    acl = staged / "etc/mosquitto/edge-gateway.acl"
+    acl.write_text(acl.read_text() + "\nuser sensors-line2\ntopic write edge/+/readings/+\n")
     before = _snapshot(staged)
     result = _install(staged)
     assert _snapshot(staged) == before
     assert "line-3" in config.read_text()
+    assert "sensors-line2" in acl.read_text(), "an operator's sensor accounts are kept"
     for user in PASSWORDS:
         assert _password(staged, user) not in result.stdout + result.stderr
 
