@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import cases
+from bench import cases, fleet
 from bench.harness import build_models, machine
 
 ALGORITHMS = ("pca", "isolation_forest")
@@ -33,8 +33,10 @@ def main() -> int:
     parser.add_argument("--core", type=int, help="pin the agent to this CPU core (taskset)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
-    sizes = (2_000, 20_000, 2, 300, 3, 1) if args.quick else (50_000, 500_000, 15, 3000, 5, 3)
-    single, batched, seconds, calls, runs, repeats = sizes
+    sizes = (
+        (2_000, 20_000, 2, 300, 3, 1, 3) if args.quick else (50_000, 500_000, 15, 3000, 5, 3, 50)
+    )
+    single, batched, seconds, calls, runs, repeats, agents = sizes
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         work = Path(tmp)
@@ -52,6 +54,7 @@ def main() -> int:
             ),
             "alert_latency_ms": cases.alert_latency(models, work / "lat", 1000, seconds, args.core),
             "startup_s": cases.startup(models, work / "start", runs, args.core),
+            "fleet_push": fleet.group_push(models, work / "fleet", agents),
         }
     results["seconds"] = time.time() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +75,7 @@ def render(r: dict) -> str:
     ours_if = r["score_us"]["isolation_forest"]["median"]
     sk = r["sklearn_isolation_forest_us"]["median"]
     d1, d100 = r["drain_single"], r["drain_batched"]
-    lat, start = r["alert_latency_ms"], r["startup_s"]
+    lat, start, fp = r["alert_latency_ms"], r["startup_s"], r["fleet_push"]
     rows = [("measure", "median", "p99 / detail", "target")]
     for algorithm, s in r["score_us"].items():
         rows.append((f"score one window, {algorithm} (µs)", f"{s['median']:.1f}", f"{s['p99']:.1f}",
@@ -95,6 +98,9 @@ def render(r: dict) -> str:
         ("start-up to retained online (s)", f"{start['median']:.2f}", f"{start['p99']:.2f} max",
          f"<= {TARGETS['startup_s']:.1f}"),
         ("SQLite bytes per stored reading", f"{d1['sqlite_bytes_per_reading']:.0f}", "", ""),
+        (f"group push to {fp['agents']} agents, all switched (s)", f"{fp['switched_all_s']:.2f}",
+         f"median {fp['switched_median_s']:.2f}; all applied {fp['applied_all_s']:.2f} "
+         f"(health check {fp['health_check_s']:.0f} s)", ""),
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"bench on {r['machine']}" + (f", agent pinned to core {r['pinned_core']}"

@@ -66,13 +66,14 @@ class AgentRun:
         model: Path,
         extra: str = "",
         core: int | None = None,
+        device: str = DEVICE,
     ) -> None:
         self.folder = folder
         self.data_dir = folder / "agent-data"
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "agent.toml"
         self.config.write_text(
-            f'log_level = "warning"\n[device]\nid = "{DEVICE}"\n'
+            f'log_level = "warning"\n[device]\nid = "{device}"\n'
             f"[local]\nport = {local.port}\n[upstream]\nport = {upstream.port}\n"
             f'[model]\npath = "{model}"\n[storage]\ndata_dir = "{self.data_dir}"\n' + extra
         )
