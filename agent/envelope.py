@@ -20,10 +20,13 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:  # imported where used: an agent that takes no pushes never loads it (8 MiB)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 KINDS = ("config", "model", "rollback")
 MAX_CONTENT_BYTES = 64 * 1024 * 1024  # the model size limit; configs are far smaller
@@ -49,11 +52,16 @@ class Envelope:
 
 def key_id(public: Ed25519PublicKey) -> str:
     """A short, stable name for a key: the first 16 hex digits of the sha256 of its raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")
@@ -61,6 +69,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     key = serialization.load_pem_public_key(Path(path).read_bytes())
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"{path}: not an Ed25519 public key")
@@ -69,6 +80,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 def write_keypair(folder: Path, name: str = "fleet") -> tuple[Path, Path]:
     """`<name>.key` (PKCS#8 PEM, mode 0600) and `<name>.pub.pem`; never overwrites."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     folder.mkdir(parents=True, exist_ok=True)
     private_path, public_path = folder / f"{name}.key", folder / f"{name}.pub.pem"
     for path in (private_path, public_path):
@@ -135,6 +149,8 @@ def open_envelope(payload: bytes, trusted: dict[str, Ed25519PublicKey]) -> Envel
     missing = [f for f in _FIELDS if f not in doc]
     if missing:
         raise PushRejected(f"envelope lacks {', '.join(missing)}")
+    from cryptography.exceptions import InvalidSignature
+
     public = trusted.get(str(doc["key_id"]))
     if public is None:
         raise PushRejected(f"signed by an untrusted key ({str(doc['key_id'])[:16]})")

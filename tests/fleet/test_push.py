@@ -245,3 +245,39 @@ def test_an_agent_killed_during_its_health_check_rolls_back_when_it_restarts(
     fleet_agent(local, upstream, "gw-k", health_s=120)
     status = _last_push(upstream, "gw-k", "rolled_back", 31, reason="stopped during the health")
     assert status["config_version"] == 0, "back on the local config"
+
+
+def test_an_operator_rollback_returns_to_the_last_known_good(
+    broker, fleet_agent, keys, tmp_path: Path
+):
+    local, upstream = broker("local"), broker("upstream")
+    fleet_agent(local, upstream, "gw-r")
+    wait_status(upstream.port, "online", device="gw-r")
+    for version, fire_after in ((41, 5), (42, 6)):
+        overlay = tmp_path / f"v{version}.toml"
+        overlay.write_text(f"[alerts]\nfire_after = {fire_after}\n")
+        _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-r", version=version)
+        _last_push(upstream, "gw-r", "applied", version)
+    # Only back to v41 if that is the last known good: v7 is refused, and nothing changes.
+    wrong = run_cli(
+        "fleet", "rollback", "--kind", "config", "--device", "gw-r", "--to-version", "7",
+        "--key", str(keys[0]), "--broker", upstream.address, "--version", "43",
+    )  # fmt: skip
+    assert wrong.returncode == 0, wrong.stderr
+    status = _last_push(upstream, "gw-r", "rejected", 43, reason="cannot roll back to v7")
+    assert status["config_version"] == 42
+    done = run_cli(
+        "fleet", "rollback", "--kind", "config", "--device", "gw-r", "--to-version", "41",
+        "--key", str(keys[0]), "--broker", upstream.address, "--version", "44",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status = wait_status(
+        upstream.port,
+        "online",
+        device="gw-r",
+        where=lambda s: (
+            s["config_version"] == 41 and (s["last_push"] or {}).get("status") == "rolled_back"
+        ),
+    )
+    assert status["last_push"]["version"] == 44
+    assert status["last_push"]["reason"] == "rolled back by the operator"
