@@ -387,7 +387,9 @@ class Desk:
         else:
             version = Version(env.version, env.sha256, env.target, env.created_at, "")
             version.file = self._store(kind, env.content)
-            if kind in candidate.current:
+            on_trial = (self.state.pending or {}).get("kind") == kind
+            # The last known good stays what it was while a version of this kind is on trial.
+            if kind in candidate.current and not on_trial:
                 candidate.previous[kind] = candidate.current[kind]
             candidate.current[kind] = version
         self._check(kind, candidate)
