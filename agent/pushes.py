@@ -77,17 +77,30 @@ class FleetState:
 
     @classmethod
     def load(cls, folder: Path) -> FleetState:
+        """The saved state; a damaged one (or one naming files that are gone) is moved aside
+        and the agent runs on its local config, which it reports, rather than not at all."""
         path = folder / STATE_FILE
         if not path.exists():
             return cls()
-        doc = json.loads(path.read_text())
-        return cls(
-            current={k: Version(**v) for k, v in doc["current"].items()},
-            previous={k: Version(**v) for k, v in doc["previous"].items()},
-            seen=doc["seen"],
-            last_push=doc["last_push"],
-            pending=doc["pending"],
-        )
+        try:
+            doc = json.loads(path.read_text())
+            state = cls(
+                current={k: Version(**v) for k, v in doc["current"].items()},
+                previous={k: Version(**v) for k, v in doc["previous"].items()},
+                seen=dict(doc["seen"]),
+                last_push=doc["last_push"],
+                pending=doc["pending"],
+            )
+            missing = [v.file for v in state.current.values() if not (folder / v.file).is_file()]
+            if missing:
+                raise ValueError(f"pushed files missing: {', '.join(missing)}")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = path.with_name(f"{STATE_FILE}.damaged-{int(time.time())}")
+            os.replace(path, aside)
+            log.error("fleet state %s unusable (%s); moved to %s, running the local config",
+                      path, exc, aside)  # fmt: skip
+            return cls()
+        return state
 
     def save(self, folder: Path) -> None:
         write_atomically(folder / STATE_FILE, json.dumps(asdict(self), indent=1).encode())

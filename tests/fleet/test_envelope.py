@@ -16,6 +16,7 @@ from agent.envelope import (
     seal,
     write_keypair,
 )
+from agent.pushes import STATE_FILE, FleetState
 
 
 @pytest.fixture
@@ -72,3 +73,13 @@ def test_keygen_never_overwrites_a_key(tmp_path: Path):
     with pytest.raises(FileExistsError):
         write_keypair(tmp_path)
     assert oct((tmp_path / "fleet.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_damaged_fleet_state_is_moved_aside_and_the_local_config_runs(tmp_path: Path):
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    (folder / STATE_FILE).write_text('{"current": {"config": {"version": 3')  # cut short
+    state = FleetState.load(folder)
+    assert state.current == {} and state.pending is None
+    assert not (folder / STATE_FILE).exists()
+    assert len(list(folder.glob(f"{STATE_FILE}.damaged-*"))) == 1
