@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 from agent.logs import configure
+from agent.manifest import ModelFileError
 from agent.table import TableError
 from trainer.detectors import DETECTORS
+from trainer.evaluate import evaluate
 from trainer.features import DEFAULT_FEATURES, FEATURES
 from trainer.simulate import FAULT_KINDS, parse_faults, simulate, write_csv
 from trainer.train import ExportError, TrainOptions, train, write_model
@@ -38,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sim.add_argument(
         "--interval", type=float, default=60.0, help="seconds between readings (default 60)"
+    )
+
+    ev = sub.add_parser(
+        "evaluate", help="score labelled data through the agent's path; metrics as JSON"
+    )
+    ev.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
+    ev.add_argument("data", type=Path, help="CSV with the model's sensors and a label column")
+    ev.add_argument("--label-column", required=True, help="0/1 column: 1 marks an anomaly")
+    ev.add_argument(
+        "--from-row", type=int, default=0, help="count only rows from this one (0-based)"
     )
 
     tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")
@@ -84,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(args.log_level)
     try:
         return _COMMANDS[args.command](args)
-    except (TableError, ValueError) as exc:
+    except (TableError, ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"edge-trainer: error: {exc}", file=sys.stderr)
         return 2
     except ExportError as exc:
@@ -138,4 +150,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"simulate": _simulate, "train": _train}
+def _evaluate(args: argparse.Namespace) -> int:
+    print(json.dumps(evaluate(args.model, args.data, args.label_column, args.from_row)))
+    return 0
+
+
+_COMMANDS = {"simulate": _simulate, "train": _train, "evaluate": _evaluate}

@@ -11,15 +11,8 @@ from agent.score import Scorer
 from agent.table import read_table
 from trainer.detectors import DETECTORS
 from trainer.features import sliding_windows
+from trainer.metrics import roc_auc
 from trainer.train import PARITY_TOLERANCE, TrainOptions, train, write_model
-
-
-def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    pos = labels.astype(bool)
-    return (ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum())
 
 
 @pytest.mark.parametrize("algorithm", sorted(DETECTORS))
@@ -42,7 +35,7 @@ def test_detector_exports_a_faithful_useful_model(algorithm, sim_data, tmp_path:
     np.testing.assert_allclose(got.contributions.sum(axis=1), 1.0, atol=1e-4)
 
     labels = table.labels("anomaly")[manifest.window - 1 :]
-    assert _roc_auc(labels, got.score) > 0.6, "better than chance on labelled faults"
+    assert roc_auc(labels, got.score) > 0.6, "better than chance on labelled faults"
 
 
 def test_export_refuses_a_graph_that_drifts_from_the_reference(sim_data, monkeypatch):
