@@ -13,6 +13,7 @@ from pathlib import Path
 from agent.logs import configure
 from agent.manifest import ModelFileError
 from agent.table import TableError
+from trainer import benchmark
 from trainer.detectors import DETECTORS
 from trainer.evaluate import evaluate
 from trainer.features import DEFAULT_FEATURES, FEATURES
@@ -51,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--from-row", type=int, default=0, help="count only rows from this one (0-based)"
     )
+
+    bm = sub.add_parser("benchmark", help="run a published benchmark's protocol")
+    bm_sub = bm.add_subparsers(dest="benchmark", required=True)
+    skab = bm_sub.add_parser(
+        "skab", help="SKAB: fit on each file's first rows, pool F1/FAR/MAR, beside published"
+    )
+    skab.add_argument("folder", type=Path, help="SKAB's data folder (e.g. ../shared/data/skab)")
+    skab.add_argument(
+        "--algorithm",
+        action="append",
+        choices=sorted(DETECTORS),
+        help="detector to run (repeatable; default all)",
+    )
+    skab.add_argument("--train-rows", type=int, default=400, help="rows fitted per file")
+    skab.add_argument("--window", type=int, default=10, help="readings per window")
+    skab.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")
     tr.add_argument("data", type=Path, help="CSV of readings (separator sniffed)")
@@ -155,4 +172,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"simulate": _simulate, "train": _train, "evaluate": _evaluate}
+def _benchmark(args: argparse.Namespace) -> int:
+    algorithms = args.algorithm or sorted(DETECTORS)
+    results = benchmark.run(args.folder, algorithms, args.train_rows, args.window)
+    print(json.dumps(results) if args.json else benchmark.render(results))
+    return 0
+
+
+_COMMANDS = {
+    "simulate": _simulate,
+    "train": _train,
+    "evaluate": _evaluate,
+    "benchmark": _benchmark,
+}

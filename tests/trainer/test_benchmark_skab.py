@@ -1,0 +1,53 @@
+"""`edge-trainer benchmark skab` on SKAB's files, read in place (skipped without them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_DATA, run_cli
+
+SKAB = SHARED_DATA / "skab"
+pytestmark = pytest.mark.skipif(
+    not (SKAB / "valve1" / "0.csv").exists(),
+    reason=f"SKAB data not found under {SKAB} (shared/data is optional)",
+)
+
+
+def test_the_protocol_pools_every_labelled_file_and_prints_the_published_results():
+    done = run_cli("trainer", "benchmark", "skab", str(SKAB), "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    labelled = [p for p in SKAB.rglob("*.csv") if "anomaly-free" not in p.parts]
+    assert set(results) == {"isolation_forest", "pca"}
+    for metrics in results.values():
+        assert metrics["files"] == len(labelled)
+        assert 0 <= metrics["f1"] <= 1 and 0 <= metrics["far"] <= 100
+        assert metrics["far"] + metrics["mar"] > 0
+    table = run_cli("trainer", "benchmark", "skab", str(SKAB), "--algorithm", "pca", timeout=300)
+    assert "T-squared+Q (PCA)" in table.stdout and "ours: pca" in table.stdout
+
+
+def test_one_file_gives_what_train_and_evaluate_give_on_it(tmp_path: Path):
+    """The protocol is the same as training on the first 400 rows and evaluating the rest."""
+    source = SKAB / "valve1" / "0.csv"
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "0.csv").symlink_to(source)  # read in place
+    bench = run_cli("trainer", "benchmark", "skab", str(folder), "--algorithm", "pca", "--json")
+    assert bench.returncode == 0, bench.stderr
+    model = tmp_path / "pca.onnx"
+    trained = run_cli(
+        "trainer", "train", str(source), "--out", str(model), "--train-rows", "400",
+        "--label-column", "anomaly", "--algorithm", "pca", "--model-id", "skab-pca",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run_cli(
+        "trainer", "evaluate", str(model), str(source), "--label-column", "anomaly",
+        "--from-row", "400",
+    )  # fmt: skip
+    want, got = json.loads(evaluated.stdout), json.loads(bench.stdout)["pca"]
+    for key in ("f1", "far", "mar", "precision", "recall"):
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
