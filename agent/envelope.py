@@ -171,7 +171,10 @@ def _envelope(doc: dict[str, object]) -> Envelope:
         raise PushRejected(f"content of {size} bytes is over the {MAX_CONTENT_BYTES} limit")
     content = None
     if chunks == 0:
-        content = base64.b64decode(str(doc.get("content", "")))
+        try:
+            content = base64.b64decode(str(doc.get("content", "")), validate=True)
+        except (binascii.Error, ValueError):
+            raise PushRejected("content is not base64") from None
         check_content(content, str(doc["sha256"]), size)
     return Envelope(
         str(kind),

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import tomllib
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,15 @@ from agent.score import ORT_RUN_ERRORS, Scorer
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+# This process, for a trial begun here: a PID repeats (an agent in a container is always PID 1).
+PROCESS = f"{os.getpid()}-{uuid.uuid4().hex}"
 # Sections a pushed config may not set: they decide whether the device can be reached at all,
 # which keys it trusts, and where its data lives.
-LOCAL_ONLY = ("device", "local", "upstream", "fleet", "model")
+LOCAL_ONLY = ("device", "local", "upstream", "topics", "fleet", "model")
+# What a malformed message can raise on its way through; it is rejected (or ignored), never
+# allowed to stop the agent.
+_MALFORMED = (ValueError, TypeError, LookupError, OSError, RecursionError)
+_MAX_CHUNKS = 100_000
 LOCAL_ONLY_KEYS = (("storage", "data_dir"),)
 KINDS = ("config", "model")
 
@@ -91,12 +98,27 @@ class FleetState:
                 last_push=doc["last_push"],
                 pending=doc["pending"],
             )
+            if not isinstance(state.pending, dict | None) or not isinstance(
+                state.last_push, dict | None
+            ):
+                raise ValueError("pending and last_push must be objects or null")
+            if not all(isinstance(v, int | str) for v in state.seen.values()):
+                raise ValueError("seen must map streams to versions")
             missing = [v.file for v in state.current.values() if not (folder / v.file).is_file()]
             if missing:
                 raise ValueError(f"pushed files missing: {', '.join(missing)}")
+            for kind, version in list(state.previous.items()):
+                if not (folder / version.file).is_file():
+                    log.error(
+                        "last known good %s v%d is gone (%s)", kind, version.version, version.file
+                    )
+                    del state.previous[kind]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             aside = path.with_name(f"{STATE_FILE}.damaged-{int(time.time())}")
-            os.replace(path, aside)
+            try:
+                os.replace(path, aside)
+            except OSError as move_failed:
+                aside = Path(f"(could not move it: {move_failed})")
             log.error("fleet state %s unusable (%s); moved to %s, running the local config",
                       path, exc, aside)  # fmt: skip
             return cls()
@@ -163,6 +185,9 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def check_overlay(raw: dict[str, Any]) -> None:
     """A pushed config may tune the agent, not cut it off or change whom it trusts."""
+    for section, value in raw.items():
+        if not isinstance(value, dict):
+            raise PushRejected(f"{section} must be a [{section}] table")
     for section in LOCAL_ONLY:
         if section in raw:
             raise PushRejected(f"[{section}] cannot be pushed; it stays in the local config")
@@ -187,7 +212,7 @@ def stream_of(envelope: Envelope) -> str:
 def join_chunks(waiting: Chunked) -> Envelope | None:
     """The envelope with its content, once every chunk is here (checked against the sha256)."""
     env = waiting.envelope
-    if len(waiting.parts) < env.chunks:
+    if not all(i in waiting.parts for i in range(env.chunks)):
         return None
     content = b"".join(waiting.parts[i] for i in range(env.chunks))
     check_content(content, env.sha256, env.size)
@@ -276,6 +301,7 @@ class Desk:
             f"{prefix}/fleet/group/{g}": f"group:{g}" for g in config.fleet.groups
         }
         self._waiting: dict[str, Chunked] = {}
+        self.deferred: list[tuple[str, bytes]] = []  # pushes waiting for a trial to end
         self._early: dict[str, dict[int, tuple[str, bytes]]] = {}  # chunks before their envelope
 
     @property
@@ -292,7 +318,10 @@ class Desk:
             return None
         target, kind, chunk = parsed
         if chunk is not None:
-            return self._chunk(f"{target}/{kind}", chunk, payload)
+            try:
+                return self._chunk(f"{target}/{kind}", chunk, payload)
+            except _MALFORMED as exc:
+                return self._reject(kind, target, f"malformed chunk: {exc!r}"[:300], None)
         if not payload:  # a retained push cleared by the operator: what runs stays
             return None
         env: Envelope | None = None
@@ -303,12 +332,24 @@ class Desk:
             if self._already_seen(env, kind):
                 return None
             self._check_precedence(env, kind)
+            if self._on_trial_other_than(kind):
+                self.deferred.append((topic, payload))  # offered again once the trial ends
+                return None
             if env.content is None:
                 return self._wait_for_chunks(env, f"{target}/{kind}")
             return self._decide(env, kind)
         except PushRejected as exc:
             # An envelope that failed verification claims nothing we believe, its version too.
             return self._reject(kind, target, str(exc), env.version if env else None)
+        except _MALFORMED as exc:
+            return self._reject(
+                kind, target, f"malformed push: {exc!r}"[:300], env.version if env else None
+            )
+
+    def _on_trial_other_than(self, kind: str) -> bool:
+        """One trial at a time: a push of the other kind waits until this one is judged."""
+        pending = self.state.pending
+        return pending is not None and pending.get("kind") != kind
 
     def _parse_topic(self, topic: str) -> tuple[str, str, int | None] | None:
         for base, target in self.targets.items():
@@ -319,8 +360,9 @@ class Desk:
                 return None
             if len(parts) == 1:
                 return target, parts[0], None
-            if len(parts) == 3 and parts[1] == "chunk" and parts[2].isdigit():
-                return target, parts[0], int(parts[2])
+            index = parts[2] if len(parts) == 3 and parts[1] == "chunk" else ""
+            if index.isascii() and index.isdigit() and int(index[:7]) < _MAX_CHUNKS:
+                return target, parts[0], int(index)
         return None
 
     def _chunk(self, stream: str, index: int, payload: bytes) -> Decision | None:
@@ -396,6 +438,9 @@ class Desk:
             self.state.last_push,
         )
         if env.kind == "rollback":
+            running = candidate.current.get(kind)
+            if running is not None and running.target != env.target:
+                raise PushRejected(f"the running {kind} came from {running.target}, not here")
             self._roll_back_in(candidate, kind, env.content)
         else:
             version = Version(env.version, env.sha256, env.target, env.created_at, "")
@@ -409,7 +454,7 @@ class Desk:
         candidate.pending = {
             "kind": kind,
             "since": time.time(),
-            "pid": os.getpid(),
+            "process": PROCESS,
             "version": env.version,
             "target": env.target,
             "rollback": env.kind == "rollback",
@@ -422,9 +467,14 @@ class Desk:
 
     def _roll_back_in(self, state: FleetState, kind: str, content: bytes) -> None:
         try:
-            wanted = json.loads(content).get("to_version")
+            order = json.loads(content)
+            wanted, of_kind = order.get("to_version"), order.get("kind")
         except (ValueError, AttributeError):
             raise PushRejected("rollback content must be a JSON object") from None
+        if of_kind != kind:
+            raise PushRejected(f"a rollback of {of_kind!r} on a {kind} topic")
+        if wanted is not None and type(wanted) is not int:
+            raise PushRejected("to_version must be an integer")
         before = state.previous.get(kind)
         if before is None and kind not in state.current:
             raise PushRejected(f"no pushed {kind} to roll back")
@@ -465,7 +515,10 @@ class Desk:
     def _reject(self, kind: str, target: str, reason: str, version: int | None) -> Decision:
         log.warning("push %s from %s rejected: %s", kind, target, reason)
         self.state.last_push = _push_doc(kind, "rejected", reason, version, target)
-        self.state.save(self.folder)
+        try:
+            self.state.save(self.folder)
+        except OSError as exc:  # a full disk: the rejection is still reported upstream
+            log.error("cannot save the fleet state: %s", exc)
         return Decision(False, "rejected", reason)
 
     # -- after the switch ---------------------------------------------------------------------
@@ -473,6 +526,14 @@ class Desk:
     def passed(self) -> None:
         self.state.passed()
         self.state.save(self.folder)
+        self._collect_garbage()
+
+    def _collect_garbage(self) -> None:
+        """Pushed files no longer current or last known good go (models are MBs each)."""
+        kept = {v.file for v in (*self.state.current.values(), *self.state.previous.values())}
+        for path in self.folder.glob("*-*.*"):
+            if path.name not in kept and path.suffix in (".toml", ".onnx"):
+                path.unlink(missing_ok=True)
 
     def roll_back(self, reason: str) -> None:
         self.state.roll_back(reason)
@@ -519,7 +580,7 @@ def recover_interrupted(data_dir: Path) -> bool:
     died, or the machine did) failed it. Roll back before anything loads; True if it did."""
     folder = fleet_dir(data_dir)
     state = FleetState.load(folder)
-    if state.pending is None or state.pending.get("pid") == os.getpid():
+    if state.pending is None or state.pending.get("process") == PROCESS:
         return False
     state.roll_back("the agent stopped during the health check")
     state.save(folder)

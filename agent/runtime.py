@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -51,7 +50,7 @@ from agent.logs import Throttle
 from agent.manifest import Thresholds
 from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.notify import Notifier, Watchdog
-from agent.pushes import Desk, Health, load_effective
+from agent.pushes import PROCESS, Desk, Health, load_effective
 from agent.score import Scorer
 from agent.store import (
     RECENT_DIGESTS,
@@ -279,7 +278,7 @@ class Agent:
     def _health_check(self) -> Health | None:
         """A switch of this process is pending: the new version is on trial."""
         pending = self.desk.state.pending if self.desk else None
-        if pending is None or pending.get("pid") != os.getpid():
+        if pending is None or pending.get("process") != PROCESS:
             return None
         since = float(pending["since"])
         return Health(since, since + self.config.fleet.health_check_s)
@@ -311,6 +310,9 @@ class Agent:
         self.forwarder.status_changed()
         if verdict == "":
             self.desk.passed()
+            for deferred in self.desk.deferred:  # pushes that waited for this trial
+                self._pushes.put(deferred)
+            self.desk.deferred.clear()
             return None
         self.desk.roll_back(verdict)
         return load_effective(*self.desk.source)

@@ -51,7 +51,8 @@ class AlertSubscriber:
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
             alert = json.loads(msg.payload)
-            alert_id, level = alert["id"], alert["level"]
+            alert_id, level = str(alert["id"]), alert["level"]
+            rank = LEVELS.index(level)
         except (ValueError, KeyError, TypeError):
             with self._changed:
                 self.malformed += 1
@@ -61,7 +62,7 @@ class AlertSubscriber:
                 self.duplicates += 1
                 return
             self._seen.add(alert_id)
-            if LEVELS.index(level) < self.min_rank:
+            if rank < self.min_rank:
                 return
             self.alerts.append(alert)
             self._changed.notify_all()

@@ -1,0 +1,116 @@
+"""The gateway's push desk fed malformed and hostile messages: each is rejected or ignored,
+none stops the agent, and what runs does not change."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.envelope import _signed_bytes, load_private_key, seal, write_keypair
+from agent.pushes import Desk, load_effective
+from agent.score import Scorer
+
+DEVICE = "gw-d"
+BASE = f"edge/fleet/device/{DEVICE}"
+
+
+@pytest.fixture
+def desk(tmp_path: Path, model_path: Path):
+    private, public = write_keypair(tmp_path / "keys")
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(
+        f'[device]\nid = "{DEVICE}"\n[upstream]\nport = 1884\n[model]\npath = "{model_path}"\n'
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[fleet]\ntrusted_keys = ["{public}"]\nhealth_check_s = 5\n'
+    )
+    config = load_effective(config_path)
+    sensors = Scorer.load(model_path).manifest.sensor_names
+    return Desk(config, (config_path, {}), sensors), load_private_key(private)
+
+
+def _signed(key, kind: str, version: int, content: bytes, target: str = f"device:{DEVICE}"):
+    doc, chunks = seal(key, kind, target, version, content)
+    return json.dumps(doc).encode(), doc, chunks
+
+
+def _resign(key, doc: dict) -> bytes:
+    doc["signature"] = base64.b64encode(key.sign(_signed_bytes(doc))).decode()
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (f"{BASE}/config/chunk/²", b'{"sha256": "x", "data": ""}'),
+        (f"{BASE}/config/chunk/{'9' * 5000}", b'{"sha256": "x", "data": ""}'),
+        (f"{BASE}/config/chunk/3", b"\xff\xfe"),
+        (f"{BASE}/config", b"[" * 200_000),
+        (f"{BASE}/config", b"\xff\xfe not utf-8"),
+        (f"{BASE}/config", b'{"signature": 5, "kind": [], "target": {}}'),
+        (f"{BASE}/other", b"{}"),
+    ],
+)
+def test_unsigned_garbage_never_raises(desk, topic: str, payload: bytes):
+    d, _ = desk
+    decision = d.offer(topic, payload)
+    assert decision is None or decision.status == "rejected"
+    assert d.state.current == {} and d.state.pending is None
+
+
+def test_signed_but_malformed_content_is_rejected(desk):
+    d, key = desk
+    cases = [
+        (b"\xff\xfe", "malformed push"),  # not UTF-8
+        (b"storage = 5\n", "must be a [storage] table"),
+        (b'[topics]\nprefix = "elsewhere"\n', "[topics] cannot be pushed"),
+        (b"[alerts\n", "not valid TOML"),
+    ]
+    for version, (content, reason) in enumerate(cases, start=1):
+        payload, _, _ = _signed(key, "config", version, content)
+        decision = d.offer(f"{BASE}/config", payload)
+        assert decision is not None and decision.status == "rejected", content
+        assert reason in decision.reason, (content, decision.reason)
+    _, doc, _ = _signed(key, "config", 10, b"x = 1\n")
+    doc["content"] = "!!not base64!!"
+    decision = d.offer(f"{BASE}/config", _resign(key, doc))
+    assert decision is not None and "not base64" in decision.reason
+    assert d.state.current == {}
+
+
+def test_a_missing_chunk_index_is_waited_for_not_assumed(desk):
+    d, key = desk
+    content = b"[alerts]\nfire_after = 4\n" + b"#" * 226  # 250 bytes: three chunks of 100
+    doc, chunks = seal(key, "config", f"device:{DEVICE}", 3, content, chunk_bytes=100)
+    assert len(chunks) == 3
+    assert d.offer(f"{BASE}/config", json.dumps(doc).encode()) is None
+    sha = doc["sha256"]
+    for index in (0, 1):
+        body = {"sha256": sha, "index": index, "data": base64.b64encode(chunks[index]).decode()}
+        assert d.offer(f"{BASE}/config/chunk/{index}", json.dumps(body).encode()) is None
+    # A stranger's chunk 999 with the public sha makes three parts, not chunks 0 to 2.
+    stranger = json.dumps({"sha256": sha, "index": 999, "data": ""}).encode()
+    assert d.offer(f"{BASE}/config/chunk/999", stranger) is None
+    assert d.state.current == {}
+    body = {"sha256": sha, "index": 2, "data": base64.b64encode(chunks[2]).decode()}
+    decision = d.offer(f"{BASE}/config/chunk/2", json.dumps(body).encode())
+    assert decision is not None and decision.switch, "the real third chunk completes it"
+
+
+def test_a_rollback_cannot_be_moved_to_the_other_kind(desk):
+    d, key = desk
+    payload, _, _ = _signed(key, "rollback", 7, json.dumps({"kind": "config"}).encode())
+    decision = d.offer(f"{BASE}/model", payload)
+    assert decision is not None and "a rollback of 'config' on a model topic" in decision.reason
+
+
+def test_a_push_of_the_other_kind_waits_for_the_trial(desk):
+    d, key = desk
+    payload, _, _ = _signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
+    assert d.offer(f"{BASE}/config", payload).switch
+    model_push, _, _ = _signed(key, "model", 6, b"\x08not yet looked at")
+    assert d.offer(f"{BASE}/model", model_push) is None
+    assert d.deferred == [(f"{BASE}/model", model_push)]
+    assert d.state.pending["kind"] == "config"
