@@ -15,8 +15,9 @@ from pathlib import Path
 
 from bench import cases, fleet
 from bench.harness import build_models, machine
+from trainer.detectors import DETECTORS
 
-ALGORITHMS = ("pca", "isolation_forest")
+ALGORITHMS = tuple(sorted(DETECTORS))  # every shipped detector
 TARGETS = {
     "drain_ratio_single": 0.70,
     "batched_readings_per_s": 200_000,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATA, run_cli
+from trainer.detectors import DETECTORS
 
 SKAB = SHARED_DATA / "skab"
 pytestmark = pytest.mark.skipif(
@@ -21,7 +22,7 @@ def test_the_protocol_pools_every_labelled_file_and_prints_the_published_results
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     labelled = [p for p in SKAB.rglob("*.csv") if "anomaly-free" not in p.parts]
-    assert set(results) == {"isolation_forest", "pca"}
+    assert set(results) == set(DETECTORS)
     for metrics in results.values():
         assert metrics["files"] == len(labelled)
         assert 0 <= metrics["f1"] <= 1 and 0 <= metrics["far"] <= 100

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from trainer.detectors.autoencoder import AutoencoderDetector
 from trainer.detectors.base import Detector
+from trainer.detectors.gaussian_mixture import GaussianMixtureDetector
 from trainer.detectors.isolation_forest import IsolationForestDetector
+from trainer.detectors.one_class_svm import OneClassSVMDetector
 from trainer.detectors.pca import PCADetector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
+    AutoencoderDetector.name: AutoencoderDetector,
+    GaussianMixtureDetector.name: GaussianMixtureDetector,
     IsolationForestDetector.name: IsolationForestDetector,
+    OneClassSVMDetector.name: OneClassSVMDetector,
     PCADetector.name: PCADetector,
 }
 

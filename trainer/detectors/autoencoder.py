@@ -1,0 +1,77 @@
+"""Autoencoder: a scikit-learn MLP trained to reproduce normal windows' features through a
+narrow hidden layer; raw score = squared reconstruction error. Exported as its two dense
+layers (MatMul, Add, ReLU) in float64.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from onnx import TensorProto
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPRegressor
+
+from trainer.graph import GraphBuilder
+
+log = logging.getLogger(__name__)
+
+
+class AutoencoderDetector:
+    name = "autoencoder"
+
+    def __init__(self, bottleneck: float = 0.3, max_iter: int = 400) -> None:
+        self.bottleneck = bottleneck  # hidden units as a share of the features
+        self.max_iter = max_iter
+        self._model: MLPRegressor | None = None
+
+    def params(self) -> dict[str, float | int | str | bool | None]:
+        hidden = None if self._model is None else int(self._model.hidden_layer_sizes[0])
+        return {"hidden": hidden, "activation": "relu", "max_iter": self.max_iter}
+
+    def fit(self, features: np.ndarray, seed: int) -> None:
+        x = features.astype(np.float64)
+        hidden = max(2, round(x.shape[1] * self.bottleneck))
+        model = MLPRegressor(
+            hidden_layer_sizes=(hidden,), activation="relu", alpha=1e-4, max_iter=self.max_iter,
+            random_state=seed,
+        )  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(x, x)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            log.warning("autoencoder stopped at max_iter=%d before converging", self.max_iter)
+        self._model = model
+
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        x = features.astype(np.float64)
+        return ((x - self._fitted().predict(x)) ** 2).sum(axis=1)
+
+    def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        m = self._fitted()
+        (w1, w2), (b1, b2) = m.coefs_, m.intercepts_
+        f64 = np.float64
+        x = g.op("Cast", features, to=TensorProto.DOUBLE)
+        hidden = g.op(
+            "Relu",
+            g.op("Add", g.op("MatMul", x, g.const(w1, "ae_w1", f64)), g.const(b1, "ae_b1", f64)),
+        )
+        out = g.op(
+            "Add", g.op("MatMul", hidden, g.const(w2, "ae_w2", f64)), g.const(b2, "ae_b2", f64)
+        )
+        err = g.op("Sub", x, out)
+        total = g.op("ReduceSum", g.op("Mul", err, err), g.const([1], "ax", np.int64), keepdims=0)
+        return g.op("Cast", total, to=TensorProto.FLOAT)
+
+    def _fitted(self) -> MLPRegressor:
+        if self._model is None:
+            raise RuntimeError("fit the detector first")
+        return self._model
+
+
+def _dense(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, hint: str) -> str:
+    f64 = np.float64
+    return g.op(
+        "Add", g.op("MatMul", x, g.const(w, f"{hint}_w", f64)), g.const(b, f"{hint}_b", f64)
+    )
