@@ -8,6 +8,7 @@ from trainer.detectors.autoencoder import AutoencoderDetector
 from trainer.detectors.base import Detector
 from trainer.detectors.gaussian_mixture import GaussianMixtureDetector
 from trainer.detectors.isolation_forest import IsolationForestDetector
+from trainer.detectors.local_outlier_factor import LocalOutlierFactorDetector
 from trainer.detectors.one_class_svm import OneClassSVMDetector
 from trainer.detectors.pca import PCADetector
 
@@ -15,6 +16,7 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     AutoencoderDetector.name: AutoencoderDetector,
     GaussianMixtureDetector.name: GaussianMixtureDetector,
     IsolationForestDetector.name: IsolationForestDetector,
+    LocalOutlierFactorDetector.name: LocalOutlierFactorDetector,
     OneClassSVMDetector.name: OneClassSVMDetector,
     PCADetector.name: PCADetector,
 }

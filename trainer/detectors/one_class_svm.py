@@ -11,7 +11,7 @@ import numpy as np
 from onnx import TensorProto
 from sklearn.svm import OneClassSVM
 
-from trainer.graph import GraphBuilder
+from trainer.graph import GraphBuilder, squared_distances
 
 
 class OneClassSVMDetector:
@@ -41,10 +41,7 @@ class OneClassSVMDetector:
         sv = m.support_vectors_
         f64 = np.float64
         x = g.op("Cast", features, to=TensorProto.DOUBLE)
-        ax = g.const([1], "ax", np.int64)
-        x_sq = g.op("ReduceSum", g.op("Mul", x, x), ax, keepdims=1)  # [B, 1]
-        cross = g.op("MatMul", x, g.const(-2.0 * sv.T, "svm_svt", f64))  # [B, n_sv]
-        dist = g.op("Add", g.op("Add", cross, x_sq), g.const((sv**2).sum(axis=1), "svm_sq", f64))
+        dist = squared_distances(g, x, sv, "svm")  # [B, n_sv]
         kernel = g.op("Exp", g.op("Mul", dist, g.const(-m._gamma, "svm_gamma", f64)))
         decision = g.op(
             "Add",
