@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from trainer.detectors.autoencoder import AutoencoderDetector
 from trainer.detectors.base import Detector
+from trainer.detectors.ensemble import EnsembleDetector, VotingEnsembleDetector
 from trainer.detectors.gaussian_mixture import GaussianMixtureDetector
 from trainer.detectors.isolation_forest import IsolationForestDetector
 from trainer.detectors.local_outlier_factor import LocalOutlierFactorDetector
@@ -14,6 +15,8 @@ from trainer.detectors.pca import PCADetector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     AutoencoderDetector.name: AutoencoderDetector,
+    EnsembleDetector.name: EnsembleDetector,
+    VotingEnsembleDetector.name: VotingEnsembleDetector,
     GaussianMixtureDetector.name: GaussianMixtureDetector,
     IsolationForestDetector.name: IsolationForestDetector,
     LocalOutlierFactorDetector.name: LocalOutlierFactorDetector,

@@ -1,0 +1,88 @@
+"""Ensembles: several detectors, each calibrated on its own training scores, combined in one
+graph — by the mean of their calibrated scores, or by vote (how many flag the window, with the
+mean breaking ties), as in the tutorials.
+
+Members fit on the same features; each member's calibration puts `member_contamination` of its
+training windows above 0.5, so a vote means "this member would have alerted". The ensemble's
+raw score is then calibrated once more, like any detector's.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from onnx import TensorProto
+
+from trainer.calibration import ALERT_THRESHOLD, Calibration
+from trainer.detectors.base import Detector
+from trainer.graph import GraphBuilder
+
+DEFAULT_MEMBERS = ("pca", "gaussian_mixture")
+
+
+class EnsembleDetector:
+    name = "ensemble"
+
+    def __init__(
+        self,
+        combine: Literal["mean", "vote"] = "mean",
+        members: tuple[str, ...] = DEFAULT_MEMBERS,
+        member_contamination: float = 0.01,
+    ) -> None:
+        self.combine = combine
+        self.member_names = members
+        self.member_contamination = member_contamination
+        self._members: list[tuple[Detector, Calibration]] = []
+
+    def params(self) -> dict[str, float | int | str | bool | None]:
+        return {
+            "combine": self.combine,
+            "members": ",".join(self.member_names),
+            "member_contamination": self.member_contamination,
+        }
+
+    def fit(self, features: np.ndarray, seed: int) -> None:
+        from trainer.detectors import make_detector  # the registry imports this module
+
+        self._members = []
+        for name in self.member_names:
+            member = make_detector(name)
+            member.fit(features, seed)
+            raw = member.reference_scores(features)
+            self._members.append((member, Calibration.fit(raw, self.member_contamination)))
+
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        calibrated = np.stack(
+            [cal.apply(m.reference_scores(features)) for m, cal in self._fitted()], axis=1
+        )
+        mean = calibrated.mean(axis=1)
+        if self.combine == "mean":
+            return mean
+        votes = (calibrated >= ALERT_THRESHOLD).sum(axis=1)
+        return votes + mean / (len(self._members) + 1)
+
+    def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        members = self._fitted()
+        calibrated = [cal.onnx(g, m.onnx_scores(g, features)) for m, cal in members]
+        n = len(members)
+        mean = g.op("Mul", g.op("Sum", *calibrated), g.const(1.0 / n, "ens_inv_n"))
+        if self.combine == "mean":
+            return mean
+        half = g.const(ALERT_THRESHOLD, "ens_half")
+        votes = [
+            g.op("Cast", g.op("GreaterOrEqual", c, half), to=TensorProto.FLOAT) for c in calibrated
+        ]
+        return g.op("Add", g.op("Sum", *votes), g.op("Mul", mean, g.const(1.0 / (n + 1), "tie")))
+
+    def _fitted(self) -> list[tuple[Detector, Calibration]]:
+        if not self._members:
+            raise RuntimeError("fit the detector first")
+        return self._members
+
+
+class VotingEnsembleDetector(EnsembleDetector):
+    name = "ensemble_vote"
+
+    def __init__(self) -> None:
+        super().__init__(combine="vote")
