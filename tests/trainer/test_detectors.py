@@ -9,7 +9,7 @@ import pytest
 
 from agent.score import Scorer
 from agent.table import read_table
-from trainer.detectors import DETECTORS
+from trainer.detectors import DETECTORS, make_detector
 from trainer.features import sliding_windows
 from trainer.metrics import roc_auc
 from trainer.train import PARITY_TOLERANCE, TrainOptions, train, write_model
@@ -66,3 +66,15 @@ def test_training_is_reproducible(sim_data):
     first = train(sim_data.train_csv, TrainOptions(seed=9))
     second = train(sim_data.train_csv, TrainOptions(seed=9))
     assert first.manifest.graph_sha256 == second.manifest.graph_sha256
+
+
+@pytest.mark.parametrize("algorithm", sorted(DETECTORS))
+def test_detector_defaults_are_not_shared_between_instances(algorithm, sim_data):
+    """Fitting one instance leaves a fresh one as it was (no mutable defaults shared)."""
+    fresh = make_detector(algorithm).params()
+    fitted = make_detector(algorithm)
+    features = np.random.default_rng(0).normal(size=(300, 6))
+    fitted.fit(features, seed=1)
+    assert make_detector(algorithm).params() == fresh
+    with pytest.raises(RuntimeError, match="fit the detector first"):
+        make_detector(algorithm).reference_scores(features)
