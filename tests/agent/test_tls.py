@@ -7,6 +7,7 @@ TLS listener on `tls_port`, which is the only one the agent is told about.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import TlsConfig
+from agent.connection import tls_context
 from demo.mosquitto import Mosquitto, free_port
 from tests.agent.test_end_to_end import _retained_status
 from tests.conftest import ROOT, wait_status
@@ -49,7 +52,10 @@ class TlsBroker:
 def tls_broker(tmp_path: Path, pki: Pki):
     started: list[Mosquitto] = []
 
-    def start(name: str, require_certificate: bool = False) -> TlsBroker:
+    def start(
+        name: str, require_certificate: bool = False, certificate: Issued | None = None
+    ) -> TlsBroker:
+        certificate = certificate or pki.broker
         tls_port = free_port()
         broker = Mosquitto(
             tmp_path / name,
@@ -57,8 +63,8 @@ def tls_broker(tmp_path: Path, pki: Pki):
                 "max_queued_messages 100000",
                 f"listener {tls_port} 127.0.0.1",
                 f"cafile {pki.ca.ca_file}",
-                f"certfile {pki.broker.cert}",
-                f"keyfile {pki.broker.key}",
+                f"certfile {certificate.cert}",
+                f"keyfile {certificate.key}",
                 "tls_version tlsv1.2",
                 f"require_certificate {str(require_certificate).lower()}",
             ),
@@ -109,6 +115,28 @@ def test_tls_agent_authenticates_with_a_client_certificate(
     agent = start_agent(local, upstream.broker, upstream_keys=keys)
     wait_status(upstream.broker.port, "online")
     assert agent.stop() == 0
+
+
+def test_tls_agent_refuses_a_trusted_certificate_for_another_name(
+    broker, tls_broker, start_agent, pki: Pki
+):
+    local = broker("local")
+    impostor = pki.ca.issue("elsewhere.example", server=True)  # signed by the trusted CA
+    upstream = tls_broker("upstream", certificate=impostor)
+    agent = start_agent(
+        local, upstream.broker, upstream_keys=_tls_keys(upstream.tls_port, pki.ca.ca_file)
+    )
+    agent.wait_logged("upstream connection failed: TLS to localhost")
+    assert agent.logged("Hostname mismatch")
+    assert _retained_status(upstream.broker.port) is None, "nothing went to the wrong host"
+    assert agent.stop() == 0
+
+
+def test_tls_context_refuses_versions_below_the_configured_minimum(pki: Pki):
+    for version, floor in (("1.2", ssl.TLSVersion.TLSv1_2), ("1.3", ssl.TLSVersion.TLSv1_3)):
+        context = tls_context(TlsConfig(ca_file=pki.ca.ca_file, min_version=version))
+        assert context.minimum_version == floor
+        assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_tls_broker_that_requires_a_client_certificate_refuses_an_agent_without_one(
