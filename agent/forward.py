@@ -133,8 +133,8 @@ class Forwarder:
         # Everything up to the cursor is in flight or delivered, recorded or not.
         return bool(self._inflight) or bool(self.store.pending(after_seq=self._cursor, limit=1))
 
-    def _status_payload(self, state: str) -> bytes:
-        return json.dumps({**self.status(), "state": state, "ts": time.time()}).encode()
+    def _status_payload(self, state: str, doc: dict[str, object] | None = None) -> bytes:
+        return json.dumps({**(doc or self.status()), "state": state, "ts": time.time()}).encode()
 
     def _on_connect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
@@ -190,7 +190,12 @@ class Forwarder:
         now = time.monotonic()
         if self._source_ready.is_set() and now >= self._status_due:
             self._status_due = now + self.config.status_interval_s
-            self.client.publish(self.status_topic, self._status_payload("online"), 1, True)
+            doc = self.status()
+            self.client.publish(self.status_topic, self._status_payload("online", doc), 1, True)
+            # The Last Will goes with the next CONNECT: keep it as current as the status, so
+            # that a crash reports the last push and figures, not those of the start.
+            offline = self._status_payload("offline", doc)
+            self.client.will_set(self.status_topic, offline, qos=1, retain=True)
 
     def _expire_old(self) -> None:
         now = time.monotonic()
