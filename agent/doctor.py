@@ -23,6 +23,7 @@ from agent.store import DB_NAME, open_existing
 _MIN_FREE_BYTES = 64 * 1024 * 1024
 _EARLIEST_SANE = datetime(2025, 1, 1).timestamp()  # before this release: the clock is unset
 _NTP_SYNCED = Path("/run/systemd/timesync/synchronized")
+_CHRONY = Path("/run/chrony/chronyd.pid")  # chrony instead of systemd-timesyncd
 
 
 @dataclass
@@ -159,6 +160,8 @@ def _clock() -> Finding:
             f"system time {datetime.fromtimestamp(now).isoformat()} is before 2025",
             "set the time and enable NTP: `timedatectl set-ntp true` (a Pi has no RTC)",
         )
+    if _CHRONY.exists():
+        return Finding("ok", "clock", "chronyd is running (its sync is not checked here)")
     if Path("/run/systemd").exists() and not _NTP_SYNCED.exists():
         return Finding(
             "warn",
