@@ -72,9 +72,22 @@ FEATURES: dict[str, Feature] = {
             lambda w: w[:, -1] - w[:, -2],
             _rate,
         ),
+        Feature(
+            "min",
+            "lowest reading in the window",
+            lambda w: w.min(axis=1),
+            lambda g, w, _n: g.op("ReduceMin", w, axes=[1], keepdims=0),
+        ),
+        Feature(
+            "max",
+            "highest reading in the window",
+            lambda w: w.max(axis=1),
+            lambda g, w, _n: g.op("ReduceMax", w, axes=[1], keepdims=0),
+        ),
     )
 }
-DEFAULT_FEATURES = tuple(FEATURES)
+# The shipped default; `min` and `max` are there to be chosen (`--features`).
+DEFAULT_FEATURES = ("last", "mean", "std", "deviation", "rate_of_change")
 
 
 def check_names(names: list[str]) -> list[str]:

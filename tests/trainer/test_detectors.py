@@ -78,3 +78,13 @@ def test_detector_defaults_are_not_shared_between_instances(algorithm, sim_data)
     assert make_detector(algorithm).params() == fresh
     with pytest.raises(RuntimeError, match="fit the detector first"):
         make_detector(algorithm).reference_scores(features)
+
+
+def test_min_and_max_features_export_faithfully(sim_data):
+    """Every windowed feature, the optional ones too, has a graph equal to its reference."""
+    options = TrainOptions(features=["last", "min", "max"], model_id="minmax")
+    result = train(sim_data.train_csv, options)
+    assert result.manifest.parity.max_abs_error <= PARITY_TOLERANCE
+    windows = sliding_windows(read_table(sim_data.live_csv).matrix(result.pipeline.sensors), 10)
+    scores, _ = result.pipeline.reference(windows)
+    assert ((scores >= 0) & (scores <= 1)).all()
