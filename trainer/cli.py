@@ -146,7 +146,7 @@ def _train(args: argparse.Namespace) -> int:
         model_id=args.model_id or args.out.stem,
         model_version=args.model_version,
     )
-    result = train(args.data, options)
+    result = train(args.data, options, progress=_say)
     write_model(result, args.out)
     summary = result.summary()
     if args.json:
@@ -165,6 +165,11 @@ def _train(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{k} {v:.3g}" for k, v in m.training.metrics.items())
     print(f"metrics: {metrics}")
     return 0
+
+
+def _say(line: str) -> None:
+    """Progress on stderr, so that stdout stays the summary (or its JSON)."""
+    print(f"edge-trainer: {line}", file=sys.stderr, flush=True)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

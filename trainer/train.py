@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,13 +84,19 @@ class TrainResult:
         }
 
 
-def train(csv_path: str | Path, options: TrainOptions) -> TrainResult:
+def train(
+    csv_path: str | Path, options: TrainOptions, progress: Callable[[str], None] | None = None
+) -> TrainResult:
+    """Fit, export and parity-check; `progress` hears each stage as it starts and ends (a
+    one-class SVM or LOF on a large file takes a while)."""
+    step = _Stages(progress)
     table = read_table(csv_path)
     sensors = options.sensors or table.sensor_columns(options.label_column)
     _check_options(table, sensors, options)
     values = table.matrix(sensors)
     fit_rows = values[: options.train_rows] if options.train_rows else values
     windows = sliding_windows(fit_rows, options.window)
+    step.begin(f"fitting {options.algorithm} on {len(windows)} windows of {len(sensors)} sensors")
     pipeline, raw = Pipeline.fit(
         windows,
         sensors,
@@ -98,7 +106,9 @@ def train(csv_path: str | Path, options: TrainOptions) -> TrainResult:
         options.seed,
     )
     all_windows = sliding_windows(values, options.window)
+    step.begin(f"scoring {len(all_windows)} windows for the training metrics")
     metrics = _metrics(pipeline, raw, all_windows, table, options)
+    step.begin("building the ONNX graph")
     graph = pipeline.to_onnx()
     manifest = Manifest(
         model_id=options.model_id,
@@ -123,6 +133,7 @@ def train(csv_path: str | Path, options: TrainOptions) -> TrainResult:
         graph_sha256=graph_sha256(graph.SerializeToString()),
     )
     check_windows = all_windows[:_PARITY_MAX_WINDOWS]
+    step.begin(f"checking the graph against the reference on {len(check_windows)} windows")
     error = _parity_error(pipeline, _with_manifest(graph, manifest), check_windows)
     if not error <= PARITY_TOLERANCE:
         raise ExportError(
@@ -133,7 +144,27 @@ def train(csv_path: str | Path, options: TrainOptions) -> TrainResult:
         max_abs_error=error, tolerance=PARITY_TOLERANCE, windows_checked=len(check_windows)
     )
     manifest = manifest.model_copy(update={"parity": parity})
+    step.end()
     return TrainResult(pipeline, manifest, _with_manifest(graph, manifest), table)
+
+
+class _Stages:
+    """Each stage said as it starts, and how long the last one took as the next begins."""
+
+    def __init__(self, say: Callable[[str], None] | None) -> None:
+        self.say = say
+        self._started: float | None = None
+
+    def begin(self, what: str) -> None:
+        self.end()
+        if self.say is not None:
+            self.say(f"{what} ...")
+        self._started = time.perf_counter()
+
+    def end(self) -> None:
+        if self.say is not None and self._started is not None:
+            self.say(f"  done in {time.perf_counter() - self._started:.1f} s")
+        self._started = None
 
 
 def write_model(result: TrainResult, out: str | Path) -> Path:

@@ -73,3 +73,15 @@ def test_train_errors_name_the_problem(tmp_path: Path):
     missing = run_cli("trainer", "train", str(tmp_path / "none.csv"), "--out", "x.onnx")
     assert missing.returncode == 2 and "none.csv" in missing.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_train_reports_its_stages_on_stderr_and_keeps_stdout_for_the_summary(sim_data, tmp_path):
+    done = run_cli(
+        "trainer", "train", str(sim_data.train_csv), "--out", str(tmp_path / "m.onnx"), "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["parity_max_abs_error"] <= 1e-4
+    stages = [line for line in done.stderr.splitlines() if line.startswith("edge-trainer: ")]
+    assert any("fitting pca on" in line for line in stages)
+    assert any("checking the graph against the reference" in line for line in stages)
+    assert sum("done in" in line for line in stages) == 4
