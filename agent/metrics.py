@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+from agent.atomic import write_atomically
+
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -195,9 +197,7 @@ def _escape(value: str) -> str:
 
 def write_textfile(path: Path, text: str) -> None:
     """Replace the file atomically, so node_exporter never reads half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, text.encode())
 
 
 class MetricsServer:

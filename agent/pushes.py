@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.atomic import write_atomically
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.envelope import (
     MAX_CONTENT_BYTES,
@@ -165,22 +166,6 @@ class FleetState:
         if "model" in self.current:
             raw["model"] = {"path": str(folder / self.current["model"].file)}
         return raw
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the folder: the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def check_overlay(raw: dict[str, Any]) -> None:
@@ -578,19 +563,18 @@ def _push_doc(
 def recover_interrupted(data_dir: Path) -> bool:
     """At start: a switch whose health check another process began and never finished (it
     died, or the machine did) failed it. Roll back before anything loads; True if it did."""
+    pending = FleetState.load(fleet_dir(data_dir)).pending
+    if pending is None or pending.get("process") == PROCESS:
+        return False
+    return abandon_pending(data_dir, "the agent stopped during the health check")
+
+
+def abandon_pending(data_dir: Path, reason: str) -> bool:
+    """The version on trial failed before it could be judged: roll it back now."""
     folder = fleet_dir(data_dir)
     state = FleetState.load(folder)
-    if state.pending is None or state.pending.get("process") == PROCESS:
+    if state.pending is None:
         return False
-    state.roll_back("the agent stopped during the health check")
+    state.roll_back(reason)
     state.save(folder)
     return True
-
-
-def abandon_pending(data_dir: Path, reason: str) -> None:
-    """The switch could not even start the new version: roll it back now."""
-    folder = fleet_dir(data_dir)
-    state = FleetState.load(folder)
-    if state.pending is not None:
-        state.roll_back(reason)
-        state.save(folder)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from agent.atomic import write_atomically
 from agent.manifest import (
     MANIFEST_KEY,
     Algorithm,
@@ -168,20 +167,8 @@ class _Stages:
 
 
 def write_model(result: TrainResult, out: str | Path) -> Path:
-    """Write atomically (temp file, fsync, rename) so a reader never sees half a model."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(result.model_bytes)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    """Written atomically, so a reader never sees half a model."""
+    return write_atomically(out, result.model_bytes)
 
 
 def _check_options(table: Table, sensors: list[str], options: TrainOptions) -> None:

@@ -15,7 +15,7 @@ from agent.envelope import write_keypair
 from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from fleet.push import publish_push, push_topic
-from fleet.replay import readings_from_csv
+from fleet.replay import readings_from_csv, replay
 from tests.conftest import AgentProcess, SimData, launch_agent, run_cli, wait_for, wait_status
 from trainer.train import TrainOptions, train, write_model
 
@@ -143,13 +143,8 @@ def test_bad_pushes_are_rejected_and_reported_while_scoring_goes_on(
     assert status["config_version"] == 13
 
     readings = readings_from_csv(sim_data.live_csv)[:100]
-    publisher = connect("127.0.0.1", local.port)
-    for reading in readings:
-        publisher.publish("edge/gw-a/readings/pump-1", json.dumps(reading), qos=1)
-    publisher.publish("edge/gw-a/readings/pump-1", b"{}", qos=1).wait_for_publish(5)
-    publisher.disconnect()
-    publisher.loop_stop()
-    assert agent.wait_stored(len(readings) + 1)["readings"] == len(readings)
+    replay(readings, "127.0.0.1", local.port, "edge/gw-a/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
     assert agent.process.poll() is None
     assert agent.stop() == 0
 
@@ -203,12 +198,7 @@ def test_a_model_that_fails_its_health_check_is_rolled_back(
         ),
     )
     readings = readings_from_csv(sim_data.live_csv)[:120]
-    publisher = connect("127.0.0.1", local.port)
-    for reading in readings:
-        publisher.publish("edge/gw-h/readings/pump-1", json.dumps(reading), qos=1)
-    publisher.publish("edge/gw-h/readings/pump-1", b"{}", qos=1).wait_for_publish(5)
-    publisher.disconnect()
-    publisher.loop_stop()
+    replay(readings, "127.0.0.1", local.port, "edge/gw-h/readings/pump-1")
     # The last known good model is back.
     status = wait_status(
         upstream.port,
@@ -220,7 +210,7 @@ def test_a_model_that_fails_its_health_check_is_rolled_back(
     )
     assert status["last_push"]["version"] == 21
     assert "critical on" in status["last_push"]["reason"]
-    agent.wait_stored(len(readings) + 1)
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
     assert agent.stop() == 0
 
 
