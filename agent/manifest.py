@@ -90,7 +90,7 @@ class Manifest(_Strict):
     version: str
     created_at: str
     sensors: list[SensorSpec] = Field(min_length=1)
-    window: int = Field(ge=2)
+    window: int = Field(ge=1)
     features: list[str] = Field(min_length=1)
     algorithm: Algorithm
     contamination: float = Field(gt=0, lt=0.5)

@@ -38,15 +38,22 @@ def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     y = np.asarray(labels).astype(bool)
     if not y.any():
         return float("nan")
+    precision, recall, _ = precision_recall_curve(y, scores)
+    return float(np.sum(precision * np.diff(np.r_[0.0, recall])))
+
+
+def precision_recall_curve(
+    labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, threshold) for flagging every score >= each distinct score, from
+    the highest threshold down; a tie is taken whole, as a threshold would take it."""
+    y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-s, kind="stable")
     s, y = s[order], y[order]
-    # The last index of each run of equal scores: a threshold takes a tie whole.
     last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
     tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall_step = np.diff(np.r_[0, tp]) / y.sum()
-    return float(np.sum(precision * recall_step))
+    return tp / (last + 1), tp / max(int(y.sum()), 1), s[last]
 
 
 def _mean_ranks(values: np.ndarray) -> np.ndarray:
@@ -60,3 +67,47 @@ def _mean_ranks(values: np.ndarray) -> np.ndarray:
         if b - a > 1:
             ranks[order[a:b]] = (a + 1 + b) / 2
     return ranks
+
+
+# The tutorials' helpers, named as scikit-learn names them. Flags are 0/1 (or bool) with 1 an
+# anomaly, like the data's label columns; `predict`'s 1/-1 is refused rather than guessed at,
+# since its 1 means normal.
+
+
+def precision_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of flagged rows that are anomalies."""
+    return classification_metrics(*_flags(y_true, y_pred))["precision"]
+
+
+def recall_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of anomalies flagged."""
+    return classification_metrics(*_flags(y_true, y_pred))["recall"]
+
+
+def f1_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """2·TP / (2·TP + FP + FN), the same F1 as SKAB's TP / (TP + (FN + FP) / 2)."""
+    return classification_metrics(*_flags(y_true, y_pred))["f1"]
+
+
+def roc_auc_score(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of scores where higher is more anomalous (`AnomalyDetector.score`)."""
+    y, _ = _flags(y_true, np.zeros(len(np.asarray(y_true))))
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != y.shape:
+        raise ValueError(f"{len(y)} labels but scores of shape {s.shape}")
+    return roc_auc(y, s)
+
+
+def _flags(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for name, a in (("y_true", y_true), ("y_pred", y_pred)):
+        v = np.asarray(a)
+        if v.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {v.shape}")
+        if not np.isin(v, (0, 1)).all():
+            hint = "; for predict()'s output pass predict(X) == -1" if (v == -1).any() else ""
+            raise ValueError(f"{name} must hold 0/1 flags (1 = anomaly){hint}")
+        out.append(v.astype(bool))
+    if len(out[0]) != len(out[1]):
+        raise ValueError(f"y_true has {len(out[0])} rows, y_pred {len(out[1])}")
+    return out[0], out[1]

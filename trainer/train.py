@@ -65,7 +65,6 @@ class TrainResult:
     pipeline: Pipeline
     manifest: Manifest
     model_bytes: bytes
-    table: Table
 
     def summary(self) -> dict[str, object]:
         m = self.manifest
@@ -88,11 +87,25 @@ def train(
 ) -> TrainResult:
     """Fit, export and parity-check; `progress` hears each stage as it starts and ends (a
     one-class SVM or LOF on a large file takes a while)."""
-    step = _Stages(progress)
     table = read_table(csv_path)
     sensors = options.sensors or table.sensor_columns(options.label_column)
     _check_options(table, sensors, options)
-    values = table.matrix(sensors)
+    labels = table.labels(options.label_column) if options.label_column else None
+    return train_values(table.matrix(sensors), sensors, options, table.path.name, labels, progress)
+
+
+def train_values(
+    values: np.ndarray,
+    sensors: list[str],
+    options: TrainOptions,
+    source: str,
+    labels: np.ndarray | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """`train` on readings already in memory: [rows, sensors] in `sensors` order (the Python
+    API's way in). `labels` (0/1 per row) only feed the metrics."""
+    _check_shape(values, sensors, options)
+    step = _Stages(progress)
     fit_rows = values[: options.train_rows] if options.train_rows else values
     windows = sliding_windows(fit_rows, options.window)
     step.begin(f"fitting {options.algorithm} on {len(windows)} windows of {len(sensors)} sensors")
@@ -106,7 +119,7 @@ def train(
     )
     all_windows = sliding_windows(values, options.window)
     step.begin(f"scoring {len(all_windows)} windows for the training metrics")
-    metrics = _metrics(pipeline, raw, all_windows, table, options)
+    metrics = _metrics(pipeline, raw, all_windows, labels, options)
     step.begin("building the ONNX graph")
     graph = pipeline.to_onnx()
     manifest = Manifest(
@@ -121,7 +134,7 @@ def train(
         alert_threshold=ALERT_THRESHOLD,
         thresholds=Thresholds(**LEVELS),
         training=TrainingSummary(
-            source=table.path.name,
+            source=source,
             rows=len(fit_rows),
             windows=len(windows),
             seed=options.seed,
@@ -144,7 +157,7 @@ def train(
     )
     manifest = manifest.model_copy(update={"parity": parity})
     step.end()
-    return TrainResult(pipeline, manifest, _with_manifest(graph, manifest), table)
+    return TrainResult(pipeline, manifest, _with_manifest(graph, manifest))
 
 
 class _Stages:
@@ -184,22 +197,44 @@ def _check_options(table: Table, sensors: list[str], options: TrainOptions) -> N
         )
     if options.label_column in sensors:
         raise TrainInputError(f"label column {options.label_column!r} cannot also be a sensor")
-    if options.window < 2:
-        raise TrainInputError("--window must be at least 2 (rate of change needs two readings)")
+
+
+def _check_shape(values: np.ndarray, sensors: list[str], options: TrainOptions) -> None:
+    if values.ndim != 2 or values.shape[1] != len(sensors) or not sensors:
+        raise TrainInputError(
+            f"readings of shape {values.shape} do not match {len(sensors)} sensor name(s)"
+        )
+    if len(set(sensors)) != len(sensors):
+        raise TrainInputError(f"sensor names repeat: {sensors}")
+    if not np.isfinite(values).all():
+        row, col = np.argwhere(~np.isfinite(values))[0]
+        raise TrainInputError(
+            f"reading {values[row, col]} at row {row} of sensor {sensors[col]!r} is not finite"
+        )
+    if options.window < 1:
+        raise TrainInputError("--window must be at least 1")
+    if options.window < 2 and "rate_of_change" in options.features:
+        raise TrainInputError(
+            "--window 1 is too short for the rate_of_change feature (it needs 2 readings)"
+        )
     if not 0 < options.contamination < 0.5:
         raise TrainInputError("--contamination must be in (0, 0.5)")
-    rows = options.train_rows or table.rows
+    rows = min(options.train_rows or len(values), len(values))
     if rows < options.window + 10:
         raise TrainInputError(f"{rows} training rows are too few for a window of {options.window}")
 
 
 def _metrics(
-    pipeline: Pipeline, raw: np.ndarray, windows: np.ndarray, table: Table, options: TrainOptions
+    pipeline: Pipeline,
+    raw: np.ndarray,
+    windows: np.ndarray,
+    labels: np.ndarray | None,
+    options: TrainOptions,
 ) -> dict[str, float]:
     flagged = float((pipeline.calibration.apply(raw) >= ALERT_THRESHOLD).mean())
     metrics = {"train_flagged_fraction": flagged}
-    if options.label_column:
-        labels = table.labels(options.label_column)[options.window - 1 :]
+    if labels is not None:
+        labels = labels[options.window - 1 :]
         predicted = pipeline.reference(windows)[0] >= ALERT_THRESHOLD
         metrics.update(classification_metrics(labels, predicted))
     return metrics

@@ -1,0 +1,237 @@
+"""The tutorials' Python API: an estimator that fits like scikit-learn and saves a gateway model.
+
+Tutorials teach `fit` / `predict` / `decision_function` on a scikit-learn detector and then ask
+how to run it on a device. `AnomalyDetector` keeps those habits, but what it fits is this
+project's pipeline, and from the moment `fit` returns it scores with the exported ONNX graph
+through the agent's own scorer, so what a notebook sees is what the gateway will compute.
+
+>>> import numpy as np
+>>> from trainer import AnomalyDetector, f1_score, recall_score
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(1000, 3))
+>>> detector = AnomalyDetector(algorithm="isolation_forest", contamination=0.05, random_state=42)
+>>> detector.fit(X)
+AnomalyDetector(algorithm='isolation_forest', contamination=0.05, random_state=42)
+>>> detector.predict([[0.1, -0.2, 0.0], [6.0, 6.0, -6.0]]).tolist()
+[1, -1]
+>>> bool(detector.decision_function([[6.0, 6.0, -6.0]])[0] < 0)
+True
+>>> y = np.r_[np.zeros(100), np.ones(20)]
+>>> X_test = np.r_[rng.normal(size=(100, 3)), rng.normal(5, 1, size=(20, 3))]
+>>> flagged = detector.predict(X_test) == -1
+>>> round(recall_score(y, flagged), 2), bool(f1_score(y, flagged) > 0.7)
+(1.0, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.atomic import write_atomically
+from agent.manifest import Manifest
+from agent.score import Scorer
+from trainer.features import DEFAULT_FEATURES, sliding_windows
+from trainer.train import TrainOptions, TrainResult, train_values
+
+ArrayLike = Any  # a numpy array, a list of rows, or a pandas DataFrame
+
+
+class NotFittedError(RuntimeError):
+    """Scoring or saving was asked of a detector that was neither fitted nor loaded."""
+
+
+class AnomalyDetector:
+    """Fit on rows of readings (one column per sensor); 1 = normal, -1 = anomaly, like scikit-learn.
+
+    `window` is how many consecutive rows one score looks at. The default of 1 scores each row
+    on its own, as the tutorials' scikit-learn detectors do, so rows may come in any order. With
+    a longer window (the command line's default is 10) rows must be consecutive readings, the
+    window's features (`features`, default mean, std, ...) see how readings move, and each row
+    is scored with the window that ends at it; rows before the first full window score 0
+    (normal), as on the gateway.
+
+    Scores come from the exported ONNX graph (ONNX Runtime) as soon as `fit` returns, so they
+    equal what `edge-agent` computes from the saved file.
+
+    >>> import numpy as np
+    >>> X = np.random.default_rng(1).normal(size=(500, 2))
+    >>> detector = AnomalyDetector(contamination=0.02).fit(X)
+    >>> float(detector.score(X).min()) >= 0.0 and float(detector.score(X).max()) <= 1.0
+    True
+    >>> round(float((detector.predict(X) == -1).mean()), 2)  # the contamination, on training rows
+    0.02
+    """
+
+    def __init__(
+        self,
+        algorithm: str = TrainOptions.algorithm,
+        contamination: float = TrainOptions.contamination,
+        random_state: int = TrainOptions.seed,
+        window: int = 1,
+        features: Sequence[str] | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.contamination = contamination
+        self.random_state = random_state
+        self.window = window
+        self.features = list(features) if features is not None else None
+        self._model: bytes | None = None
+        self._scorer: Scorer | None = None
+        self.result_: TrainResult | None = None
+
+    def __repr__(self) -> str:
+        shown = [
+            f"algorithm={self.algorithm!r}",
+            f"contamination={self.contamination!r}",
+            f"random_state={self.random_state!r}",
+        ]
+        if self.window != 1:
+            shown.append(f"window={self.window!r}")
+        if self.features is not None:
+            shown.append(f"features={self.features!r}")
+        return f"AnomalyDetector({', '.join(shown)})"
+
+    # -- fitting and persistence -------------------------------------------------------------
+
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> AnomalyDetector:
+        """Fit on X, export the graph and check it against the reference; labels are ignored
+        (`y` is accepted so the call reads like scikit-learn's)."""
+        values, sensors = _readings(X, None)
+        options = TrainOptions(
+            sensors=sensors,
+            algorithm=self.algorithm,
+            contamination=self.contamination,
+            window=self.window,
+            seed=self.random_state,
+            features=self.features or _default_features(self.window),
+            model_id="anomaly_detector",
+        )
+        result = train_values(values, sensors, options, source="AnomalyDetector.fit")
+        self._use(result.model_bytes, Path("<fitted>"))
+        self.result_ = result
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write the ONNX model (the one file a gateway runs); atomically."""
+        if self._model is None:
+            raise NotFittedError("fit or load the detector before saving it")
+        return write_atomically(path, self._model)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AnomalyDetector:
+        """A detector that scores with a saved model (checked as the agent checks it)."""
+        scorer = Scorer.load(path)
+        m = scorer.manifest
+        detector = cls(
+            algorithm=m.algorithm.name,
+            contamination=m.contamination,
+            random_state=m.training.seed,
+            window=m.window,
+            features=None if m.features == _default_features(m.window) else m.features,
+        )
+        detector._model = Path(path).read_bytes()
+        detector._scorer = scorer
+        return detector
+
+    @property
+    def manifest(self) -> Manifest:
+        """The model's manifest: sensors, thresholds, training summary, parity."""
+        return self._fitted().manifest
+
+    @property
+    def sensors(self) -> list[str]:
+        return self.manifest.sensor_names
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def score(self, X: ArrayLike) -> np.ndarray:
+        """Calibrated scores in [0, 1]; at or above 0.5 (the alert threshold) is an anomaly."""
+        return self._scores(X)[0]
+
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Alert threshold minus score: lower is more anomalous, at or below 0 an anomaly."""
+        return self.manifest.alert_threshold - self.score(X)
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """1 for a normal row, -1 for an anomaly (scikit-learn's convention)."""
+        return np.where(self.score(X) >= self.manifest.alert_threshold, -1, 1)
+
+    def contributions(self, X: ArrayLike) -> np.ndarray:
+        """[rows, sensors]: each sensor's share in the row's score (rows sum to 1), the same
+        attribution an alert's `sensors` list is taken from."""
+        return self._scores(X)[1]
+
+    def _scores(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        scorer = self._fitted()
+        return score_rows(scorer, _readings(X, scorer.manifest.sensor_names)[0])
+
+    def _use(self, model: bytes, origin: Path) -> None:
+        self._scorer = Scorer.from_bytes(model, origin)
+        self._model = model
+
+    def _fitted(self) -> Scorer:
+        if self._scorer is None:
+            raise NotFittedError("this AnomalyDetector is not fitted yet: call fit(X) or load()")
+        return self._scorer
+
+
+def score_rows(scorer: Scorer, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score [rows], contributions [rows, sensors]) of consecutive readings, each row scored
+    with the window ending at it; rows before the first full window score 0 with no
+    contributions, as the gateway leaves them unscored."""
+    n, w = len(values), scorer.manifest.window
+    score = np.zeros(n)
+    contributions = np.zeros((n, values.shape[1]))
+    if n >= w:
+        scored = scorer.score_many(sliding_windows(values, w))
+        score[w - 1 :] = scored.score
+        contributions[w - 1 :] = scored.contributions
+    return score, contributions
+
+
+def _default_features(window: int) -> list[str]:
+    return ["last"] if window == 1 else list(DEFAULT_FEATURES)
+
+
+def _readings(X: ArrayLike, sensors: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """(float64 [rows, sensors], sensor names) from an array or a DataFrame.
+
+    A DataFrame's columns are matched by name (any order, extra columns ignored when scoring);
+    an array's columns are taken in the fitted order and named sensor_0, sensor_1, ...
+    """
+    if hasattr(X, "columns") and hasattr(X, "to_numpy"):
+        names = [str(c) for c in X.columns]
+        wanted = sensors or names
+        missing = [s for s in wanted if s not in names]
+        if missing:
+            raise ValueError(f"X has no column(s) {missing}; it has {names}")
+        frame = X[[X.columns[names.index(s)] for s in wanted]]
+        values = _numeric(frame.to_numpy(), wanted)
+        return values, wanted
+    values = _numeric(X, None)
+    names = sensors or [f"sensor_{j}" for j in range(values.shape[1])]
+    if values.shape[1] != len(names):
+        raise ValueError(f"X has {values.shape[1]} column(s); the model expects {len(names)}")
+    return values, names
+
+
+def _numeric(X: ArrayLike, names: list[str] | None) -> np.ndarray:
+    try:
+        values = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        which = f" (columns {names})" if names else ""
+        raise ValueError(f"X must hold numbers only{which}: {exc}") from None
+    if values.ndim != 2:
+        raise ValueError(
+            f"X must be 2-D [rows, sensors], got shape {values.shape}; "
+            "for one sensor use X.reshape(-1, 1)"
+        )
+    if not np.isfinite(values).all():
+        row, col = np.argwhere(~np.isfinite(values))[0]
+        column = names[col] if names else f"column {col}"
+        raise ValueError(f"X has a non-finite value {values[row, col]} at row {row}, {column}")
+    return values
