@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench model clean
+.PHONY: setup test-setup demo test lint bench model clean
 
 setup:
 	@VENV=$(VENV) ./scripts/bootstrap.sh
@@ -14,7 +14,11 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# The tests also need a browser: the trainer's HTML report is rendered in headless chromium.
+test-setup:
+	@VENV=$(VENV) WITH_BROWSER=1 ./scripts/bootstrap.sh
+
+test: test-setup lint
 	$(VENV)/bin/pytest
 
 # Speed and memory against paho and scikit-learn (prints a table, writes var/bench.json).

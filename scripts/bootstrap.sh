@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian / Raspberry Pi OS (64-bit) machine that has only Python and apt:
 # a venv with the project and its extras, and mosquitto from apt when it is missing.
+# WITH_BROWSER=1 (make test) also installs Debian's chromium, which the report test renders in.
 # Idempotent: a second run only reinstalls when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,14 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   echo "bootstrap: installing mosquitto with apt-get"
   apt_install mosquitto || {
     echo "bootstrap: mosquitto is missing and could not be installed: run 'sudo apt-get install mosquitto'" >&2
+    exit 1
+  }
+fi
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1 \
+   && ! command -v chromium-headless-shell >/dev/null 2>&1; then
+  echo "bootstrap: installing chromium with apt-get (the report test renders pages in it)"
+  apt_install chromium || {
+    echo "bootstrap: chromium is missing and could not be installed: run 'sudo apt-get install chromium'" >&2
     exit 1
   }
 fi

@@ -53,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-row", type=int, default=0, help="count only rows from this one (0-based)"
     )
 
+    rp = sub.add_parser(
+        "report", help="one self-contained HTML page of a model's scores on a CSV, with pictures"
+    )
+    rp.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
+    rp.add_argument("data", type=Path, help="CSV with the model's sensors")
+    rp.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    rp.add_argument(
+        "--label-column", help="0/1 column: adds the confusion matrix and precision-recall curve"
+    )
+    rp.add_argument(
+        "--from-row", type=int, default=0, help="count only rows from this one (0-based)"
+    )
+    rp.add_argument("--top", type=int, default=5, help="alerts whose contributions are drawn")
+
     bm = sub.add_parser("benchmark", help="run a published benchmark's protocol")
     bm_sub = bm.add_subparsers(dest="benchmark", required=True)
     skab = bm_sub.add_parser(
@@ -177,6 +191,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise ValueError("--top must be at least 1")
+    from trainer import report  # matplotlib is only needed here
+
+    page = report.build(args.model, args.data, args.label_column, args.from_row, args.top)
+    report.write(page, args.out)
+    print(f"wrote {args.out} ({len(page.encode()) / 1024:.0f} KiB)")
+    return 0
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     algorithms = args.algorithm or sorted(DETECTORS)
     results = benchmark.run(args.folder, algorithms, args.train_rows, args.window)
@@ -189,4 +214,5 @@ _COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
     "benchmark": _benchmark,
+    "report": _report,
 }

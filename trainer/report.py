@@ -1,0 +1,384 @@
+"""`edge-trainer report`: one self-contained HTML page that shows what a model sees in a CSV.
+
+The pictures are the ones the tutorials draw by hand (sensors with flagged points and labelled
+anomalies, the score against the level thresholds, the score histogram, what drove the top
+alerts, and with labels the confusion matrix and precision-recall curve). Every picture is a PNG
+embedded as a data URI and the page has no script, so the file can be mailed or archived and
+opens anywhere without a network. Scores come from the exported graph through the agent's
+scorer, so the page shows what the gateway would compute.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from agent.manifest import Manifest
+from agent.score import Scorer
+from agent.table import Table, TableError, read_table
+from trainer.api import score_rows
+from trainer.metrics import classification_metrics, pr_auc, precision_recall_curve, roc_auc
+
+_LEVEL_COLOURS = {"info": "#d4a017", "warning": "#e67e22", "critical": "#c0392b"}
+_WIDTH = 11.0  # inches at 100 dpi: 1100 px, readable on a laptop and in print
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A run of consecutive flagged rows: what the gateway would raise as one alert."""
+
+    start: int
+    end: int  # inclusive
+    peak: int
+
+    @property
+    def rows(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass
+class Scored:
+    manifest: Manifest
+    source: str
+    x: np.ndarray  # datetime64 or row numbers
+    x_label: str
+    values: np.ndarray  # [rows, sensors]
+    score: np.ndarray
+    contributions: np.ndarray
+    labels: np.ndarray | None
+    from_row: int
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.score >= self.manifest.alert_threshold
+
+    def counted(self, a: np.ndarray) -> np.ndarray:
+        return a[self.from_row :]
+
+
+def build(
+    model: Path, data: Path, label_column: str | None = None, from_row: int = 0, top: int = 5
+) -> str:
+    """The report as one HTML string."""
+    scored = _score(model, data, label_column, from_row)
+    episodes = top_episodes(scored.score, scored.flagged, from_row, top)
+    sections = [
+        _section("Model", _model_table(scored)),
+        _section(
+            "Sensors over time",
+            _img(_sensors_figure(scored), "each sensor over time with flagged points")
+            + "<p>Red dots: rows scored at or above the alert threshold. Shaded red: rows "
+            "labelled anomalous. Shaded grey: rows before <code>--from-row</code>, "
+            "not counted.</p>",
+        ),
+        _section(
+            "Score over time",
+            _img(_score_figure(scored), "the score over time with the level thresholds"),
+        ),
+        _section("Score histogram", _img(_histogram_figure(scored), "histogram of the scores")),
+        _section("Top alerts", _episodes_html(scored, episodes)),
+    ]
+    if scored.labels is not None:
+        sections.append(_section("Against the labels", _labelled_html(scored)))
+    title = f"{scored.manifest.model_id} on {scored.source}"
+    return _page(title, "\n".join(sections))
+
+
+def write(html_text: str, out: Path) -> Path:
+    out.write_text(html_text, encoding="utf-8")
+    return out
+
+
+def top_episodes(score: np.ndarray, flagged: np.ndarray, from_row: int, top: int) -> list[Episode]:
+    """The `top` runs of flagged rows (from `from_row` on) with the highest peak scores."""
+    rows = np.flatnonzero(flagged[from_row:]) + from_row
+    if not len(rows):
+        return []
+    breaks = np.flatnonzero(np.diff(rows) > 1)
+    starts = np.r_[rows[0], rows[breaks + 1]]
+    ends = np.r_[rows[breaks], rows[-1]]
+    episodes = [
+        Episode(int(a), int(b), int(a + np.argmax(score[a : b + 1])))
+        for a, b in zip(starts, ends, strict=True)
+    ]
+    episodes.sort(key=lambda e: (-score[e.peak], e.start))
+    return episodes[:top]
+
+
+# -- scoring -----------------------------------------------------------------------------------
+
+
+def _score(model: Path, data: Path, label_column: str | None, from_row: int) -> Scored:
+    scorer = Scorer.load(model)
+    table = read_table(data)
+    if label_column is not None and label_column not in table.text:
+        raise TableError(f"{data}: no label column {label_column!r}; columns are {table.header}")
+    if not 0 <= from_row < table.rows:
+        raise TableError(f"{data}: --from-row {from_row} is outside its {table.rows} rows")
+    values = table.matrix(scorer.manifest.sensor_names)
+    score, contributions = score_rows(scorer, values)
+    x, x_label = _time_axis(table)
+    return Scored(
+        manifest=scorer.manifest,
+        source=Path(data).name,
+        x=x,
+        x_label=x_label,
+        values=values,
+        score=score,
+        contributions=contributions,
+        labels=table.labels(label_column) if label_column else None,
+        from_row=from_row,
+    )
+
+
+def _time_axis(table: Table) -> tuple[np.ndarray, str]:
+    """Timestamps when the time column holds ISO 8601 times, else row numbers."""
+    rows = np.arange(table.rows)
+    if table.time_column is None:
+        return rows, "row"
+    try:
+        stamps = np.array([t.replace(" ", "T") for t in table.timestamps()], dtype="datetime64[ms]")
+    except ValueError:
+        return rows, "row"
+    return stamps, table.time_column
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _shade(ax: object, s: Scored) -> None:
+    """Labelled anomalies in red, the uncounted training stretch in grey."""
+    if s.from_row:
+        ax.axvspan(s.x[0], s.x[s.from_row], color="#999999", alpha=0.15, lw=0)
+    if s.labels is not None:
+        for a, b in _runs(s.labels.astype(bool)):
+            ax.axvspan(s.x[a], s.x[b], color="#e74c3c", alpha=0.12, lw=0)
+
+
+def _sensors_figure(s: Scored) -> bytes:
+    names = s.manifest.sensor_names
+    fig = Figure(figsize=(_WIDTH, 1.6 * len(names) + 0.6))
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    flagged = s.flagged
+    for ax, j in zip(axes, range(len(names)), strict=True):
+        _shade(ax, s)
+        ax.plot(s.x, s.values[:, j], lw=0.8, color="#2c3e50")
+        ax.scatter(s.x[flagged], s.values[flagged, j], s=6, color="#c0392b", zorder=3)
+        ax.set_ylabel(names[j], rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[-1].set_xlabel(s.x_label)
+    fig.align_ylabels(axes)
+    return _png(fig)
+
+
+def _score_figure(s: Scored) -> bytes:
+    fig = Figure(figsize=(_WIDTH, 3.2))
+    ax = fig.subplots()
+    _shade(ax, s)
+    ax.plot(s.x, s.score, lw=0.8, color="#2c3e50", label="score")
+    _level_lines(ax.axhline, s.manifest)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("score")
+    ax.set_xlabel(s.x_label)
+    ax.legend(loc="upper left", fontsize=8, ncols=4)
+    return _png(fig)
+
+
+def _histogram_figure(s: Scored) -> bytes:
+    fig = Figure(figsize=(_WIDTH / 2, 3.2))
+    ax = fig.subplots()
+    w = s.manifest.window
+    ax.hist(s.score[w - 1 :], bins=50, range=(0, 1), color="#34495e", log=True)
+    _level_lines(ax.axvline, s.manifest)
+    ax.set_xlabel("score")
+    ax.set_ylabel("rows (log scale)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _level_lines(draw: object, m: Manifest) -> None:
+    for level, value in m.thresholds.model_dump().items():
+        draw(value, ls="--", lw=1, color=_LEVEL_COLOURS.get(level, "#7f8c8d"), label=level)
+
+
+def _contributions_figure(s: Scored, episodes: list[Episode]) -> bytes:
+    names = s.manifest.sensor_names
+    fig = Figure(figsize=(_WIDTH, 0.12 * len(names) * len(episodes) + 1.2))
+    ax = fig.subplots()
+    height = 0.8 / len(episodes)
+    y = np.arange(len(names))
+    for k, e in enumerate(episodes):
+        ax.barh(
+            y + k * height,
+            s.contributions[e.peak],
+            height=height,
+            label=f"#{k + 1} peak {s.score[e.peak]:.2f} at {_when(s, e.peak)}",
+        )
+    ax.set_yticks(y + 0.4 - height / 2, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the score's attribution")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _confusion_figure(counts: np.ndarray) -> bytes:
+    fig = Figure(figsize=(3.6, 3.2))
+    ax = fig.subplots()
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), n in np.ndenumerate(counts):
+        colour = "white" if n > counts.max() / 2 else "black"
+        ax.text(j, i, f"{n:,}", ha="center", va="center", color=colour)
+    ax.set_xticks([0, 1], ["normal", "anomaly"])
+    ax.set_yticks([0, 1], ["normal", "anomaly"])
+    ax.set_xlabel("flagged")
+    ax.set_ylabel("labelled")
+    return _png(fig)
+
+
+def _pr_figure(labels: np.ndarray, score: np.ndarray, operating: tuple[float, float]) -> bytes:
+    precision, recall, _ = precision_recall_curve(labels, score)
+    fig = Figure(figsize=(4.4, 3.6))
+    ax = fig.subplots()
+    ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="post", color="#2c3e50")
+    ax.plot(*operating, "o", color="#c0392b", label="alert threshold")
+    ax.axhline(labels.mean(), ls=":", color="#7f8c8d", label="chance")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.legend(fontsize=8, loc="lower left")
+    return _png(fig)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>\n{body}\n</section>"
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f"<table>{cells}</table>"
+
+
+def _model_table(s: Scored) -> str:
+    m = s.manifest
+    levels = ", ".join(f"{k} {v:.2f}" for k, v in m.thresholds.model_dump().items())
+    counted = s.counted(s.flagged)
+    return _table(
+        [
+            ("model", f"{m.model_id} version {m.version}, created {m.created_at}"),
+            ("algorithm", f"{m.algorithm.name} {m.algorithm.params}"),
+            ("sensors", ", ".join(m.sensor_names)),
+            ("window", f"{m.window} readings; features {', '.join(m.features)}"),
+            ("thresholds", f"alert {m.alert_threshold:.2f}; levels {levels}"),
+            ("trained on", f"{m.training.source}: {m.training.rows:,} rows"),
+            ("data", f"{s.source}: {len(s.score):,} rows, counted from row {s.from_row:,}"),
+            ("flagged", f"{int(counted.sum()):,} of {len(counted):,} counted rows"),
+        ]
+    )
+
+
+def _episodes_html(s: Scored, episodes: list[Episode]) -> str:
+    if not episodes:
+        return "<p>No row reached the alert threshold.</p>"
+    names = s.manifest.sensor_names
+    rows = []
+    for k, e in enumerate(episodes, start=1):
+        share = s.contributions[e.peak]
+        order = np.argsort(-share, kind="stable")[:3]
+        top = ", ".join(f"{names[j]} {share[j]:.0%}" for j in order)
+        rows.append(
+            f"<tr><td>{k}</td><td>{html.escape(_when(s, e.start))}</td>"
+            f"<td>{html.escape(_when(s, e.end))}</td><td>{e.rows:,}</td>"
+            f"<td>{s.score[e.peak]:.3f}</td><td>{_level(s.manifest, s.score[e.peak])}</td>"
+            f"<td>{html.escape(top)}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>#</th><th>from</th><th>to</th><th>rows</th><th>peak score</th>"
+        "<th>level</th><th>top sensors at the peak</th></tr>" + "".join(rows) + "</table>"
+    )
+    note = (
+        "<p>An alert here is a run of consecutive flagged rows; the bars are each sensor's "
+        "share of the attribution at the alert's highest score (how far that sensor's window "
+        "features sit from their training distribution).</p>"
+    )
+    figure = _img(_contributions_figure(s, episodes), "per-sensor contributions of the top alerts")
+    return table + note + figure
+
+
+def _labelled_html(s: Scored) -> str:
+    labels, flagged, score = s.counted(s.labels), s.counted(s.flagged), s.counted(s.score)
+    metrics = classification_metrics(labels, flagged)
+    metrics["roc_auc"] = roc_auc(labels, score)
+    metrics["pr_auc"] = pr_auc(labels, score)
+    y, p = labels.astype(bool), flagged
+    counts = np.array([[np.sum(~y & ~p), np.sum(~y & p)], [np.sum(y & ~p), np.sum(y & p)]])
+    shown = [(k, f"{v:.3f}" if k not in ("n",) else f"{int(v):,}") for k, v in metrics.items()]
+    shown = [(k + (" %" if k in ("far", "mar") else ""), v) for k, v in shown]
+    pictures = _img(_confusion_figure(counts), "confusion matrix") + _img(
+        _pr_figure(labels, score, (metrics["recall"], metrics["precision"])),
+        "precision-recall curve",
+    )
+    return _table(shown) + f'<div class="row">{pictures}</div>'
+
+
+def _when(s: Scored, row: int) -> str:
+    x = s.x[row]
+    if np.issubdtype(s.x.dtype, np.datetime64):
+        return str(x.astype("datetime64[s]")).replace("T", " ")
+    return f"row {int(x):,}"
+
+
+def _level(m: Manifest, score: float) -> str:
+    reached = [k for k, v in m.thresholds.model_dump().items() if score >= v]
+    return reached[-1] if reached else "-"
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of each run of True."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
+
+
+def _page(title: str, body: str) -> str:
+    made = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }}
+h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.2em; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }}
+th {{ background: #f5f5f5; }}
+img {{ max-width: 100%; display: block; margin: 0.5em 0; }}
+.row {{ display: flex; gap: 2em; flex-wrap: wrap; align-items: flex-start; }}
+</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>edge-trainer report, made {made}. Scores are computed by the model's ONNX graph through the
+agent's scorer, exactly as the gateway computes them.</p>
+{body}
+</body></html>
+"""
