@@ -1,8 +1,8 @@
 """The fitted scoring function: window → features → scaling → detector → calibration.
 
 `reference` computes it with numpy and scikit-learn; `to_onnx` writes the same function as one
-graph. Contributions are each sensor's share of the squared standardized feature deviations
-(how far that sensor's features sit from their training distribution), for every detector.
+graph. Contributions are each sensor's share of the detector's per-feature attribution
+(`detectors.base.attribution`), summed over that sensor's features.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import TensorProto
 
 from agent.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
 from trainer.calibration import Calibration
 from trainer.detectors import Detector, make_detector
+from trainer.detectors.base import attribution, onnx_attribution
 from trainer.features import onnx_features, reference_features
 from trainer.graph import GraphBuilder, float_input
 
@@ -71,9 +73,10 @@ class Pipeline:
         """(score [batch], contributions [batch, n_sensors]) by numpy and scikit-learn."""
         scaled = self.scaler.apply(reference_features(windows, self.features))
         score = self.calibration.apply(self.detector.reference_scores(scaled))
-        squared = (scaled.astype(np.float64) ** 2).reshape(len(scaled), len(self.features), -1)
-        per_sensor = squared.sum(axis=1)
-        return score, per_sensor / (per_sensor.sum(axis=1, keepdims=True) + _EPS)
+        per_feature = attribution(self.detector, scaled)
+        per_sensor = per_feature.reshape(len(scaled), len(self.features), -1).sum(axis=1)
+        shares = per_sensor / (per_sensor.sum(axis=1, keepdims=True) + _EPS)
+        return score, shares.astype(np.float32)
 
     def to_onnx(self) -> onnx.ModelProto:
         g = GraphBuilder()
@@ -85,18 +88,19 @@ class Pipeline:
             g.const(self.scaler.std, "sigma"),
         )
         g.rename(self.calibration.onnx(g, self.detector.onnx_scores(g, scaled)), OUTPUT_SCORE)
-        squared = g.op(
+        per_feature = g.op(
             "Reshape",
-            g.op("Mul", scaled, scaled),
+            onnx_attribution(self.detector, g, scaled),
             g.const([-1, len(self.features), n], "fs", np.int64),
         )
-        per_sensor = g.op("ReduceSum", squared, g.const([1], "ax", np.int64), keepdims=0)
+        per_sensor = g.op("ReduceSum", per_feature, g.const([1], "ax", np.int64), keepdims=0)
         total = g.op(
             "Add",
             g.op("ReduceSum", per_sensor, g.const([1], "ax", np.int64), keepdims=1),
-            g.const(_EPS, "eps"),
+            g.const(_EPS, "eps", np.float64),
         )
-        g.rename(g.op("Div", per_sensor, total), OUTPUT_CONTRIBUTIONS)
+        shares = g.op("Div", per_sensor, total)
+        g.rename(g.op("Cast", shares, to=TensorProto.FLOAT), OUTPUT_CONTRIBUTIONS)
         return g.model(
             [float_input(INPUT_NAME, ["batch", self.window, n])],
             [float_input(OUTPUT_SCORE, ["batch"]), float_input(OUTPUT_CONTRIBUTIONS, ["batch", n])],

@@ -10,7 +10,8 @@ import pytest
 from agent.score import Scorer
 from agent.table import read_table
 from trainer.detectors import DETECTORS, make_detector
-from trainer.features import sliding_windows
+from trainer.detectors.base import attribution
+from trainer.features import reference_features, sliding_windows
 from trainer.metrics import roc_auc
 from trainer.train import PARITY_TOLERANCE, TrainOptions, train, write_model
 
@@ -88,3 +89,37 @@ def test_min_and_max_features_export_faithfully(sim_data):
     windows = sliding_windows(read_table(sim_data.live_csv).matrix(result.pipeline.sensors), 10)
     scores, _ = result.pipeline.reference(windows)
     assert ((scores >= 0) & (scores <= 1)).all()
+
+
+@pytest.mark.parametrize("algorithm", sorted(DETECTORS))
+def test_contributions_point_at_the_faulty_sensor(algorithm, sim_data):
+    """Each injected fault touches one sensor. For every fault the model detects (flags at
+    least a quarter of its windows), that sensor is the one its contributions name first most
+    often. (A fault flagged in one window or two says nothing about the attribution.)"""
+    result = train(sim_data.train_csv, TrainOptions(algorithm=algorithm, model_id=algorithm))
+    names = result.manifest.sensor_names
+    window = result.manifest.window
+    values = read_table(sim_data.live_csv).matrix(names)
+    score, contributions = result.pipeline.reference(sliding_windows(values, window))
+    named = {}
+    for fault in sim_data.faults:
+        rows = np.arange(max(fault.start, window - 1), fault.end) - (window - 1)
+        flagged = rows[score[rows] >= 0.5]
+        if len(flagged) >= max(1, len(rows) / 4):
+            top = np.bincount(contributions[flagged].argmax(axis=1), minlength=len(names))
+            named[fault.label] = names[int(top.argmax())] == fault.sensor
+    assert named and all(named.values()), named
+
+
+@pytest.mark.parametrize("algorithm", ["pca", "autoencoder"])
+def test_sum_detectors_split_their_raw_score_exactly_over_the_features(algorithm, sim_data):
+    result = train(sim_data.train_csv, TrainOptions(algorithm=algorithm, model_id=algorithm))
+    pipeline = result.pipeline
+    table = read_table(sim_data.live_csv)
+    windows = sliding_windows(table.matrix(result.manifest.sensor_names), pipeline.window)
+    scaled = pipeline.scaler.apply(reference_features(windows, pipeline.features))
+    per_feature = attribution(pipeline.detector, scaled)
+    assert (per_feature >= 0).all()
+    np.testing.assert_allclose(
+        per_feature.sum(axis=1), pipeline.detector.reference_scores(scaled), rtol=1e-9
+    )

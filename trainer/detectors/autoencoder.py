@@ -1,5 +1,6 @@
 """Autoencoder: a scikit-learn MLP trained to reproduce normal windows' features through a
-narrow hidden layer; raw score = squared reconstruction error. Exported as its two dense
+narrow hidden layer; raw score = squared reconstruction error, the sum over features of each
+feature's squared error (which is also what its contributions show). Exported as its two dense
 layers (MatMul, Add, ReLU) in float64.
 """
 
@@ -44,25 +45,28 @@ class AutoencoderDetector:
             log.warning("autoencoder stopped at max_iter=%d before converging", self.max_iter)
         self._model = model
 
-    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+    def reference_attribution(self, features: np.ndarray) -> np.ndarray:
         x = features.astype(np.float64)
-        return ((x - self._fitted().predict(x)) ** 2).sum(axis=1)
+        return (x - self._fitted().predict(x)) ** 2
+
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        return self.reference_attribution(features).sum(axis=1)
+
+    def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
+        return g.once(f"ae_attribution_{id(self)}", lambda: self._onnx_attribution(g, features))
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        attribution = self.onnx_attribution(g, features)
+        total = g.op("ReduceSum", attribution, g.const([1], "ax", np.int64), keepdims=0)
+        return g.op("Cast", total, to=TensorProto.FLOAT)
+
+    def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
         m = self._fitted()
         (w1, w2), (b1, b2) = m.coefs_, m.intercepts_
-        f64 = np.float64
         x = g.op("Cast", features, to=TensorProto.DOUBLE)
-        hidden = g.op(
-            "Relu",
-            g.op("Add", g.op("MatMul", x, g.const(w1, "ae_w1", f64)), g.const(b1, "ae_b1", f64)),
-        )
-        out = g.op(
-            "Add", g.op("MatMul", hidden, g.const(w2, "ae_w2", f64)), g.const(b2, "ae_b2", f64)
-        )
-        err = g.op("Sub", x, out)
-        total = g.op("ReduceSum", g.op("Mul", err, err), g.const([1], "ax", np.int64), keepdims=0)
-        return g.op("Cast", total, to=TensorProto.FLOAT)
+        hidden = g.op("Relu", _dense(g, x, w1, b1, "ae_1"))
+        err = g.op("Sub", x, _dense(g, hidden, w2, b2, "ae_2"))
+        return g.op("Mul", err, err)
 
     def _fitted(self) -> MLPRegressor:
         if self._model is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+from onnx import TensorProto
 
 from trainer.graph import GraphBuilder
 
@@ -25,3 +26,27 @@ class Detector(Protocol):
     def onnx_scores(self, g: GraphBuilder, features: str) -> str: ...
 
     def params(self) -> dict[str, float | int | str | bool | None]: ...
+
+
+def attribution(detector: Detector, features: np.ndarray) -> np.ndarray:
+    """[batch, n_features] >= 0: what each feature adds to the window's raw score.
+
+    A detector whose score is a sum over features says so in its own terms
+    (`reference_attribution`: PCA's T² and Q per feature, the autoencoder's reconstruction
+    error per feature); for the others (trees, kernels, densities, neighbours) the squared
+    standardized feature: how far that feature sits from its training distribution.
+    """
+    own = getattr(detector, "reference_attribution", None)
+    if own is not None:
+        return own(features)
+    x = features.astype(np.float64)
+    return x * x
+
+
+def onnx_attribution(detector: Detector, g: GraphBuilder, features: str) -> str:
+    """`attribution` as graph nodes: float64 [batch, n_features]."""
+    own = getattr(detector, "onnx_attribution", None)
+    if own is not None:
+        return own(g, features)
+    x = g.op("Cast", features, to=TensorProto.DOUBLE)
+    return g.op("Mul", x, x)

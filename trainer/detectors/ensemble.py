@@ -4,7 +4,9 @@ mean breaking ties), as in the tutorials.
 
 Members fit on the same features; each member's calibration puts `member_contamination` of its
 training windows above 0.5, so a vote means "this member would have alerted". The ensemble's
-raw score is then calibrated once more, like any detector's.
+raw score is then calibrated once more, like any detector's. Its contributions are the mean of
+the members' contributions, each first made into shares of 1 so that no member's units weigh
+more than another's.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import numpy as np
 from onnx import TensorProto
 
 from trainer.calibration import ALERT_THRESHOLD, Calibration
-from trainer.detectors.base import Detector
+from trainer.detectors.base import Detector, attribution, onnx_attribution
 from trainer.graph import GraphBuilder
 
 DEFAULT_MEMBERS = ("pca", "gaussian_mixture")
+_EPS = 1e-12
+
+
+def _shares(a: np.ndarray) -> np.ndarray:
+    return a / (a.sum(axis=1, keepdims=True) + _EPS)
 
 
 class EnsembleDetector:
@@ -74,6 +81,24 @@ class EnsembleDetector:
             g.op("Cast", g.op("GreaterOrEqual", c, half), to=TensorProto.FLOAT) for c in calibrated
         ]
         return g.op("Add", g.op("Sum", *votes), g.op("Mul", mean, g.const(1.0 / (n + 1), "tie")))
+
+    def reference_attribution(self, features: np.ndarray) -> np.ndarray:
+        shares = [_shares(attribution(m, features)) for m, _ in self._fitted()]
+        return np.mean(shares, axis=0)
+
+    def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
+        members = self._fitted()
+        axis = g.const([1], "ax", np.int64)
+        shares = []
+        for m, _ in members:
+            a = onnx_attribution(m, g, features)
+            total = g.op(
+                "Add", g.op("ReduceSum", a, axis, keepdims=1), g.const(_EPS, "eps", np.float64)
+            )
+            shares.append(g.op("Div", a, total))
+        return g.op(
+            "Mul", g.op("Sum", *shares), g.const(1.0 / len(members), "ens_inv_n", np.float64)
+        )
 
     def _fitted(self) -> list[tuple[Detector, Calibration]]:
         if not self._members:

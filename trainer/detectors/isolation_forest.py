@@ -4,6 +4,12 @@ Each leaf carries its isolation depth (edges from the root plus the expected dep
 samples left in it), so the node's average is the forest's mean path length; the score is
 2 ** (-mean / c(max_samples)), as in scikit-learn. One tree-ensemble node scores a row in
 microseconds, where a node-per-tree graph takes hundreds.
+
+Contributions follow DIFFI (Carletti et al., depth-based isolation forest feature importance,
+per sample): every split on a window's path credits its feature with 1 / the leaf's isolation
+depth, averaged over the trees, so the features that isolated the window quickly get the
+credit. The same node carries those credits as extra targets on each leaf (sparse: a leaf
+credits only the features split on above it).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from onnx import TensorProto
 from sklearn.ensemble import IsolationForest
 
 from trainer.graph import GraphBuilder
@@ -55,13 +62,44 @@ class IsolationForestDetector:
     def reference_scores(self, features: np.ndarray) -> np.ndarray:
         return -self._fitted().score_samples(features)
 
+    def reference_attribution(self, features: np.ndarray) -> np.ndarray:
+        forest = self._fitted()
+        out = np.zeros(features.shape, dtype=np.float64)
+        for estimator, feature_map in zip(
+            forest.estimators_, forest.estimators_features_, strict=True
+        ):
+            tree = estimator.tree_
+            credit = _leaf_credits(tree, feature_map, features.shape[1])
+            out += credit[estimator.apply(features[:, feature_map])]
+        return out / len(forest.estimators_)
+
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
         forest = self._fitted()
-        attrs = _tree_ensemble_attributes(forest)
-        mean_depth = g.op("TreeEnsembleRegressor", features, domain="ai.onnx.ml", **attrs)
+        depth = g.op("Slice", self._node(g, features), *self._columns(g, 0, 1))
         scale = -math.log(2.0) / float(average_path_length(forest.max_samples_))
-        score = g.op("Exp", g.op("Mul", mean_depth, g.const(scale, "ln2_over_c")))
+        score = g.op("Exp", g.op("Mul", depth, g.const(scale, "ln2_over_c")))
         return g.op("Reshape", score, g.const([-1], "flat", np.int64))
+
+    def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
+        n = self._fitted().n_features_in_
+        credits = g.op("Slice", self._node(g, features), *self._columns(g, 1, n + 1))
+        return g.op("Cast", credits, to=TensorProto.DOUBLE)
+
+    def _node(self, g: GraphBuilder, features: str) -> str:
+        """One TreeEnsembleRegressor: target 0 the mean depth, 1..n the features' credits."""
+        attrs = _tree_ensemble_attributes(self._fitted())
+        return g.once(
+            f"forest_{id(self)}",
+            lambda: g.op("TreeEnsembleRegressor", features, domain="ai.onnx.ml", **attrs),
+        )
+
+    @staticmethod
+    def _columns(g: GraphBuilder, start: int, end: int) -> tuple[str, str, str]:
+        return (
+            g.const([start], "start", np.int64),
+            g.const([end], "end", np.int64),
+            g.const([1], "ax", np.int64),
+        )
 
     def _fitted(self) -> IsolationForest:
         if self._model is None:
@@ -85,12 +123,14 @@ def _tree_ensemble_attributes(forest: IsolationForest) -> dict[str, object]:
             "target_weights",
         )
     }
+    target_ids: list[int] = []
+    n_features = forest.n_features_in_
     for tree_id, (estimator, feature_map) in enumerate(
         zip(forest.estimators_, forest.estimators_features_, strict=True)
     ):
         tree = estimator.tree_
-        depth = _node_depths(tree.children_left, tree.children_right)
-        leaf_value = depth + average_path_length(tree.n_node_samples)
+        leaf_value = _isolation_depths(tree)
+        credit = _leaf_credits(tree, feature_map, n_features)
         thresholds = _float32_at_most(tree.threshold)
         for node in range(tree.node_count):
             is_leaf = tree.children_left[node] == -1
@@ -101,17 +141,45 @@ def _tree_ensemble_attributes(forest: IsolationForest) -> dict[str, object]:
             a["nodes_values"].append(0.0 if is_leaf else float(thresholds[node]))
             a["nodes_truenodeids"].append(0 if is_leaf else int(tree.children_left[node]))
             a["nodes_falsenodeids"].append(0 if is_leaf else int(tree.children_right[node]))
-            if is_leaf:
+            if not is_leaf:
+                continue
+            credited = np.flatnonzero(credit[node])
+            for target, weight in [(0, leaf_value[node])] + [
+                (j + 1, credit[node, j]) for j in credited
+            ]:
                 a["target_treeids"].append(tree_id)
                 a["target_nodeids"].append(node)
-                a["target_weights"].append(float(leaf_value[node]))
+                a["target_weights"].append(float(weight))
+                target_ids.append(int(target))
     return {
         **a,
-        "target_ids": [0] * len(a["target_nodeids"]),
-        "n_targets": 1,
+        "target_ids": target_ids,
+        "n_targets": n_features + 1,
         "aggregate_function": "AVERAGE",
         "post_transform": "NONE",
     }
+
+
+def _isolation_depths(tree: object) -> np.ndarray:
+    """Per node: edges from the root plus c(samples left in it) — a leaf's isolation depth."""
+    depth = _node_depths(tree.children_left, tree.children_right)
+    return depth + average_path_length(tree.n_node_samples)
+
+
+def _leaf_credits(tree: object, feature_map: np.ndarray, n_features: int) -> np.ndarray:
+    """[nodes, n_features]: at each leaf, 1 / its isolation depth for every split on its path
+    (a feature split on twice is credited twice); zero rows for inner nodes."""
+    left, right = tree.children_left, tree.children_right
+    splits = np.zeros((tree.node_count, n_features))
+    for node in range(tree.node_count):  # parents come before their children
+        if left[node] != -1:
+            child = splits[node].copy()
+            child[int(feature_map[tree.feature[node]])] += 1.0
+            splits[left[node]] = splits[right[node]] = child
+    leaves = left == -1
+    credit = np.zeros_like(splits)
+    credit[leaves] = splits[leaves] / _isolation_depths(tree)[leaves, None]
+    return credit
 
 
 def _node_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -3,6 +3,11 @@
 T² measures how far a window sits inside the normal subspace; Q how far it leaves it, which is
 what a single faulty sensor in a correlated set does. raw = T²/E[T²] + Q/E[Q] on training data.
 Computed in float64 in both the reference and the graph.
+
+Both split exactly over the features, which is what the contributions show: Q is the sum of
+the squared residuals, and T² = |x S|² with S = P Λ^-1/2 Pᵀ, the symmetric square root of the
+model's precision (the "complete decomposition" contributions of process monitoring), so each
+feature's share is (x S)_j² / E[T²] + r_j² / E[Q] and the shares add up to the raw score.
 """
 
 from __future__ import annotations
@@ -39,14 +44,30 @@ class PCADetector:
         q_scale = max(float(eig[k:].sum()), 1e-12)
         self._fit = (mean, components, kept, t2_scale, q_scale)
 
-    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+    def reference_attribution(self, features: np.ndarray) -> np.ndarray:
         mean, components, eig, t2_scale, q_scale = self._fitted()
         centered = features.astype(np.float64) - mean
         t = centered @ components
         resid = centered - t @ components.T
-        return (t**2 / eig).sum(axis=1) / t2_scale + (resid**2).sum(axis=1) / q_scale
+        z = t @ (components / np.sqrt(eig)).T
+        return z * z / t2_scale + resid * resid / q_scale
+
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        return self.reference_attribution(features).sum(axis=1)
+
+    def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
+        return g.once(f"pca_attribution_{id(self)}", lambda: self._onnx_attribution(g, features))
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        total = g.op(
+            "ReduceSum",
+            self.onnx_attribution(g, features),
+            g.const([1], "ax", np.int64),
+            keepdims=0,
+        )
+        return g.op("Cast", total, to=TensorProto.FLOAT)
+
+    def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
         mean, components, eig, t2_scale, q_scale = self._fitted()
         f64 = np.float64
         centered = g.op(
@@ -54,20 +75,12 @@ class PCADetector:
         )
         t = g.op("MatMul", centered, g.const(components, "pca_p", f64))
         resid = g.op("Sub", centered, g.op("MatMul", t, g.const(components.T, "pca_pt", f64)))
-        axis = g.const([1], "ax", np.int64)
-        t2 = g.op(
-            "ReduceSum",
-            g.op("Mul", g.op("Mul", t, t), g.const(1 / (eig * t2_scale), "w_t2", f64)),
-            axis,
-            keepdims=0,
-        )
-        q = g.op(
-            "ReduceSum",
+        z = g.op("MatMul", t, g.const((components / np.sqrt(eig)).T, "pca_s", f64))
+        return g.op(
+            "Add",
+            g.op("Mul", g.op("Mul", z, z), g.const(1 / t2_scale, "w_t2", f64)),
             g.op("Mul", g.op("Mul", resid, resid), g.const(1 / q_scale, "w_q", f64)),
-            axis,
-            keepdims=0,
         )
-        return g.op("Cast", g.op("Add", t2, q), to=TensorProto.FLOAT)
 
     def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
         if self._fit is None:
