@@ -34,6 +34,7 @@ import numpy as np
 from agent.atomic import write_atomically
 from agent.manifest import Manifest
 from agent.score import Scorer
+from trainer.detectors.ensemble import DEFAULT_MEMBERS
 from trainer.features import DEFAULT_FEATURES, sliding_windows
 from trainer.train import TrainOptions, TrainResult, train_values
 
@@ -73,12 +74,14 @@ class AnomalyDetector:
         random_state: int = TrainOptions.seed,
         window: int = 1,
         features: Sequence[str] | None = None,
+        members: Sequence[str] | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.contamination = contamination
         self.random_state = random_state
         self.window = window
         self.features = list(features) if features is not None else None
+        self.members = list(members) if members is not None else None
         self._model: bytes | None = None
         self._scorer: Scorer | None = None
         self.result_: TrainResult | None = None
@@ -93,6 +96,8 @@ class AnomalyDetector:
             shown.append(f"window={self.window!r}")
         if self.features is not None:
             shown.append(f"features={self.features!r}")
+        if self.members is not None:
+            shown.append(f"members={self.members!r}")
         return f"AnomalyDetector({', '.join(shown)})"
 
     # -- fitting and persistence -------------------------------------------------------------
@@ -109,6 +114,7 @@ class AnomalyDetector:
             seed=self.random_state,
             features=self.features or _default_features(self.window),
             model_id="anomaly_detector",
+            members=self.members,
         )
         result = train_values(values, sensors, options, source="AnomalyDetector.fit")
         self._use(result.model_bytes, Path("<fitted>"))
@@ -132,6 +138,7 @@ class AnomalyDetector:
             random_state=m.training.seed,
             window=m.window,
             features=None if m.features == _default_features(m.window) else m.features,
+            members=_chosen_members(m),
         )
         detector._model = Path(path).read_bytes()
         detector._scorer = scorer
@@ -191,6 +198,13 @@ def score_rows(scorer: Scorer, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
         score[w - 1 :] = scored.score
         contributions[w - 1 :] = scored.contributions
     return score, contributions
+
+
+def _chosen_members(m: Manifest) -> list[str] | None:
+    chosen = m.algorithm.params.get("members")
+    if not isinstance(chosen, str) or chosen == ",".join(DEFAULT_MEMBERS):
+        return None
+    return chosen.split(",")
 
 
 def _default_features(window: int) -> list[str]:

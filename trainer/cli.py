@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="detector (default pca: Hotelling T² + Q)",
     )
     tr.add_argument(
+        "--members",
+        help="for ensemble / ensemble_vote: comma list of two or more detectors "
+        "(default pca,gaussian_mixture)",
+    )
+    tr.add_argument(
         "--contamination",
         type=float,
         default=0.01,
@@ -159,6 +164,7 @@ def _train(args: argparse.Namespace) -> int:
         features=[f.strip() for f in args.features.split(",") if f.strip()],
         model_id=args.model_id or args.out.stem,
         model_version=args.model_version,
+        members=[m.strip() for m in args.members.split(",") if m.strip()] if args.members else None,
     )
     result = train(args.data, options, progress=_say)
     write_model(result, args.out)

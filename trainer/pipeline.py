@@ -57,12 +57,13 @@ class Pipeline:
         algorithm: str,
         contamination: float,
         seed: int,
+        members: list[str] | None = None,
     ) -> tuple[Pipeline, np.ndarray]:
         """The fitted pipeline and its raw scores on the training windows."""
         x = reference_features(windows, features)
         scaler = Scaler.fit(x)
         scaled = scaler.apply(x)
-        detector = make_detector(algorithm)
+        detector = make_detector(algorithm, members)
         detector.fit(scaled, seed)
         raw = detector.reference_scores(scaled)
         calibration = Calibration.fit(raw, contamination)

@@ -58,6 +58,7 @@ class TrainOptions:
     features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
     model_id: str = "detector"
     model_version: str = "1"
+    members: list[str] | None = None  # an ensemble's detectors (default pca, gaussian_mixture)
 
 
 @dataclass
@@ -116,6 +117,7 @@ def train_values(
         options.algorithm,
         options.contamination,
         options.seed,
+        options.members,
     )
     all_windows = sliding_windows(values, options.window)
     step.begin(f"scoring {len(all_windows)} windows for the training metrics")

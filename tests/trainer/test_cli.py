@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent.score import Scorer
 from agent.table import read_table
 from tests.conftest import run_cli
+from trainer import AnomalyDetector
 
 
 def test_simulate_then_train_writes_a_model_with_its_manifest(tmp_path: Path):
@@ -85,3 +87,29 @@ def test_train_reports_its_stages_on_stderr_and_keeps_stdout_for_the_summary(sim
     assert any("fitting pca on" in line for line in stages)
     assert any("checking the graph against the reference" in line for line in stages)
     assert sum("done in" in line for line in stages) == 4
+
+
+def test_ensemble_members_are_chosen_on_the_command_line(sim_data, tmp_path: Path):
+    out = tmp_path / "vote.onnx"
+    done = run_cli(
+        "trainer", "train", str(sim_data.train_csv), "--out", str(out), "--json",
+        "--algorithm", "ensemble_vote", "--members", "pca,isolation_forest,autoencoder",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["algorithm"] == "ensemble_vote" and summary["parity_max_abs_error"] <= 1e-4
+    params = Scorer.load(out).manifest.algorithm.params
+    assert params["members"] == "pca,isolation_forest,autoencoder" and params["combine"] == "vote"
+    loaded = AnomalyDetector.load(out)
+    assert loaded.members == ["pca", "isolation_forest", "autoencoder"]
+
+    base = ("trainer", "train", str(sim_data.train_csv), "--out", str(tmp_path / "x.onnx"))
+    for args, named in [
+        (("--algorithm", "pca", "--members", "pca,autoencoder"), "'pca'"),
+        (("--algorithm", "ensemble", "--members", "pca"), "two or more"),
+        (("--algorithm", "ensemble", "--members", "pca,ensemble"), "two or more"),
+        (("--algorithm", "ensemble", "--members", "pca,kmeans"), "kmeans"),
+    ]:
+        refused = run_cli(*base, *args)
+        assert refused.returncode == 2 and named in refused.stderr, (args, refused.stderr)
+    assert not (tmp_path / "x.onnx").exists()

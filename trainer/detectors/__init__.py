@@ -25,8 +25,21 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
 }
 
 
-def make_detector(name: str) -> Detector:
-    try:
+ENSEMBLES = (EnsembleDetector.name, VotingEnsembleDetector.name)
+
+
+def make_detector(name: str, members: list[str] | None = None) -> Detector:
+    """A fresh detector; `members` chooses an ensemble's detectors (two or more, none of them
+    an ensemble)."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown algorithm {name!r}; choose from {sorted(DETECTORS)}")
+    if members is None:
         return DETECTORS[name]()
-    except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; choose from {sorted(DETECTORS)}") from None
+    if name not in ENSEMBLES:
+        raise ValueError(f"members are chosen for {' and '.join(ENSEMBLES)} only, not {name!r}")
+    plain = sorted(set(DETECTORS) - set(ENSEMBLES))
+    bad = [m for m in members if m not in plain]
+    if bad or len(members) < 2:
+        raise ValueError(f"ensemble members {members}: choose two or more of {plain}")
+    combine = "vote" if name == VotingEnsembleDetector.name else "mean"
+    return EnsembleDetector(combine=combine, members=tuple(members), name=name)

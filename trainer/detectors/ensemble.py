@@ -36,7 +36,9 @@ class EnsembleDetector:
         combine: Literal["mean", "vote"] = "mean",
         members: tuple[str, ...] = DEFAULT_MEMBERS,
         member_contamination: float = 0.01,
+        name: str = "ensemble",
     ) -> None:
+        self.name = name
         self.combine = combine
         self.member_names = members
         self.member_contamination = member_contamination
@@ -110,4 +112,4 @@ class VotingEnsembleDetector(EnsembleDetector):
     name = "ensemble_vote"
 
     def __init__(self) -> None:
-        super().__init__(combine="vote")
+        super().__init__(combine="vote", name="ensemble_vote")
