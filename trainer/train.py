@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,79 +107,108 @@ def train_values(
     """`train` on readings already in memory: [rows, sensors] in `sensors` order (the Python
     API's way in). `labels` (0/1 per row) only feed the metrics."""
     _check_shape(values, sensors, options)
-    step = _Stages(progress)
-    fit_rows = values[: options.train_rows] if options.train_rows else values
-    windows = sliding_windows(fit_rows, options.window)
-    step.begin(f"fitting {options.algorithm} on {len(windows)} windows of {len(sensors)} sensors")
-    pipeline, raw = Pipeline.fit(
-        windows,
-        sensors,
-        check_names(options.features),
-        options.algorithm,
-        options.contamination,
-        options.seed,
-        options.members,
-    )
-    all_windows = sliding_windows(values, options.window)
-    step.begin(f"scoring {len(all_windows)} windows for the training metrics")
-    metrics = _metrics(pipeline, raw, all_windows, labels, options)
-    step.begin("building the ONNX graph")
-    graph = pipeline.to_onnx()
-    manifest = Manifest(
-        model_id=options.model_id,
-        version=options.model_version,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        sensors=[_sensor_spec(name, fit_rows[:, j]) for j, name in enumerate(sensors)],
-        window=options.window,
-        features=pipeline.features,
-        algorithm=Algorithm(name=options.algorithm, params=pipeline.detector.params()),
-        contamination=options.contamination,
-        alert_threshold=ALERT_THRESHOLD,
-        thresholds=Thresholds(**LEVELS),
-        training=TrainingSummary(
-            source=source,
-            rows=len(fit_rows),
-            windows=len(windows),
-            seed=options.seed,
-            label_column=options.label_column,
-            metrics=metrics,
-        ),
-        parity=Parity(max_abs_error=0.0, tolerance=PARITY_TOLERANCE, windows_checked=0),
-        graph_sha256=graph_sha256(graph.SerializeToString()),
-    )
-    check_windows = all_windows[:_PARITY_MAX_WINDOWS]
-    step.begin(f"checking the graph against the reference on {len(check_windows)} windows")
-    error = _parity_error(pipeline, _with_manifest(graph, manifest), check_windows)
-    if not error <= PARITY_TOLERANCE:
-        raise ExportError(
-            f"ONNX scores differ from the reference by up to {error:.3g} "
-            f"(tolerance {PARITY_TOLERANCE}); refusing to export"
+    with _Stages(progress) as step:
+        fit_rows = values[: options.train_rows] if options.train_rows else values
+        windows = sliding_windows(fit_rows, options.window)
+        step.begin(
+            f"fitting {options.algorithm} on {len(windows)} windows of {len(sensors)} sensors"
         )
-    parity = Parity(
-        max_abs_error=error, tolerance=PARITY_TOLERANCE, windows_checked=len(check_windows)
-    )
-    manifest = manifest.model_copy(update={"parity": parity})
-    step.end()
+        pipeline, raw = Pipeline.fit(
+            windows,
+            sensors,
+            check_names(options.features),
+            options.algorithm,
+            options.contamination,
+            options.seed,
+            options.members,
+        )
+        all_windows = sliding_windows(values, options.window)
+        step.begin(f"scoring {len(all_windows)} windows for the training metrics")
+        metrics = _metrics(pipeline, raw, all_windows, labels, options)
+        step.begin("building the ONNX graph")
+        graph = pipeline.to_onnx()
+        manifest = Manifest(
+            model_id=options.model_id,
+            version=options.model_version,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            sensors=[_sensor_spec(name, fit_rows[:, j]) for j, name in enumerate(sensors)],
+            window=options.window,
+            features=pipeline.features,
+            algorithm=Algorithm(name=options.algorithm, params=pipeline.detector.params()),
+            contamination=options.contamination,
+            alert_threshold=ALERT_THRESHOLD,
+            thresholds=Thresholds(**LEVELS),
+            training=TrainingSummary(
+                source=source,
+                rows=len(fit_rows),
+                windows=len(windows),
+                seed=options.seed,
+                label_column=options.label_column,
+                metrics=metrics,
+            ),
+            parity=Parity(max_abs_error=0.0, tolerance=PARITY_TOLERANCE, windows_checked=0),
+            graph_sha256=graph_sha256(graph.SerializeToString()),
+        )
+        check_windows = all_windows[:_PARITY_MAX_WINDOWS]
+        step.begin(f"checking the graph against the reference on {len(check_windows)} windows")
+        error = _parity_error(pipeline, _with_manifest(graph, manifest), check_windows)
+        if not error <= PARITY_TOLERANCE:
+            raise ExportError(
+                f"ONNX scores differ from the reference by up to {error:.3g} "
+                f"(tolerance {PARITY_TOLERANCE}); refusing to export"
+            )
+        parity = Parity(
+            max_abs_error=error, tolerance=PARITY_TOLERANCE, windows_checked=len(check_windows)
+        )
+        manifest = manifest.model_copy(update={"parity": parity})
+        step.end()
     return TrainResult(pipeline, manifest, _with_manifest(graph, manifest))
 
 
 class _Stages:
-    """Each stage said as it starts, and how long the last one took as the next begins."""
+    """Each stage said as it starts, a `still …` line every `every` seconds while it runs (a
+    one-class SVM on a big file fits for minutes in one call), and how long it took."""
 
-    def __init__(self, say: Callable[[str], None] | None) -> None:
+    def __init__(self, say: Callable[[str], None] | None, every: float = 10.0) -> None:
         self.say = say
+        self.every = every
         self._started: float | None = None
+        self._what = ""
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __enter__(self) -> _Stages:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop_ticker()
 
     def begin(self, what: str) -> None:
         self.end()
-        if self.say is not None:
-            self.say(f"{what} ...")
-        self._started = time.perf_counter()
+        if self.say is None:
+            return
+        self.say(f"{what} ...")
+        self._what, self._started = what.split(" ")[0], time.perf_counter()
+        self._stop.clear()
+        self._ticker = threading.Thread(target=self._tick, name="train-progress", daemon=True)
+        self._ticker.start()
 
     def end(self) -> None:
+        self._stop_ticker()
         if self.say is not None and self._started is not None:
             self.say(f"  done in {time.perf_counter() - self._started:.1f} s")
         self._started = None
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every):
+            elapsed = time.perf_counter() - (self._started or time.perf_counter())
+            self.say(f"  still {self._what}, {elapsed:.0f} s so far")
+
+    def _stop_ticker(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
 
 
 def write_model(result: TrainResult, out: str | Path) -> Path:

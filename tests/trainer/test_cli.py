@@ -7,8 +7,9 @@ from pathlib import Path
 
 from agent.score import Scorer
 from agent.table import read_table
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for
 from trainer import AnomalyDetector
+from trainer.train import _Stages
 
 
 def test_simulate_then_train_writes_a_model_with_its_manifest(tmp_path: Path):
@@ -113,3 +114,13 @@ def test_ensemble_members_are_chosen_on_the_command_line(sim_data, tmp_path: Pat
         refused = run_cli(*base, *args)
         assert refused.returncode == 2 and named in refused.stderr, (args, refused.stderr)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_long_stage_says_it_is_still_running_until_it_ends():
+    heard: list[str] = []
+    with _Stages(heard.append, every=0.02) as step:
+        step.begin("fitting one_class_svm on 90000 windows")
+        wait_for(lambda: sum("still fitting" in h for h in heard) >= 2, 10, "two still lines")
+        step.end()
+    assert heard[0] == "fitting one_class_svm on 90000 windows ..."
+    assert heard[-1].startswith("  done in ") and not step._ticker
