@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from sqlite_utils import Database
 
 from agent.alert import Alert
 from agent.budget import Budget, count_eviction, evict_chunk, evict_over_budget, used_bytes
@@ -110,7 +109,7 @@ class Store:
         self._lock = threading.Lock()
         self.moved_aside: Path | None = None
         try:
-            self.db = self._open()
+            self._conn = self._open()
         except sqlite3.DatabaseError as exc:
             if not (recover and _is_corrupt(exc)):
                 raise
@@ -118,7 +117,7 @@ class Store:
             log.error(
                 "corrupt database moved aside to %s (%s); starting fresh", self.moved_aside, exc
             )
-            self.db = self._open()
+            self._conn = self._open()
             self._append_meta_list("moved_aside", str(self.moved_aside))
         if budget is None:
             self.budget = Budget.from_meta(self.get_meta("budget"))
@@ -128,9 +127,9 @@ class Store:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        return self.db.conn
+        return self._conn
 
-    def _open(self) -> Database:
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -139,7 +138,7 @@ class Store:
             # After a checkpoint the WAL is cut back to this, so it does not keep its peak size.
             conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
-            _create(Database(conn))
+            _create(conn)
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise CorruptDatabase("integrity check failed: " + "; ".join(problems[:3]))
@@ -147,7 +146,7 @@ class Store:
         except sqlite3.DatabaseError:
             conn.close()
             raise
-        return Database(conn)
+        return conn
 
     def _q(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -382,68 +381,78 @@ class Store:
             self.conn.close()
 
 
-def _create(db: Database) -> None:
-    if "values_json" in db["readings"].columns_dict:  # the first release stored JSON text
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS "readings" (
+   "id" INTEGER PRIMARY KEY,
+   "asset" TEXT,
+   "ts" REAL,
+   "sensor_values" BLOB,
+   "score" REAL,
+   "level" TEXT,
+   "received_at" REAL
+);
+CREATE TABLE IF NOT EXISTS "outbox" (
+   "seq" INTEGER PRIMARY KEY,
+   "alert_id" TEXT NOT NULL,
+   "topic" TEXT NOT NULL,
+   "payload" TEXT NOT NULL,
+   "created_at" REAL,
+   "delivered_at" REAL,
+   "expired_at" REAL
+);
+CREATE TABLE IF NOT EXISTS "dead_letters" (
+   "id" INTEGER PRIMARY KEY,
+   "topic" TEXT,
+   "reason" TEXT,
+   "detail" TEXT,
+   "received_at" REAL,
+   "size" INTEGER,
+   "excerpt" TEXT
+);
+CREATE TABLE IF NOT EXISTS "asset_state" (
+   "asset" TEXT PRIMARY KEY,
+   "window_rows" BLOB,
+   "window_n" INTEGER,
+   "last_ts" REAL,
+   "episode" TEXT
+);
+CREATE TABLE IF NOT EXISTS "ingested" (
+   "id" INTEGER PRIMARY KEY,
+   "digest" BLOB,
+   "gave_readings" INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS "idx_ingested_digest" ON "ingested" ("digest");
+CREATE TABLE IF NOT EXISTS "evictions" (
+   "reason" TEXT PRIMARY KEY,
+   "count" INTEGER
+);
+CREATE TABLE IF NOT EXISTS "meta" (
+   "key" TEXT PRIMARY KEY,
+   "value" TEXT
+);
+"""
+# After "outbox" gained expired_at (older databases get it by ALTER TABLE first).
+_OUTBOX_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS "idx_outbox_alert_id" ON "outbox" ("alert_id");
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq)
+    WHERE delivered_at IS NULL AND expired_at IS NULL;
+"""
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    """The schema, in plain SQL: every statement is idempotent, and databases written by
+    earlier releases are brought up to date in place."""
+    if "values_json" in _columns(conn, "readings"):  # the first release stored JSON text
         log.warning("readings of the previous format kept in table readings_v1")
-        db.execute("ALTER TABLE readings RENAME TO readings_v1")
-    db["readings"].create(
-        {
-            "id": int,
-            "asset": str,
-            "ts": float,
-            "sensor_values": bytes,
-            "score": float,
-            "level": str,
-            "received_at": float,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    db["outbox"].create(
-        {
-            "seq": int,
-            "alert_id": str,
-            "topic": str,
-            "payload": str,
-            "created_at": float,
-            "delivered_at": float,
-            "expired_at": float,
-        },
-        pk="seq",
-        not_null={"alert_id", "topic", "payload"},
-        if_not_exists=True,
-    )
-    if "expired_at" not in db["outbox"].columns_dict:  # databases from before expiry existed
-        db["outbox"].add_column("expired_at", float)
-    db["outbox"].create_index(["alert_id"], unique=True, if_not_exists=True)
-    db.execute(
-        "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq) "
-        "WHERE delivered_at IS NULL AND expired_at IS NULL"
-    )
-    db["dead_letters"].create(
-        {
-            "id": int,
-            "topic": str,
-            "reason": str,
-            "detail": str,
-            "received_at": float,
-            "size": int,
-            "excerpt": str,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    db["asset_state"].create(
-        {"asset": str, "window_rows": bytes, "window_n": int, "last_ts": float, "episode": str},
-        pk="asset",
-        if_not_exists=True,
-    )
-    db["ingested"].create(
-        {"id": int, "digest": bytes, "gave_readings": int}, pk="id", if_not_exists=True
-    )
-    db["ingested"].create_index(["digest"], unique=True, if_not_exists=True)
-    db["evictions"].create({"reason": str, "count": int}, pk="reason", if_not_exists=True)
-    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        conn.execute("ALTER TABLE readings RENAME TO readings_v1")
+    conn.executescript(_SCHEMA)
+    if "expired_at" not in _columns(conn, "outbox"):  # databases from before expiry existed
+        conn.execute('ALTER TABLE "outbox" ADD COLUMN "expired_at" REAL')
+    conn.executescript(_OUTBOX_INDEXES)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
 def values_blob(values: np.ndarray) -> bytes:
