@@ -34,8 +34,9 @@ import numpy as np
 from agent.atomic import write_atomically
 from agent.manifest import Manifest
 from agent.score import Scorer
+from trainer.detectors import default_settings
 from trainer.detectors.ensemble import DEFAULT_MEMBERS
-from trainer.features import DEFAULT_FEATURES, sliding_windows
+from trainer.features import sliding_windows
 from trainer.train import TrainOptions, TrainResult, train_values
 
 ArrayLike = Any  # a numpy array, a list of rows, or a pandas DataFrame
@@ -50,9 +51,10 @@ class AnomalyDetector:
 
     `window` is how many consecutive rows one score looks at. The default of 1 scores each row
     on its own, as the tutorials' scikit-learn detectors do, so rows may come in any order. With
-    a longer window (the command line's default is 10) rows must be consecutive readings, the
-    window's features (`features`, default mean, std, ...) see how readings move, and each row
-    is scored with the window that ends at it; rows before the first full window score 0
+    a longer window (the command line's default is the detector's: 20 for zscore, 10 for the
+    others) rows must be consecutive readings, the window's features (`features`, default the
+    detector's) see how readings move, and each row is scored with the window that ends at it;
+    rows before the first full window score 0
     (normal), as on the gateway.
 
     Scores come from the exported ONNX graph (ONNX Runtime) as soon as `fit` returns, so they
@@ -60,11 +62,18 @@ class AnomalyDetector:
 
     >>> import numpy as np
     >>> X = np.random.default_rng(1).normal(size=(500, 2))
-    >>> detector = AnomalyDetector(contamination=0.02).fit(X)
+    >>> detector = AnomalyDetector(contamination=0.02, threshold_factor=1.0).fit(X)
     >>> float(detector.score(X).min()) >= 0.0 and float(detector.score(X).max()) <= 1.0
     True
     >>> round(float((detector.predict(X) == -1).mean()), 2)  # the contamination, on training rows
     0.02
+
+    The default detector (`zscore`) puts its threshold three times as far past the training
+    median (`threshold_factor=3`), leaving room for normal operation to wander further than
+    the training stretch did, so it flags fewer training rows than the contamination:
+
+    >>> float((AnomalyDetector(contamination=0.02).fit(X).predict(X) == -1).mean()) < 0.02
+    True
     """
 
     def __init__(
@@ -75,6 +84,7 @@ class AnomalyDetector:
         window: int = 1,
         features: Sequence[str] | None = None,
         members: Sequence[str] | None = None,
+        threshold_factor: float | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.contamination = contamination
@@ -82,6 +92,7 @@ class AnomalyDetector:
         self.window = window
         self.features = list(features) if features is not None else None
         self.members = list(members) if members is not None else None
+        self.threshold_factor = threshold_factor
         self._model: bytes | None = None
         self._scorer: Scorer | None = None
         self.result_: TrainResult | None = None
@@ -98,6 +109,8 @@ class AnomalyDetector:
             shown.append(f"features={self.features!r}")
         if self.members is not None:
             shown.append(f"members={self.members!r}")
+        if self.threshold_factor is not None:
+            shown.append(f"threshold_factor={self.threshold_factor!r}")
         return f"AnomalyDetector({', '.join(shown)})"
 
     # -- fitting and persistence -------------------------------------------------------------
@@ -112,7 +125,8 @@ class AnomalyDetector:
             contamination=self.contamination,
             window=self.window,
             seed=self.random_state,
-            features=self.features or _default_features(self.window),
+            features=self.features or (["last"] if self.window == 1 else None),
+            threshold_factor=self.threshold_factor,
             model_id="anomaly_detector",
             members=self.members,
         )
@@ -137,8 +151,11 @@ class AnomalyDetector:
             contamination=m.contamination,
             random_state=m.training.seed,
             window=m.window,
-            features=None if m.features == _default_features(m.window) else m.features,
+            features=None
+            if m.features == _implied_features(m.algorithm.name, m.window)
+            else m.features,
             members=_chosen_members(m),
+            threshold_factor=_chosen_factor(m),
         )
         detector._model = Path(path).read_bytes()
         detector._scorer = scorer
@@ -207,8 +224,15 @@ def _chosen_members(m: Manifest) -> list[str] | None:
     return chosen.split(",")
 
 
-def _default_features(window: int) -> list[str]:
-    return ["last"] if window == 1 else list(DEFAULT_FEATURES)
+def _chosen_factor(m: Manifest) -> float | None:
+    factor = m.algorithm.params.get("threshold_factor")
+    return None if factor == default_settings(m.algorithm.name).threshold_factor else factor
+
+
+def _implied_features(algorithm: str, window: int) -> list[str]:
+    """What `fit` uses when no features are given: row by row (window 1) the reading itself,
+    otherwise the detector's own choice."""
+    return ["last"] if window == 1 else list(default_settings(algorithm).features)
 
 
 def _readings(X: ArrayLike, sensors: list[str] | None) -> tuple[np.ndarray, list[str]]:

@@ -56,7 +56,7 @@ def labelled_files(folder: Path) -> list[Path]:
 
 
 def run(
-    folder: Path, algorithms: list[str], train_rows: int = 400, window: int = 10
+    folder: Path, algorithms: list[str], train_rows: int = 400, window: int | None = None
 ) -> dict[str, dict[str, float]]:
     files = labelled_files(folder)
     pooled = {a: Pooled([], []) for a in algorithms}

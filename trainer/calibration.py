@@ -1,7 +1,10 @@
 """Map raw detector scores to [0, 1] so that the contamination lands on the alert threshold.
 
-score = sigmoid((raw - t) / s), with t the training score that the configured contamination
-leaves above it and s chosen so that the training median maps to 0.1. The threshold maps to
+score = sigmoid((raw - t) / s), with t = median + factor * (q - median), q the training score
+that the configured contamination leaves above it (so factor 1 puts t at q and flags exactly the
+contamination's share of training windows; a larger factor leaves room for normal operation to
+wander further than the training stretch did), and s chosen so that the training median maps
+to 0.1. The threshold maps to
 0.5 (`info`, the alert threshold); a raw score past t by half the median-to-t distance maps to
 0.75 (`warning`), by the whole distance to 0.9 (`critical`). These are fixed by construction,
 so levels mean the same thing for every detector.
@@ -32,9 +35,10 @@ class Calibration:
     scale: float
 
     @classmethod
-    def fit(cls, raw: np.ndarray, contamination: float) -> Calibration:
-        threshold = float(np.quantile(raw, 1.0 - contamination))
-        spread = threshold - float(np.median(raw))
+    def fit(cls, raw: np.ndarray, contamination: float, factor: float = 1.0) -> Calibration:
+        median = float(np.median(raw))
+        threshold = median + factor * (float(np.quantile(raw, 1.0 - contamination)) - median)
+        spread = threshold - median
         if spread <= 1e-12:
             spread = max(float(raw.std()), 1e-6) * _LN
         return cls(threshold=threshold, scale=spread / _LN)

@@ -14,7 +14,7 @@ from agent.logs import configure
 from agent.manifest import ModelFileError
 from agent.table import TableError
 from trainer import benchmark
-from trainer.detectors import DETECTORS
+from trainer.detectors import DEFAULT_ALGORITHM, DETECTORS
 from trainer.evaluate import evaluate
 from trainer.features import DEFAULT_FEATURES, FEATURES
 from trainer.simulate import FAULT_KINDS, parse_faults, simulate, write_csv
@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="detector to run (repeatable; default all)",
     )
     skab.add_argument("--train-rows", type=int, default=400, help="rows fitted per file")
-    skab.add_argument("--window", type=int, default=10, help="readings per window")
+    skab.add_argument(
+        "--window", type=int, help="readings per window (default: each detector's own)"
+    )
     skab.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")
@@ -93,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--algorithm",
-        default="pca",
+        default=DEFAULT_ALGORITHM,
         choices=sorted(DETECTORS),
-        help="detector (default pca: Hotelling T² + Q)",
+        help=f"detector (default {DEFAULT_ALGORITHM}: drift-aware z-score)",
     )
     tr.add_argument(
         "--members",
@@ -108,7 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.01,
         help="share of training windows scored above the alert threshold (default 0.01)",
     )
-    tr.add_argument("--window", type=int, default=10, help="readings per window (default 10)")
+    tr.add_argument(
+        "--window",
+        type=int,
+        help="readings per window (default: the detector's; 20 for zscore, 10 for the others)",
+    )
+    tr.add_argument(
+        "--threshold-factor",
+        type=float,
+        help="alert threshold = training median + F x (contamination quantile - median) "
+        "(default: the detector's; 3 for zscore, 1 for the others)",
+    )
     tr.add_argument("--train-rows", type=int, help="fit only on the first N rows")
     tr.add_argument(
         "--label-column", help="0/1 label column: excluded from sensors, used for metrics"
@@ -116,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     tr.add_argument(
         "--features",
-        default=",".join(DEFAULT_FEATURES),
-        help=f"comma list of window features from {list(FEATURES)} (default all)",
+        help=f"comma list of window features from {list(FEATURES)} (default: the detector's; "
+        f"mean,std,min,max for zscore, {','.join(DEFAULT_FEATURES)} for the others)",
     )
     tr.add_argument("--model-id", help="model id in the manifest (default: the output file's stem)")
     tr.add_argument(
@@ -161,7 +173,10 @@ def _train(args: argparse.Namespace) -> int:
         train_rows=args.train_rows,
         label_column=args.label_column,
         seed=args.seed,
-        features=[f.strip() for f in args.features.split(",") if f.strip()],
+        features=[f.strip() for f in args.features.split(",") if f.strip()]
+        if args.features is not None
+        else None,
+        threshold_factor=args.threshold_factor,
         model_id=args.model_id or args.out.stem,
         model_version=args.model_version,
         members=[m.strip() for m in args.members.split(",") if m.strip()] if args.members else None,

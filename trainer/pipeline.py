@@ -58,6 +58,7 @@ class Pipeline:
         contamination: float,
         seed: int,
         members: list[str] | None = None,
+        threshold_factor: float = 1.0,
     ) -> tuple[Pipeline, np.ndarray]:
         """The fitted pipeline and its raw scores on the training windows."""
         x = reference_features(windows, features)
@@ -66,7 +67,7 @@ class Pipeline:
         detector = make_detector(algorithm, members)
         detector.fit(scaled, seed)
         raw = detector.reference_scores(scaled)
-        calibration = Calibration.fit(raw, contamination)
+        calibration = Calibration.fit(raw, contamination, threshold_factor)
         pipeline = cls(sensors, windows.shape[1], features, scaler, detector, calibration)
         return pipeline, raw
 

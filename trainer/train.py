@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from agent.manifest import (
 from agent.score import Scorer
 from agent.table import Table, read_table
 from trainer.calibration import ALERT_THRESHOLD, LEVELS
-from trainer.features import DEFAULT_FEATURES, check_names, sliding_windows
+from trainer.detectors import DEFAULT_ALGORITHM, default_settings
+from trainer.features import check_names, sliding_windows
 from trainer.metrics import classification_metrics
 from trainer.pipeline import Pipeline
 
@@ -49,14 +50,18 @@ class TrainInputError(ValueError):
 
 @dataclass(frozen=True)
 class TrainOptions:
+    """None for window, features or threshold_factor means the detector's own default
+    (`detectors.default_settings`)."""
+
     sensors: list[str] | None = None
-    algorithm: str = "pca"
+    algorithm: str = DEFAULT_ALGORITHM
     contamination: float = 0.01
-    window: int = 10
+    window: int | None = None
     train_rows: int | None = None
     label_column: str | None = None
     seed: int = 42
-    features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
+    features: list[str] | None = None
+    threshold_factor: float | None = None
     model_id: str = "detector"
     model_version: str = "1"
     members: list[str] | None = None  # an ensemble's detectors (default pca, gaussian_mixture)
@@ -106,6 +111,7 @@ def train_values(
 ) -> TrainResult:
     """`train` on readings already in memory: [rows, sensors] in `sensors` order (the Python
     API's way in). `labels` (0/1 per row) only feed the metrics."""
+    options = resolved(options)
     _check_shape(values, sensors, options)
     with _Stages(progress) as step:
         fit_rows = values[: options.train_rows] if options.train_rows else values
@@ -121,6 +127,7 @@ def train_values(
             options.contamination,
             options.seed,
             options.members,
+            options.threshold_factor,
         )
         all_windows = sliding_windows(values, options.window)
         step.begin(f"scoring {len(all_windows)} windows for the training metrics")
@@ -134,7 +141,13 @@ def train_values(
             sensors=[_sensor_spec(name, fit_rows[:, j]) for j, name in enumerate(sensors)],
             window=options.window,
             features=pipeline.features,
-            algorithm=Algorithm(name=options.algorithm, params=pipeline.detector.params()),
+            algorithm=Algorithm(
+                name=options.algorithm,
+                params={
+                    **pipeline.detector.params(),
+                    "threshold_factor": options.threshold_factor,
+                },
+            ),
             contamination=options.contamination,
             alert_threshold=ALERT_THRESHOLD,
             thresholds=Thresholds(**LEVELS),
@@ -216,6 +229,19 @@ def write_model(result: TrainResult, out: str | Path) -> Path:
     return write_atomically(out, result.model_bytes)
 
 
+def resolved(options: TrainOptions) -> TrainOptions:
+    """The options with the detector's defaults filled in where they were left as None."""
+    own = default_settings(options.algorithm)
+    return replace(
+        options,
+        window=own.window if options.window is None else options.window,
+        features=list(own.features) if options.features is None else options.features,
+        threshold_factor=(
+            own.threshold_factor if options.threshold_factor is None else options.threshold_factor
+        ),
+    )
+
+
 def _check_options(table: Table, sensors: list[str], options: TrainOptions) -> None:
     if not sensors:
         raise TrainInputError(f"{table.path}: no numeric sensor columns (columns: {table.header})")
@@ -251,6 +277,8 @@ def _check_shape(values: np.ndarray, sensors: list[str], options: TrainOptions) 
         )
     if not 0 < options.contamination < 0.5:
         raise TrainInputError("--contamination must be in (0, 0.5)")
+    if not options.threshold_factor > 0:
+        raise TrainInputError("--threshold-factor must be positive")
     rows = min(options.train_rows or len(values), len(values))
     if rows < options.window + 10:
         raise TrainInputError(f"{rows} training rows are too few for a window of {options.window}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATA, run_cli
-from trainer.detectors import DETECTORS
+from trainer.detectors import DEFAULT_ALGORITHM, DETECTORS
 
 SKAB = SHARED_DATA / "skab"
 pytestmark = pytest.mark.skipif(
@@ -52,3 +52,13 @@ def test_one_file_gives_what_train_and_evaluate_give_on_it(tmp_path: Path):
     want, got = json.loads(evaluated.stdout), json.loads(bench.stdout)["pca"]
     for key in ("f1", "far", "mar", "precision", "recall"):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
+
+
+def test_the_default_detector_meets_the_quality_goal_on_skab():
+    """The trainer issue's goal: F1 >= 0.80 with FAR <= 15 % under SKAB's protocol, for the
+    default algorithm with its default settings (nothing tuned per file)."""
+    done = run_cli("trainer", "benchmark", "skab", str(SKAB), "--algorithm", DEFAULT_ALGORITHM,
+                   "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)[DEFAULT_ALGORITHM]
+    assert got["f1"] >= 0.80 and got["far"] <= 15.0, got

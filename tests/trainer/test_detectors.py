@@ -9,7 +9,8 @@ import pytest
 
 from agent.score import Scorer
 from agent.table import read_table
-from trainer.detectors import DETECTORS, make_detector
+from trainer.calibration import Calibration
+from trainer.detectors import DETECTORS, default_settings, make_detector
 from trainer.detectors.base import attribution
 from trainer.features import reference_features, sliding_windows
 from trainer.metrics import roc_auc
@@ -23,7 +24,11 @@ def test_detector_exports_a_faithful_useful_model(algorithm, sim_data, tmp_path:
     manifest = result.manifest
     assert manifest.algorithm.name == algorithm
     assert manifest.parity.max_abs_error <= PARITY_TOLERANCE
-    assert abs(manifest.training.metrics["train_flagged_fraction"] - 0.01) < 0.005
+    flagged = manifest.training.metrics["train_flagged_fraction"]
+    if default_settings(algorithm).threshold_factor == 1.0:
+        assert abs(flagged - 0.01) < 0.005  # the contamination's share of training windows
+    else:  # a threshold further out flags fewer
+        assert flagged < 0.01
 
     scorer = Scorer.load(model)  # the agent's loader: hash, signature and manifest checks
     table = read_table(sim_data.live_csv)
@@ -122,4 +127,20 @@ def test_sum_detectors_split_their_raw_score_exactly_over_the_features(algorithm
     assert (per_feature >= 0).all()
     np.testing.assert_allclose(
         per_feature.sum(axis=1), pipeline.detector.reference_scores(scaled), rtol=1e-9
+    )
+
+
+def test_the_threshold_factor_moves_the_threshold_away_from_the_median():
+    raw = np.random.default_rng(4).gamma(2.0, 1.0, 5000)
+    plain, far = Calibration.fit(raw, 0.01), Calibration.fit(raw, 0.01, factor=3.0)
+    median, q = np.median(raw), np.quantile(raw, 0.99)
+    assert plain.threshold == pytest.approx(q)
+    assert far.threshold == pytest.approx(median + 3 * (q - median))
+    # Either way the median maps to 0.1 and the threshold to 0.5 (the alert threshold).
+    for cal in (plain, far):
+        assert cal.apply(np.array([median, cal.threshold])) == pytest.approx([0.1, 0.5])
+    assert (
+        (far.apply(raw) >= 0.5).mean()
+        < (plain.apply(raw) >= 0.5).mean()
+        == pytest.approx(0.01, abs=1e-3)
     )

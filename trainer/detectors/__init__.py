@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from trainer.detectors.autoencoder import AutoencoderDetector
 from trainer.detectors.base import Detector
@@ -12,6 +13,8 @@ from trainer.detectors.isolation_forest import IsolationForestDetector
 from trainer.detectors.local_outlier_factor import LocalOutlierFactorDetector
 from trainer.detectors.one_class_svm import OneClassSVMDetector
 from trainer.detectors.pca import PCADetector
+from trainer.detectors.zscore import ZScoreDetector
+from trainer.features import DEFAULT_FEATURES
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     AutoencoderDetector.name: AutoencoderDetector,
@@ -22,7 +25,29 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     LocalOutlierFactorDetector.name: LocalOutlierFactorDetector,
     OneClassSVMDetector.name: OneClassSVMDetector,
     PCADetector.name: PCADetector,
+    ZScoreDetector.name: ZScoreDetector,
 }
+DEFAULT_ALGORITHM = ZScoreDetector.name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a detector is trained with unless told otherwise."""
+
+    window: int
+    features: tuple[str, ...]
+    threshold_factor: float
+
+
+def default_settings(name: str) -> Settings:
+    """A detector's own defaults (class attributes `default_window`, `default_features`,
+    `threshold_factor`), else window 10, the default features and the plain quantile."""
+    cls = DETECTORS.get(name)
+    return Settings(
+        window=getattr(cls, "default_window", 10),
+        features=tuple(getattr(cls, "default_features", DEFAULT_FEATURES)),
+        threshold_factor=getattr(cls, "threshold_factor", 1.0),
+    )
 
 
 ENSEMBLES = (EnsembleDetector.name, VotingEnsembleDetector.name)

@@ -14,12 +14,13 @@ from onnx import TensorProto
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 
+from trainer.detectors.base import AdditiveScore
 from trainer.graph import GraphBuilder
 
 log = logging.getLogger(__name__)
 
 
-class AutoencoderDetector:
+class AutoencoderDetector(AdditiveScore):
     name = "autoencoder"
 
     def __init__(self, bottleneck: float = 0.3, max_iter: int = 400) -> None:
@@ -48,17 +49,6 @@ class AutoencoderDetector:
     def reference_attribution(self, features: np.ndarray) -> np.ndarray:
         x = features.astype(np.float64)
         return (x - self._fitted().predict(x)) ** 2
-
-    def reference_scores(self, features: np.ndarray) -> np.ndarray:
-        return self.reference_attribution(features).sum(axis=1)
-
-    def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
-        return g.once(f"ae_attribution_{id(self)}", lambda: self._onnx_attribution(g, features))
-
-    def onnx_scores(self, g: GraphBuilder, features: str) -> str:
-        attribution = self.onnx_attribution(g, features)
-        total = g.op("ReduceSum", attribution, g.const([1], "ax", np.int64), keepdims=0)
-        return g.op("Cast", total, to=TensorProto.FLOAT)
 
     def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
         m = self._fitted()

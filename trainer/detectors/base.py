@@ -28,6 +28,29 @@ class Detector(Protocol):
     def params(self) -> dict[str, float | int | str | bool | None]: ...
 
 
+class AdditiveScore:
+    """For detectors whose raw score is a sum over features: they define the per-feature terms
+    (`reference_attribution`, `_onnx_attribution`) and get the score as their sum, with the
+    terms built once in the graph for both the score and the contributions."""
+
+    def reference_attribution(self, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
+        raise NotImplementedError
+
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        return self.reference_attribution(features).sum(axis=1)
+
+    def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
+        return g.once(f"attribution_{id(self)}", lambda: self._onnx_attribution(g, features))
+
+    def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        terms = self.onnx_attribution(g, features)
+        total = g.op("ReduceSum", terms, g.const([1], "ax", np.int64), keepdims=0)
+        return g.op("Cast", total, to=TensorProto.FLOAT)
+
+
 def attribution(detector: Detector, features: np.ndarray) -> np.ndarray:
     """[batch, n_features] >= 0: what each feature adds to the window's raw score.
 

@@ -52,14 +52,17 @@ class EnsembleDetector:
         }
 
     def fit(self, features: np.ndarray, seed: int) -> None:
-        from trainer.detectors import make_detector  # the registry imports this module
+        # The registry imports this module.
+        from trainer.detectors import default_settings, make_detector
 
         self._members = []
         for name in self.member_names:
             member = make_detector(name)
             member.fit(features, seed)
             raw = member.reference_scores(features)
-            self._members.append((member, Calibration.fit(raw, self.member_contamination)))
+            factor = default_settings(name).threshold_factor  # calibrated as it would be alone
+            calibration = Calibration.fit(raw, self.member_contamination, factor)
+            self._members.append((member, calibration))
 
     def reference_scores(self, features: np.ndarray) -> np.ndarray:
         calibrated = np.stack(

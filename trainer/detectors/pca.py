@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from trainer.detectors.base import AdditiveScore
 from trainer.graph import GraphBuilder
 
 
-class PCADetector:
+class PCADetector(AdditiveScore):
     name = "pca"
 
     def __init__(self, variance: float = 0.9) -> None:
@@ -51,21 +52,6 @@ class PCADetector:
         resid = centered - t @ components.T
         z = t @ (components / np.sqrt(eig)).T
         return z * z / t2_scale + resid * resid / q_scale
-
-    def reference_scores(self, features: np.ndarray) -> np.ndarray:
-        return self.reference_attribution(features).sum(axis=1)
-
-    def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
-        return g.once(f"pca_attribution_{id(self)}", lambda: self._onnx_attribution(g, features))
-
-    def onnx_scores(self, g: GraphBuilder, features: str) -> str:
-        total = g.op(
-            "ReduceSum",
-            self.onnx_attribution(g, features),
-            g.const([1], "ax", np.int64),
-            keepdims=0,
-        )
-        return g.op("Cast", total, to=TensorProto.FLOAT)
 
     def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
         mean, components, eig, t2_scale, q_scale = self._fitted()
