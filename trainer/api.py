@@ -90,8 +90,8 @@ class AnomalyDetector:
         self.contamination = contamination
         self.random_state = random_state
         self.window = window
-        self.features = list(features) if features is not None else None
-        self.members = list(members) if members is not None else None
+        self.features = _names("features", features)
+        self.members = _names("members", members)
         self.threshold_factor = threshold_factor
         self._model: bytes | None = None
         self._scorer: Scorer | None = None
@@ -125,7 +125,9 @@ class AnomalyDetector:
             contamination=self.contamination,
             window=self.window,
             seed=self.random_state,
-            features=self.features or (["last"] if self.window == 1 else None),
+            features=self.features
+            if self.features is not None
+            else (["last"] if self.window == 1 else None),
             threshold_factor=self.threshold_factor,
             model_id="anomaly_detector",
             members=self.members,
@@ -203,6 +205,12 @@ class AnomalyDetector:
         return self._scorer
 
 
+def _names(what: str, names: Sequence[str] | None) -> list[str] | None:
+    if isinstance(names, str):
+        raise TypeError(f"{what} must be a list of names, e.g. {what}=[{names!r}], not a string")
+    return None if names is None else [str(n) for n in names]
+
+
 def score_rows(scorer: Scorer, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(score [rows], contributions [rows, sensors]) of consecutive readings, each row scored
     with the window ending at it; rows before the first full window score 0 with no
@@ -244,11 +252,19 @@ def _readings(X: ArrayLike, sensors: list[str] | None) -> tuple[np.ndarray, list
     if hasattr(X, "columns") and hasattr(X, "to_numpy"):
         names = [str(c) for c in X.columns]
         wanted = sensors or names
+        repeated = sorted({n for n in names if names.count(n) > 1} & set(wanted))
+        if repeated:
+            raise ValueError(f"X has more than one column named {repeated}")
         missing = [s for s in wanted if s not in names]
         if missing:
             raise ValueError(f"X has no column(s) {missing}; it has {names}")
-        frame = X[[X.columns[names.index(s)] for s in wanted]]
-        values = _numeric(frame.to_numpy(), wanted)
+        columns = [X.columns[names.index(s)] for s in wanted]
+        text = [str(c) for c in columns if X[c].dtype.kind not in "biuf"]
+        if text:
+            raise ValueError(
+                f"X's column(s) {text} do not hold numbers; pass only the sensor columns"
+            )
+        values = _numeric(X[columns].to_numpy(), wanted)
         return values, wanted
     values = _numeric(X, None)
     names = sensors or [f"sensor_{j}" for j in range(values.shape[1])]

@@ -25,6 +25,11 @@ def evaluate(model: Path, data: Path, label_column: str, from_row: int = 0) -> d
     table = read_table(data)
     if label_column not in table.text:
         raise TableError(f"{data}: no label column {label_column!r}; columns are {table.header}")
+    if table.rows < scorer.manifest.window:
+        raise TableError(
+            f"{data}: {table.rows} row(s) are fewer than the model's window of "
+            f"{scorer.manifest.window}: nothing to score"
+        )
     if not 0 <= from_row < table.rows:
         raise TableError(f"{data}: --from-row {from_row} is outside its {table.rows} rows")
     labels = table.labels(label_column)[from_row:]

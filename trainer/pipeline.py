@@ -71,6 +71,11 @@ class Pipeline:
         pipeline = cls(sensors, windows.shape[1], features, scaler, detector, calibration)
         return pipeline, raw
 
+    def reference_scores(self, windows: np.ndarray) -> np.ndarray:
+        """Scores [batch] alone by numpy and scikit-learn (no contributions: cheaper)."""
+        scaled = self.scaler.apply(reference_features(windows, self.features))
+        return self.calibration.apply(self.detector.reference_scores(scaled))
+
     def reference(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(score [batch], contributions [batch, n_sensors]) by numpy and scikit-learn."""
         scaled = self.scaler.apply(reference_features(windows, self.features))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from agent.atomic import write_atomically
 from agent.manifest import Manifest
 from agent.score import Scorer
 from agent.table import Table, TableError, read_table
@@ -28,6 +29,7 @@ from trainer.metrics import classification_metrics, pr_auc, precision_recall_cur
 
 _LEVEL_COLOURS = {"info": "#d4a017", "warning": "#e67e22", "critical": "#c0392b"}
 _WIDTH = 11.0  # inches at 100 dpi: 1100 px, readable on a laptop and in print
+MAX_SENSORS_DRAWN = 24  # one panel each; a model with more shows those that drive the alerts
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def build(
         _section(
             "Sensors over time",
             _img(_sensors_figure(scored), "each sensor over time with flagged points")
+            + _drawn_note(scored)
             + "<p>Red dots: rows scored at or above the alert threshold. Shaded red: rows "
             "labelled anomalous. Shaded grey: rows before <code>--from-row</code>, "
             "not counted.</p>",
@@ -92,8 +95,8 @@ def build(
 
 
 def write(html_text: str, out: Path) -> Path:
-    out.write_text(html_text, encoding="utf-8")
-    return out
+    """Atomically, like a model: a reader never sees half a page."""
+    return write_atomically(out, html_text.encode("utf-8"))
 
 
 def top_episodes(score: np.ndarray, flagged: np.ndarray, from_row: int, top: int) -> list[Episode]:
@@ -122,6 +125,11 @@ def _score(model: Path, data: Path, label_column: str | None, from_row: int) -> 
         raise TableError(f"{data}: no label column {label_column!r}; columns are {table.header}")
     if not 0 <= from_row < table.rows:
         raise TableError(f"{data}: --from-row {from_row} is outside its {table.rows} rows")
+    if table.rows < scorer.manifest.window:
+        raise TableError(
+            f"{data}: {table.rows} row(s) are fewer than the model's window of "
+            f"{scorer.manifest.window}: nothing to score"
+        )
     values = table.matrix(scorer.manifest.sensor_names)
     score, contributions = score_rows(scorer, values)
     x, x_label = _time_axis(table)
@@ -139,15 +147,25 @@ def _score(model: Path, data: Path, label_column: str | None, from_row: int) -> 
 
 
 def _time_axis(table: Table) -> tuple[np.ndarray, str]:
-    """Timestamps when the time column holds ISO 8601 times, else row numbers."""
+    """Timestamps when the time column holds ISO 8601 times or unix seconds, else row numbers."""
     rows = np.arange(table.rows)
     if table.time_column is None:
         return rows, "row"
+    cells = table.timestamps()
     try:
-        stamps = np.array([t.replace(" ", "T") for t in table.timestamps()], dtype="datetime64[ms]")
+        seconds = np.array([float(c) for c in cells])
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        if not ((seconds >= 1e8) & (seconds < 1e11)).all():  # not plausibly unix seconds
+            return rows, "row"
+        return (seconds * 1000).astype("datetime64[ms]"), f"{table.time_column} (UTC)"
+    try:
+        stamps = [datetime.fromisoformat(c) for c in cells]
     except ValueError:
         return rows, "row"
-    return stamps, table.time_column
+    utc = [t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t for t in stamps]
+    return np.array(utc, dtype="datetime64[ms]"), f"{table.time_column} (UTC)"
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -168,12 +186,25 @@ def _shade(ax: object, s: Scored) -> None:
             ax.axvspan(s.x[a], s.x[b], color="#e74c3c", alpha=0.12, lw=0)
 
 
+def shown_sensors(s: Scored) -> list[int]:
+    """Every sensor up to MAX_SENSORS_DRAWN; past that the ones that drive the flagged rows
+    most (by mean contribution), in the model's order."""
+    n = len(s.manifest.sensor_names)
+    if n <= MAX_SENSORS_DRAWN:
+        return list(range(n))
+    rows = s.counted(s.flagged)
+    share = s.counted(s.contributions)[rows] if rows.any() else s.counted(s.contributions)
+    top = np.argsort(-share.mean(axis=0), kind="stable")[:MAX_SENSORS_DRAWN]
+    return sorted(int(j) for j in top)
+
+
 def _sensors_figure(s: Scored) -> bytes:
     names = s.manifest.sensor_names
-    fig = Figure(figsize=(_WIDTH, 1.6 * len(names) + 0.6))
-    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    drawn = shown_sensors(s)
+    fig = Figure(figsize=(_WIDTH, 1.6 * len(drawn) + 0.6))
+    axes = fig.subplots(len(drawn), 1, sharex=True, squeeze=False)[:, 0]
     flagged = s.flagged
-    for ax, j in zip(axes, range(len(names)), strict=True):
+    for ax, j in zip(axes, drawn, strict=True):
         _shade(ax, s)
         ax.plot(s.x, s.values[:, j], lw=0.8, color="#2c3e50")
         ax.scatter(s.x[flagged], s.values[flagged, j], s=6, color="#c0392b", zorder=3)
@@ -200,8 +231,8 @@ def _score_figure(s: Scored) -> bytes:
 def _histogram_figure(s: Scored) -> bytes:
     fig = Figure(figsize=(_WIDTH / 2, 3.2))
     ax = fig.subplots()
-    w = s.manifest.window
-    ax.hist(s.score[w - 1 :], bins=50, range=(0, 1), color="#34495e", log=True)
+    counted = s.score[max(s.from_row, s.manifest.window - 1) :]
+    ax.hist(counted, bins=50, range=(0, 1), color="#34495e", log=True)
     _level_lines(ax.axvline, s.manifest)
     ax.set_xlabel("score")
     ax.set_ylabel("rows (log scale)")
@@ -282,6 +313,16 @@ def _table(rows: list[tuple[str, object]]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _drawn_note(s: Scored) -> str:
+    drawn, n = len(shown_sensors(s)), len(s.manifest.sensors)
+    if drawn == n:
+        return ""
+    return (
+        f"<p>{drawn} of the model's {n} sensors are drawn: those with the highest mean "
+        "contribution to the flagged rows.</p>"
+    )
+
+
 def _model_table(s: Scored) -> str:
     m = s.manifest
     levels = ", ".join(f"{k} {v:.2f}" for k, v in m.thresholds.model_dump().items())
@@ -336,13 +377,21 @@ def _labelled_html(s: Scored) -> str:
     metrics["pr_auc"] = pr_auc(labels, score)
     y, p = labels.astype(bool), flagged
     counts = np.array([[np.sum(~y & ~p), np.sum(~y & p)], [np.sum(y & ~p), np.sum(y & p)]])
-    shown = [(k, f"{v:.3f}" if k not in ("n",) else f"{int(v):,}") for k, v in metrics.items()]
+    shown = [(k, _metric(k, v)) for k, v in metrics.items()]
     shown = [(k + (" %" if k in ("far", "mar") else ""), v) for k, v in shown]
     pictures = _img(_confusion_figure(counts), "confusion matrix") + _img(
         _pr_figure(labels, score, (metrics["recall"], metrics["precision"])),
         "precision-recall curve",
     )
     return _table(shown) + f'<div class="row">{pictures}</div>'
+
+
+def _metric(name: str, value: float) -> str:
+    if name == "n":
+        return f"{int(value):,}"
+    if np.isnan(value):
+        return "n/a (the labels hold one class only)"
+    return f"{value:.3f}"
 
 
 def _when(s: Scored, row: int) -> str:

@@ -295,7 +295,7 @@ def _metrics(
     metrics = {"train_flagged_fraction": flagged}
     if labels is not None:
         labels = labels[options.window - 1 :]
-        predicted = pipeline.reference(windows)[0] >= ALERT_THRESHOLD
+        predicted = pipeline.reference_scores(windows) >= ALERT_THRESHOLD
         metrics.update(classification_metrics(labels, predicted))
     return metrics
 

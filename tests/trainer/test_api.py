@@ -66,6 +66,16 @@ def test_every_algorithm_fits_row_by_row_as_in_the_tutorials(algorithm):
     assert trained_flagged == pytest.approx(0.05, abs=0.02)
 
 
+@pytest.mark.parametrize("algorithm", sorted(DETECTORS))
+def test_one_sensor_is_enough_for_every_algorithm(algorithm):
+    rng = np.random.default_rng(2)
+    train = rng.normal(size=(400, 1))
+    detector = AnomalyDetector(algorithm=algorithm).fit(train)
+    score = detector.score([[0.0], [9.0]])
+    assert score[1] > score[0] and score[1] >= 0.5
+    assert np.allclose(detector.contributions([[9.0]]), 1.0)
+
+
 def test_save_then_load_scores_the_same_and_the_agent_agrees(tmp_path: Path):
     train, test, _ = _data()
     detector = AnomalyDetector(algorithm="isolation_forest", contamination=0.05).fit(train)
@@ -118,8 +128,13 @@ def test_dataframes_are_matched_by_column_name():
     with pytest.raises(ValueError, match=r"no column\(s\) \['flow'\]"):
         detector.predict(shuffled.drop(columns="flow"))
     text = pd.DataFrame({"pressure": ["a"], "flow": [1.0], "current": [1.0]})
-    with pytest.raises(ValueError, match="numbers only"):
+    with pytest.raises(ValueError, match=r"\['pressure'\] do not hold numbers"):
         detector.predict(text)
+    twice = pd.DataFrame(test[:, [0, 0, 1, 2]], columns=["pressure", "pressure", "flow", "current"])
+    with pytest.raises(ValueError, match=r"more than one column named \['pressure'\]"):
+        detector.predict(twice)
+    with pytest.raises(ValueError, match="more than one column"):
+        AnomalyDetector().fit(twice)
 
 
 def test_bad_input_is_named():
@@ -141,6 +156,10 @@ def test_bad_input_is_named():
         AnomalyDetector(algorithm="kmeans").fit(train)
     with pytest.raises(ValueError, match="too few"):
         AnomalyDetector().fit(train[:5])
+    with pytest.raises(TypeError, match=r"features=\['mean'\]"):
+        AnomalyDetector(window=10, features="mean")
+    with pytest.raises(ValueError, match="at least one feature"):
+        AnomalyDetector(window=10, features=[]).fit(train)
 
 
 def test_metric_helpers_agree_with_the_pooled_metrics_and_refuse_predict_output():

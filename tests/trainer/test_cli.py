@@ -111,6 +111,7 @@ def test_ensemble_members_are_chosen_on_the_command_line(sim_data, tmp_path: Pat
         (("--algorithm", "ensemble", "--members", "pca"), "two or more"),
         (("--algorithm", "ensemble", "--members", "pca,ensemble"), "two or more"),
         (("--algorithm", "ensemble", "--members", "pca,kmeans"), "kmeans"),
+        (("--algorithm", "ensemble", "--members", "pca,zscore,pca"), "repeat"),
     ]:
         refused = run_cli(*base, *args)
         assert refused.returncode == 2 and named in refused.stderr, (args, refused.stderr)

@@ -12,6 +12,7 @@ from agent.table import read_table
 from trainer.calibration import Calibration
 from trainer.detectors import DETECTORS, default_settings, make_detector
 from trainer.detectors.base import attribution
+from trainer.detectors.isolation_forest import average_path_length
 from trainer.features import reference_features, sliding_windows
 from trainer.metrics import roc_auc
 from trainer.train import PARITY_TOLERANCE, TrainOptions, train, write_model
@@ -144,3 +145,40 @@ def test_the_threshold_factor_moves_the_threshold_away_from_the_median():
         < (plain.apply(raw) >= 0.5).mean()
         == pytest.approx(0.01, abs=1e-3)
     )
+
+
+def test_isolation_forest_credits_match_the_paths_scikit_learn_reports(sim_data):
+    """DIFFI credits checked against an independent walk: scikit-learn's decision_path."""
+    result = train(sim_data.train_csv, TrainOptions(algorithm="isolation_forest"))
+    pipeline = result.pipeline
+    table = read_table(sim_data.live_csv)
+    windows = sliding_windows(table.matrix(result.manifest.sensor_names), pipeline.window)[::7]
+    scaled = pipeline.scaler.apply(reference_features(windows, pipeline.features))
+    forest = pipeline.detector._fitted()
+    want = np.zeros(scaled.shape)
+    for estimator, feature_map in zip(forest.estimators_, forest.estimators_features_, strict=True):
+        tree = estimator.tree_
+        x = scaled[:, feature_map]
+        paths = estimator.decision_path(x).toarray().astype(bool)
+        leaves = estimator.apply(x)
+        depth = paths.sum(axis=1) - 1 + average_path_length(tree.n_node_samples[leaves])
+        for i in range(len(x)):
+            for node in np.flatnonzero(paths[i]):
+                if tree.children_left[node] != -1:
+                    want[i, feature_map[tree.feature[node]]] += 1.0 / depth[i]
+    want /= len(forest.estimators_)
+    np.testing.assert_allclose(attribution(pipeline.detector, scaled), want, rtol=1e-12)
+
+
+def test_ensembles_of_any_members_export_faithfully(sim_data):
+    options = TrainOptions(
+        algorithm="ensemble_vote", members=["isolation_forest", "autoencoder", "zscore"]
+    )
+    result = train(sim_data.train_csv, options)
+    assert result.manifest.parity.max_abs_error <= PARITY_TOLERANCE
+    table = read_table(sim_data.live_csv)
+    windows = sliding_windows(table.matrix(result.manifest.sensor_names), result.manifest.window)
+    got = Scorer.from_bytes(result.model_bytes, Path("<test>")).score(windows)
+    want_score, want_contrib = result.pipeline.reference(windows)
+    np.testing.assert_allclose(got.score, want_score, atol=PARITY_TOLERANCE)
+    np.testing.assert_allclose(got.contributions, want_contrib, atol=PARITY_TOLERANCE)

@@ -96,6 +96,21 @@ def test_unlabelled_report_leaves_out_what_needs_labels(sim_data, model_path, tm
     assert len(images) == 4 and all(i["complete"] and i["width"] > 200 for i in images)
 
 
+def test_unix_second_times_make_the_time_axis(sim_data, model_path, tmp_path):
+    lines = sim_data.live_csv.read_text().splitlines()
+    header, rows = lines[0].split(","), [r.split(",") for r in lines[1:]]
+    at = header.index("timestamp")
+    for i, row in enumerate(rows):
+        row[at] = str(1_767_225_600 + 60 * i)
+    data = tmp_path / "unix.csv"
+    data.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    out = tmp_path / "report.html"
+    made = run_cli("trainer", "report", str(model_path), str(data), "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    page = out.read_text(encoding="utf-8")
+    assert "<td>2026-01-0" in page and "<td>row " not in page  # the top alerts' times
+
+
 def test_report_errors_name_the_problem(sim_data, model_path, tmp_path):
     out = tmp_path / "report.html"
     args = ("trainer", "report", str(model_path), str(sim_data.live_csv), "--out", str(out))
@@ -106,6 +121,13 @@ def test_report_errors_name_the_problem(sim_data, model_path, tmp_path):
     no_model = run_cli("trainer", "report", str(tmp_path / "none.onnx"), str(sim_data.live_csv),
                        "--out", str(out))  # fmt: skip
     assert no_model.returncode == 2 and "none.onnx" in no_model.stderr
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(sim_data.live_csv.read_text().splitlines()[:4]) + "\n")
+    too_short = run_cli("trainer", "report", str(model_path), str(short), "--out", str(out))
+    assert too_short.returncode == 2 and "fewer than the model's window of 10" in too_short.stderr
+    evaluated = run_cli("trainer", "evaluate", str(model_path), str(short), "--label-column",
+                        "anomaly")  # fmt: skip
+    assert evaluated.returncode == 2 and "nothing to score" in evaluated.stderr
     assert not out.exists()
 
 

@@ -66,5 +66,7 @@ def make_detector(name: str, members: list[str] | None = None) -> Detector:
     bad = [m for m in members if m not in plain]
     if bad or len(members) < 2:
         raise ValueError(f"ensemble members {members}: choose two or more of {plain}")
+    if len(set(members)) != len(members):
+        raise ValueError(f"ensemble members {members} repeat: a repeated member would count twice")
     combine = "vote" if name == VotingEnsembleDetector.name else "mean"
     return EnsembleDetector(combine=combine, members=tuple(members), name=name)

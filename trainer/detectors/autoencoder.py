@@ -48,7 +48,8 @@ class AutoencoderDetector(AdditiveScore):
 
     def reference_attribution(self, features: np.ndarray) -> np.ndarray:
         x = features.astype(np.float64)
-        return (x - self._fitted().predict(x)) ** 2
+        # scikit-learn returns one output as a 1-D array: keep it [rows, features].
+        return (x - self._fitted().predict(x).reshape(x.shape)) ** 2
 
     def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
         m = self._fitted()

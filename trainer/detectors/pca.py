@@ -39,7 +39,9 @@ class PCADetector(AdditiveScore):
         _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
         eig = s**2 / max(len(x) - 1, 1)
         share = np.cumsum(eig) / eig.sum()
-        k = int(min(np.searchsorted(share, self.variance) + 1, len(eig) - 1))
+        # At least one component; at most all but one, so Q has a residual to measure (with a
+        # single feature there is none: Q is 0 and T² does the work).
+        k = int(max(1, min(np.searchsorted(share, self.variance) + 1, len(eig) - 1)))
         components, kept = vt[:k].T, np.maximum(eig[:k], 1e-12)
         t2_scale = float(k)
         q_scale = max(float(eig[k:].sum()), 1e-12)
