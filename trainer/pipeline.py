@@ -20,8 +20,6 @@ from trainer.detectors.base import attribution, onnx_attribution
 from trainer.features import onnx_features, reference_features
 from trainer.graph import GraphBuilder, float_input
 
-_EPS = 1e-12
-
 
 @dataclass
 class Scaler:
@@ -80,10 +78,16 @@ class Pipeline:
         """(score [batch], contributions [batch, n_sensors]) by numpy and scikit-learn."""
         scaled = self.scaler.apply(reference_features(windows, self.features))
         score = self.calibration.apply(self.detector.reference_scores(scaled))
-        per_feature = attribution(self.detector, scaled)
-        per_sensor = per_feature.reshape(len(scaled), len(self.features), -1).sum(axis=1)
-        shares = per_sensor / (per_sensor.sum(axis=1, keepdims=True) + _EPS)
+        per_sensor = attribution(self.detector, scaled) @ self._per_sensor()
+        total = per_sensor.sum(axis=1, keepdims=True)
+        shares = np.divide(per_sensor, total, out=np.zeros_like(per_sensor), where=total > 0)
         return score, shares.astype(np.float32)
+
+    def _per_sensor(self) -> np.ndarray:
+        """[features * sensors, sensors]: adds up each sensor's features (feature f of sensor s
+        sits at column f * n + s), so the graph does it in one MatMul."""
+        n = len(self.sensors)
+        return np.tile(np.eye(n), (len(self.features), 1))
 
     def to_onnx(self) -> onnx.ModelProto:
         g = GraphBuilder()
@@ -95,18 +99,13 @@ class Pipeline:
             g.const(self.scaler.std, "sigma"),
         )
         g.rename(self.calibration.onnx(g, self.detector.onnx_scores(g, scaled)), OUTPUT_SCORE)
-        per_feature = g.op(
-            "Reshape",
+        per_sensor = g.op(
+            "MatMul",
             onnx_attribution(self.detector, g, scaled),
-            g.const([-1, len(self.features), n], "fs", np.int64),
+            g.const(self._per_sensor(), "per_sensor", np.float64),
         )
-        per_sensor = g.op("ReduceSum", per_feature, g.const([1], "ax", np.int64), keepdims=0)
-        total = g.op(
-            "Add",
-            g.op("ReduceSum", per_sensor, g.const([1], "ax", np.int64), keepdims=1),
-            g.const(_EPS, "eps", np.float64),
-        )
-        shares = g.op("Div", per_sensor, total)
+        # L1 over non-negative shares: each row divided by its sum (a zero row stays zero).
+        shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
         g.rename(g.op("Cast", shares, to=TensorProto.FLOAT), OUTPUT_CONTRIBUTIONS)
         return g.model(
             [float_input(INPUT_NAME, ["batch", self.window, n])],

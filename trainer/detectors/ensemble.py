@@ -4,9 +4,10 @@ mean breaking ties), as in the tutorials.
 
 Members fit on the same features; each member's calibration puts `member_contamination` of its
 training windows above 0.5, so a vote means "this member would have alerted". The ensemble's
-raw score is then calibrated once more, like any detector's. Its contributions are the mean of
-the members' contributions, each first made into shares of 1 so that no member's units weigh
-more than another's.
+raw score is then calibrated once more, like any detector's (so the mean is taken as the sum:
+the calibration does not see the difference, and the graph saves a node). Its contributions
+add the members' per-feature terms, each in units of that member's mean training total, so no
+member's units weigh more than another's.
 """
 
 from __future__ import annotations
@@ -21,11 +22,6 @@ from trainer.detectors.base import Detector, attribution, onnx_attribution
 from trainer.graph import GraphBuilder
 
 DEFAULT_MEMBERS = ("pca", "gaussian_mixture")
-_EPS = 1e-12
-
-
-def _shares(a: np.ndarray) -> np.ndarray:
-    return a / (a.sum(axis=1, keepdims=True) + _EPS)
 
 
 class EnsembleDetector:
@@ -42,7 +38,7 @@ class EnsembleDetector:
         self.combine = combine
         self.member_names = members
         self.member_contamination = member_contamination
-        self._members: list[tuple[Detector, Calibration]] = []
+        self._members: list[tuple[Detector, Calibration, float]] = []
 
     def params(self) -> dict[str, float | int | str | bool | None]:
         return {
@@ -62,50 +58,45 @@ class EnsembleDetector:
             raw = member.reference_scores(features)
             factor = default_settings(name).threshold_factor  # calibrated as it would be alone
             calibration = Calibration.fit(raw, self.member_contamination, factor)
-            self._members.append((member, calibration))
+            typical = float(attribution(member, features).sum(axis=1).mean())
+            self._members.append((member, calibration, 1.0 / max(typical, 1e-12)))
 
     def reference_scores(self, features: np.ndarray) -> np.ndarray:
         calibrated = np.stack(
-            [cal.apply(m.reference_scores(features)) for m, cal in self._fitted()], axis=1
+            [cal.apply(m.reference_scores(features)) for m, cal, _ in self._fitted()], axis=1
         )
-        mean = calibrated.mean(axis=1)
+        total = calibrated.sum(axis=1)
         if self.combine == "mean":
-            return mean
+            return total
+        n = len(self._members)
         votes = (calibrated >= ALERT_THRESHOLD).sum(axis=1)
-        return votes + mean / (len(self._members) + 1)
+        return votes + total / (n * (n + 1))  # the mean, under one vote, breaks ties
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
         members = self._fitted()
-        calibrated = [cal.onnx(g, m.onnx_scores(g, features)) for m, cal in members]
-        n = len(members)
-        mean = g.op("Mul", g.op("Sum", *calibrated), g.const(1.0 / n, "ens_inv_n"))
+        calibrated = [cal.onnx(g, m.onnx_scores(g, features)) for m, cal, _ in members]
+        total = g.op("Sum", *calibrated)
         if self.combine == "mean":
-            return mean
+            return total
+        n = len(members)
         half = g.const(ALERT_THRESHOLD, "ens_half")
         votes = [
             g.op("Cast", g.op("GreaterOrEqual", c, half), to=TensorProto.FLOAT) for c in calibrated
         ]
-        return g.op("Add", g.op("Sum", *votes), g.op("Mul", mean, g.const(1.0 / (n + 1), "tie")))
+        tie = g.op("Mul", total, g.const(1.0 / (n * (n + 1)), "tie"))
+        return g.op("Add", g.op("Sum", *votes), tie)
 
     def reference_attribution(self, features: np.ndarray) -> np.ndarray:
-        shares = [_shares(attribution(m, features)) for m, _ in self._fitted()]
-        return np.mean(shares, axis=0)
+        return sum(w * attribution(m, features) for m, _, w in self._fitted())
 
     def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
-        members = self._fitted()
-        axis = g.const([1], "ax", np.int64)
-        shares = []
-        for m, _ in members:
-            a = onnx_attribution(m, g, features)
-            total = g.op(
-                "Add", g.op("ReduceSum", a, axis, keepdims=1), g.const(_EPS, "eps", np.float64)
-            )
-            shares.append(g.op("Div", a, total))
-        return g.op(
-            "Mul", g.op("Sum", *shares), g.const(1.0 / len(members), "ens_inv_n", np.float64)
-        )
+        weighted = [
+            g.op("Mul", onnx_attribution(m, g, features), g.const(w, "ens_w", np.float64))
+            for m, _, w in self._fitted()
+        ]
+        return g.op("Sum", *weighted)
 
-    def _fitted(self) -> list[tuple[Detector, Calibration]]:
+    def _fitted(self) -> list[tuple[Detector, Calibration, float]]:
         if not self._members:
             raise RuntimeError("fit the detector first")
         return self._members

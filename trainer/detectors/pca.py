@@ -48,27 +48,29 @@ class PCADetector(AdditiveScore):
         self._fit = (mean, components, kept, t2_scale, q_scale)
 
     def reference_attribution(self, features: np.ndarray) -> np.ndarray:
-        mean, components, eig, t2_scale, q_scale = self._fitted()
-        centered = features.astype(np.float64) - mean
-        t = centered @ components
-        resid = centered - t @ components.T
-        z = t @ (components / np.sqrt(eig)).T
-        return z * z / t2_scale + resid * resid / q_scale
+        mean, project, add_halves = self._matrices()
+        both = (features.astype(np.float64) - mean) @ project
+        return (both * both) @ add_halves
 
     def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
-        mean, components, eig, t2_scale, q_scale = self._fitted()
+        mean, project, add_halves = self._matrices()
         f64 = np.float64
         centered = g.op(
             "Sub", g.op("Cast", features, to=TensorProto.DOUBLE), g.const(mean, "pca_mean", f64)
         )
-        t = g.op("MatMul", centered, g.const(components, "pca_p", f64))
-        resid = g.op("Sub", centered, g.op("MatMul", t, g.const(components.T, "pca_pt", f64)))
-        z = g.op("MatMul", t, g.const((components / np.sqrt(eig)).T, "pca_s", f64))
-        return g.op(
-            "Add",
-            g.op("Mul", g.op("Mul", z, z), g.const(1 / t2_scale, "w_t2", f64)),
-            g.op("Mul", g.op("Mul", resid, resid), g.const(1 / q_scale, "w_q", f64)),
-        )
+        both = g.op("MatMul", centered, g.const(project, "pca_project", f64))
+        return g.op("MatMul", g.op("Mul", both, both), g.const(add_halves, "pca_add", f64))
+
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One projection gives both halves at once, [x S / sqrt(E[T²]) | r / sqrt(E[Q])] with
+        r = x (I - P Pᵀ), so squaring and adding the halves gives each feature's share of the
+        raw score in three graph nodes instead of ten."""
+        mean, components, eig, t2_scale, q_scale = self._fitted()
+        n = len(mean)
+        root_precision = (components / np.sqrt(eig)) @ components.T
+        residual = np.eye(n) - components @ components.T
+        project = np.hstack([root_precision / np.sqrt(t2_scale), residual / np.sqrt(q_scale)])
+        return mean, project, np.vstack([np.eye(n), np.eye(n)])
 
     def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
         if self._fit is None:
