@@ -170,6 +170,8 @@ def _alerts(args: argparse.Namespace) -> int:
 
     def show(alert: dict) -> None:
         nonlocal printed
+        if done.is_set():  # --count reached: alerts still arriving before the close are not ours
+            return
         print(json.dumps(alert), flush=True)
         printed += 1
         if args.count and printed >= args.count:

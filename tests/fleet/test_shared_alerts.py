@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 ALERTS = 60
 
@@ -34,3 +36,29 @@ def test_shared_consumers_split_the_alerts_without_loss_or_overlap(broker):
     finally:
         for c in consumers:
             c.close()
+
+
+def test_alerts_count_prints_exactly_that_many_from_a_burst(broker):
+    """`--count N` stops at N even when more alerts arrive in the same network read."""
+    upstream = broker("upstream")
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "fleet", "alerts", "--broker", upstream.address, "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert "following alerts" in cli.stderr.readline()
+        client = connect("127.0.0.1", upstream.port)
+        for n in range(200):
+            alert = {"id": f"b{n}", "level": "warning", "device_id": "gw", "asset": "p"}
+            info = client.publish("edge/gw/alerts/p", json.dumps(alert), qos=1)
+        info.wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+        out, _ = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["b0", "b1"]
+    assert cli.returncode == 0
