@@ -99,22 +99,27 @@ def check_names(names: list[str]) -> list[str]:
     return names
 
 
-def reference_features(windows: np.ndarray, names: list[str]) -> np.ndarray:
-    """[batch, len(names) * n_sensors] float32, computed in float64 from float32 readings.
+def reference_features(windows: np.ndarray, names: list[str], exact: bool = False) -> np.ndarray:
+    """[batch, len(names) * n_sensors], computed in float64 from float32 readings; unless
+    `exact`, rounded once to float32.
 
-    Both sides compute in float64 and round once to float32, so the detector sees the same
+    Both sides compute in float64 and round once to float32, so a tree detector sees the same
     values from the graph as from this reference (float32 arithmetic differs between numpy and
-    ONNX Runtime by an ulp, and an ulp can flip a tree split).
+    ONNX Runtime by an ulp, and an ulp can flip a tree split). Float64 detectors skip the
+    rounding and the graph saves two casts.
     """
     w = windows.astype(np.float32).astype(np.float64)
-    return np.concatenate([FEATURES[n].reference(w) for n in names], axis=1).astype(np.float32)
+    x = np.concatenate([FEATURES[n].reference(w) for n in names], axis=1)
+    return x if exact else x.astype(np.float32)
 
 
-def onnx_features(g: GraphBuilder, window_input: str, window: int, names: list[str]) -> str:
+def onnx_features(
+    g: GraphBuilder, window_input: str, window: int, names: list[str], exact: bool = False
+) -> str:
     w = g.op("Cast", window_input, to=TensorProto.DOUBLE)
     parts = [FEATURES[n].onnx(g, w, window) for n in names]
     joined = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=1)
-    return g.op("Cast", joined, to=TensorProto.FLOAT)
+    return joined if exact else g.op("Cast", joined, to=TensorProto.FLOAT)
 
 
 def sliding_windows(values: np.ndarray, window: int) -> np.ndarray:

@@ -16,25 +16,36 @@ from onnx import TensorProto
 from agent.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
 from trainer.calibration import Calibration
 from trainer.detectors import Detector, make_detector
-from trainer.detectors.base import attribution, onnx_attribution
+from trainer.detectors.base import attribution, needs_float32, onnx_attribution
 from trainer.features import onnx_features, reference_features
 from trainer.graph import GraphBuilder, float_input
 
 
 @dataclass
 class Scaler:
+    """Standardizes the features. `exact`: in float64 throughout, for detectors that compute
+    in float64 anyway; otherwise rounded once to float32, so that a tree's split sees the same
+    value from the graph as from the reference (an ulp can flip a split)."""
+
     mean: np.ndarray
     std: np.ndarray
+    exact: bool
 
     @classmethod
-    def fit(cls, features: np.ndarray) -> Scaler:
+    def fit(cls, features: np.ndarray, exact: bool) -> Scaler:
         mean = features.mean(axis=0, dtype=np.float64)
         std = features.std(axis=0, dtype=np.float64)
         std = np.where(std > 1e-9 * np.maximum(1.0, np.abs(mean)), std, 1.0)
-        return cls(mean.astype(np.float32), std.astype(np.float32))
+        if exact:
+            return cls(mean, std, exact)
+        return cls(mean.astype(np.float32), std.astype(np.float32), exact)
+
+    @property
+    def dtype(self) -> type:
+        return np.float64 if self.exact else np.float32
 
     def apply(self, features: np.ndarray) -> np.ndarray:
-        return (features.astype(np.float32) - self.mean) / self.std
+        return (features.astype(self.dtype) - self.mean) / self.std
 
 
 @dataclass
@@ -59,24 +70,28 @@ class Pipeline:
         threshold_factor: float = 1.0,
     ) -> tuple[Pipeline, np.ndarray]:
         """The fitted pipeline and its raw scores on the training windows."""
-        x = reference_features(windows, features)
-        scaler = Scaler.fit(x)
-        scaled = scaler.apply(x)
         detector = make_detector(algorithm, members)
+        exact = not needs_float32(detector)
+        x = reference_features(windows, features, exact)
+        scaler = Scaler.fit(x, exact)
+        scaled = scaler.apply(x)
         detector.fit(scaled, seed)
         raw = detector.reference_scores(scaled)
         calibration = Calibration.fit(raw, contamination, threshold_factor)
         pipeline = cls(sensors, windows.shape[1], features, scaler, detector, calibration)
         return pipeline, raw
 
+    def scaled(self, windows: np.ndarray) -> np.ndarray:
+        """The detector's input: the windows' features, standardized."""
+        return self.scaler.apply(reference_features(windows, self.features, self.scaler.exact))
+
     def reference_scores(self, windows: np.ndarray) -> np.ndarray:
         """Scores [batch] alone by numpy and scikit-learn (no contributions: cheaper)."""
-        scaled = self.scaler.apply(reference_features(windows, self.features))
-        return self.calibration.apply(self.detector.reference_scores(scaled))
+        return self.calibration.apply(self.detector.reference_scores(self.scaled(windows)))
 
     def reference(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(score [batch], contributions [batch, n_sensors]) by numpy and scikit-learn."""
-        scaled = self.scaler.apply(reference_features(windows, self.features))
+        scaled = self.scaled(windows)
         score = self.calibration.apply(self.detector.reference_scores(scaled))
         per_sensor = attribution(self.detector, scaled) @ self._per_sensor()
         total = per_sensor.sum(axis=1, keepdims=True)
@@ -92,11 +107,12 @@ class Pipeline:
     def to_onnx(self) -> onnx.ModelProto:
         g = GraphBuilder()
         n = len(self.sensors)
-        feats = onnx_features(g, INPUT_NAME, self.window, self.features)
+        feats = onnx_features(g, INPUT_NAME, self.window, self.features, self.scaler.exact)
+        dtype = self.scaler.dtype
         scaled = g.op(
             "Div",
-            g.op("Sub", feats, g.const(self.scaler.mean, "mu")),
-            g.const(self.scaler.std, "sigma"),
+            g.op("Sub", feats, g.const(self.scaler.mean, "mu", dtype)),
+            g.const(self.scaler.std, "sigma", dtype),
         )
         g.rename(self.calibration.onnx(g, self.detector.onnx_scores(g, scaled)), OUTPUT_SCORE)
         per_sensor = g.op(

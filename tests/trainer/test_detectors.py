@@ -13,7 +13,7 @@ from trainer.calibration import Calibration
 from trainer.detectors import DETECTORS, default_settings, make_detector
 from trainer.detectors.base import attribution
 from trainer.detectors.isolation_forest import average_path_length
-from trainer.features import reference_features, sliding_windows
+from trainer.features import sliding_windows
 from trainer.metrics import roc_auc
 from trainer.train import PARITY_TOLERANCE, TrainOptions, train, write_model
 
@@ -123,7 +123,7 @@ def test_sum_detectors_split_their_raw_score_exactly_over_the_features(algorithm
     pipeline = result.pipeline
     table = read_table(sim_data.live_csv)
     windows = sliding_windows(table.matrix(result.manifest.sensor_names), pipeline.window)
-    scaled = pipeline.scaler.apply(reference_features(windows, pipeline.features))
+    scaled = pipeline.scaled(windows)
     per_feature = attribution(pipeline.detector, scaled)
     assert (per_feature >= 0).all()
     np.testing.assert_allclose(
@@ -153,7 +153,7 @@ def test_isolation_forest_credits_match_the_paths_scikit_learn_reports(sim_data)
     pipeline = result.pipeline
     table = read_table(sim_data.live_csv)
     windows = sliding_windows(table.matrix(result.manifest.sensor_names), pipeline.window)[::7]
-    scaled = pipeline.scaler.apply(reference_features(windows, pipeline.features))
+    scaled = pipeline.scaled(windows)
     forest = pipeline.detector._fitted()
     want = np.zeros(scaled.shape)
     for estimator, feature_map in zip(forest.estimators_, forest.estimators_features_, strict=True):

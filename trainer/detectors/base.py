@@ -51,6 +51,11 @@ class AdditiveScore:
         return g.op("Cast", total, to=TensorProto.FLOAT)
 
 
+def needs_float32(detector: Detector) -> bool:
+    """Whether the detector must see features rounded to float32 (trees: see `features`)."""
+    return bool(getattr(detector, "float32_features", False))
+
+
 def attribution(detector: Detector, features: np.ndarray) -> np.ndarray:
     """[batch, n_features] >= 0: what each feature adds to the window's raw score.
 

@@ -40,6 +40,12 @@ class EnsembleDetector:
         self.member_contamination = member_contamination
         self._members: list[tuple[Detector, Calibration, float]] = []
 
+    @property
+    def float32_features(self) -> bool:
+        from trainer.detectors import DETECTORS  # the registry imports this module
+
+        return any(getattr(DETECTORS[m], "float32_features", False) for m in self.member_names)
+
     def params(self) -> dict[str, float | int | str | bool | None]:
         return {
             "combine": self.combine,

@@ -45,6 +45,7 @@ def _float32_at_most(thresholds: np.ndarray) -> np.ndarray:
 
 class IsolationForestDetector:
     name = "isolation_forest"
+    float32_features = True  # its splits are float32 thresholds
 
     def __init__(self, n_estimators: int = 100, max_samples: int | str = "auto") -> None:
         self.n_estimators = n_estimators

@@ -57,13 +57,18 @@ class LocalOutlierFactorDetector:
             largest=0,
             sorted=1,
         )
-        near = g.op("Sqrt", g.op("Max", near_sq, g.const(0.0, "zero", f64)))
-        k_distance = g.const(m._distances_fit_X_[:, k - 1], "lof_kdist", f64)
-        reach = g.op("Max", near, g.op("Gather", k_distance, index, axis=0))
+        # reach = max(d, k-distance) = sqrt(max(d², k-distance²)): one root, and no clamp for
+        # a d² that rounding took a hair below 0.
+        k_distance_sq = g.const(m._distances_fit_X_[:, k - 1] ** 2, "lof_kdist_sq", f64)
+        reach = g.op("Sqrt", g.op("Max", near_sq, g.op("Gather", k_distance_sq, index, axis=0)))
         mean_reach = g.op("ReduceMean", reach, axes=[1], keepdims=0)
-        lrd = g.op("Reciprocal", g.op("Add", mean_reach, g.const(1e-10, "lof_eps", f64)))
+        # LOF = mean(lrd of the neighbours) / lrd, with lrd = 1 / (mean reach + 1e-10).
         neighbours_lrd = g.op("Gather", g.const(m._lrd, "lof_lrd", f64), index, axis=0)
-        lof = g.op("Div", g.op("ReduceMean", neighbours_lrd, axes=[1], keepdims=0), lrd)
+        lof = g.op(
+            "Mul",
+            g.op("ReduceMean", neighbours_lrd, axes=[1], keepdims=0),
+            g.op("Add", mean_reach, g.const(1e-10, "lof_eps", f64)),
+        )
         return g.op("Cast", lof, to=TensorProto.FLOAT)
 
     def _fitted(self) -> LocalOutlierFactor:
