@@ -48,5 +48,6 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-z))
 
     def onnx(self, g: GraphBuilder, raw: str) -> str:
-        centered = g.op("Sub", raw, g.const(self.threshold, "cal_threshold"))
-        return g.op("Sigmoid", g.op("Div", centered, g.const(self.scale, "cal_scale")))
+        f64 = np.float64
+        centered = g.op("Sub", raw, g.const(self.threshold, "cal_threshold", f64))
+        return g.op("Sigmoid", g.op("Div", centered, g.const(self.scale, "cal_scale", f64)))

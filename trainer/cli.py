@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--members",
         help="for ensemble / ensemble_vote: comma list of two or more detectors "
-        "(default pca,gaussian_mixture)",
+        "(default zscore,gaussian_mixture)",
     )
     tr.add_argument(
         "--contamination",

@@ -66,8 +66,10 @@ class GraphBuilder:
         return model
 
 
-def float_input(name: str, shape: list[int | str]) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+def float_input(
+    name: str, shape: list[int | str], elem_type: int = TensorProto.FLOAT
+) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, shape)
 
 
 def squared_distances(g: GraphBuilder, x: str, points: np.ndarray, hint: str) -> str:

@@ -96,7 +96,7 @@ class Pipeline:
         per_sensor = attribution(self.detector, scaled) @ self._per_sensor()
         total = per_sensor.sum(axis=1, keepdims=True)
         shares = np.divide(per_sensor, total, out=np.zeros_like(per_sensor), where=total > 0)
-        return score, shares.astype(np.float32)
+        return score, shares
 
     def _per_sensor(self) -> np.ndarray:
         """[features * sensors, sensors]: adds up each sensor's features (feature f of sensor s
@@ -114,7 +114,9 @@ class Pipeline:
             g.op("Sub", feats, g.const(self.scaler.mean, "mu", dtype)),
             g.const(self.scaler.std, "sigma", dtype),
         )
-        g.rename(self.calibration.onnx(g, self.detector.onnx_scores(g, scaled)), OUTPUT_SCORE)
+        calibrated = self.calibration.onnx(g, self.detector.onnx_scores(g, scaled))
+        # float32 out: a saturated score reads 1.0, not 0.99999999997, in alerts and CSVs.
+        g.rename(g.op("Cast", calibrated, to=TensorProto.FLOAT), OUTPUT_SCORE)
         per_sensor = g.op(
             "MatMul",
             onnx_attribution(self.detector, g, scaled),
@@ -122,8 +124,11 @@ class Pipeline:
         )
         # L1 over non-negative shares: each row divided by its sum (a zero row stays zero).
         shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
-        g.rename(g.op("Cast", shares, to=TensorProto.FLOAT), OUTPUT_CONTRIBUTIONS)
+        g.rename(shares, OUTPUT_CONTRIBUTIONS)  # float64, as computed: a cast would cost a node
         return g.model(
             [float_input(INPUT_NAME, ["batch", self.window, n])],
-            [float_input(OUTPUT_SCORE, ["batch"]), float_input(OUTPUT_CONTRIBUTIONS, ["batch", n])],
+            [
+                float_input(OUTPUT_SCORE, ["batch"]),
+                float_input(OUTPUT_CONTRIBUTIONS, ["batch", n], TensorProto.DOUBLE),
+            ],
         )

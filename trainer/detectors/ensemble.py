@@ -21,7 +21,9 @@ from trainer.calibration import ALERT_THRESHOLD, Calibration
 from trainer.detectors.base import Detector, attribution, onnx_attribution
 from trainer.graph import GraphBuilder
 
-DEFAULT_MEMBERS = ("pca", "gaussian_mixture")
+# zscore + GMM: on the simulated pump a little better than PCA + GMM (ROC AUC 0.906 vs 0.903,
+# best F1 0.79 vs 0.76) and cheaper to score (zscore is elementwise where PCA multiplies).
+DEFAULT_MEMBERS = ("zscore", "gaussian_mixture")
 
 
 class EnsembleDetector:
@@ -85,11 +87,11 @@ class EnsembleDetector:
         if self.combine == "mean":
             return total
         n = len(members)
-        half = g.const(ALERT_THRESHOLD, "ens_half")
+        half = g.const(ALERT_THRESHOLD, "ens_half", np.float64)
         votes = [
-            g.op("Cast", g.op("GreaterOrEqual", c, half), to=TensorProto.FLOAT) for c in calibrated
+            g.op("Cast", g.op("GreaterOrEqual", c, half), to=TensorProto.DOUBLE) for c in calibrated
         ]
-        tie = g.op("Mul", total, g.const(1.0 / (n * (n + 1)), "tie"))
+        tie = g.op("Mul", total, g.const(1.0 / (n * (n + 1)), "tie", np.float64))
         return g.op("Add", g.op("Sum", *votes), tie)
 
     def reference_attribution(self, features: np.ndarray) -> np.ndarray:

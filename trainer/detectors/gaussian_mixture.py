@@ -60,7 +60,7 @@ class GaussianMixtureDetector:
             g.const(constants, "gmm_c", f64),
         )
         likelihood = g.op("ReduceLogSumExp", log_prob, axes=[1], keepdims=0)
-        return g.op("Cast", g.op("Neg", likelihood), to=TensorProto.FLOAT)
+        return g.op("Neg", likelihood)
 
     def _fitted(self) -> GaussianMixture:
         if self._model is None:

@@ -79,7 +79,8 @@ class IsolationForestDetector:
         depth = g.op("Slice", self._node(g, features), *self._columns(g, 0, 1))
         scale = -math.log(2.0) / float(average_path_length(forest.max_samples_))
         score = g.op("Exp", g.op("Mul", depth, g.const(scale, "ln2_over_c")))
-        return g.op("Reshape", score, g.const([-1], "flat", np.int64))
+        flat = g.op("Reshape", score, g.const([-1], "flat", np.int64))
+        return g.op("Cast", flat, to=TensorProto.DOUBLE)
 
     def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
         n = self._fitted().n_features_in_

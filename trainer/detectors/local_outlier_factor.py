@@ -69,7 +69,7 @@ class LocalOutlierFactorDetector:
             g.op("ReduceMean", neighbours_lrd, axes=[1], keepdims=0),
             g.op("Add", mean_reach, g.const(1e-10, "lof_eps", f64)),
         )
-        return g.op("Cast", lof, to=TensorProto.FLOAT)
+        return lof
 
     def _fitted(self) -> LocalOutlierFactor:
         if self._model is None:

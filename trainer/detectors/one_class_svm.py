@@ -48,7 +48,7 @@ class OneClassSVMDetector:
             g.op("MatMul", kernel, g.const(m.dual_coef_.ravel(), "svm_alpha", f64)),
             g.const(float(m.intercept_[0]), "svm_b", f64),
         )
-        return g.op("Cast", g.op("Neg", decision), to=TensorProto.FLOAT)
+        return g.op("Neg", decision)
 
     def _fitted(self) -> OneClassSVM:
         if self._model is None:
