@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sqlite3
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.atomic import replacing
 from agent.store import DB_NAME, values_from_blob
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -51,7 +50,7 @@ def export_readings(
             f"{where} ORDER BY asset, ts",
             params,
         )
-        return _write_atomically(Path(out), sensors, rows, with_scores)
+        return _write_csv(Path(out), sensors, rows, with_scores)
     finally:
         conn.close()
 
@@ -77,27 +76,16 @@ def _filters(
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
-def _write_atomically(
-    out: Path, sensors: list[str], rows: sqlite3.Cursor, with_scores: bool
-) -> int:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+def _write_csv(out: Path, sensors: list[str], rows: sqlite3.Cursor, with_scores: bool) -> int:
     written = 0
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["timestamp", "asset", *sensors, *(["score", "level"] * with_scores)])
-            for asset, ts, blob, score, level in rows:
-                stamp = datetime.fromtimestamp(ts, UTC).isoformat()
-                extra = [("" if score is None else score), level or ""] if with_scores else []
-                writer.writerow([stamp, asset, *values_from_blob(blob), *extra])
-                written += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["timestamp", "asset", *sensors, *(["score", "level"] * with_scores)])
+        for asset, ts, blob, score, level in rows:
+            stamp = datetime.fromtimestamp(ts, UTC).isoformat()
+            extra = [("" if score is None else score), level or ""] if with_scores else []
+            writer.writerow([stamp, asset, *values_from_blob(blob), *extra])
+            written += 1
     return written
 
 
