@@ -66,15 +66,7 @@ class Scorer:
 
     @classmethod
     def load(cls, path: str | Path) -> Scorer:
-        path = Path(path)
-        try:
-            size = path.stat().st_size
-            if size > MAX_MODEL_BYTES:
-                raise ModelFileError(f"{path}: {size} bytes is over the {MAX_MODEL_BYTES} limit")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ModelFileError(f"{path}: cannot read model: {exc.strerror}") from exc
-        return cls.from_bytes(data, path)
+        return cls.from_bytes(read_model(path), Path(path))
 
     @classmethod
     def from_bytes(cls, data: bytes, origin: Path) -> Scorer:
@@ -118,6 +110,18 @@ class Scorer:
             score=np.concatenate([p.score for p in parts]),
             contributions=np.concatenate([p.contributions for p in parts]),
         )
+
+
+def read_model(path: str | Path) -> bytes:
+    """A model file's bytes, refused when unreadable or over MAX_MODEL_BYTES."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelFileError(f"{path}: {size} bytes is over the {MAX_MODEL_BYTES} limit")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model: {exc.strerror}") from exc
 
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}

@@ -33,11 +33,11 @@ import numpy as np
 
 from agent.atomic import write_atomically
 from agent.manifest import Manifest
-from agent.score import Scorer
+from agent.score import Scorer, read_model
 from trainer.detectors import default_settings
 from trainer.detectors.ensemble import DEFAULT_MEMBERS
 from trainer.features import sliding_windows
-from trainer.train import TrainOptions, TrainResult, train_values
+from trainer.train import TrainOptions, train_values
 
 ArrayLike = Any  # a numpy array, a list of rows, or a pandas DataFrame
 
@@ -95,7 +95,6 @@ class AnomalyDetector:
         self.threshold_factor = threshold_factor
         self._model: bytes | None = None
         self._scorer: Scorer | None = None
-        self.result_: TrainResult | None = None
 
     def __repr__(self) -> str:
         shown = [
@@ -127,14 +126,14 @@ class AnomalyDetector:
             seed=self.random_state,
             features=self.features
             if self.features is not None
-            else (["last"] if self.window == 1 else None),
+            else _implied_features(self.algorithm, self.window),
             threshold_factor=self.threshold_factor,
             model_id="anomaly_detector",
             members=self.members,
         )
         result = train_values(values, sensors, options, source="AnomalyDetector.fit")
-        self._use(result.model_bytes, Path("<fitted>"))
-        self.result_ = result
+        self._model = result.model_bytes
+        self._scorer = Scorer.from_bytes(result.model_bytes, Path("<fitted>"))
         return self
 
     def save(self, path: str | Path) -> Path:
@@ -146,7 +145,8 @@ class AnomalyDetector:
     @classmethod
     def load(cls, path: str | Path) -> AnomalyDetector:
         """A detector that scores with a saved model (checked as the agent checks it)."""
-        scorer = Scorer.load(path)
+        data = read_model(path)
+        scorer = Scorer.from_bytes(data, Path(path))
         m = scorer.manifest
         detector = cls(
             algorithm=m.algorithm.name,
@@ -159,8 +159,7 @@ class AnomalyDetector:
             members=_chosen_members(m),
             threshold_factor=_chosen_factor(m),
         )
-        detector._model = Path(path).read_bytes()
-        detector._scorer = scorer
+        detector._model, detector._scorer = data, scorer
         return detector
 
     @property
@@ -194,10 +193,6 @@ class AnomalyDetector:
     def _scores(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         scorer = self._fitted()
         return score_rows(scorer, _readings(X, scorer.manifest.sensor_names)[0])
-
-    def _use(self, model: bytes, origin: Path) -> None:
-        self._scorer = Scorer.from_bytes(model, origin)
-        self._model = model
 
     def _fitted(self) -> Scorer:
         if self._scorer is None:
