@@ -46,25 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate", help="score labelled data through the agent's path; metrics as JSON"
     )
-    ev.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
-    ev.add_argument("data", type=Path, help="CSV with the model's sensors and a label column")
-    ev.add_argument("--label-column", required=True, help="0/1 column: 1 marks an anomaly")
-    ev.add_argument(
-        "--from-row", type=int, default=0, help="count only rows from this one (0-based)"
+    _judged_on(
+        ev, "CSV with the model's sensors and a label column", "0/1 column: 1 marks an anomaly"
     )
 
     rp = sub.add_parser(
         "report", help="one self-contained HTML page of a model's scores on a CSV, with pictures"
     )
-    rp.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
-    rp.add_argument("data", type=Path, help="CSV with the model's sensors")
+    _judged_on(
+        rp,
+        "CSV with the model's sensors",
+        "0/1 column: adds the confusion matrix and precision-recall curve",
+        label_required=False,
+    )
     rp.add_argument("--out", required=True, type=Path, help="HTML file to write")
-    rp.add_argument(
-        "--label-column", help="0/1 column: adds the confusion matrix and precision-recall curve"
-    )
-    rp.add_argument(
-        "--from-row", type=int, default=0, help="count only rows from this one (0-based)"
-    )
     rp.add_argument("--top", type=int, default=5, help="alerts whose contributions are drawn")
 
     bm = sub.add_parser("benchmark", help="run a published benchmark's protocol")
@@ -137,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
+
+
+def _judged_on(
+    parser: argparse.ArgumentParser, data_help: str, label_help: str, label_required: bool = True
+) -> None:
+    """The arguments `evaluate` and `report` share: a model, the data, labels, a start row."""
+    parser.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
+    parser.add_argument("data", type=Path, help=data_help)
+    parser.add_argument("--label-column", required=label_required, help=label_help)
+    parser.add_argument(
+        "--from-row", type=int, default=0, help="count only rows from this one (0-based)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

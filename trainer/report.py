@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 
 from agent.atomic import write_atomically
 from agent.manifest import Manifest
-from agent.score import Scorer
-from agent.table import Table, TableError, read_table
+from agent.table import Table
 from trainer.api import score_rows
-from trainer.metrics import classification_metrics, pr_auc, precision_recall_curve, roc_auc
+from trainer.evaluate import open_scored, score_metrics
+from trainer.metrics import precision_recall_curve
 
 _LEVEL_COLOURS = {"info": "#d4a017", "warning": "#e67e22", "critical": "#c0392b"}
 _WIDTH = 11.0  # inches at 100 dpi: 1100 px, readable on a laptop and in print
@@ -101,15 +101,9 @@ def write(html_text: str, out: Path) -> Path:
 
 def top_episodes(score: np.ndarray, flagged: np.ndarray, from_row: int, top: int) -> list[Episode]:
     """The `top` runs of flagged rows (from `from_row` on) with the highest peak scores."""
-    rows = np.flatnonzero(flagged[from_row:]) + from_row
-    if not len(rows):
-        return []
-    breaks = np.flatnonzero(np.diff(rows) > 1)
-    starts = np.r_[rows[0], rows[breaks + 1]]
-    ends = np.r_[rows[breaks], rows[-1]]
     episodes = [
         Episode(int(a), int(b), int(a + np.argmax(score[a : b + 1])))
-        for a, b in zip(starts, ends, strict=True)
+        for a, b in _runs(flagged[from_row:], offset=from_row)
     ]
     episodes.sort(key=lambda e: (-score[e.peak], e.start))
     return episodes[:top]
@@ -119,17 +113,7 @@ def top_episodes(score: np.ndarray, flagged: np.ndarray, from_row: int, top: int
 
 
 def _score(model: Path, data: Path, label_column: str | None, from_row: int) -> Scored:
-    scorer = Scorer.load(model)
-    table = read_table(data)
-    if label_column is not None and label_column not in table.text:
-        raise TableError(f"{data}: no label column {label_column!r}; columns are {table.header}")
-    if not 0 <= from_row < table.rows:
-        raise TableError(f"{data}: --from-row {from_row} is outside its {table.rows} rows")
-    if table.rows < scorer.manifest.window:
-        raise TableError(
-            f"{data}: {table.rows} row(s) are fewer than the model's window of "
-            f"{scorer.manifest.window}: nothing to score"
-        )
+    scorer, table = open_scored(model, data, label_column, from_row)
     values = table.matrix(scorer.manifest.sensor_names)
     score, contributions = score_rows(scorer, values)
     x, x_label = _time_axis(table)
@@ -372,9 +356,7 @@ def _episodes_html(s: Scored, episodes: list[Episode]) -> str:
 
 def _labelled_html(s: Scored) -> str:
     labels, flagged, score = s.counted(s.labels), s.counted(s.flagged), s.counted(s.score)
-    metrics = classification_metrics(labels, flagged)
-    metrics["roc_auc"] = roc_auc(labels, score)
-    metrics["pr_auc"] = pr_auc(labels, score)
+    metrics = score_metrics(labels, score, s.manifest.alert_threshold)
     y, p = labels.astype(bool), flagged
     counts = np.array([[np.sum(~y & ~p), np.sum(~y & p)], [np.sum(y & ~p), np.sum(y & p)]])
     shown = [(k, _metric(k, v)) for k, v in metrics.items()]
@@ -406,10 +388,11 @@ def _level(m: Manifest, score: float) -> str:
     return reached[-1] if reached else "-"
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(first, last) index of each run of True."""
+def _runs(mask: np.ndarray, offset: int = 0) -> list[tuple[int, int]]:
+    """(first, last) index (plus `offset`) of each run of True."""
     edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
+    firsts, lasts = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    return list(zip(firsts + offset, lasts + offset, strict=True))
 
 
 def _page(title: str, body: str) -> str:
