@@ -62,6 +62,32 @@ def broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
         b.stop()
 
 
+@pytest.fixture
+def follow_alerts() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """`edge-fleet alerts --broker ADDRESS ARGS…` as a user runs it, returned once it says it is
+    subscribed (from then on no alert is missed); killed at teardown if still running."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(address: str, *args: str) -> subprocess.Popen[str]:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "fleet", "alerts", "--broker", address, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        started.append(cli)
+        assert cli.stderr is not None
+        assert "following alerts" in cli.stderr.readline(), "the CLI says when it is subscribed"
+        return cli
+
+    yield start
+    for cli in started:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+
+
 @dataclass(frozen=True)
 class SimData:
     train_csv: Path

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 from datetime import datetime
 
@@ -13,7 +11,7 @@ from demo.mosquitto import Mosquitto
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv, replay
-from tests.conftest import DEVICE, ROOT, wait_for, wait_status
+from tests.conftest import DEVICE, wait_for, wait_status
 
 ALERT_FIELDS = {
     "id",
@@ -30,16 +28,11 @@ ALERT_FIELDS = {
 }
 
 
-def test_alerts_arrive_upstream_with_documented_fields(broker, start_agent, sim_data, trained):
+def test_alerts_arrive_upstream_with_documented_fields(
+    broker, start_agent, follow_alerts, sim_data, trained
+):
     local, upstream = broker("local"), broker("upstream")
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "fleet", "alerts", "--broker", upstream.address, "--count", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert "following alerts" in cli.stderr.readline(), "the CLI says when it is subscribed"
+    cli = follow_alerts(upstream.address, "--count", "2")
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
     agent = start_agent(local, upstream)
     wait_status(upstream.port, "online")
