@@ -43,11 +43,17 @@ class Calibration:
             spread = max(float(raw.std()), 1e-6) * _LN
         return cls(threshold=threshold, scale=spread / _LN)
 
-    def apply(self, raw: np.ndarray) -> np.ndarray:
-        z = (raw.astype(np.float64) - self.threshold) / self.scale
-        return 1.0 / (1.0 + np.exp(-z))
+    def logit(self, raw: np.ndarray) -> np.ndarray:
+        """z = (raw - t) / s: the calibrated score is sigmoid(z); z >= 0 at the threshold."""
+        return (raw.astype(np.float64) - self.threshold) / self.scale
 
-    def onnx(self, g: GraphBuilder, raw: str) -> str:
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.logit(raw)))
+
+    def onnx_logit(self, g: GraphBuilder, raw: str) -> str:
         f64 = np.float64
         centered = g.op("Sub", raw, g.const(self.threshold, "cal_threshold", f64))
-        return g.op("Sigmoid", g.op("Div", centered, g.const(self.scale, "cal_scale", f64)))
+        return g.op("Div", centered, g.const(self.scale, "cal_scale", f64))
+
+    def onnx(self, g: GraphBuilder, raw: str) -> str:
+        return g.op("Sigmoid", self.onnx_logit(g, raw))

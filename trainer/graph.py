@@ -73,11 +73,14 @@ def float_input(
 
 
 def squared_distances(g: GraphBuilder, x: str, points: np.ndarray, hint: str) -> str:
-    """[batch, n_points] squared Euclidean distances from float64 rows `x` to fixed `points`,
-    as one MatMul: |x|² - 2 x·p + |p|² (may dip a hair below 0 by rounding)."""
+    """[batch, n_points] squared Euclidean distances from float64 rows `x` to fixed `points`:
+    |x|² + (-2 x·p + |p|²), the bracket one Gemm (may dip a hair below 0 by rounding)."""
     f64 = np.float64
     x_sq = g.op("ReduceSum", g.op("Mul", x, x), g.const([1], "ax", np.int64), keepdims=1)
-    cross = g.op("MatMul", x, g.const(-2.0 * points.T, f"{hint}_pt", f64))
-    return g.op(
-        "Add", g.op("Add", cross, x_sq), g.const((points**2).sum(axis=1), f"{hint}_sq", f64)
+    cross = g.op(
+        "Gemm",
+        x,
+        g.const(-2.0 * points.T, f"{hint}_pt", f64),
+        g.const((points**2).sum(axis=1), f"{hint}_sq", f64),
     )
+    return g.op("Add", cross, x_sq)

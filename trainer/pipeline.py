@@ -108,12 +108,14 @@ class Pipeline:
         g = GraphBuilder()
         n = len(self.sensors)
         feats = onnx_features(g, INPUT_NAME, self.window, self.features, self.scaler.exact)
-        dtype = self.scaler.dtype
-        scaled = g.op(
+        # Standardized as [batch, features, sensors], then flattened to the reference's columns.
+        dtype, grid = self.scaler.dtype, (len(self.features), n)
+        standardized = g.op(
             "Div",
-            g.op("Sub", feats, g.const(self.scaler.mean, "mu", dtype)),
-            g.const(self.scaler.std, "sigma", dtype),
+            g.op("Sub", feats, g.const(self.scaler.mean.reshape(grid), "mu", dtype)),
+            g.const(self.scaler.std.reshape(grid), "sigma", dtype),
         )
+        scaled = g.op("Flatten", standardized, axis=1)
         calibrated = self.calibration.onnx(g, self.detector.onnx_scores(g, scaled))
         # float32 out: a saturated score reads 1.0, not 0.99999999997, in alerts and CSVs.
         g.rename(g.op("Cast", calibrated, to=TensorProto.FLOAT), OUTPUT_SCORE)

@@ -87,10 +87,15 @@ def test_detector_defaults_are_not_shared_between_instances(algorithm, sim_data)
         make_detector(algorithm).reference_scores(features)
 
 
-def test_min_and_max_features_export_faithfully(sim_data):
-    """Every windowed feature, the optional ones too, has a graph equal to its reference."""
-    options = TrainOptions(features=["last", "min", "max"], model_id="minmax")
+@pytest.mark.parametrize("algorithm", ["zscore", "isolation_forest"])
+def test_every_feature_exports_faithfully_in_any_order(algorithm, sim_data):
+    """Every windowed feature, the optional ones too, named out of the graph's column order
+    (linear ones first), has a graph equal to its reference, in float64 and rounded to float32
+    for the trees."""
+    named = ["max", "rate_of_change", "std", "last", "min", "deviation", "mean"]
+    options = TrainOptions(algorithm=algorithm, features=named, window=10, model_id="every")
     result = train(sim_data.train_csv, options)
+    assert result.manifest.features == named
     assert result.manifest.parity.max_abs_error <= PARITY_TOLERANCE
     windows = sliding_windows(read_table(sim_data.live_csv).matrix(result.pipeline.sensors), 10)
     scores, _ = result.pipeline.reference(windows)

@@ -2,6 +2,10 @@
 graph — by the mean of their calibrated scores, or by vote (how many flag the window, with the
 mean breaking ties), as in the tutorials.
 
+A member votes when its calibrated score is over 0.5, that is when its logit z = (raw − t) / s
+is over 0, so the vote is taken as the sum of sign(z) (= 2 × votes − members; a member exactly
+at its threshold counts half): one node per member instead of a compare and a cast.
+
 Members fit on the same features; each member's calibration puts `member_contamination` of its
 training windows above 0.5, so a vote means "this member would have alerted". The ensemble's
 raw score is then calibrated once more, like any detector's (so the mean is taken as the sum:
@@ -15,9 +19,8 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from onnx import TensorProto
 
-from trainer.calibration import ALERT_THRESHOLD, Calibration
+from trainer.calibration import Calibration
 from trainer.detectors.base import Detector, attribution, onnx_attribution
 from trainer.graph import GraphBuilder
 
@@ -70,29 +73,26 @@ class EnsembleDetector:
             self._members.append((member, calibration, 1.0 / max(typical, 1e-12)))
 
     def reference_scores(self, features: np.ndarray) -> np.ndarray:
-        calibrated = np.stack(
-            [cal.apply(m.reference_scores(features)) for m, cal, _ in self._fitted()], axis=1
-        )
-        total = calibrated.sum(axis=1)
+        members = self._fitted()
+        z = np.stack([cal.logit(m.reference_scores(features)) for m, cal, _ in members], axis=1)
+        total = (1.0 / (1.0 + np.exp(-z))).sum(axis=1)
         if self.combine == "mean":
             return total
-        n = len(self._members)
-        votes = (calibrated >= ALERT_THRESHOLD).sum(axis=1)
-        return votes + total / (n * (n + 1))  # the mean, under one vote, breaks ties
+        return np.sign(z).sum(axis=1) + total * self._tie_weight()
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
-        members = self._fitted()
-        calibrated = [cal.onnx(g, m.onnx_scores(g, features)) for m, cal, _ in members]
-        total = g.op("Sum", *calibrated)
+        z = [cal.onnx_logit(g, m.onnx_scores(g, features)) for m, cal, _ in self._fitted()]
+        total = g.op("Sum", *[g.op("Sigmoid", zm) for zm in z])
         if self.combine == "mean":
             return total
-        n = len(members)
-        half = g.const(ALERT_THRESHOLD, "ens_half", np.float64)
-        votes = [
-            g.op("Cast", g.op("GreaterOrEqual", c, half), to=TensorProto.DOUBLE) for c in calibrated
-        ]
-        tie = g.op("Mul", total, g.const(1.0 / (n * (n + 1)), "tie", np.float64))
-        return g.op("Add", g.op("Sum", *votes), tie)
+        tie = g.op("Mul", total, g.const(self._tie_weight(), "tie", np.float64))
+        return g.op("Sum", *[g.op("Sign", zm) for zm in z], tie)
+
+    def _tie_weight(self) -> float:
+        """The vote's tie-break: the calibrated scores' sum, scaled to less than one vote's
+        step (2 in sum-of-signs units), so it orders windows only within the same vote."""
+        n = len(self._members)
+        return 2.0 / (n * (n + 1))
 
     def reference_attribution(self, features: np.ndarray) -> np.ndarray:
         return sum(w * attribution(m, features) for m, _, w in self._fitted())
