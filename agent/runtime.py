@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 _STATUS_LINE_S = 5.0  # how often systemd's STATUS= line is refreshed
 _BURST_QUIET_S = 0.1
+# A first message that came within _STREAM_WAIT_S of asking is part of a stream (a backlog or a
+# burst; live readings at 1,000 messages/s are a millisecond apart and do not wait): a batch
+# that then finds the inbox empty waits once for _LINGER_S.
+_STREAM_WAIT_S = 0.0003
+_LINGER_S = 0.001
 _BURST_MAX_BYTES = 2 * 1024 * 1024
 
 
@@ -190,7 +195,10 @@ class Agent:
         self._ack_lock = threading.Lock()
         self._warn = Throttle(log)
         self._retry_delay = _RETRY_MIN_S
-        self._inbox: queue.Queue[_Message] = queue.Queue(maxsize=100_000)
+        # C-level put and get (a Queue's Condition costs the MQTT thread microseconds per
+        # message); unbounded here, bounded by the broker: it sends at most
+        # `local.receive_maximum` messages before they are acknowledged.
+        self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self.source = make_client(config.local, f"edge-agent-{device}-local", manual_ack=True)
         self.source.on_connect = self._on_local_connect
         self.source.on_subscribe = self._on_local_subscribe
@@ -484,19 +492,30 @@ class Agent:
         )
 
     def _take(self, timeout: float) -> list[_Message]:
+        asked = time.monotonic()
         try:
             batch = [self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait()]
         except queue.Empty:
             return []
+        streaming = time.monotonic() - asked < _STREAM_WAIT_S
         if self._resumed.is_set():
             self._resumed.clear()
             return self._burst(batch[0])
         limit, size = self.config.scoring, len(batch[0].payload)
+        lingered = False
         while len(batch) < limit.batch_max and size < limit.batch_max_bytes:
             try:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
-                break
+                if lingered or not streaming:
+                    break
+                # Messages are streaming in (a backlog): let the MQTT thread read more than
+                # one before this batch commits. Otherwise the two threads hand the GIL to each
+                # other after every message, and half the batches hold a single message, each
+                # paying a whole transaction (measured: 753 of 1,306 batches in a drain).
+                lingered = True
+                time.sleep(_LINGER_S)
+                continue
             size += len(batch[-1].payload)
         return batch
 
