@@ -42,11 +42,12 @@ class _Class:
     table: str
     key: str
     where: str
-    chunk: int = CHUNK_ROWS
+    chunk: int = CHUNK_ROWS  # what one eviction step frees, counted as below
+    counted: str = "1"  # what a row counts for: a `readings` row holds `n` readings
 
 
 _ORDER = (
-    _Class("readings", "readings", "id", "1"),
+    _Class("readings", "readings", "id", "1", counted="n"),
     _Class("dead_letters", "dead_letters", "id", "1"),
     _Class("delivered_alerts", "outbox", "seq", "delivered_at IS NOT NULL"),
     _Class("expired_alerts", "outbox", "seq", "expired_at IS NOT NULL"),
@@ -93,13 +94,18 @@ def evict_chunk(conn: sqlite3.Connection, pending_too: bool) -> dict[str, int]:
 
 
 def _delete_chunk(conn: sqlite3.Connection, cls: _Class) -> int:
+    """Delete the oldest rows of a class holding up to `chunk` of what it counts (at least
+    one row: a `readings` row holds a batch's readings of one asset); return how many."""
     with conn:
         conn.execute("BEGIN")
-        n = conn.execute(
-            f"DELETE FROM {cls.table} WHERE {cls.key} IN (SELECT {cls.key} FROM {cls.table} "
-            f"WHERE {cls.where} ORDER BY {cls.key} LIMIT ?)",
-            (cls.chunk,),
-        ).rowcount
+        deleted = conn.execute(
+            f"DELETE FROM {cls.table} WHERE {cls.key} IN (SELECT {cls.key} FROM ("
+            f"SELECT {cls.key}, c, sum(c) OVER (ORDER BY {cls.key}) AS upto FROM ("
+            f"SELECT {cls.key}, {cls.counted} AS c FROM {cls.table} WHERE {cls.where} "
+            f"ORDER BY {cls.key} LIMIT ?)) WHERE upto - c < ?) RETURNING {cls.counted}",
+            (cls.chunk, cls.chunk),
+        ).fetchall()
+        n = sum(row[0] for row in deleted)
         count_eviction(conn, cls.reason, n)
     return n
 

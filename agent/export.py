@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.atomic import replacing
-from agent.store import DB_NAME, values_from_blob
+from agent.readings import StoredReading, stored_readings
+from agent.store import DB_NAME
 
 _BUSY_TIMEOUT_MS = 30_000
 
@@ -44,13 +46,14 @@ def export_readings(
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         sensors = _sensors(conn, path)
-        where, params = _filters(asset, since, until)
-        rows = conn.execute(
-            "SELECT asset, ts, sensor_values, score, level FROM readings"
-            f"{where} ORDER BY asset, ts",
-            params,
+        if "n" not in {row[1] for row in conn.execute("PRAGMA table_info(readings)")}:
+            raise ExportError(
+                f"{path}: readings stored one per row by an older agent; start the agent once "
+                "and it packs them"
+            )
+        return _write_csv(
+            Path(out), sensors, stored_readings(conn, asset, since, until), with_scores
         )
-        return _write_csv(Path(out), sensors, rows, with_scores)
     finally:
         conn.close()
 
@@ -65,26 +68,17 @@ def _sensors(conn: sqlite3.Connection, path: Path) -> list[str]:
     return json.loads(row[0])
 
 
-def _filters(
-    asset: str | None, since: float | None, until: float | None
-) -> tuple[str, tuple[object, ...]]:
-    clauses, params = [], []
-    for clause, value in (("asset = ?", asset), ("ts >= ?", since), ("ts < ?", until)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
-
-
-def _write_csv(out: Path, sensors: list[str], rows: sqlite3.Cursor, with_scores: bool) -> int:
+def _write_csv(
+    out: Path, sensors: list[str], readings: Iterable[StoredReading], with_scores: bool
+) -> int:
     written = 0
     with replacing(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["timestamp", "asset", *sensors, *(["score", "level"] * with_scores)])
-        for asset, ts, blob, score, level in rows:
-            stamp = datetime.fromtimestamp(ts, UTC).isoformat()
-            extra = [("" if score is None else score), level or ""] if with_scores else []
-            writer.writerow([stamp, asset, *values_from_blob(blob), *extra])
+        for r in readings:
+            stamp = datetime.fromtimestamp(r.ts, UTC).isoformat()
+            extra = [("" if r.score is None else r.score), r.level or ""] if with_scores else []
+            writer.writerow([stamp, r.asset, *r.values, *extra])
             written += 1
     return written
 

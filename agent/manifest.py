@@ -48,11 +48,15 @@ class Thresholds(_Strict):
             raise ValueError("thresholds must satisfy info <= warning <= critical")
         return self
 
+    def level_codes(self, scores: np.ndarray) -> np.ndarray:
+        """For a whole batch at once: 0 below `info`, else 1 + the index in LEVELS."""
+        edges = np.array([self.info, self.warning, self.critical])
+        return np.searchsorted(edges, scores, side="right").astype(np.uint8)
+
     def levels_of(self, scores: np.ndarray) -> list[str | None]:
         """`level_of` for a whole batch at once."""
-        edges = np.array([self.info, self.warning, self.critical])
         names = (None, *LEVELS)
-        return [names[i] for i in np.searchsorted(edges, scores, side="right").tolist()]
+        return [names[i] for i in self.level_codes(scores).tolist()]
 
     def level_of(self, score: float) -> str | None:
         """The highest level the score reaches, or None below `info`."""

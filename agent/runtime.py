@@ -30,7 +30,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,6 +50,7 @@ from agent.manifest import Thresholds
 from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.notify import Notifier, Watchdog
 from agent.pushes import PROCESS, Desk, Health, load_effective
+from agent.readings import LEVEL_NAMES, ReadingBlock
 from agent.score import Scorer
 from agent.store import (
     RECENT_DIGESTS,
@@ -58,7 +58,6 @@ from agent.store import (
     Batch,
     StorageUnavailable,
     Store,
-    StoredReading,
 )
 from agent.window import Windows
 
@@ -571,7 +570,7 @@ class Agent:
             self.forwarder.notify()
         c = self.counters
         c.batches += 1
-        c.readings += len(stored)
+        c.readings += sum(map(len, stored))
         c.dead_letters += len(dead)
         c.alerts += len(alerts)
         c.alerts_by_level.update(a.level for _topic, a in alerts)
@@ -717,10 +716,10 @@ class Agent:
 
     def _score_and_alert(
         self, blocks: list[_Block]
-    ) -> tuple[list[StoredReading], list[tuple[str, Alert]]]:
+    ) -> tuple[list[ReadingBlock], list[tuple[str, Alert]]]:
         scored = [b.windows for b in blocks if len(b.windows)]
         scores = self.scorer.score_many(np.concatenate(scored)) if scored else None
-        stored: list[StoredReading] = []
+        stored: list[ReadingBlock] = []
         alerts: list[tuple[str, Alert]] = []
         offset = 0
         for b in blocks:
@@ -728,19 +727,21 @@ class Agent:
             score = scores.score[offset : offset + m] if scores else np.empty(0)
             contributions = scores.contributions[offset : offset + m] if scores else None
             offset += m
-            levels = self.tracker.thresholds.levels_of(score)
+            codes = self.tracker.thresholds.level_codes(score)
+            levels = [LEVEL_NAMES[c] for c in codes.tolist()]
             if self.health is not None:
                 self.health.observe(score, levels)
             alerts += self._track_block(b, score, contributions, levels)
-            blanks = [None] * b.first
-            stored += map(
-                StoredReading,
-                repeat(b.asset),
-                b.ts.tolist(),
-                [row.tobytes() for row in b.values.astype("<f8")],
-                blanks + score.tolist(),
-                blanks + levels,
-                b.received.tolist(),
+            unscored = b.first
+            stored.append(
+                ReadingBlock(
+                    b.asset,
+                    b.ts,
+                    b.values,
+                    np.concatenate([np.full(unscored, np.nan, np.float32), score]),
+                    np.concatenate([np.zeros(unscored, np.uint8), codes]),
+                    b.received,
+                )
             )
         self.counters.scored += offset
         return stored, alerts

@@ -24,13 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
-
-import numpy as np
 
 from agent.alert import Alert
 from agent.budget import Budget, count_eviction, evict_chunk, evict_over_budget, used_bytes
 from agent.ingest import DeadLetter
+from agent.readings import INSERT, ReadingBlock, count_readings, migrate_per_reading_rows
 from agent.window import WindowState
 
 log = logging.getLogger(__name__)
@@ -56,17 +54,6 @@ class StorageUnavailable(RuntimeError):
     readings."""
 
 
-class StoredReading(NamedTuple):
-    """A `readings` row, in column order (a tuple, so batches go to SQLite as they are)."""
-
-    asset: str
-    ts: float
-    values: bytes  # `values_blob` of the sensor values
-    score: float | None
-    level: str | None
-    received_at: float
-
-
 @dataclass(frozen=True)
 class AssetState:
     asset: str
@@ -78,7 +65,7 @@ class AssetState:
 class Batch:
     """Everything one micro-batch changes, committed together or not at all."""
 
-    readings: list[StoredReading] = field(default_factory=list)
+    readings: list[ReadingBlock] = field(default_factory=list)  # one per asset
     alerts: list[tuple[str, Alert]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     states: list[AssetState] = field(default_factory=list)
@@ -192,14 +179,10 @@ class Store:
             c = self.conn
             c.execute("BEGIN")
             if shed:
-                count_eviction(c, "shed_readings", len(batch.readings))
+                count_eviction(c, "shed_readings", sum(map(len, batch.readings)))
                 count_eviction(c, "shed_dead_letters", len(batch.dead))
             else:
-                c.executemany(
-                    "INSERT INTO readings (asset, ts, sensor_values, score, level, received_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    batch.readings,
-                )
+                c.executemany(INSERT, [block.row() for block in batch.readings])
                 c.executemany(
                     "INSERT INTO dead_letters (topic, reason, detail, received_at, size, excerpt) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -362,7 +345,7 @@ class Store:
             )
             meta = dict(q("SELECT key, value FROM meta"))
             return {
-                "readings": q("SELECT count(*) FROM readings").fetchone()[0],
+                "readings": count_readings(self.conn),
                 "alerts_pending": outbox.get("pending", 0),
                 "alerts_delivered": outbox.get("delivered", 0),
                 "alerts_expired": outbox.get("expired", 0),
@@ -385,11 +368,14 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS "readings" (
    "id" INTEGER PRIMARY KEY,
    "asset" TEXT,
-   "ts" REAL,
+   "n" INTEGER,
+   "first_ts" REAL,
+   "last_ts" REAL,
+   "ts" BLOB,
    "sensor_values" BLOB,
-   "score" REAL,
-   "level" TEXT,
-   "received_at" REAL
+   "score" BLOB,
+   "level" BLOB,
+   "received_at" BLOB
 );
 CREATE TABLE IF NOT EXISTS "outbox" (
    "seq" INTEGER PRIMARY KEY,
@@ -442,10 +428,19 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq)
 def _create(conn: sqlite3.Connection) -> None:
     """The schema, in plain SQL: every statement is idempotent, and databases written by
     earlier releases are brought up to date in place."""
-    if "values_json" in _columns(conn, "readings"):  # the first release stored JSON text
+    columns = _columns(conn, "readings")
+    if "values_json" in columns:  # the first release stored JSON text
         log.warning("readings of the previous format kept in table readings_v1")
         conn.execute("ALTER TABLE readings RENAME TO readings_v1")
+    per_reading = "sensor_values" in columns and "n" not in columns  # before packing
+    if per_reading:
+        conn.execute("ALTER TABLE readings RENAME TO readings_per_row")
     conn.executescript(_SCHEMA)
+    if per_reading:
+        with conn:
+            conn.execute("BEGIN")
+            moved = migrate_per_reading_rows(conn, "readings_per_row")
+        log.warning("packed %d readings stored one per row into blocks", moved)
     if "expired_at" not in _columns(conn, "outbox"):  # databases from before expiry existed
         conn.execute('ALTER TABLE "outbox" ADD COLUMN "expired_at" REAL')
     conn.executescript(_OUTBOX_INDEXES)
@@ -453,16 +448,6 @@ def _create(conn: sqlite3.Connection) -> None:
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
-
-
-def values_blob(values: np.ndarray) -> bytes:
-    """A reading's sensor values as stored: little-endian float64, in the model's sensor order
-    (the cheapest exact form; `values_from_blob` reads it back)."""
-    return np.asarray(values, dtype="<f8").tobytes()
-
-
-def values_from_blob(blob: bytes) -> list[float]:
-    return np.frombuffer(blob, dtype="<f8").tolist()
 
 
 def _space_problem(exc: sqlite3.Error) -> str | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.readings import count_readings
 from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from trainer.simulate import simulate, write_csv
@@ -93,13 +94,14 @@ class AgentRun:
         return self
 
     def stored(self) -> int:
-        """Readings committed so far (max(id): cheap enough to poll while the agent writes)."""
+        """Readings committed so far (a sum over one row per batch: cheap enough to poll
+        while the agent writes)."""
         db = self.data_dir / "agent.db"
         if not db.exists():
             return 0
         try:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                return conn.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0]
+                return count_readings(conn)
         except sqlite3.OperationalError:  # created but no schema yet
             return 0
 

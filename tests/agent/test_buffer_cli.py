@@ -7,8 +7,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
+from agent.readings import ReadingBlock
 from agent.score import Scorer
-from agent.store import Batch, Store, StoredReading, values_blob
+from agent.store import Batch, Store
 from tests.conftest import run_cli
 from trainer.simulate import SENSORS, simulate
 
@@ -24,8 +27,13 @@ def _agent_database(folder: Path, rows: int = 600) -> Path:
         store.commit_batch(
             Batch(
                 readings=[
-                    StoredReading(asset, T0 + 60 * i, values_blob(values[i]), 0.25, None, T0)
-                    for i in range(rows)
+                    ReadingBlock.of(
+                        asset,
+                        T0 + 60 * np.arange(rows),
+                        values[:rows],
+                        score=np.full(rows, 0.25),
+                        received_at=T0,
+                    )
                 ]
             )
         )

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from datetime import datetime
 
+from agent.readings import stored_readings
 from demo.mosquitto import Mosquitto
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
@@ -208,6 +209,6 @@ def test_bad_input_is_dead_lettered_and_scoring_goes_on(broker, start_agent, sim
     assert stats["readings"] == len(good)
     assert stats["dead_letters_by_reason"] == expected
     with sqlite3.connect(agent.data_dir / "agent.db") as db:
-        scored = db.execute("SELECT count(*) FROM readings WHERE score IS NOT NULL").fetchone()[0]
+        scored = sum(r.score is not None for r in stored_readings(db))
     assert scored == len(good) - trained.manifest.window + 1, "neighbours of bad input are scored"
     assert agent.stop() == 0

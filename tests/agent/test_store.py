@@ -11,23 +11,18 @@ import pytest
 
 from agent.alert import Alert
 from agent.budget import MIB, Budget
-from agent.store import (
-    DB_NAME,
-    AssetState,
-    Batch,
-    Store,
-    StoredReading,
-    open_existing,
-    values_blob,
-)
+from agent.export import ExportError, export_readings
+from agent.readings import ReadingBlock, stored_readings
+from agent.store import DB_NAME, AssetState, Batch, Store, open_existing
 from agent.window import WindowState
 
 TOPIC = "edge/gw/alerts/pump-1"
-VALUES = values_blob(np.array([1.5, 2.5, 3.5, 4.5, 5.5]))
+VALUES = np.array([1.5, 2.5, 3.5, 4.5, 5.5])
 
 
-def _readings(n: int, start: int = 0) -> list[StoredReading]:
-    return [StoredReading("pump-1", float(start + i), VALUES, 0.1, None, 0.0) for i in range(n)]
+def _readings(n: int, start: int = 0) -> list[ReadingBlock]:
+    ts = np.arange(start, start + n, dtype=np.float64)
+    return [ReadingBlock.of("pump-1", ts, np.tile(VALUES, (n, 1)), score=np.full(n, 0.1))]
 
 
 def _alert(n: int, size: int = 200) -> tuple[str, Alert]:
@@ -47,7 +42,7 @@ def test_over_budget_the_oldest_readings_go_first_and_pending_alerts_stay(tmp_pa
     assert stats["used_bytes"] <= 1 * MIB
     assert stats["evictions_by_reason"]["readings"] > 0
     assert stats["alerts_pending"] == 40, "pending alerts are not evicted under the budget"
-    newest = store.conn.execute("SELECT max(ts), min(ts) FROM readings").fetchone()
+    newest = store.conn.execute("SELECT max(last_ts), min(first_ts) FROM readings").fetchone()
     assert newest[0] == 40 * 500 - 1 and newest[1] > 0, "the oldest readings went, not the newest"
     assert stats["readings"] + stats["evictions_by_reason"]["readings"] == 40 * 500
 
@@ -128,3 +123,37 @@ def test_inspection_never_moves_a_database(tmp_path: Path):
     with pytest.raises(sqlite3.DatabaseError):
         open_existing(tmp_path)
     assert (tmp_path / DB_NAME).read_bytes() == b"garbage" * 100
+
+
+def test_readings_stored_one_per_row_by_an_older_agent_are_packed_when_it_starts(tmp_path: Path):
+    """Databases written before readings were packed: every reading kept, in order, with its
+    score and level; until the agent has opened it, export says what to do."""
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute(
+            "CREATE TABLE readings (id INTEGER PRIMARY KEY, asset TEXT, ts REAL, "
+            "sensor_values BLOB, score REAL, level TEXT, received_at REAL)"
+        )
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO meta VALUES ('sensors', '[\"a\", \"b\"]')")
+        rows = [
+            (asset, float(t), np.array([t, -t], "<f8").tobytes(), score, level, 5.0)
+            for t, (asset, score, level) in enumerate(
+                [("p1", None, None), ("p1", 0.2, None), ("p2", 0.6, "info")] * 3
+            )
+        ]
+        db.executemany(
+            "INSERT INTO readings (asset, ts, sensor_values, score, level, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    with pytest.raises(ExportError, match="start the agent once"):
+        export_readings(tmp_path, tmp_path / "early.csv")
+    store = Store(tmp_path)
+    assert store.stats()["readings"] == 9
+    back = list(stored_readings(store.conn))
+    store.close()
+    assert [(r.asset, r.ts, r.values, r.level) for r in back] == sorted(
+        [(a, t, [t, -t], level) for a, t, _, _, level, _ in rows]
+    )
+    assert [r.score for r in back if r.asset == "p2"] == pytest.approx([0.6] * 3)
+    assert export_readings(tmp_path, tmp_path / "out.csv") == 9
