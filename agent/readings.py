@@ -11,6 +11,7 @@ little-endian arrays of `n` entries. `first_ts` and `last_ts` let queries pick r
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,52 +97,88 @@ def stored_readings(
     since: float | None = None,
     until: float | None = None,
 ) -> Iterator[StoredReading]:
-    """The stored readings (of `asset`, with since <= ts < until), by asset, then time."""
+    """The stored readings (of `asset`, with since <= ts < until), by asset, then time.
+
+    Rows come by their first time; the agent writes an asset's rows in time order, but after a
+    model change (windows start afresh) older times can be stored again, so rows may overlap:
+    readings wait in a heap until no later row can hold an earlier one.
+    """
     clauses, params = [], []
     for clause, value in (("asset = ?", asset), ("last_ts >= ?", since), ("first_ts < ?", until)):
         if value is not None:
             clauses.append(clause)
             params.append(value)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM readings{where} ORDER BY asset, first_ts", params)
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM readings{where} ORDER BY asset, first_ts, id", params
+    )
+    waiting: list[tuple[float, int, StoredReading]] = []
+    current, seq = None, 0
     for name, n, ts_blob, values_blob, score_blob, level_blob in rows:
-        ts = np.frombuffer(ts_blob, "<f8")
+        ts = np.frombuffer(ts_blob, "<f8").tolist()
+        if name != current:
+            while waiting:
+                yield heapq.heappop(waiting)[2]
+            current = name
+        while waiting and waiting[0][0] <= ts[0]:
+            yield heapq.heappop(waiting)[2]
         values = np.frombuffer(values_blob, "<f8").reshape(n, -1).tolist()
-        scores = np.frombuffer(score_blob, "<f4").astype(np.float64)
-        for i, t in enumerate(ts.tolist()):
+        scores = np.frombuffer(score_blob, "<f4").astype(np.float64).tolist()
+        for i, t in enumerate(ts):
             if (since is None or t >= since) and (until is None or t < until):
-                s = float(scores[i])
-                yield StoredReading(
-                    name, t, values[i], None if s != s else s, LEVEL_NAMES[level_blob[i]]
-                )
+                s = scores[i]
+                level = LEVEL_NAMES[level_blob[i]]
+                reading = StoredReading(name, t, values[i], None if s != s else s, level)
+                heapq.heappush(waiting, (t, seq, reading))
+                seq += 1
+    while waiting:
+        yield heapq.heappop(waiting)[2]
 
 
 def count_readings(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT coalesce(sum(n), 0) FROM readings").fetchone()[0]
+    """Readings stored (in a database not yet packed, a row each)."""
+    packed = "n" in {row[1] for row in conn.execute("PRAGMA table_info(readings)")}
+    sql = "SELECT coalesce(sum(n), 0) FROM readings" if packed else "SELECT count(*) FROM readings"
+    return conn.execute(sql).fetchone()[0]
 
 
-def migrate_per_reading_rows(conn: sqlite3.Connection, old_table: str) -> int:
-    """Pack the rows of a database written before readings were packed (one row each) into
-    blocks of consecutive rows of one asset, then drop the old table; return how many."""
-    moved, last_id = 0, 0
+OLD_TABLE = "readings_per_row"  # where an earlier release's rows wait to be packed
+
+
+def pack_old_rows(conn: sqlite3.Connection, chunk: int = 10_000) -> int:
+    """Pack the rows an earlier release stored one per reading (renamed OLD_TABLE) into blocks,
+    `chunk` rows per transaction, deleting them as they go, so a migration that is
+    interrupted (a restart, a full disk) resumes where it stopped and the file does not grow
+    by the size of the copy. Drops OLD_TABLE when it is empty; returns how many it moved."""
+    moved = 0
     while True:
-        rows = conn.execute(
-            f"SELECT id, asset, ts, sensor_values, score, level, received_at FROM {old_table} "
-            "WHERE id > ? ORDER BY id LIMIT 10000",
-            (last_id,),
-        ).fetchall()
-        if not rows:
-            break
-        blocks, start = [], 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or rows[i][1] != rows[start][1]:
-                blocks.append(_block_of_rows(rows[start:i]))
-                start = i
-        conn.executemany(INSERT, [b.row() for b in blocks])
+        with conn:
+            conn.execute("BEGIN")
+            rows = conn.execute(
+                f"SELECT id, asset, ts, sensor_values, score, level, received_at FROM {OLD_TABLE} "
+                "ORDER BY id LIMIT ?",
+                (chunk,),
+            ).fetchall()
+            if not rows:
+                conn.execute(f"DROP TABLE {OLD_TABLE}")
+                return moved
+            conn.executemany(INSERT, [_block_of_rows(run).row() for run in _runs(rows)])
+            conn.execute(f"DELETE FROM {OLD_TABLE} WHERE id <= ?", (rows[-1][0],))
         moved += len(rows)
-        last_id = rows[-1][0]
-    conn.execute(f"DROP TABLE {old_table}")
-    return moved
+
+
+def _runs(rows: list[tuple]) -> Iterator[list[tuple]]:
+    """Consecutive rows that can share a block: one asset, times rising, as many sensors."""
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if (
+            i == len(rows)
+            or rows[i][1] != rows[i - 1][1]
+            or not rows[i][2] > rows[i - 1][2]
+            or len(rows[i][3]) != len(rows[i - 1][3])
+        ):
+            yield rows[start:i]
+            start = i
 
 
 def _block_of_rows(rows: list[tuple]) -> ReadingBlock:

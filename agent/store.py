@@ -28,7 +28,7 @@ from pathlib import Path
 from agent.alert import Alert
 from agent.budget import Budget, count_eviction, evict_chunk, evict_over_budget, used_bytes
 from agent.ingest import DeadLetter
-from agent.readings import INSERT, ReadingBlock, count_readings, migrate_per_reading_rows
+from agent.readings import INSERT, OLD_TABLE, ReadingBlock, count_readings, pack_old_rows
 from agent.window import WindowState
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,14 @@ class Store:
         synchronous: str = "normal",
         recover: bool = True,
     ) -> None:
-        """Open or create the database; `recover` moves a corrupt one aside and starts fresh."""
+        """Open or create the database. `recover` (the agent's own open) moves a corrupt one
+        aside and starts fresh, and packs readings an earlier release stored a row each;
+        inspection (`open_existing`) does neither."""
         self.path = Path(data_dir) / DB_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.budget = budget or Budget()
         self._synchronous = synchronous
+        self._recover = recover
         self._lock = threading.Lock()
         self.moved_aside: Path | None = None
         try:
@@ -125,7 +128,7 @@ class Store:
             # After a checkpoint the WAL is cut back to this, so it does not keep its peak size.
             conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
-            _create(conn)
+            _create(conn, pack=self._recover)
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise CorruptDatabase("integrity check failed: " + "; ".join(problems[:3]))
@@ -425,25 +428,27 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq)
 """
 
 
-def _create(conn: sqlite3.Connection) -> None:
+def _create(conn: sqlite3.Connection, pack: bool) -> None:
     """The schema, in plain SQL: every statement is idempotent, and databases written by
-    earlier releases are brought up to date in place."""
+    earlier releases are brought up to date in place (readings packed only if `pack`: not
+    when a command opens the database for inspection beside an agent)."""
     columns = _columns(conn, "readings")
     if "values_json" in columns:  # the first release stored JSON text
         log.warning("readings of the previous format kept in table readings_v1")
         conn.execute("ALTER TABLE readings RENAME TO readings_v1")
-    per_reading = "sensor_values" in columns and "n" not in columns  # before packing
-    if per_reading:
-        conn.execute("ALTER TABLE readings RENAME TO readings_per_row")
+    if pack and "sensor_values" in columns and "n" not in columns:  # a row per reading
+        conn.execute(f"ALTER TABLE readings RENAME TO {OLD_TABLE}")
     conn.executescript(_SCHEMA)
-    if per_reading:
-        with conn:
-            conn.execute("BEGIN")
-            moved = migrate_per_reading_rows(conn, "readings_per_row")
-        log.warning("packed %d readings stored one per row into blocks", moved)
+    if pack and OLD_TABLE in _tables(conn):
+        log.warning("packing readings stored one per row by an earlier release")
+        log.warning("packed %d readings", pack_old_rows(conn))
     if "expired_at" not in _columns(conn, "outbox"):  # databases from before expiry existed
         conn.execute('ALTER TABLE "outbox" ADD COLUMN "expired_at" REAL')
     conn.executescript(_OUTBOX_INDEXES)
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:

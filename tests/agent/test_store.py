@@ -12,8 +12,8 @@ import pytest
 from agent.alert import Alert
 from agent.budget import MIB, Budget
 from agent.export import ExportError, export_readings
-from agent.readings import ReadingBlock, stored_readings
-from agent.store import DB_NAME, AssetState, Batch, Store, open_existing
+from agent.readings import INSERT, OLD_TABLE, ReadingBlock, _block_of_rows, stored_readings
+from agent.store import _SCHEMA, DB_NAME, AssetState, Batch, Store, open_existing
 from agent.window import WindowState
 
 TOPIC = "edge/gw/alerts/pump-1"
@@ -125,35 +125,77 @@ def test_inspection_never_moves_a_database(tmp_path: Path):
     assert (tmp_path / DB_NAME).read_bytes() == b"garbage" * 100
 
 
-def test_readings_stored_one_per_row_by_an_older_agent_are_packed_when_it_starts(tmp_path: Path):
-    """Databases written before readings were packed: every reading kept, in order, with its
-    score and level; until the agent has opened it, export says what to do."""
-    with sqlite3.connect(tmp_path / DB_NAME) as db:
+def _old_database(folder: Path, rows: list[tuple]) -> None:
+    """A database as an earlier release left it: a `readings` row per reading."""
+    with sqlite3.connect(folder / DB_NAME) as db:
         db.execute(
             "CREATE TABLE readings (id INTEGER PRIMARY KEY, asset TEXT, ts REAL, "
             "sensor_values BLOB, score REAL, level TEXT, received_at REAL)"
         )
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         db.execute("INSERT INTO meta VALUES ('sensors', '[\"a\", \"b\"]')")
-        rows = [
-            (asset, float(t), np.array([t, -t], "<f8").tobytes(), score, level, 5.0)
-            for t, (asset, score, level) in enumerate(
-                [("p1", None, None), ("p1", 0.2, None), ("p2", 0.6, "info")] * 3
-            )
-        ]
         db.executemany(
             "INSERT INTO readings (asset, ts, sensor_values, score, level, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+
+def _old_row(asset: str, t: float, score: float | None = None, level: str | None = None):
+    return (asset, t, np.array([t, -t], "<f8").tobytes(), score, level, 5.0)
+
+
+def test_readings_stored_one_per_row_by_an_older_agent_are_packed_when_it_starts(tmp_path: Path):
+    """Every reading kept, in time order per asset, with its score and level — also where an
+    asset's times ran backwards (a model change restarts its windows). Inspection counts them
+    without packing; export says what to do until the agent has started."""
+    times = [10, 11, 12, 3, 4, 13]  # p1 replayed older readings after a model change
+    rows = [_old_row("p1", t, 0.2 if t > 10 else None) for t in times]
+    rows[2:2] = [_old_row("p2", 1.0, 0.6, "info")]
+    _old_database(tmp_path, rows)
+    inspected = open_existing(tmp_path)
+    assert inspected.stats()["readings"] == 7
+    inspected.close()
     with pytest.raises(ExportError, match="start the agent once"):
         export_readings(tmp_path, tmp_path / "early.csv")
     store = Store(tmp_path)
-    assert store.stats()["readings"] == 9
+    assert store.stats()["readings"] == 7
     back = list(stored_readings(store.conn))
+    assert [(r.asset, r.ts) for r in back] == [("p1", t) for t in sorted(times)] + [("p2", 1.0)]
+    assert all(r.values == [r.ts, -r.ts] for r in back)
+    assert [r.level for r in back][-1] == "info" and back[-1].score == pytest.approx(0.6)
+    assert [r.ts for r in stored_readings(store.conn, since=4, until=12)] == [4, 10, 11]
     store.close()
-    assert [(r.asset, r.ts, r.values, r.level) for r in back] == sorted(
-        [(a, t, [t, -t], level) for a, t, _, _, level, _ in rows]
-    )
-    assert [r.score for r in back if r.asset == "p2"] == pytest.approx([0.6] * 3)
-    assert export_readings(tmp_path, tmp_path / "out.csv") == 9
+    assert export_readings(tmp_path, tmp_path / "out.csv") == 7
+
+
+def test_packing_resumes_where_an_interrupted_start_left_it(tmp_path: Path):
+    """Packing goes in committed chunks that delete the packed rows: a start killed halfway
+    leaves the rest in `readings_per_row`, and the next start finishes it, nothing lost or
+    doubled. Rows with another number of sensors (a model change) get their own blocks."""
+    rows = [_old_row("p1", float(t)) for t in range(2500)]
+    rows.append(("p1", 9999.0, np.zeros(3).tobytes(), None, None, 5.0))
+    _old_database(tmp_path, rows)
+    with sqlite3.connect(tmp_path / DB_NAME, isolation_level=None) as db:
+        db.execute(f"ALTER TABLE readings RENAME TO {OLD_TABLE}")
+        db.executescript(_SCHEMA)
+        assert pack_old_rows_partly(db) == 1000
+    store = Store(tmp_path)
+    assert OLD_TABLE not in {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+    back = list(stored_readings(store.conn))
+    assert [r.ts for r in back] == [*range(2500), 9999.0]
+    assert back[-1].values == [0.0, 0.0, 0.0]
+    store.close()
+
+
+def pack_old_rows_partly(db: sqlite3.Connection) -> int:
+    """The first chunk of a packing that is then killed."""
+    with db:
+        db.execute("BEGIN")
+        rows = db.execute(
+            f"SELECT id, asset, ts, sensor_values, score, level, received_at FROM {OLD_TABLE} "
+            "ORDER BY id LIMIT 1000"
+        ).fetchall()
+        db.executemany(INSERT, [_block_of_rows(rows).row()])
+        db.execute(f"DELETE FROM {OLD_TABLE} WHERE id <= ?", (rows[-1][0],))
+    return len(rows)
