@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.atomic import replacing
-from agent.readings import StoredReading, stored_readings
+from agent.readings import StoredReading, is_packed, stored_readings
 from agent.store import DB_NAME
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -46,7 +46,7 @@ def export_readings(
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         sensors = _sensors(conn, path)
-        if "n" not in {row[1] for row in conn.execute("PRAGMA table_info(readings)")}:
+        if not is_packed(conn):
             raise ExportError(
                 f"{path}: readings stored one per row by an older agent; start the agent once "
                 "and it packs them"

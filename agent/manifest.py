@@ -53,11 +53,6 @@ class Thresholds(_Strict):
         edges = np.array([self.info, self.warning, self.critical])
         return np.searchsorted(edges, scores, side="right").astype(np.uint8)
 
-    def levels_of(self, scores: np.ndarray) -> list[str | None]:
-        """`level_of` for a whole batch at once."""
-        names = (None, *LEVELS)
-        return [names[i] for i in self.level_codes(scores).tolist()]
-
     def level_of(self, score: float) -> str | None:
         """The highest level the score reaches, or None below `info`."""
         for level in reversed(LEVELS):

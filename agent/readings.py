@@ -135,9 +135,14 @@ def stored_readings(
         yield heapq.heappop(waiting)[2]
 
 
+def is_packed(conn: sqlite3.Connection) -> bool:
+    """Whether the readings are stored this way (an earlier release's are packed at start)."""
+    return "n" in {row[1] for row in conn.execute("PRAGMA table_info(readings)")}
+
+
 def count_readings(conn: sqlite3.Connection) -> int:
     """Readings stored (in a database not yet packed, a row each)."""
-    packed = "n" in {row[1] for row in conn.execute("PRAGMA table_info(readings)")}
+    packed = is_packed(conn)
     sql = "SELECT coalesce(sum(n), 0) FROM readings" if packed else "SELECT count(*) FROM readings"
     return conn.execute(sql).fetchone()[0]
 

@@ -29,6 +29,10 @@ LEVELS = {
 }
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
@@ -48,7 +52,7 @@ class Calibration:
         return (raw.astype(np.float64) - self.threshold) / self.scale
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logit(raw)))
+        return sigmoid(self.logit(raw))
 
     def onnx_logit(self, g: GraphBuilder, raw: str) -> str:
         f64 = np.float64

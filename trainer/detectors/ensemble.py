@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from trainer.calibration import Calibration
+from trainer.calibration import Calibration, sigmoid
 from trainer.detectors.base import Detector, attribution, onnx_attribution
 from trainer.graph import GraphBuilder
 
@@ -75,7 +75,7 @@ class EnsembleDetector:
     def reference_scores(self, features: np.ndarray) -> np.ndarray:
         members = self._fitted()
         z = np.stack([cal.logit(m.reference_scores(features)) for m, cal, _ in members], axis=1)
-        total = (1.0 / (1.0 + np.exp(-z))).sum(axis=1)
+        total = sigmoid(z).sum(axis=1)
         if self.combine == "mean":
             return total
         return np.sign(z).sum(axis=1) + total * self._tie_weight()
