@@ -104,8 +104,10 @@ class LocalBrokerConfig(BrokerConfig):
         ge=1,
         le=65535,
         description="Readings messages the broker may send before the agent acknowledges them "
-        "(each is acknowledged after its batch is committed). After a resumed session this many "
-        "are taken as one batch and put in time order (see Storage and delivery).",
+        "(each is acknowledged after its batch is committed); the agent also holds no more than "
+        "this many received and not yet taken, whatever the broker sends. After a resumed "
+        "session up to this many are taken as one batch and put in time order (see Storage and "
+        "delivery).",
     )
 
 
@@ -122,13 +124,14 @@ class ScoringConfig(_Section):
         default=256,
         ge=1,
         le=65536,
-        description="Most messages taken into one micro-batch (one ONNX call, one transaction).",
+        description="Most messages taken into one micro-batch (one transaction).",
     )
     batch_max_bytes: int = Field(
-        default=1024 * 1024,
+        default=512 * 1024,
         ge=1024,
-        description="Most payload bytes taken into one micro-batch: bounds memory when messages "
-        "carry arrays of readings.",
+        description="Most payload bytes taken into one micro-batch (the burst after a resumed "
+        "session too); received messages wait in an inbox of twice this. Bounds memory when "
+        "messages carry arrays of readings, whose parsed form takes several times their payload.",
     )
 
 

@@ -62,6 +62,17 @@ class Histogram:
         yield f"{name}_count {count}"
 
 
+@dataclass(frozen=True)
+class InboxCounts:
+    """Messages received and not yet taken by the pipeline, and how often that bound held."""
+
+    messages: int
+    bytes: int
+    peak_messages: int
+    full: int
+    overruns: int
+
+
 @dataclass
 class Snapshot:
     """What the agent reports; counters are since the process started unless said otherwise."""
@@ -85,6 +96,7 @@ class Snapshot:
     local_connected: bool
     upstream_connected: bool
     publish_latency: Histogram
+    inbox: InboxCounts
     levels: tuple[str, ...] = ("info", "warning", "critical")
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
@@ -174,6 +186,31 @@ def render(s: Snapshot) -> str:
             '{broker="local"}': int(s.local_connected),
             '{broker="upstream"}': int(s.upstream_connected),
         },
+    )
+    metric(
+        "edge_agent_inbox_messages",
+        "gauge",
+        "Messages received from the local broker, not yet taken by the pipeline.",
+        {"": s.inbox.messages},
+    )
+    metric("edge_agent_inbox_bytes", "gauge", "Their payload bytes.", {"": s.inbox.bytes})
+    metric(
+        "edge_agent_inbox_peak_messages",
+        "gauge",
+        "The most messages the inbox has held at once.",
+        {"": s.inbox.peak_messages},
+    )
+    metric(
+        "edge_agent_inbox_full_total",
+        "counter",
+        "Times the inbox was full and the MQTT thread waited for the pipeline.",
+        {"": s.inbox.full},
+    )
+    metric(
+        "edge_agent_inbox_overruns_total",
+        "counter",
+        "Messages let in over the bound after the pipeline took nothing for keepalive / 2.",
+        {"": s.inbox.overruns},
     )
     metric(
         "edge_agent_resident_memory_bytes", "gauge", "Resident set size.", {"": resident_bytes()}

@@ -44,6 +44,7 @@ from agent.budget import Budget
 from agent.config import AgentConfig, ConfigError, parse_host_port
 from agent.connection import Explained, make_client
 from agent.forward import Forwarder, publish_latency
+from agent.inbox import Inbox
 from agent.ingest import REASONS, DeadLetter, Parser, Readings
 from agent.logs import Throttle
 from agent.manifest import Thresholds
@@ -71,7 +72,6 @@ _BURST_QUIET_S = 0.1
 # that then finds the inbox empty waits once for _LINGER_S.
 _STREAM_WAIT_S = 0.0003
 _LINGER_S = 0.001
-_BURST_MAX_BYTES = 2 * 1024 * 1024
 
 
 class _Message(NamedTuple):
@@ -194,10 +194,12 @@ class Agent:
         self._ack_lock = threading.Lock()
         self._warn = Throttle(log)
         self._retry_delay = _RETRY_MIN_S
-        # C-level put and get (a Queue's Condition costs the MQTT thread microseconds per
-        # message); unbounded here, bounded by the broker: it sends at most
-        # `local.receive_maximum` messages before they are acknowledged.
-        self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        # Room for two full batches, and no more messages than the broker was told to send.
+        self._inbox: Inbox[_Message] = Inbox(
+            max_messages=config.local.receive_maximum,
+            max_bytes=2 * config.scoring.batch_max_bytes,
+            max_wait=config.local.keepalive / 2,
+        )
         self.source = make_client(config.local, f"edge-agent-{device}-local", manual_ack=True)
         self.source.on_connect = self._on_local_connect
         self.source.on_subscribe = self._on_local_subscribe
@@ -273,6 +275,7 @@ class Agent:
         if self.started and not self._retry:
             while batch := self._take(timeout=0):
                 self._process(batch)
+        self._inbox.close()  # the MQTT thread must not wait for room that never comes
         self.source.disconnect()
         self.source.loop_stop()
         # On a switch the next pipeline resends what is unacknowledged; `online` stays.
@@ -394,6 +397,7 @@ class Agent:
             local_connected=self._local_connected,
             upstream_connected=self.forwarder.connected.is_set(),
             publish_latency=self.forwarder.latency,
+            inbox=self._inbox.counts(),
             reasons=REASONS,
         )
 
@@ -486,14 +490,17 @@ class Agent:
             log.warning("local broker disconnected (%s); reconnecting", rc)
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if self._stopping:  # not acknowledged: the broker delivers it again at the next start
+            return
         self._inbox.put(
-            _Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection)
+            _Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection),
+            len(msg.payload),
         )
 
     def _take(self, timeout: float) -> list[_Message]:
         asked = time.monotonic()
         try:
-            batch = [self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait()]
+            batch = [self._inbox.get(timeout)]
         except queue.Empty:
             return []
         streaming = time.monotonic() - asked < _STREAM_WAIT_S
@@ -504,7 +511,7 @@ class Agent:
         lingered = False
         while len(batch) < limit.batch_max and size < limit.batch_max_bytes:
             try:
-                batch.append(self._inbox.get_nowait())
+                batch.append(self._inbox.get(0))
             except queue.Empty:
                 if lingered or not streaming:
                     break
@@ -520,7 +527,7 @@ class Agent:
 
     def _burst(self, first: _Message) -> list[_Message]:
         """What a resumed session delivers at once, taken as one batch so it is put in order
-        (up to `local.receive_maximum` messages and _BURST_MAX_BYTES of payload).
+        (up to `local.receive_maximum` messages and `scoring.batch_max_bytes` of payload).
 
         The broker first redelivers what it had in flight, often copies of messages already
         applied: those are acknowledged at once (they come first, so acknowledgements stay in
@@ -535,7 +542,10 @@ class Agent:
             else:
                 burst.append(message)
                 size += len(message.payload)
-            if len(burst) >= self.config.local.receive_maximum or size >= _BURST_MAX_BYTES:
+            if (
+                len(burst) >= self.config.local.receive_maximum
+                or size >= self.config.scoring.batch_max_bytes
+            ):
                 break
             try:
                 message = self._inbox.get(timeout=_BURST_QUIET_S)

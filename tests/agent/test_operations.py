@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.notify import Notifier, Watchdog
 from demo.mosquitto import free_port
 from fleet.mqtt import connect
-from fleet.replay import readings_from_csv
+from fleet.replay import publish_payloads, readings_from_csv
 from tests.conftest import DEVICE, wait_for, wait_status
 
 
@@ -171,6 +171,32 @@ def test_metrics_endpoint_counts_readings_alerts_dead_letters_and_latency(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
     assert refused.value.code == 404
+    assert agent.stop() == 0
+
+
+def test_a_resumed_backlog_comes_through_an_inbox_of_receive_maximum_messages(
+    broker, start_agent, sim_data
+):
+    """mosquitto 2.0.11 stops honouring the Receive Maximum of a resumed session once the first
+    acknowledgements arrive, and sends its whole queue: the agent still holds no more than that
+    many messages, and the wait loses none."""
+    local, upstream = broker("local"), broker("upstream")
+    port = free_port()
+    options = {"extra": f'[metrics]\nlisten = "{port}"\n', "local_keys": "receive_maximum = 20\n"}
+    agent = start_agent(local, upstream, **options)
+    wait_status(upstream.port, "online")  # its persistent session exists
+    assert agent.stop() == 0
+    readings = readings_from_csv(sim_data.live_csv)[:600]
+    topic = f"edge/{DEVICE}/readings/pump-1"
+    publish_payloads([json.dumps(r) for r in readings], "127.0.0.1", local.port, topic)
+
+    agent = start_agent(local, upstream, **options)
+    stats = agent.wait_stored(len(readings))
+    assert stats["readings"] == len(readings) and stats["dead_letters"] == 0
+    m = _metrics(port)
+    assert 0 < m["edge_agent_inbox_peak_messages"][()] <= 20
+    assert m["edge_agent_inbox_overruns_total"][()] == 0
+    assert m["edge_agent_readings_total"][()] == len(readings), "each applied once"
     assert agent.stop() == 0
 
 

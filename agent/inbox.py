@@ -1,0 +1,109 @@
+"""The hand-over from the MQTT thread to the pipeline, bounded in messages and payload bytes.
+
+The broker is meant to bound what the agent holds: it may send at most `local.receive_maximum`
+messages that are not yet acknowledged, and the agent acknowledges a message only after its batch
+commits. mosquitto 2.0.11 (Debian 12 and Raspberry Pi OS) stops honouring that limit on a resumed
+session once the first acknowledgements arrive, and sends the whole queue: measured, 3,000 of
+3,000 queued messages reached a client that advertised 100 and had acknowledged 50. A backlog of
+hours would then land in the agent's memory. So the inbox keeps its own bound: when it is full
+the MQTT thread waits in `put`, stops reading the socket, and TCP leaves the rest at the broker.
+
+While it waits paho sends nothing, not even its keepalive pings; so if the pipeline takes
+nothing for `max_wait` seconds (storage down, retrying), `put` lets one message in over the
+bound and returns, and paho can keep the connection.
+
+Each thread writes only its own counters (the producer what it put, the consumer what it took),
+so the fill level needs no lock; the consumer sets the `room` event only while the producer waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Generic, TypeVar
+
+from agent.logs import Throttle
+from agent.metrics import InboxCounts
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_WAKE_CHECK_S = 0.05  # a wake-up lost to a race costs at most this
+
+
+class Inbox(Generic[T]):
+    def __init__(self, max_messages: int, max_bytes: int, max_wait: float) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.max_wait = max_wait
+        self._queue: queue.SimpleQueue[tuple[T, int]] = queue.SimpleQueue()
+        self._put = self._put_bytes = 0  # the producer's
+        self._taken = self._taken_bytes = 0  # the consumer's
+        self._waiting = False
+        self._room = threading.Event()
+        self._closed = False
+        self._warn = Throttle(log)
+        self.peak_messages = 0  # the most held at once
+        self.waits = 0  # times the producer found the inbox full
+        self.overruns = 0  # messages let in over the bound after waiting max_wait
+
+    def put(self, item: T, size: int) -> None:
+        """Queue `item` of `size` payload bytes; wait for room while the inbox is full."""
+        if self._full() and not self._closed:
+            self._wait_for_room()
+        self._put += 1
+        self._put_bytes += size
+        self.peak_messages = max(self.peak_messages, self._put - self._taken)
+        self._queue.put((item, size))
+
+    def get(self, timeout: float) -> T:
+        """The oldest item; queue.Empty after `timeout` seconds (at once when 0)."""
+        item, size = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
+        self._taken += 1
+        self._taken_bytes += size
+        if self._waiting:
+            self._room.set()
+        return item
+
+    def held(self) -> tuple[int, int]:
+        """Messages and payload bytes waiting for the pipeline."""
+        return self._put - self._taken, self._put_bytes - self._taken_bytes
+
+    def counts(self) -> InboxCounts:
+        messages, size = self.held()
+        return InboxCounts(messages, size, self.peak_messages, self.waits, self.overruns)
+
+    def close(self) -> None:
+        """Stop bounding: a producer waiting now returns (nobody will take again)."""
+        self._closed = True
+        self._room.set()
+
+    def _full(self) -> bool:
+        messages, size = self.held()
+        return messages >= self.max_messages or size >= self.max_bytes
+
+    def _wait_for_room(self) -> None:
+        self.waits += 1
+        deadline = time.monotonic() + self.max_wait
+        self._waiting = True
+        try:
+            while self._full() and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.overruns += 1
+                    messages, size = self.held()
+                    self._warn.warning(
+                        "inbox_overrun",
+                        "the pipeline took nothing for %.0fs; inbox over its bound "
+                        "messages=%d bytes=%d",
+                        self.max_wait,
+                        messages,
+                        size,
+                    )
+                    return
+                self._room.wait(min(left, _WAKE_CHECK_S))
+                self._room.clear()
+        finally:
+            self._waiting = False

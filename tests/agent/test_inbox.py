@@ -1,0 +1,72 @@
+"""The inbox between the MQTT thread and the pipeline: a full inbox makes the producer wait until
+the consumer takes, in messages and in bytes; a stalled consumer lets one message over after
+`max_wait`; closing releases a waiting producer. Real threads, waits on conditions."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from agent.inbox import Inbox
+from tests.conftest import wait_for
+
+
+def _put_in_thread(inbox: Inbox[str], items: list[tuple[str, int]]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: [inbox.put(i, n) for i, n in items], daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("max_messages", "max_bytes", "sizes"),
+    [(2, 10**6, [1, 1, 1]), (100, 10, [4, 6, 1])],
+    ids=["messages", "bytes"],
+)
+def test_a_full_inbox_holds_the_producer_until_the_consumer_takes(max_messages, max_bytes, sizes):
+    inbox: Inbox[str] = Inbox(max_messages, max_bytes, max_wait=60)
+    producer = _put_in_thread(inbox, [(f"m{i}", n) for i, n in enumerate(sizes)])
+    wait_for(lambda: inbox.counts().full == 1, 10, "the producer to find the inbox full")
+    assert producer.is_alive(), "the third message waits for room"
+    assert inbox.held() == (2, sizes[0] + sizes[1])
+
+    assert inbox.get(0) == "m0"
+    producer.join(timeout=10)
+    assert not producer.is_alive()
+    assert [inbox.get(0), inbox.get(0)] == ["m1", "m2"], "nothing lost, in order"
+    counts = inbox.counts()
+    assert (counts.messages, counts.bytes, counts.peak_messages, counts.overruns) == (0, 0, 2, 0)
+    with pytest.raises(queue.Empty):
+        inbox.get(0)
+
+
+def test_a_stalled_consumer_lets_one_message_over_the_bound_after_max_wait():
+    inbox: Inbox[str] = Inbox(max_messages=1, max_bytes=10**6, max_wait=0.05)
+    inbox.put("first", 1)
+    inbox.put("second", 1)  # nobody takes: returns after max_wait, over the bound
+    counts = inbox.counts()
+    assert (counts.messages, counts.full, counts.overruns, counts.peak_messages) == (2, 1, 1, 2)
+    assert [inbox.get(0), inbox.get(0)] == ["first", "second"]
+
+
+def test_closing_releases_a_waiting_producer_and_lifts_the_bound():
+    inbox: Inbox[str] = Inbox(max_messages=1, max_bytes=10**6, max_wait=60)
+    inbox.put("first", 1)
+    producer = _put_in_thread(inbox, [("second", 1), ("third", 1)])
+    wait_for(lambda: inbox.counts().full == 1, 10, "the producer to wait")
+    inbox.close()
+    producer.join(timeout=10)
+    assert not producer.is_alive()
+    assert inbox.held() == (3, 3)
+    assert inbox.counts().overruns == 0, "closing is not an overrun"
+
+
+def test_get_waits_for_a_message_up_to_its_timeout():
+    inbox: Inbox[str] = Inbox(max_messages=10, max_bytes=10**6, max_wait=60)
+    with pytest.raises(queue.Empty):
+        inbox.get(0.01)
+    timer = threading.Timer(0.01, lambda: inbox.put("late", 1))
+    timer.start()
+    assert inbox.get(10) == "late"
+    timer.join()
