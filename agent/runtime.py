@@ -727,16 +727,16 @@ class Agent:
     def _score_and_alert(
         self, blocks: list[_Block]
     ) -> tuple[list[ReadingBlock], list[tuple[str, Alert]]]:
-        scored = [b.windows for b in blocks if len(b.windows)]
-        scores = self.scorer.score_many(np.concatenate(scored)) if scored else None
         stored: list[ReadingBlock] = []
         alerts: list[tuple[str, Alert]] = []
-        offset = 0
         for b in blocks:
-            m = len(b.windows)
-            score = scores.score[offset : offset + m] if scores else np.empty(0)
-            contributions = scores.contributions[offset : offset + m] if scores else None
-            offset += m
+            # Block by block, from views of the window buffer: the batch's windows are never
+            # all copied at once (W times its readings).
+            if len(b.windows):
+                scores = self.scorer.score_many(b.windows)
+                score, contributions = scores.score, scores.contributions
+            else:
+                score, contributions = np.empty(0, np.float32), None
             codes = self.tracker.thresholds.level_codes(score)
             levels = [LEVEL_NAMES[c] for c in codes.tolist()]
             if self.health is not None:
@@ -753,7 +753,7 @@ class Agent:
                     b.received,
                 )
             )
-        self.counters.scored += offset
+        self.counters.scored += sum(len(b.windows) for b in blocks)
         return stored, alerts
 
     def _track_block(

@@ -42,6 +42,10 @@ _CORRUPT_ERRORS = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 # the last free space, since copying it back needs room in the database file too.
 _WAL_CHECKPOINT_PAGES = 256
 _WAL_KEEP_BYTES = 1024 * 1024
+# SQLite's page cache per connection (its default is 2,000 KiB). Writes go to the right edge of
+# each index and eviction to the left, so a small cache serves; measured, 2,000 -> 512 KiB saved
+# about 1.5 MiB of the agent's peak memory and no drain rate.
+_PAGE_CACHE_KIB = 512
 _DISK_ROOM_BYTES = 4 * 1024 * 1024  # more free than this: a full database is the hard cap
 
 
@@ -125,6 +129,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
             # After a checkpoint the WAL is cut back to this, so it does not keep its peak size.
             conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
