@@ -8,9 +8,12 @@ session once the first acknowledgements arrive, and sends the whole queue: measu
 hours would then land in the agent's memory. So the inbox keeps its own bound: when it is full
 the MQTT thread waits in `put`, stops reading the socket, and TCP leaves the rest at the broker.
 
-While it waits paho sends nothing, not even its keepalive pings; so if the pipeline takes
-nothing for `max_wait` seconds (storage down, retrying), `put` lets one message in over the
-bound and returns, and paho can keep the connection.
+While it waits paho sends nothing, not even keepalive pings. The pipeline frees room within
+milliseconds unless storage is failing; a stall longer than 1.5 x keepalive makes the broker
+close the connection, and paho reconnects once it runs again. Nothing is lost: messages of the
+old connection are not acknowledged, so the broker delivers them again and their digests mark
+them as copies. Letting messages in anyway to keep paho running would not help: the ping's
+answer queues behind the broker's backlog, and memory would grow for as long as storage fails.
 
 Each thread writes only its own counters (the producer what it put, the consumer what it took),
 so the fill level needs no lock; the consumer sets the `room` event only while the producer waits.
@@ -18,36 +21,28 @@ so the fill level needs no lock; the consumer sets the `room` event only while t
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
-import time
 from typing import Generic, TypeVar
 
-from agent.logs import Throttle
 from agent.metrics import InboxCounts
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _WAKE_CHECK_S = 0.05  # a wake-up lost to a race costs at most this
 
 
 class Inbox(Generic[T]):
-    def __init__(self, max_messages: int, max_bytes: int, max_wait: float) -> None:
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self.max_wait = max_wait
         self._queue: queue.SimpleQueue[tuple[T, int]] = queue.SimpleQueue()
         self._put = self._put_bytes = 0  # the producer's
         self._taken = self._taken_bytes = 0  # the consumer's
         self._waiting = False
         self._room = threading.Event()
         self._closed = False
-        self._warn = Throttle(log)
         self.peak_messages = 0  # the most held at once
         self.waits = 0  # times the producer found the inbox full
-        self.overruns = 0  # messages let in over the bound after waiting max_wait
 
     def put(self, item: T, size: int) -> None:
         """Queue `item` of `size` payload bytes; wait for room while the inbox is full."""
@@ -55,7 +50,9 @@ class Inbox(Generic[T]):
             self._wait_for_room()
         self._put += 1
         self._put_bytes += size
-        self.peak_messages = max(self.peak_messages, self._put - self._taken)
+        held = self._put - self._taken
+        if held > self.peak_messages:
+            self.peak_messages = held
         self._queue.put((item, size))
 
     def get(self, timeout: float) -> T:
@@ -69,11 +66,14 @@ class Inbox(Generic[T]):
 
     def held(self) -> tuple[int, int]:
         """Messages and payload bytes waiting for the pipeline."""
-        return self._put - self._taken, self._put_bytes - self._taken_bytes
+        # What was taken is read first: another thread's read in between can then only make
+        # the result larger, never negative.
+        taken, taken_bytes = self._taken, self._taken_bytes
+        return self._put - taken, self._put_bytes - taken_bytes
 
     def counts(self) -> InboxCounts:
         messages, size = self.held()
-        return InboxCounts(messages, size, self.peak_messages, self.waits, self.overruns)
+        return InboxCounts(messages, size, self.peak_messages, self.waits)
 
     def close(self) -> None:
         """Stop bounding: a producer waiting now returns (nobody will take again)."""
@@ -81,29 +81,17 @@ class Inbox(Generic[T]):
         self._room.set()
 
     def _full(self) -> bool:
-        messages, size = self.held()
-        return messages >= self.max_messages or size >= self.max_bytes
+        return (
+            self._put - self._taken >= self.max_messages
+            or self._put_bytes - self._taken_bytes >= self.max_bytes
+        )
 
     def _wait_for_room(self) -> None:
         self.waits += 1
-        deadline = time.monotonic() + self.max_wait
         self._waiting = True
         try:
             while self._full() and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.overruns += 1
-                    messages, size = self.held()
-                    self._warn.warning(
-                        "inbox_overrun",
-                        "the pipeline took nothing for %.0fs; inbox over its bound "
-                        "messages=%d bytes=%d",
-                        self.max_wait,
-                        messages,
-                        size,
-                    )
-                    return
-                self._room.wait(min(left, _WAKE_CHECK_S))
+                self._room.wait(_WAKE_CHECK_S)
                 self._room.clear()
         finally:
             self._waiting = False

@@ -70,7 +70,6 @@ class InboxCounts:
     bytes: int
     peak_messages: int
     full: int
-    overruns: int
 
 
 @dataclass
@@ -205,12 +204,6 @@ def render(s: Snapshot) -> str:
         "counter",
         "Times the inbox was full and the MQTT thread waited for the pipeline.",
         {"": s.inbox.full},
-    )
-    metric(
-        "edge_agent_inbox_overruns_total",
-        "counter",
-        "Messages let in over the bound after the pipeline took nothing for keepalive / 2.",
-        {"": s.inbox.overruns},
     )
     metric(
         "edge_agent_resident_memory_bytes", "gauge", "Resident set size.", {"": resident_bytes()}

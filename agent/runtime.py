@@ -198,7 +198,6 @@ class Agent:
         self._inbox: Inbox[_Message] = Inbox(
             max_messages=config.local.receive_maximum,
             max_bytes=2 * config.scoring.batch_max_bytes,
-            max_wait=config.local.keepalive / 2,
         )
         self.source = make_client(config.local, f"edge-agent-{device}-local", manual_ack=True)
         self.source.on_connect = self._on_local_connect
@@ -272,10 +271,12 @@ class Agent:
             self.notifier.reloading()
         # What was queued is committed and acknowledged while the connection is still up;
         # anything that arrives after this is redelivered at the next start.
-        if self.started and not self._retry:
-            while batch := self._take(timeout=0):
-                self._process(batch)
-        self._inbox.close()  # the MQTT thread must not wait for room that never comes
+        try:
+            if self.started and not self._retry:
+                while batch := self._take(timeout=0):
+                    self._process(batch)
+        finally:
+            self._inbox.close()  # the MQTT thread must not wait for room that never comes
         self.source.disconnect()
         self.source.loop_stop()
         # On a switch the next pipeline resends what is unacknowledged; `online` stays.

@@ -212,6 +212,43 @@ def test_a_full_disk_holds_readings_at_the_broker_until_space_returns(
     assert agent.stop() == 0
 
 
+def test_storage_failing_past_the_keepalive_costs_the_connection_but_no_reading(
+    broker, start_agent, readings, clean_run, small_disk
+):
+    """While commits fail the pipeline takes nothing: the inbox fills (here its 2 KiB, twice
+    `batch_max_bytes`, before the broker's 50 unacknowledged messages), the MQTT thread waits and
+    sends no pings, and past 1.5 x keepalive the broker drops the connection. Once space returns
+    the agent reconnects and what it held, never acknowledged, comes again and is applied once."""
+    local, upstream = broker("local"), broker("upstream")
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    agent = start_agent(
+        local,
+        upstream,
+        extra="[forward]\nstatus_interval_s = 0.5\n[scoring]\nbatch_max_bytes = 1024\n",
+        data_dir=small_disk,
+        local_keys="keepalive = 5\nreceive_maximum = 50\n",
+    )
+    wait_status(upstream.port, "online")
+    ballast = fill(small_disk)
+    for asset in ASSETS:
+        replay(readings, "127.0.0.1", local.port, _topic(asset))
+    wait_status(upstream.port, "online", where=lambda s: s["storage"] == "failing")
+    broker_log = local.workdir / "mosquitto.log"
+    wait_for(
+        lambda: "exceeded timeout" in broker_log.read_text(errors="replace"),
+        30,
+        f"the broker to drop the waiting agent; {broker_log}",
+    )
+    ballast.unlink()
+    try:
+        outcome = _settle_on_disk(agent, subscriber, len(ASSETS) * len(readings), small_disk)
+    finally:
+        subscriber.close()
+    assert outcome.ids == clean_run.ids, "no alert lost or changed"
+    assert agent.logged("local connected session_present=True") >= 1, "it reconnected"
+    assert agent.stop() == 0
+
+
 def _settle_on_disk(
     agent: AgentProcess, subscriber: AlertSubscriber, total: int, disk: Path
 ) -> Outcome:
