@@ -6,7 +6,8 @@ commits. mosquitto 2.0.11 (Debian 12 and Raspberry Pi OS) stops honouring that l
 session once the first acknowledgements arrive, and sends the whole queue: measured, 3,000 of
 3,000 queued messages reached a client that advertised 100 and had acknowledged 50. A backlog of
 hours would then land in the agent's memory. So the inbox keeps its own bound: when it is full
-the MQTT thread waits in `put`, stops reading the socket, and TCP leaves the rest at the broker.
+the MQTT thread waits in `put` until the pipeline has taken half, stops reading the socket
+meanwhile, and TCP leaves the rest at the broker.
 
 While it waits paho sends nothing, not even keepalive pings. The pipeline frees room within
 milliseconds unless storage is failing; a stall longer than 1.5 x keepalive makes the broker
@@ -41,6 +42,10 @@ class Inbox(Generic[T]):
         self._waiting = False
         self._room = threading.Event()
         self._closed = False
+        # A waiting producer resumes once the inbox is down to half: one wake-up per half an
+        # inbox, not a hand-over of the interpreter lock per message.
+        self._resume_messages = max_messages // 2
+        self._resume_bytes = max_bytes // 2
         self.peak_messages = 0  # the most held at once
         self.waits = 0  # times the producer found the inbox full
 
@@ -60,7 +65,7 @@ class Inbox(Generic[T]):
         item, size = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
         self._taken += 1
         self._taken_bytes += size
-        if self._waiting:
+        if self._waiting and not self._above(self._resume_messages, self._resume_bytes):
             self._room.set()
         return item
 
@@ -86,11 +91,14 @@ class Inbox(Generic[T]):
             or self._put_bytes - self._taken_bytes >= self.max_bytes
         )
 
+    def _above(self, messages: int, size: int) -> bool:
+        return self._put - self._taken > messages or self._put_bytes - self._taken_bytes > size
+
     def _wait_for_room(self) -> None:
         self.waits += 1
         self._waiting = True
         try:
-            while self._full() and not self._closed:
+            while self._above(self._resume_messages, self._resume_bytes) and not self._closed:
                 self._room.wait(_WAKE_CHECK_S)
                 self._room.clear()
         finally:

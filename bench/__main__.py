@@ -55,6 +55,7 @@ def main() -> int:
             ),
             "alert_latency_ms": cases.alert_latency(models, work / "lat", 1000, seconds, args.core),
             "startup_s": cases.startup(models, work / "start", runs, args.core),
+            "dependency_floor_rss_mib": cases.dependency_floor(models),
             "fleet_push": fleet.group_push(models, work / "fleet", agents),
         }
     results["seconds"] = time.time() - started
@@ -94,7 +95,8 @@ def render(r: dict) -> str:
         ("reading-to-alert at 1,000 readings/s (ms)", f"{lat['median']:.2f}",
          f"{lat['p99']:.2f} p99 (n={lat['n']})", f"p99 <= {TARGETS['alert_p99_ms']:.0f}"),
         ("peak RSS while draining (MiB)", f"{max(d1['peak_rss_mib'], d100['peak_rss_mib']):.1f}",
-         f"1/msg {d1['peak_rss_mib']:.1f}; 100/msg {d100['peak_rss_mib']:.1f}",
+         f"1/msg {d1['peak_rss_mib']:.1f}; 100/msg {d100['peak_rss_mib']:.1f}; idle "
+         f"{start['idle_rss_mib']:.1f}; imports + one session {r['dependency_floor_rss_mib']:.1f}",
          f"<= {TARGETS['peak_rss_mib']:.0f}"),
         ("start-up to retained online (s)", f"{start['median']:.2f}", f"{start['p99']:.2f} max",
          f"<= {TARGETS['startup_s']:.1f}"),

@@ -246,9 +246,10 @@ def _publish_with_spikes(
 
 
 def startup(models: Models, folder: Path, runs: int, core: int | None) -> dict[str, float]:
-    """Seconds from process start to the retained `online` status upstream."""
+    """Seconds from process start to the retained `online` status upstream; and the peak RSS
+    by then (the agent idle, before any reading)."""
     local, upstream = brokers(folder)
-    times = []
+    times, rss = [], []
     try:
         for n in range(runs):
             agent = AgentRun(folder / f"agent-{n}", local, upstream, models.paths["pca"], core=core)
@@ -256,9 +257,22 @@ def startup(models: Models, folder: Path, runs: int, core: int | None) -> dict[s
             agent.start()
             wait_until(online.is_set, 60, "agent online", poll=0.001)
             times.append(time.perf_counter() - agent.started_at)
+            rss.append(agent.peak_rss_mib())
             close()
             agent.stop()
     finally:
         local.stop()
         upstream.stop()
-    return _percentiles(times)
+    return {**_percentiles(times), "idle_rss_mib": statistics.median(rss)}
+
+
+def dependency_floor(models: Models) -> float:
+    """Peak RSS (MiB) of the agent's third-party imports plus one session of its model."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floor", str(models.paths["pca"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(done.stdout)["peak_rss_mib"])

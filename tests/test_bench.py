@@ -21,6 +21,7 @@ def test_a_quick_benchmark_run_reports_every_measure(tmp_path: Path):
         assert results[case]["peak_rss_mib"] > 0
     assert results["alert_latency_ms"]["n"] > 0, "alerts must arrive for the latency case"
     assert results["startup_s"]["n"] == 3
+    assert 0 < results["dependency_floor_rss_mib"] <= results["startup_s"]["idle_rss_mib"]
     push = results["fleet_push"]
     assert push["agents"] == 3 and 0 < push["switched_all_s"] <= push["applied_all_s"]
     assert "drain, 100 readings/message" in done.stdout

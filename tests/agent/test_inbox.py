@@ -1,6 +1,6 @@
 """The inbox between the MQTT thread and the pipeline: a full inbox makes the producer wait until
-the consumer takes, in messages and in bytes; closing releases a waiting producer. Real threads,
-waits on conditions."""
+the consumer has taken half, in messages and in bytes; closing releases a waiting producer. Real
+threads, waits on conditions."""
 
 from __future__ import annotations
 
@@ -21,22 +21,25 @@ def _put_in_thread(inbox: Inbox[str], items: list[tuple[str, int]]) -> threading
 
 @pytest.mark.parametrize(
     ("max_messages", "max_bytes", "sizes"),
-    [(2, 10**6, [1, 1, 1]), (100, 10, [4, 6, 1])],
+    [(4, 10**6, [1, 1, 1, 1, 1]), (100, 8, [2, 2, 2, 2, 1])],
     ids=["messages", "bytes"],
 )
-def test_a_full_inbox_holds_the_producer_until_the_consumer_takes(max_messages, max_bytes, sizes):
+def test_a_full_inbox_holds_the_producer_until_the_consumer_takes_half(
+    max_messages, max_bytes, sizes
+):
     inbox: Inbox[str] = Inbox(max_messages, max_bytes)
     producer = _put_in_thread(inbox, [(f"m{i}", n) for i, n in enumerate(sizes)])
     wait_for(lambda: inbox.counts().full == 1, 10, "the producer to find the inbox full")
-    assert producer.is_alive(), "the third message waits for room"
-    assert inbox.held() == (2, sizes[0] + sizes[1])
+    assert inbox.held() == (4, sum(sizes[:4])), "the fifth message waits for room"
 
     assert inbox.get(0) == "m0"
+    assert producer.is_alive(), "three quarters full: still waiting"
+    assert inbox.get(0) == "m1"
     producer.join(timeout=10)
-    assert not producer.is_alive()
-    assert [inbox.get(0), inbox.get(0)] == ["m1", "m2"], "nothing lost, in order"
+    assert not producer.is_alive(), "half full: the producer goes on"
+    assert [inbox.get(0) for _ in range(3)] == ["m2", "m3", "m4"], "nothing lost, in order"
     counts = inbox.counts()
-    assert (counts.messages, counts.bytes, counts.peak_messages, counts.full) == (0, 0, 2, 1)
+    assert (counts.messages, counts.bytes, counts.peak_messages, counts.full) == (0, 0, 4, 1)
     with pytest.raises(queue.Empty):
         inbox.get(0)
 
