@@ -17,13 +17,19 @@ them as copies. Letting messages in anyway to keep paho running would not help: 
 answer queues behind the broker's backlog, and memory would grow for as long as storage fails.
 
 Each thread writes only its own counters (the producer what it put, the consumer what it took),
-so the fill level needs no lock; the consumer sets the `room` event only while the producer waits.
+so the fill level needs no lock; each side sets the other's event only while the other waits.
+
+The consumer never calls `SimpleQueue.get` with a timeout: in CPython 3.11 a signal that
+interrupts that wait close to its deadline makes it wait forever (the remaining time goes
+negative, which means no limit). The pipeline runs in the main thread, where SIGTERM lands, and
+an agent was seen ignoring SIGTERM in that wait; `threading.Event.wait` handles the case.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Generic, TypeVar
 
 from agent.metrics import InboxCounts
@@ -39,8 +45,10 @@ class Inbox(Generic[T]):
         self._queue: queue.SimpleQueue[tuple[T, int]] = queue.SimpleQueue()
         self._put = self._put_bytes = 0  # the producer's
         self._taken = self._taken_bytes = 0  # the consumer's
-        self._waiting = False
+        self._waiting = False  # the producer, for room
         self._room = threading.Event()
+        self._consumer_waiting = False  # the consumer, for a message
+        self._arrived = threading.Event()
         self._closed = False
         # A waiting producer resumes once the inbox is down to half: one wake-up per half an
         # inbox, not a hand-over of the interpreter lock per message.
@@ -59,10 +67,17 @@ class Inbox(Generic[T]):
         if held > self.peak_messages:
             self.peak_messages = held
         self._queue.put((item, size))
+        if self._consumer_waiting:
+            self._arrived.set()
 
     def get(self, timeout: float) -> T:
         """The oldest item; queue.Empty after `timeout` seconds (at once when 0)."""
-        item, size = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
+        try:
+            item, size = self._queue.get_nowait()
+        except queue.Empty:
+            if not timeout:
+                raise
+            item, size = self._wait_for_item(timeout)
         self._taken += 1
         self._taken_bytes += size
         if self._waiting and not self._above(self._resume_messages, self._resume_bytes):
@@ -93,6 +108,22 @@ class Inbox(Generic[T]):
 
     def _above(self, messages: int, size: int) -> bool:
         return self._put - self._taken > messages or self._put_bytes - self._taken_bytes > size
+
+    def _wait_for_item(self, timeout: float) -> tuple[T, int]:
+        deadline = time.monotonic() + timeout
+        self._consumer_waiting = True
+        try:
+            while True:
+                try:
+                    return self._queue.get_nowait()
+                except queue.Empty:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    self._arrived.wait(left)
+                    self._arrived.clear()  # a set after this is for an item get_nowait sees
+        finally:
+            self._consumer_waiting = False
 
     def _wait_for_room(self) -> None:
         self.waits += 1

@@ -113,9 +113,16 @@ class AgentRun:
         raise RuntimeError("no VmHWM in /proc status")
 
     def stop(self) -> None:
+        """SIGTERM and wait; an agent that does not stop is killed (so that no process is left
+        holding the bench's output open) and reported."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError(f"the agent ignored SIGTERM for 60 s: {self.folder}") from None
 
 
 def wait_until(

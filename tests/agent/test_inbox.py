@@ -5,6 +5,8 @@ threads, waits on conditions."""
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -63,3 +65,31 @@ def test_get_waits_for_a_message_up_to_its_timeout():
     timer.start()
     assert inbox.get(10) == "late"
     timer.join()
+
+
+_SIGNALLED_GETS = """
+import queue, signal, threading
+from agent.inbox import Inbox
+inbox = Inbox(max_messages=10, max_bytes=10**6)
+signal.signal(signal.SIGALRM, lambda *_: None)
+signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)
+threading.Thread(target=lambda: [sum(range(2000)) for _ in iter(int, 1)], daemon=True).start()
+for _ in range(200):
+    try:
+        inbox.get(0.002)
+    except queue.Empty:
+        pass
+signal.setitimer(signal.ITIMER_REAL, 0)
+print("done")
+"""
+
+
+def test_get_in_the_main_thread_returns_when_signals_interrupt_its_wait():
+    """A signal every 0.3 ms and another thread holding the interpreter lock: the case where
+    `SimpleQueue.get(timeout=...)` in CPython 3.11 never returns (an agent ignored SIGTERM so).
+    200 gets of 2 ms take about a second; a hang is the failure."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNALLED_GETS], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"
