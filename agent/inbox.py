@@ -67,7 +67,8 @@ class Inbox(Generic[T]):
         if held > self.peak_messages:
             self.peak_messages = held
         self._queue.put((item, size))
-        if self._consumer_waiting:
+        if self._consumer_waiting:  # wake it once, not for every message until it runs
+            self._consumer_waiting = False
             self._arrived.set()
 
     def get(self, timeout: float) -> T:
@@ -111,9 +112,10 @@ class Inbox(Generic[T]):
 
     def _wait_for_item(self, timeout: float) -> tuple[T, int]:
         deadline = time.monotonic() + timeout
-        self._consumer_waiting = True
         try:
             while True:
+                # Raised before looking: a message put after the look finds it raised.
+                self._consumer_waiting = True
                 try:
                     return self._queue.get_nowait()
                 except queue.Empty:
