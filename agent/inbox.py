@@ -21,8 +21,9 @@ so the fill level needs no lock; each side sets the other's event only while the
 
 The consumer never calls `SimpleQueue.get` with a timeout: in CPython 3.11 a signal that
 interrupts that wait close to its deadline makes it wait forever (the remaining time goes
-negative, which means no limit). The pipeline runs in the main thread, where SIGTERM lands, and
-an agent was seen ignoring SIGTERM in that wait; `threading.Event.wait` handles the case.
+negative, which means no limit). The pipeline runs in the main thread, where Python handles
+signals, and an agent was seen ignoring SIGTERM in that wait; `threading.Event.wait` handles the
+case.
 """
 
 from __future__ import annotations
