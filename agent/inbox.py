@@ -103,10 +103,7 @@ class Inbox(Generic[T]):
         self._room.set()
 
     def _full(self) -> bool:
-        return (
-            self._put - self._taken >= self.max_messages
-            or self._put_bytes - self._taken_bytes >= self.max_bytes
-        )
+        return self._above(self.max_messages - 1, self.max_bytes - 1)
 
     def _above(self, messages: int, size: int) -> bool:
         return self._put - self._taken > messages or self._put_bytes - self._taken_bytes > size

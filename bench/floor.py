@@ -23,6 +23,7 @@ IMPORTED = (sqlite3, orjson, paho.mqtt.client, pydantic)  # held for their memor
 
 
 def peak_rss_mib() -> float:
+    # Its own reader, like bench.harness's: importing that would load agent and trainer code.
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024

@@ -57,14 +57,19 @@ def test_closing_releases_a_waiting_producer_and_lifts_the_bound():
     assert inbox.held() == (3, 3), "closed, it holds whatever comes"
 
 
-def test_get_waits_for_a_message_up_to_its_timeout():
+def test_get_waits_for_a_message_up_to_its_timeout_and_wakes_when_one_comes():
     inbox: Inbox[str] = Inbox(max_messages=10, max_bytes=10**6)
     with pytest.raises(queue.Empty):
         inbox.get(0.01)
-    timer = threading.Timer(0.01, lambda: inbox.put("late", 1))
-    timer.start()
-    assert inbox.get(10) == "late"
-    timer.join()
+    got: list[str] = []
+    consumer = threading.Thread(target=lambda: got.append(inbox.get(600)), daemon=True)
+    consumer.start()
+    # Put only once the consumer waits, so the put has to wake it (without the wake-up it would
+    # find the message only at its 600 s deadline).
+    wait_for(lambda: inbox._consumer_waiting, 10, "the consumer to wait")
+    inbox.put("late", 1)
+    consumer.join(timeout=30)
+    assert not consumer.is_alive() and got == ["late"]
 
 
 _SIGNALLED_GETS = """
