@@ -69,6 +69,11 @@ class AlertTracker:
     def clear(self) -> None:
         self._episodes.clear()
 
+    def forget(self, asset: str) -> None:
+        """Drop an asset's episode (an open one ends without a `resolved` alert): the runtime
+        bounds assets by forgetting the idle ones and those an operator resets (#13)."""
+        self._episodes.pop(asset, None)
+
     def quiet(self, asset: str) -> bool:
         """No episode firing or building up: a score below `info` changes nothing here."""
         ep = self._episodes.get(asset)

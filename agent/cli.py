@@ -10,13 +10,22 @@ import argparse
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 from agent import signals
-from agent.config import AgentConfig, BrokerConfig, ConfigError, load_config, parse_host_port
+from agent.config import (
+    IDENTIFIER_PATTERN,
+    IDENTIFIER_RULE,
+    AgentConfig,
+    BrokerConfig,
+    ConfigError,
+    load_config,
+    parse_host_port,
+)
 from agent.connection import password, tls_context
 from agent.export import ExportError, export_readings, vacuum
 from agent.ingest import parse_ts
@@ -25,7 +34,7 @@ from agent.manifest import ModelFileError
 from agent.offline import score_table
 from agent.pushes import abandon_pending, load_effective, recover_interrupted
 from agent.score import Scorer
-from agent.store import open_existing
+from agent.store import StorageUnavailable, open_existing, reset_asset
 from agent.table import TableError, read_table
 
 log = logging.getLogger("agent")
@@ -70,7 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
         "vacuum", help="give evicted space back to the disk (may pause a running agent briefly)"
     )
     vacuum.add_argument("--data-dir", required=True, type=Path, help="the agent's data dir")
+
+    reset = sub.add_parser(
+        "reset-asset",
+        help="forget one asset's window and episode (its clock too); a running agent too",
+    )
+    reset.add_argument("--config", required=True, type=Path, help="agent config file (TOML)")
+    reset.add_argument("asset", type=_asset, help="the asset, as in its readings topic")
+    _add_overrides(reset)
     return parser
+
+
+def _asset(text: str) -> str:
+    if not re.fullmatch(IDENTIFIER_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an asset name ({IDENTIFIER_RULE})")
+    return text
 
 
 def _time(text: str) -> float:
@@ -297,6 +320,23 @@ def _buffer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reset_asset(args: argparse.Namespace) -> int:
+    data_dir = load_effective(args.config, overrides_from(args)).storage.data_dir
+    try:
+        found = reset_asset(data_dir, args.asset)
+    except StorageUnavailable as exc:
+        print(f"edge-agent: error: cannot reset {args.asset}: {exc}", file=sys.stderr)
+        return 1
+    if not found:
+        print(f"edge-agent: asset {args.asset!r} has no state in {data_dir}", file=sys.stderr)
+        return 1
+    print(
+        f"edge-agent: reset {args.asset}: its next reading starts a new window, whatever its "
+        "time (a running agent takes this within a second)"
+    )
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from agent.doctor import diagnose
 
@@ -314,4 +354,5 @@ _COMMANDS = {
     "doctor": _doctor,
     "score": _score,
     "buffer": _buffer,
+    "reset-asset": _reset_asset,
 }

@@ -157,6 +157,29 @@ class IngestConfig(_Section):
         "(`missing_sensor`), or `impute` the sensor's training mean from the model's manifest "
         "(counted; a reading with none of the sensors is still rejected).",
     )
+    max_future_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A reading whose `ts` is more than this many seconds ahead of the gateway's "
+        "clock is dead-lettered as `future_ts`. An accepted reading sets its asset's clock, and "
+        "earlier ones are then `out_of_order`: this bounds how long one bad time can blind an "
+        "asset, and leaves 5 minutes for sensor clocks that run ahead.",
+    )
+    max_assets: int = Field(
+        default=1000,
+        ge=1,
+        description="Most assets with a window and episode in memory (and in `asset_state`); a "
+        "reading for one more is dead-lettered as `too_many_assets` until one goes idle. A "
+        "gateway serves dozens of machines; 1,000 costs about 1 KiB plus 8 x window x sensors "
+        "bytes each, and stops a publisher inventing asset names from filling the memory.",
+    )
+    asset_idle_s: float = Field(
+        default=86400.0,
+        ge=1,
+        description="An asset with no reading for this long (gateway clock) is forgotten: its "
+        "window and episode leave memory and the database, and its next reading starts a new "
+        "window. Also how long made-up asset names can hold places in `ingest.max_assets`.",
+    )
 
 
 class LevelOverrides(_Section):

@@ -28,7 +28,8 @@ _TS_TYPES = (float, int)  # not bool
 # past it would raise when an alert is formatted, and would push the asset's clock so far ahead
 # that every later reading were out of order; milliseconds sent as seconds land there too.
 MAX_TS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
-# Every reason a message or reading is dead-lettered for (the last two come from the window).
+# Every reason a message or reading is dead-lettered for (the last three come from the runtime,
+# which knows the assets' state).
 REASONS = (
     "bad_topic",
     "oversized",
@@ -39,11 +40,13 @@ REASONS = (
     "not_object",
     "unknown_asset",
     "bad_ts",
+    "future_ts",
     "missing_sensor",
     "not_numeric",
     "not_finite",
     "duplicate_ts",
     "out_of_order",
+    "too_many_assets",
 )
 
 
@@ -107,12 +110,14 @@ class Parser:
         items = doc if isinstance(doc, list) else [doc]
         if not items:
             return [], [reject("empty", "empty array")]
-        block = self._block(asset, items)
+        # The latest time a reading may have: an accepted one sets its asset's clock (#13).
+        latest = min(MAX_TS, received_at + self.config.max_future_s)
+        block = self._block(asset, items, latest)
         if block is not None:
             return [block], []
         readings, dead = [], []
         for n, item in enumerate(items):
-            result = self._reading(asset, item)
+            result = self._reading(asset, item, received_at)
             if isinstance(result, Readings):
                 readings.append(result)
             else:
@@ -140,9 +145,10 @@ class Parser:
             return None, ("too_deep", f"nested deeper than {max_depth}")
         return doc, None
 
-    def _block(self, asset: str, items: list) -> Readings | None:
-        """Every item a clean reading (numeric `ts`, every sensor a finite float): all of them
-        as one block. Anything else returns None, and the item-by-item path names the problem."""
+    def _block(self, asset: str, items: list, latest: float) -> Readings | None:
+        """Every item a clean reading (numeric `ts` up to `latest`, every sensor a finite
+        float): all of them as one block. Anything else returns None, and the item-by-item path
+        names the problem."""
         try:
             stamps = [item["ts"] for item in items]
             rows = [[item[name] for name in self.sensors] for item in items]
@@ -151,16 +157,21 @@ class Parser:
         flat = [v for row in rows for v in row]
         if not all(type(v) is float for v in flat) or not all(map(math.isfinite, flat)):
             return None
-        if not all(type(t) in _TS_TYPES and 0 <= t <= MAX_TS for t in stamps):
+        if not all(type(t) in _TS_TYPES and 0 <= t <= latest for t in stamps):
             return None
         return Readings(asset, stamps, rows)
 
-    def _reading(self, asset: str, item: object) -> Readings | tuple[str, str]:
+    def _reading(self, asset: str, item: object, received_at: float) -> Readings | tuple[str, str]:
         if not isinstance(item, dict):
             return "not_object", f"expected a JSON object, got {type(item).__name__}"
         ts = parse_ts(item.get("ts"))
         if isinstance(ts, str):
             return "bad_ts", ts
+        if ts > received_at + self.config.max_future_s:
+            return "future_ts", (
+                f"'ts' {_short(item.get('ts'))} is {ts - received_at:.0f} s ahead of the "
+                f"gateway clock (ingest.max_future_s = {self.config.max_future_s:g})"
+            )
         # The common case in one pass; anything unusual (missing, int, text) goes the careful way.
         row = [item.get(name) for name in self.sensors]
         if all(type(v) is float for v in row) and all(map(math.isfinite, row)):

@@ -24,11 +24,12 @@ import hashlib
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 _STATUS_LINE_S = 5.0  # how often systemd's STATUS= line is refreshed
+_TEND_ASSETS_S = 1.0  # how often resets and idle assets are looked for, between batches
+_NAMES_LOGGED = 10  # assets named in one log line
 _BURST_QUIET_S = 0.1
 # A first message that came within _STREAM_WAIT_S of asking is part of a stream (a backlog or a
 # burst; live readings at 1,000 messages/s are a millisecond apart and do not wait): a batch
@@ -163,7 +166,10 @@ class Agent:
         sensors = json.dumps(manifest.sensor_names)
         if self.store.get_meta("sensors") != sensors:  # no write when the disk may be full
             self.store.set_meta("sensors", sensors)
-        self._restore_state()
+        seen_after = time.time() - config.ingest.asset_idle_s
+        self._prune_states(seen_after)
+        self._restore_state(seen_after)
+        self._tend_due = 0.0
         self.counters = Counters()
         self._last_beat = (time.monotonic(), 0, 0)  # for the heartbeat's rates
         self.latency = publish_latency()
@@ -227,6 +233,7 @@ class Agent:
                 if self.forwarder.failure is not None:
                     raise RuntimeError("the forwarder stopped") from self.forwarder.failure
                 self._turn()
+                self._tend_assets()
                 next_config = self._fleet_turn()
                 if next_config is not None:
                     break
@@ -444,13 +451,83 @@ class Agent:
             "uptime_s": round(time.time() - c.started_at, 1),
         }
 
-    def _restore_state(self) -> None:
-        """Windows and episodes as of the last commit (also used to undo a failed batch)."""
+    def _restore_state(self, seen_after: float | None = None) -> None:
+        """Windows and episodes as of the last commit (also used to undo a failed batch): at
+        most `ingest.max_assets`, newest first, none idle since `seen_after`. An asset whose
+        clock is beyond `ingest.max_future_s` (a future reading an older release accepted, or
+        a gateway clock set back) gets its clock reset, or it would never take a reading (#13)."""
         self.windows.clear()
         self.tracker.clear()
-        for state in self.store.load_states(self.scorer.manifest.graph_sha256):
-            self.windows.restore(state.asset, state.window)
+        ingest, now = self.config.ingest, time.time()
+        if seen_after is None:
+            seen_after = now - ingest.asset_idle_s
+        states = self.store.load_states(
+            self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
+        )
+        ahead = []
+        for state in states:
+            window = state.window
+            if window.last_ts > now + ingest.max_future_s:
+                ahead.append(f"{state.asset}@{window.last_ts:.0f}")
+                window = replace(window, last_ts=float("-inf"))
+            self.windows.restore(state.asset, window)
             self.tracker.restore(state.asset, state.episode)
+        if ahead:
+            log.warning(
+                "reset the clock of %d assets whose last reading is more than "
+                "ingest.max_future_s ahead of the gateway clock (asset@ts): %s",
+                len(ahead),
+                _names(ahead),
+            )
+
+    def _prune_states(self, seen_after: float) -> None:
+        """At start: the database keeps no more asset state than the agent restores."""
+        ingest = self.config.ingest
+        try:
+            gone = self.store.prune_states(ingest.max_assets, seen_after)
+        except (StorageUnavailable, sqlite3.OperationalError) as exc:
+            log.warning("cannot delete the state of idle assets now: %s", exc)
+            return
+        if gone:
+            log.warning(
+                "forgot %d assets at start: silent for over ingest.asset_idle_s (%gs) or "
+                "beyond ingest.max_assets (%d), the longest silent first",
+                gone,
+                ingest.asset_idle_s,
+                ingest.max_assets,
+            )
+
+    def _tend_assets(self) -> None:
+        """Between batches, once a second: drop the assets an operator reset (`edge-agent
+        reset-asset`) and those silent for over `ingest.asset_idle_s`, from memory and
+        database, so that made-up asset names cannot hold memory or places for good (#13)."""
+        now = time.monotonic()
+        if now < self._tend_due:
+            return
+        self._tend_due = now + _TEND_ASSETS_S
+        try:
+            reset = self.store.reset_requests()
+            idle = self.windows.idle(time.time() - self.config.ingest.asset_idle_s)
+            gone = list(dict.fromkeys([*reset, *idle]))
+            if gone:
+                self.store.forget_assets(gone)
+        except (StorageUnavailable, sqlite3.OperationalError) as exc:
+            self._warn.warning("forget", "cannot forget assets now: %s", exc)
+            return
+        for asset in gone:
+            self.windows.forget(asset)
+            self.tracker.forget(asset)
+        if reset:
+            log.warning(
+                "reset %d assets on request (window and episode): %s", len(reset), _names(reset)
+            )
+        if idle:
+            log.info(
+                "forgot %d assets silent for over %gs: %s",
+                len(idle),
+                self.config.ingest.asset_idle_s,
+                _names(idle),
+            )
 
     def _on_local_connect(
         self, client: mqtt.Client, _u: object, flags: object, rc: ReasonCode, _p: object
@@ -690,12 +767,32 @@ class Agent:
                 if r.imputed:
                     imputed.append(r)
         received = np.array([m.received_at for m in batch])
+        room = self.config.ingest.max_assets - len(self.windows)
         blocks = []
         for asset, parts in by_asset.items():
+            if asset not in self.windows:
+                if room <= 0:
+                    self._too_many_assets(parts, batch, dead)
+                    continue
+                room -= 1
             block = self._in_order(asset, parts, batch, received, dead)
             if block is not None:
                 blocks.append(block)
         return blocks, dead, yielded, imputed
+
+    def _too_many_assets(
+        self, parts: list[tuple[Readings, int]], batch: list[_Message], dead: list[DeadLetter]
+    ) -> None:
+        """A new asset while `ingest.max_assets` have state: each of its messages is a dead
+        letter, and no state is made for it."""
+        ingest = self.config.ingest
+        detail = (
+            f"{ingest.max_assets} assets have state (ingest.max_assets); an asset is forgotten "
+            f"after {ingest.asset_idle_s:g}s without readings (ingest.asset_idle_s)"
+        )
+        for i in dict.fromkeys(i for _, i in parts):
+            m = batch[i]
+            dead.append(DeadLetter(m.topic, "too_many_assets", detail, m.received_at, m.payload))
 
     def _in_order(
         self,
@@ -722,8 +819,9 @@ class Agent:
             ts, values, source = ts[keep], values[keep], source[keep]
         if not len(ts):
             return None
-        windows, first = self.windows.extend(asset, ts, values)
-        return _Block(asset, ts, values, received[source], windows, first)
+        seen = received[source]
+        windows, first = self.windows.extend(asset, ts, values, float(seen.max()))
+        return _Block(asset, ts, values, seen, windows, first)
 
     def _score_and_alert(
         self, blocks: list[_Block]
@@ -805,6 +903,12 @@ class _Block:
 def _thresholds(config: AgentConfig, model: Thresholds) -> Thresholds:
     overrides = {k: v for k, v in config.alerts.levels.model_dump().items() if v is not None}
     return Thresholds(**{**model.model_dump(), **overrides})
+
+
+def _names(names: list[str]) -> str:
+    """Names for a log line: the first few, and how many more."""
+    more = len(names) - _NAMES_LOGGED
+    return ",".join(names[:_NAMES_LOGGED]) + (f" and {more} more" if more > 0 else "")
 
 
 def _iso_now() -> str:

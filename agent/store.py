@@ -64,6 +64,11 @@ class AssetState:
     window: WindowState
     episode: str  # AlertTracker.snapshot
 
+    def row(self) -> tuple[object, ...]:
+        """As `asset_state` stores it."""
+        w = self.window
+        return (self.asset, w.rows, w.n_rows, w.last_ts, self.episode, w.seen_at)
+
 
 @dataclass
 class Batch:
@@ -209,11 +214,8 @@ class Store:
             )
             c.executemany(
                 "INSERT OR REPLACE INTO asset_state (asset, window_rows, window_n, last_ts, "
-                "episode) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (s.asset, s.window.rows, s.window.n_rows, s.window.last_ts, s.episode)
-                    for s in batch.states
-                ],
+                "episode, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [s.row() for s in batch.states],
             )
             self._record_digests(c, batch.digests)
 
@@ -269,8 +271,12 @@ class Store:
         )
         return [(digest, bool(gave)) for digest, gave in reversed(rows)]
 
-    def load_states(self, model_sha256: str) -> list[AssetState]:
-        """The committed scoring state, if it was written by this same model; else none."""
+    def load_states(
+        self, model_sha256: str, limit: int = -1, seen_after: float = float("-inf")
+    ) -> list[AssetState]:
+        """The committed scoring state, if it was written by this same model; else none. At
+        most `limit` assets (-1: all), those the gateway heard from last first, and none not
+        heard from since `seen_after`: a restart restores no more than the agent may hold."""
         saved = self.get_meta("state_model")
         if saved is not None and saved != model_sha256:
             log.warning("model changed since the last run; windows and episodes start afresh")
@@ -279,8 +285,43 @@ class Store:
                 self.conn.execute("DELETE FROM asset_state")
         if saved != model_sha256:
             self.set_meta("state_model", model_sha256)
-        rows = self._q("SELECT asset, window_rows, window_n, last_ts, episode FROM asset_state")
-        return [AssetState(a, WindowState(rows_, n, ts), ep) for a, rows_, n, ts, ep in rows]
+        rows = self._q(
+            "SELECT asset, window_rows, window_n, last_ts, episode, seen_at FROM asset_state "
+            "WHERE seen_at >= ? ORDER BY seen_at DESC, last_ts DESC LIMIT ?",
+            (seen_after, limit),
+        )
+        return [
+            AssetState(a, WindowState(rows_, n, ts, seen), ep) for a, rows_, n, ts, ep, seen in rows
+        ]
+
+    def prune_states(self, keep: int, seen_after: float) -> int:
+        """Delete the state `load_states(…, keep, seen_after)` leaves out; return how many
+        assets went. Raises StorageUnavailable when the disk is full."""
+        idle, total = self._q(
+            "SELECT count(*) FILTER (WHERE seen_at < ?), count(*) FROM asset_state", (seen_after,)
+        )[0]
+        if not idle and total <= keep:  # no write: the disk may be full, the folder read-only
+            return 0
+        with self._space_errors(), self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            return self.conn.execute(
+                "DELETE FROM asset_state WHERE seen_at < ? OR asset NOT IN (SELECT asset FROM "
+                "asset_state WHERE seen_at >= ? ORDER BY seen_at DESC, last_ts DESC LIMIT ?)",
+                (seen_after, seen_after, keep),
+            ).rowcount
+
+    def forget_assets(self, assets: list[str]) -> None:
+        """Delete these assets' state and any reset requested for them, in one transaction.
+        Raises StorageUnavailable when the disk is full."""
+        names = [(a,) for a in assets]
+        with self._space_errors(), self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("DELETE FROM asset_state WHERE asset = ?", names)
+            self.conn.executemany("DELETE FROM asset_resets WHERE asset = ?", names)
+
+    def reset_requests(self) -> list[str]:
+        """Assets an operator reset (`edge-agent reset-asset`) since the agent last looked."""
+        return [asset for (asset,) in self._q("SELECT asset FROM asset_resets")]
 
     def get_meta(self, key: str) -> str | None:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
@@ -408,7 +449,12 @@ CREATE TABLE IF NOT EXISTS "asset_state" (
    "window_rows" BLOB,
    "window_n" INTEGER,
    "last_ts" REAL,
-   "episode" TEXT
+   "episode" TEXT,
+   "seen_at" REAL
+);
+CREATE TABLE IF NOT EXISTS "asset_resets" (
+   "asset" TEXT PRIMARY KEY,
+   "requested_at" REAL
 );
 CREATE TABLE IF NOT EXISTS "ingested" (
    "id" INTEGER PRIMARY KEY,
@@ -449,6 +495,9 @@ def _create(conn: sqlite3.Connection, pack: bool) -> None:
         log.warning("packed %d readings", pack_old_rows(conn))
     if "expired_at" not in _columns(conn, "outbox"):  # databases from before expiry existed
         conn.execute('ALTER TABLE "outbox" ADD COLUMN "expired_at" REAL')
+    if "seen_at" not in _columns(conn, "asset_state"):  # from before idle assets were forgotten
+        conn.execute('ALTER TABLE "asset_state" ADD COLUMN "seen_at" REAL')
+        conn.execute('UPDATE "asset_state" SET "seen_at" = ?', (time.time(),))
     conn.executescript(_OUTBOX_INDEXES)
 
 
@@ -484,6 +533,25 @@ def _move_aside(path: Path) -> Path:
 def _wal_bytes(path: Path) -> int:
     wal = path.with_name(path.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0
+
+
+def reset_asset(data_dir: str | Path, asset: str) -> bool:
+    """Delete one asset's window and episode, and ask a running agent to drop its copy (it
+    looks between batches, at least once a second; a stopped one at its next start). False
+    when the asset had no state."""
+    store = open_existing(data_dir)
+    try:
+        with store._space_errors(), store._lock, store.conn:
+            store.conn.execute("BEGIN IMMEDIATE")
+            found = store.conn.execute("DELETE FROM asset_state WHERE asset = ?", (asset,))
+            if found.rowcount:
+                store.conn.execute(
+                    "INSERT OR REPLACE INTO asset_resets (asset, requested_at) VALUES (?, ?)",
+                    (asset, time.time()),
+                )
+        return bool(found.rowcount)
+    finally:
+        store.close()
 
 
 def open_existing(data_dir: str | Path) -> Store:

@@ -17,6 +17,7 @@ SENSORS = ["flow", "Volume Flow RateRMS"]
 MEANS = [10.0, 20.0]
 PREFIX = "edge/gw/readings/"
 GOOD = {"ts": 1767225600, "flow": 1.5, "Volume Flow RateRMS": 2.5}
+NOW = GOOD["ts"] + 60.0  # the gateway's clock when a payload arrives
 
 
 def _parser(**config: object) -> Parser:
@@ -25,7 +26,7 @@ def _parser(**config: object) -> Parser:
 
 def _parse(payload: bytes | str, topic: str = PREFIX + "pump-1", **config: object):
     data = payload.encode() if isinstance(payload, str) else payload
-    return _parser(**config).parse(topic, data, 0.0)
+    return _parser(**config).parse(topic, data, NOW)
 
 
 def _reasons(payload: bytes | str, **config: object) -> list[str]:
@@ -94,8 +95,31 @@ def test_max_depth_is_the_deepest_accepted():
 
 def test_timestamps_up_to_the_last_second_of_9999_are_accepted():
     for ts in (0, MAX_TS, "9999-12-31T23:59:59Z"):
-        readings, dead = _parse(json.dumps({**GOOD, "ts": ts}))
+        readings, dead = _parse(json.dumps({**GOOD, "ts": ts}), max_future_s=MAX_TS)
         assert not dead and readings[0].ts == [MAX_TS if ts else 0]
+
+
+@pytest.mark.parametrize(
+    "ts", ["9000-01-01T00:00:00Z", NOW + 301, "2026-01-01T00:07:01Z"], ids=["9000", "301s", "iso"]
+)
+@pytest.mark.parametrize("in_array", [False, True], ids=["alone", "among_good_ones"])
+def test_a_reading_beyond_max_future_s_is_future_ts_on_every_path(ts, in_array):
+    """Alone it goes the item path; among clean readings the block path must refuse it too,
+    and its neighbours stay (#13). The default bound is 300 s past the gateway clock."""
+    assert datetime(2026, 1, 1, 0, 1, tzinfo=UTC).timestamp() == NOW
+    future = {**GOOD, "ts": ts}
+    items = [GOOD, future, {**GOOD, "ts": GOOD["ts"] + 1}] if in_array else future
+    readings, dead = _parse(json.dumps(items))
+    assert [d.reason for d in dead] == ["future_ts"]
+    assert "ahead of the gateway clock" in dead[0].detail
+    assert [t for r in readings for t in r.ts] == ([GOOD["ts"], GOOD["ts"] + 1] if in_array else [])
+
+
+def test_max_future_s_is_the_latest_accepted():
+    at_bound = json.dumps([{**GOOD, "ts": NOW + 300}, {**GOOD, "ts": NOW + 300.5}])
+    readings, dead = _parse(at_bound)
+    assert [r.ts for r in readings] == [[NOW + 300]] and [d.reason for d in dead] == ["future_ts"]
+    assert len(_parse(at_bound, max_future_s=301)[0][0].ts) == 2, "one block of two"
 
 
 def test_oversized_payloads_are_not_read():
@@ -163,7 +187,7 @@ _JSON = st.recursive(
 
 def _check_outcome(readings: list[Readings], dead: list) -> None:
     for block in readings:
-        assert all(0 <= t <= MAX_TS for t in block.ts)
+        assert all(0 <= t <= NOW + IngestConfig().max_future_s for t in block.ts)
         for t in block.ts:
             datetime.fromtimestamp(t, UTC).isoformat()  # as an alert shows it: never raises
         assert [len(row) for row in block.values] == [len(SENSORS)] * len(block.ts)
@@ -197,7 +221,8 @@ _TS = (
 def test_any_ts_is_a_time_an_alert_can_show_or_bad_ts(ts):
     readings, dead = _parse(json.dumps({**GOOD, "ts": ts}))
     _check_outcome(readings, dead)
-    assert [d.reason for d in dead] in ([], ["bad_ts"])
+    assert [d.reason for d in dead] in ([], ["bad_ts"], ["future_ts"])
+    assert all(t <= NOW + IngestConfig().max_future_s for r in readings for t in r.ts)
 
 
 @settings(max_examples=300, deadline=None)

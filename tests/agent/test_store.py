@@ -13,7 +13,7 @@ from agent.alert import Alert
 from agent.budget import MIB, Budget
 from agent.export import ExportError, export_readings
 from agent.readings import INSERT, OLD_TABLE, ReadingBlock, _block_of_rows, stored_readings
-from agent.store import _SCHEMA, DB_NAME, AssetState, Batch, Store, open_existing
+from agent.store import _SCHEMA, DB_NAME, AssetState, Batch, Store, open_existing, reset_asset
 from agent.window import WindowState
 
 TOPIC = "edge/gw/alerts/pump-1"
@@ -199,3 +199,49 @@ def pack_old_rows_partly(db: sqlite3.Connection) -> int:
         db.executemany(INSERT, [_block_of_rows(rows).row()])
         db.execute(f"DELETE FROM {OLD_TABLE} WHERE id <= ?", (rows[-1][0],))
     return len(rows)
+
+
+def _state(asset: str, seen_at: float, last_ts: float = 1.0) -> AssetState:
+    return AssetState(asset, WindowState(b"\x00" * 8, 1, last_ts, seen_at), "{}")
+
+
+def test_a_restart_restores_at_most_the_newest_assets_and_the_rest_is_deleted(tmp_path: Path):
+    """#13: 104,764 assets restored at start took the agent past its memory limit."""
+    store = Store(tmp_path)
+    store.load_states("m")
+    store.commit_batch(Batch(states=[_state(f"a{i}", seen_at=1000.0 + i) for i in range(10)]))
+    assert [s.asset for s in store.load_states("m", 3, seen_after=1002.0)] == ["a9", "a8", "a7"]
+    assert store.prune_states(keep=3, seen_after=1002.0) == 7
+    assert store.prune_states(keep=3, seen_after=1002.0) == 0
+    assert sorted(s.asset for s in store.load_states("m")) == ["a7", "a8", "a9"]
+    assert store.prune_states(keep=3, seen_after=1008.5) == 2, "idle ones go too"
+
+
+def test_asset_state_of_an_older_release_counts_as_seen_when_first_opened(tmp_path: Path):
+    """No `seen_at` column yet: the upgrade must neither forget every asset nor keep them all."""
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute(
+            "CREATE TABLE asset_state (asset TEXT PRIMARY KEY, window_rows BLOB, "
+            "window_n INTEGER, last_ts REAL, episode TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO asset_state VALUES (?, ?, 1, ?, '{}')",
+            [(f"a{i}", b"\x00" * 8, float(i)) for i in range(5)],
+        )
+    before = time.time()
+    store = Store(tmp_path)
+    restored = store.load_states("m", 2, seen_after=before - 1)
+    assert [s.asset for s in restored] == ["a4", "a3"], "the latest readings first"
+    assert all(s.window.seen_at >= before for s in restored)
+
+
+def test_a_reset_deletes_the_state_and_leaves_a_request_for_a_running_agent(tmp_path: Path):
+    store = Store(tmp_path)
+    store.load_states("m")
+    store.commit_batch(Batch(states=[_state("pump-1", 5.0), _state("pump-2", 5.0)]))
+    assert reset_asset(tmp_path, "pump-1") is True
+    assert reset_asset(tmp_path, "pump-9") is False
+    assert [s.asset for s in store.load_states("m")] == ["pump-2"]
+    assert store.reset_requests() == ["pump-1"]
+    store.forget_assets(["pump-1"])
+    assert store.reset_requests() == []

@@ -22,10 +22,22 @@ def test_extending_by_blocks_equals_pushing_row_by_row(window):
         for t, row in zip(stamps, rows, strict=True):
             w = one.push("pump", float(t), row)
             by_row.append(None if w is None else w.copy())
-        windows, first = block.extend("pump", stamps, rows)
+        windows, first = block.extend("pump", stamps, rows, seen_at=float(ts))
         assert len(windows) == size - first
         by_block += [None] * first + [w.copy() for w in windows]
-        assert one.snapshot("pump") == block.snapshot("pump")
+        assert one.snapshot("pump").rows == block.snapshot("pump").rows
+        assert one.last_ts("pump") == block.last_ts("pump")
     assert len(by_row) == len(by_block)
     for a, b in zip(by_row, by_block, strict=True):
         assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def test_an_asset_silent_since_before_a_time_is_idle_and_can_be_forgotten():
+    windows = Windows(3, 2)
+    windows.extend("old", np.array([1.0]), np.ones((1, 2)), seen_at=100.0)
+    windows.extend("new", np.array([1.0]), np.ones((1, 2)), seen_at=200.0)
+    assert windows.idle(seen_before=150.0) == ["old"]
+    assert windows.snapshot("new").seen_at == 200.0
+    windows.forget("old")
+    assert "old" not in windows and len(windows) == 1
+    assert windows.order_problem("old", 0.5) is None, "a forgotten asset takes any time"
