@@ -9,11 +9,12 @@ import json
 import signal
 import sqlite3
 import threading
+from pathlib import Path
 
 from agent.ingest import parse_ts
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv
-from tests.conftest import DEVICE, AgentProcess, run_cli, wait_status
+from tests.conftest import DEVICE, AgentProcess, run_cli, wait_for, wait_status
 
 TOPIC = f"edge/{DEVICE}/readings/"
 FUTURE = "9000-01-01T00:00:00Z"
@@ -149,4 +150,71 @@ def test_an_operator_resets_one_asset_with_the_agent_running_or_stopped(
     assert unknown.returncode == 1 and "'pump-9' has no state" in unknown.stderr
     bad = run_cli("agent", "reset-asset", "--config", str(agent.config), "pump/1")
     assert bad.returncode == 2 and "not an asset name" in bad.stderr
+    assert agent.stop() == 0
+
+
+def _rss_mib(agent: AgentProcess) -> float:
+    status = Path(f"/proc/{agent.process.pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_30000_made_up_asset_names_are_dead_letters_and_memory_stays_bounded(
+    broker, start_agent, sim_data
+):
+    """#13: 110,000 asset names took 135 MiB, no dead letter, no log line. Now the first
+    `ingest.max_assets` (1,000) get state, the rest are `too_many_assets`, the known asset
+    scores on, and resident memory grows by at most 20 MiB (a bound, not a timing)."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    readings = readings_from_csv(sim_data.live_csv)
+    _publish(local.port, [("pump-1", r) for r in readings[:20]])
+    agent.wait_stored(20)
+    before = _rss_mib(agent)
+    made_up = 30_000
+    _publish(local.port, [(f"junk-{i:05d}", readings[0]) for i in range(made_up)])
+    _publish(local.port, [("pump-1", r) for r in readings[20:40]])
+    stats = agent.wait_stored(40 + made_up, timeout=180)
+    grown = _rss_mib(agent) - before
+    assert _dead(agent, "too_many_assets") == made_up - 999, stats["dead_letters_by_reason"]
+    assert stats["readings"] == 40 + 999
+    assert _scored(agent, "pump-1") == 40 - 10 + 1, "the known asset scores on"
+    assert len(_states(agent)) == 1000
+    assert agent.logged("reason=too_many_assets") >= 1, "a warning, rate-limited"
+    assert grown <= 20, f"RSS grew {grown:.1f} MiB"
+    assert agent.stop() == 0
+
+
+def test_silent_assets_are_forgotten_and_a_restart_keeps_the_newest(broker, start_agent, sim_data):
+    """Made-up names hold places only until they fall silent for `ingest.asset_idle_s`, in
+    memory and in the database; a restart restores at most `ingest.max_assets`, newest first,
+    and deletes the rest (an older database held 104,764 and the restart ran out of memory)."""
+    local, upstream = broker("local"), broker("upstream")
+    readings = readings_from_csv(sim_data.live_csv)
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    for n in range(5):  # one batch each: seen in this order
+        _publish(local.port, [(f"a{n}", readings[0])])
+        agent.wait_stored(n + 1)
+    assert agent.stop() == 0
+
+    agent = start_agent(local, upstream, extra="[ingest]\nmax_assets = 2\n")
+    agent.wait_logged("forgot 3 assets at start")
+    assert set(_states(agent)) == {"a3", "a4"}
+    _publish(local.port, [("a0", readings[1]), ("a4", readings[1])])
+    stats = agent.wait_stored(7)
+    assert stats["dead_letters_by_reason"] == {"too_many_assets": 1}
+    assert agent.stop() == 0
+
+    agent = start_agent(local, upstream, extra="[ingest]\nmax_assets = 2\nasset_idle_s = 1\n")
+    wait_status(upstream.port, "online")
+    wait_for(lambda: not _states(agent), 30, "a3 and a4 forgotten once silent for 1 s")
+    _publish(local.port, [("b1", readings[0]), ("b2", readings[0])])
+    agent.wait_stored(9)
+    wait_for(lambda: not _states(agent), 30, "b1 and b2 forgotten once silent")
+    agent.wait_logged("assets silent for over 1s")
+    _publish(local.port, [("c1", readings[0]), ("c2", readings[0])])
+    stats = agent.wait_stored(11)
+    assert stats["dead_letters_by_reason"] == {"too_many_assets": 1}, "places were free again"
     assert agent.stop() == 0
