@@ -177,12 +177,12 @@ def test_30000_made_up_asset_names_are_dead_letters_and_memory_stays_bounded(
     _publish(local.port, [("pump-1", r) for r in readings[20:40]])
     stats = agent.wait_stored(40 + made_up, timeout=180)
     grown = _rss_mib(agent) - before
+    assert grown <= 20, f"RSS grew {grown:.1f} MiB"
     assert _dead(agent, "too_many_assets") == made_up - 999, stats["dead_letters_by_reason"]
     assert stats["readings"] == 40 + 999
     assert _scored(agent, "pump-1") == 40 - 10 + 1, "the known asset scores on"
     assert len(_states(agent)) == 1000
     assert agent.logged("reason=too_many_assets") >= 1, "a warning, rate-limited"
-    assert grown <= 20, f"RSS grew {grown:.1f} MiB"
     assert agent.stop() == 0
 
 
