@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     reset = sub.add_parser(
         "reset-asset",
-        help="forget one asset's window and episode (its clock too); a running agent too",
+        help="forget one asset's window, episode and clock (a running agent within 1 s)",
     )
     reset.add_argument("--config", required=True, type=Path, help="agent config file (TOML)")
     reset.add_argument("asset", type=_asset, help="the asset, as in its readings topic")

@@ -181,6 +181,12 @@ class IngestConfig(_Section):
         "window. Also how long made-up asset names can hold places in `ingest.max_assets`.",
     )
 
+    @model_validator(mode="after")
+    def _room_for_listed_assets(self) -> IngestConfig:
+        if len(self.assets) > self.max_assets:
+            raise ValueError("ingest.max_assets must be at least the number of ingest.assets")
+        return self
+
 
 class LevelOverrides(_Section):
     info: float | None = Field(

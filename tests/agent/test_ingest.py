@@ -148,6 +148,12 @@ def test_topics_outside_the_readings_tree_and_unknown_assets():
     assert len(readings) == 1 and not dead
 
 
+def test_every_listed_asset_must_fit_in_max_assets():
+    with pytest.raises(ValueError, match="max_assets must be at least"):
+        IngestConfig(assets=["pump-1", "pump-2"], max_assets=1)
+    assert IngestConfig(assets=["pump-1", "pump-2"], max_assets=2).max_assets == 2
+
+
 def test_one_bad_item_does_not_cost_its_neighbours():
     payload = json.dumps([GOOD, {**GOOD, "flow": "x"}, {**GOOD, "ts": GOOD["ts"] + 1}])
     readings, dead = _parse(payload)
