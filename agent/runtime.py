@@ -819,9 +819,9 @@ class Agent:
             ts, values, source = ts[keep], values[keep], source[keep]
         if not len(ts):
             return None
-        seen = received[source]
-        windows, first = self.windows.extend(asset, ts, values, float(seen.max()))
-        return _Block(asset, ts, values, seen, windows, first)
+        # When the gateway heard from the asset: the batch's messages came within moments.
+        windows, first = self.windows.extend(asset, ts, values, float(received[source[-1]]))
+        return _Block(asset, ts, values, received[source], windows, first)
 
     def _score_and_alert(
         self, blocks: list[_Block]
