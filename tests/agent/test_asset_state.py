@@ -218,3 +218,35 @@ def test_silent_assets_are_forgotten_and_a_restart_keeps_the_newest(broker, star
     stats = agent.wait_stored(11)
     assert stats["dead_letters_by_reason"] == {"too_many_assets": 1}, "places were free again"
     assert agent.stop() == 0
+
+
+def _peak_mib(agent: AgentProcess) -> float:
+    status = Path(f"/proc/{agent.process.pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_database_with_105000_assets_starts_within_memory(broker, start_agent, sim_data):
+    """#13: a restart restored 104,764 assets (peak 290 MiB, over the unit's MemoryMax=256M).
+    Now at most `ingest.max_assets` are read, the rest deleted, and the peak stays low."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    _publish(local.port, [("pump-1", readings_from_csv(sim_data.live_csv)[0])])
+    agent.wait_stored(1)
+    assert agent.stop() == 0
+    with sqlite3.connect(agent.data_dir / "agent.db") as db:
+        others = [row[1] for row in db.execute("PRAGMA table_info(asset_state)")][1:]
+        listed = ", ".join(others)
+        db.execute(  # copies of pump-1's state, as left by a publisher inventing names
+            f"INSERT INTO asset_state (asset, {listed}) WITH RECURSIVE n(i) AS (SELECT 1 "
+            "UNION ALL SELECT i + 1 FROM n WHERE i < 105000) "
+            f"SELECT 'junk-' || i, {listed} FROM asset_state, n"
+        )
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online", timeout=60)
+    peak = _peak_mib(agent)  # 247 MiB before the bound
+    assert peak <= 150, f"peak RSS {peak:.0f} MiB"
+    assert agent.logged("forgot 104001 assets at start")
+    assert len(_states(agent)) == 1000
+    assert agent.stop() == 0
