@@ -331,8 +331,8 @@ def _reset_asset(args: argparse.Namespace) -> int:
         print(f"edge-agent: asset {args.asset!r} has no state in {data_dir}", file=sys.stderr)
         return 1
     print(
-        f"edge-agent: reset {args.asset}: its next reading starts a new window, whatever its "
-        "time (a running agent takes this within a second)"
+        f"edge-agent: reset {args.asset}: its next reading starts a new window and clock "
+        "(a running agent takes this within a second)"
     )
     return 0
 
