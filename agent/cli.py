@@ -17,7 +17,6 @@ from typing import Any
 
 from agent import signals
 from agent.config import AgentConfig, BrokerConfig, ConfigError, load_config, parse_host_port
-from agent.connection import password, tls_context
 from agent.export import ExportError, export_readings, vacuum
 from agent.ingest import parse_ts
 from agent.logs import configure
@@ -27,6 +26,7 @@ from agent.pushes import abandon_pending, load_effective, recover_interrupted
 from agent.score import Scorer
 from agent.store import open_existing
 from agent.table import TableError, read_table
+from agent.validate import check_runnable
 
 log = logging.getLogger("agent")
 
@@ -139,19 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 def _load(args: argparse.Namespace) -> tuple[AgentConfig, Scorer]:
     """The config, its model and its secrets, each checked, as `run` would use them."""
     config = load_effective(args.config, overrides_from(args))
-    try:
-        scorer = Scorer.load(config.model.path)
-    except ModelFileError as exc:
-        raise ConfigError(f"{args.config}: model.path: {exc}") from None
-    for name in ("local", "upstream"):
-        broker = getattr(config, name)
-        try:
-            password(broker)
-            if broker.tls is not None:
-                tls_context(broker.tls)
-        except ConfigError as exc:
-            raise ConfigError(f"{args.config}: {name}.{exc}") from None
-    return config, scorer
+    return config, check_runnable(config, args.config)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -202,7 +190,9 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         try:
             candidate = Agent(next_config, notifier, source)
-        except (ConfigError, ModelFileError, OSError, sqlite3.Error) as exc:
+        # ValueError too: anything that fails to build the new pipeline (a pydantic model
+        # among them) rolls back with its reason; none may end the process (issue 13).
+        except (ConfigError, ModelFileError, OSError, ValueError, sqlite3.Error) as exc:
             agent = _fall_back(next_config, config, notifier, source, exc)
             continue
         before, agent, config = config, candidate, next_config
