@@ -22,7 +22,13 @@ from agent.ingest import parse_ts
 from agent.logs import configure
 from agent.manifest import ModelFileError
 from agent.offline import score_table
-from agent.pushes import abandon_pending, load_effective, recover_interrupted
+from agent.pushes import (
+    FleetState,
+    abandon_pending,
+    discard_invalid,
+    load_effective,
+    recover_interrupted,
+)
 from agent.score import Scorer
 from agent.store import open_existing
 from agent.table import TableError, read_table
@@ -136,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _load(args: argparse.Namespace) -> tuple[AgentConfig, Scorer]:
+def _load(args: argparse.Namespace, state: FleetState | None = None) -> tuple[AgentConfig, Scorer]:
     """The config, its model and its secrets, each checked, as `run` would use them."""
-    config = load_effective(args.config, overrides_from(args))
+    config = load_effective(args.config, overrides_from(args), state)
     return config, check_runnable(config, args.config)
 
 
@@ -152,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
     configure("info")
     if recover_interrupted(load_config(args.config, overrides_from(args)).storage.data_dir):
         log.error("a pushed version died in its health check; rolled back to the previous one")
+    for dropped in discard_invalid(args.config, overrides_from(args), save=True)[1]:
+        log.error("%s; running the previous version", dropped)
     config, scorer = _load(args)
     configure(config.log_level, config.log_format)
     current = _fingerprint(config, scorer)
@@ -232,7 +240,10 @@ def _fingerprint(config: AgentConfig, scorer: Scorer) -> tuple[object, ...]:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config, scorer = _load(args)
+    state, dropped = discard_invalid(args.config, overrides_from(args), save=False)
+    for line in dropped:  # what `run` will do; the pre-start check must not fail on it
+        print(f"edge-agent: warning: {line}; run will use the previous version", file=sys.stderr)
+    config, scorer = _load(args, state)
     m = scorer.manifest
     print(
         f"ok: device {config.device.id}; model {m.model_id} v{m.version} "

@@ -604,6 +604,52 @@ def _push_doc(
     }
 
 
+def discard_invalid(
+    path: Path, overrides: dict[str, Any], save: bool
+) -> tuple[FleetState, list[str]]:
+    """At start: pushed versions that today's checks refuse (accepted by an older agent, such
+    as issue 13's `metrics.textfile` at the database) are set aside, newest first, for the last
+    known good or the local config: the agent starts and reports why instead of crash-looping.
+    The state `run` would use, and what was set aside; `save` False (check-config) only says."""
+    local = load_config(path, overrides)
+    folder = fleet_dir(local.storage.data_dir)
+    state = FleetState.load(folder)
+    dropped: list[str] = []
+    if not state.current:
+        return state, dropped
+    problem = _refusal(path, overrides, state)
+    if problem is None or _refusal(path, overrides, FleetState()) is not None:
+        return state, dropped  # fine, or the local config's own fault: reported as such
+    while problem is not None and state.current:
+        kind = "config" if "config" in state.current else "model"
+        failed = state.current.pop(kind)
+        before = state.previous.pop(kind, None)
+        if before is not None:
+            state.current[kind] = before
+        if (state.pending or {}).get("kind") == kind:
+            state.pending = None
+        reason = f"no longer passes the checks: {problem}"
+        state.record(_push_doc(kind, "rolled_back", reason, failed.version, failed.target))
+        dropped.append(f"pushed {kind} v{failed.version} set aside: {problem}")
+        problem = _refusal(path, overrides, state)
+    if save:
+        state.save(folder)
+    return state, dropped
+
+
+def _refusal(path: Path, overrides: dict[str, Any], state: FleetState) -> str | None:
+    """Why `state`'s pushes over the local config would be refused as a push now, if so (the
+    checks in the order a push gets them)."""
+    try:
+        if "config" in state.current:
+            folder = fleet_dir(load_config(path, overrides).storage.data_dir)
+            check_overlay(tomllib.loads((folder / state.current["config"].file).read_text()))
+        check_runnable(load_effective(path, overrides, state), path)
+    except (ConfigError, PushRejected, tomllib.TOMLDecodeError) as exc:
+        return str(exc).replace("\n", " ")
+    return None
+
+
 def recover_interrupted(data_dir: Path) -> bool:
     """At start: a switch whose health check another process began and never finished (it
     died, or the machine did) failed it. Roll back before anything loads; True if it did."""

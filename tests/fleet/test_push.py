@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ import pytest
 
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
+from agent.pushes import FleetState, Version, fleet_dir
 from agent.score import Scorer
 from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
@@ -462,4 +464,35 @@ def test_a_backward_clock_step_does_not_stretch_a_trial(broker, fleet_agent, key
     clock.step(-MONTH_S)
     status = _last_push(upstream, "gw-b", "applied", 92)  # after 3 s, not a month and 3 s
     assert status["config_version"] == 92
+    assert agent.stop() == 0
+
+
+def test_a_pushed_config_refused_today_is_set_aside_at_start(
+    broker, fleet_agent, sim_data: SimData, tmp_path: Path
+):
+    """A config an older agent accepted (a textfile at the database) is set aside when the
+    agent starts, and reported, rather than run or crash-looping the unit."""
+    local, upstream = broker("local"), broker("upstream")
+    first = fleet_agent(local, upstream, "gw-o")
+    wait_status(upstream.port, "online", device="gw-o")
+    assert first.stop() == 0
+    data_dir = first.data_dir
+    folder = fleet_dir(data_dir)
+    folder.mkdir(exist_ok=True)
+    content = f'[metrics]\ntextfile = "{data_dir / "agent.db"}"\n'.encode()
+    (folder / "config-old.toml").write_bytes(content)
+    sha = hashlib.sha256(content).hexdigest()
+    version = Version(5, sha, "device:gw-o", "2026-01-01T00:00:00Z", "config-old.toml")
+    FleetState(current={"config": version}, seen={"device:gw-o/config": 5}).save(folder)
+    checked = run_cli("agent", "check-config", str(first.config))  # the unit's pre-start check
+    assert checked.returncode == 0, checked.stderr
+    assert "pushed config v5 set aside: metrics.textfile cannot be pushed" in checked.stderr
+    agent = fleet_agent(local, upstream, "gw-o")
+    status = _last_push(upstream, "gw-o", "rolled_back", 5, reason="no longer passes the checks")
+    assert "metrics.textfile" in status["last_push"]["reason"]
+    assert status["config_version"] == 0
+    readings = readings_from_csv(sim_data.live_csv)[:50]
+    replay(readings, "127.0.0.1", local.port, "edge/gw-o/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert (data_dir / "agent.db").read_bytes().startswith(b"SQLite format 3\0")
     assert agent.stop() == 0
