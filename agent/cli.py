@@ -26,16 +26,22 @@ from agent.config import (
     load_config,
     parse_host_port,
 )
-from agent.connection import password, tls_context
 from agent.export import ExportError, export_readings, vacuum
 from agent.ingest import parse_ts
 from agent.logs import configure
 from agent.manifest import ModelFileError
 from agent.offline import score_table
-from agent.pushes import abandon_pending, load_effective, recover_interrupted
+from agent.pushes import (
+    FleetState,
+    abandon_pending,
+    discard_invalid,
+    load_effective,
+    recover_interrupted,
+)
 from agent.score import Scorer
 from agent.store import StorageUnavailable, open_existing, reset_asset
 from agent.table import TableError, read_table
+from agent.validate import check_runnable
 
 log = logging.getLogger("agent")
 
@@ -159,22 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _load(args: argparse.Namespace) -> tuple[AgentConfig, Scorer]:
+def _load(args: argparse.Namespace, state: FleetState | None = None) -> tuple[AgentConfig, Scorer]:
     """The config, its model and its secrets, each checked, as `run` would use them."""
-    config = load_effective(args.config, overrides_from(args))
-    try:
-        scorer = Scorer.load(config.model.path)
-    except ModelFileError as exc:
-        raise ConfigError(f"{args.config}: model.path: {exc}") from None
-    for name in ("local", "upstream"):
-        broker = getattr(config, name)
-        try:
-            password(broker)
-            if broker.tls is not None:
-                tls_context(broker.tls)
-        except ConfigError as exc:
-            raise ConfigError(f"{args.config}: {name}.{exc}") from None
-    return config, scorer
+    config = load_effective(args.config, overrides_from(args), state)
+    return config, check_runnable(config, args.config)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -187,6 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     configure("info")
     if recover_interrupted(load_config(args.config, overrides_from(args)).storage.data_dir):
         log.error("a pushed version died in its health check; rolled back to the previous one")
+    for dropped in discard_invalid(args.config, overrides_from(args), save=True)[1]:
+        log.error("%s; running the previous version", dropped)
     config, scorer = _load(args)
     configure(config.log_level, config.log_format)
     current = _fingerprint(config, scorer)
@@ -225,7 +221,9 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         try:
             candidate = Agent(next_config, notifier, source)
-        except (ConfigError, ModelFileError, OSError, sqlite3.Error) as exc:
+        # ValueError too: anything that fails to build the new pipeline (a pydantic model
+        # among them) rolls back with its reason; none may end the process (issue 13).
+        except (ConfigError, ModelFileError, OSError, ValueError, sqlite3.Error) as exc:
             agent = _fall_back(next_config, config, notifier, source, exc)
             continue
         before, agent, config = config, candidate, next_config
@@ -265,7 +263,10 @@ def _fingerprint(config: AgentConfig, scorer: Scorer) -> tuple[object, ...]:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config, scorer = _load(args)
+    state, dropped = discard_invalid(args.config, overrides_from(args), save=False)
+    for line in dropped:  # what `run` will do; the pre-start check must not fail on it
+        print(f"edge-agent: warning: {line}; run will use the previous version", file=sys.stderr)
+    config, scorer = _load(args, state)
     m = scorer.manifest
     print(
         f"ok: device {config.device.id}; model {m.model_id} v{m.version} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -281,7 +281,9 @@ class MetricsConfig(_Section):
     textfile: Path | None = Field(
         default=None,
         description="Or also: write the metrics to this file (for node_exporter's textfile "
-        "collector), replaced atomically every `forward.status_interval_s`.",
+        "collector), replaced atomically every `forward.status_interval_s`. Never inside "
+        "`storage.data_dir` (it would replace the agent's own files); local only, a push cannot "
+        "set it.",
     )
 
     @model_validator(mode="after")
@@ -373,8 +375,10 @@ def load_config(
     overrides: dict[str, Any] | None = None,
     overlay: dict[str, Any] | None = None,
 ) -> AgentConfig:
-    """Read, lay a pushed `overlay` over the file, then command-line overrides (dotted keys),
-    resolve paths, validate."""
+    """Read, lay the command-line overrides (dotted keys) over the file, then a pushed
+    `overlay` over both, resolve paths, validate. A push overrides the command line exactly as
+    it overrides the file (issue 13: a `--model` override won over a pushed model that was
+    then reported as applied); what a push may not set stays local either way."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -382,10 +386,10 @@ def load_config(
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    if overlay:
-        raw = _merge(raw, overlay)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
+    if overlay:
+        raw = _merge(raw, overlay)
     try:
         config = AgentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -402,7 +406,33 @@ def load_config(
         for name in ("ca_file", "cert_file", "key_file"):
             if broker.tls is not None and getattr(broker.tls, name) is not None:
                 setattr(broker.tls, name, (base / getattr(broker.tls, name)).resolve())
+    _check_paths(path, config)
     return config
+
+
+def _check_paths(origin: Path, config: AgentConfig) -> None:
+    """Checks that need the resolved paths (issue 13: a textfile named `agent.db` replaced the
+    database with Prometheus text at every status interval)."""
+    textfile, data_dir = config.metrics.textfile, config.storage.data_dir
+    if textfile is not None and textfile.resolve().is_relative_to(data_dir.resolve()):
+        raise ConfigError(
+            f"{origin}: 1 invalid field(s):\n  metrics.textfile: {textfile} is inside "
+            f"storage.data_dir {data_dir}; write it elsewhere"
+        )
+
+
+def path_keys(model: type[BaseModel] = AgentConfig, prefix: str = "") -> list[str]:
+    """Every dotted key whose value names a file or folder, from the schema itself, so that a
+    path field added later is covered too (pushes may not set any: `agent.pushes`)."""
+    keys: list[str] = []
+    for name, info in model.model_fields.items():
+        types = (info.annotation, *get_args(info.annotation))
+        nested = [t for t in types if isinstance(t, type) and issubclass(t, BaseModel)]
+        if nested:
+            keys += path_keys(nested[0], f"{prefix}{name}.")
+        elif any(t is Path or get_args(t) == (Path,) for t in types):
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 def format_errors(origin: Path | str, exc: ValidationError) -> str:

@@ -24,14 +24,16 @@ import os
 import time
 import tomllib
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from agent.atomic import write_atomically
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, load_config, path_keys
 from agent.envelope import (
     MAX_CONTENT_BYTES,
     Envelope,
@@ -41,12 +43,13 @@ from agent.envelope import (
     load_public_key,
     open_envelope,
 )
-from agent.manifest import ModelFileError
 from agent.score import ORT_RUN_ERRORS, Scorer
+from agent.validate import check_runnable
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+RECENT_PUSHES = 8  # push outcomes kept in the state and the status
 # This process, for a trial begun here: a PID repeats (an agent in a container is always PID 1).
 PROCESS = f"{os.getpid()}-{uuid.uuid4().hex}"
 # Sections a pushed config may not set: they decide whether the device can be reached at all,
@@ -56,7 +59,12 @@ LOCAL_ONLY = ("device", "local", "upstream", "topics", "fleet", "model")
 # allowed to stop the agent.
 _MALFORMED = (ValueError, TypeError, LookupError, OSError, RecursionError)
 _MAX_CHUNKS = 100_000
-LOCAL_ONLY_KEYS = (("storage", "data_dir"),)
+# Top-level keys that are tables; the others (log_level, log_format) are plain values.
+SECTIONS = frozenset(
+    name
+    for name, info in AgentConfig.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+)
 KINDS = ("config", "model")
 
 
@@ -81,7 +89,10 @@ class FleetState:
     previous: dict[str, Version] = field(default_factory=dict)  # last known good
     seen: dict[str, int] = field(default_factory=dict)  # "<target>/<kind>" -> highest version
     last_push: dict[str, Any] | None = None
-    pending: dict[str, Any] | None = None  # {kind, since, pid}: in its health check
+    pending: dict[str, Any] | None = None  # {kind, since, process, ...}: on trial
+    # The last few outcomes, newest last: a later push's report cannot hide an earlier one's
+    # (issue 13: a rollback's reason was overwritten by a group rejection before upstream saw it).
+    recent_pushes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: Path) -> FleetState:
@@ -98,11 +109,14 @@ class FleetState:
                 seen=dict(doc["seen"]),
                 last_push=doc["last_push"],
                 pending=doc["pending"],
+                recent_pushes=list(doc.get("recent_pushes", []))[-RECENT_PUSHES:],
             )
             if not isinstance(state.pending, dict | None) or not isinstance(
                 state.last_push, dict | None
             ):
                 raise ValueError("pending and last_push must be objects or null")
+            if not all(isinstance(p, dict) for p in state.recent_pushes):
+                raise ValueError("recent_pushes must be a list of objects")
             if not all(isinstance(v, int | str) for v in state.seen.values()):
                 raise ValueError("seen must map streams to versions")
             missing = [v.file for v in state.current.values() if not (folder / v.file).is_file()]
@@ -128,17 +142,25 @@ class FleetState:
     def save(self, folder: Path) -> None:
         write_atomically(folder / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
 
+    def record(self, doc: dict[str, Any]) -> None:
+        """A push's report: the last one, and, once it is an outcome, one of the recent."""
+        self.last_push = doc
+        if doc["status"] != "checking":
+            self.recent_pushes = [*self.recent_pushes, doc][-RECENT_PUSHES:]
+
     def passed(self) -> None:
         """The pending version proved healthy: it is the last known good now."""
         pending = self.pending or {}
         self.pending = None
         rollback = bool(pending.get("rollback"))
-        self.last_push = _push_doc(
-            pending.get("kind", "?"),
-            "rolled_back" if rollback else "applied",
-            "rolled back by the operator" if rollback else "",
-            pending.get("version"),
-            pending.get("target", ""),
+        self.record(
+            _push_doc(
+                pending.get("kind", "?"),
+                "rolled_back" if rollback else "applied",
+                "rolled back by the operator" if rollback else "",
+                pending.get("version"),
+                pending.get("target", ""),
+            )
         )
         log.info("push %s v%s healthy: applied", pending.get("kind"), pending.get("version"))
 
@@ -153,8 +175,10 @@ class FleetState:
         if failed is not None and pending.get("rollback"):
             self.previous[kind] = failed
         self.pending = None
-        self.last_push = _push_doc(
-            kind, "rolled_back", reason, pending.get("version"), pending.get("target", "")
+        self.record(
+            _push_doc(
+                kind, "rolled_back", reason, pending.get("version"), pending.get("target", "")
+            )
         )
         log.error("push %s v%s rolled back: %s", kind, pending.get("version"), reason)
 
@@ -169,16 +193,29 @@ class FleetState:
 
 
 def check_overlay(raw: dict[str, Any]) -> None:
-    """A pushed config may tune the agent, not cut it off or change whom it trusts."""
+    """A pushed config may tune the agent, not cut it off, change whom it trusts or name files
+    on the device. The first problem named is the one that matters: a copy of a whole local
+    config is refused for its local sections, not for the shape of its first key."""
+    local = [f"[{section}]" for section in LOCAL_ONLY if section in raw]
+    if local:
+        where = "it stays" if len(local) == 1 else "they stay"
+        raise PushRejected(f"{', '.join(local)} cannot be pushed; {where} in the local config")
     for section, value in raw.items():
-        if not isinstance(value, dict):
+        if section in SECTIONS and not isinstance(value, dict):
             raise PushRejected(f"{section} must be a [{section}] table")
-    for section in LOCAL_ONLY:
-        if section in raw:
-            raise PushRejected(f"[{section}] cannot be pushed; it stays in the local config")
-    for section, key in LOCAL_ONLY_KEYS:
-        if key in raw.get(section, {}):
-            raise PushRejected(f"{section}.{key} cannot be pushed")
+    for dotted in path_keys():
+        if _has_dotted(raw, dotted):
+            # A push naming a path could aim the agent's writes at its own database (issue 13).
+            raise PushRejected(f"{dotted} cannot be pushed: a push may not name files")
+
+
+def _has_dotted(raw: dict[str, Any], dotted: str) -> bool:
+    node: Any = raw
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 @dataclass
@@ -206,10 +243,17 @@ def join_chunks(waiting: Chunked) -> Envelope | None:
 
 @dataclass
 class Health:
-    """What the pipeline saw since a switch, judged at the end of the health check."""
+    """What the pipeline saw since a switch, judged at the end of the health check.
 
-    since: float
-    deadline: float
+    The trial is timed on `clock`, a monotonic one: a wall-clock step (a gateway without RTC
+    catching up with NTP) must neither end a trial early nor stretch it (issue 13). A monotonic
+    reading means nothing in another process; a trial never outlives the process that began
+    it (`recover_interrupted` rolls back one that did).
+    """
+
+    started: float  # on `clock`
+    duration: float
+    clock: Callable[[], float] = time.monotonic
     consuming: bool = False
     windows: int = 0
     critical: int = 0
@@ -220,14 +264,14 @@ class Health:
         self.not_finite += int(np.count_nonzero(~np.isfinite(scores)))
         self.critical += levels.count("critical")
 
-    def verdict(self, now: float, min_windows: int, max_critical: float) -> str | None:
+    def verdict(self, min_windows: int, max_critical: float) -> str | None:
         """None while undecided; "" when healthy; else why not."""
         if self.not_finite:
             return f"the model gave {self.not_finite} non-finite scores"
         if self.windows >= min_windows and self.critical / self.windows > max_critical:
             share = self.critical / self.windows
             return f"critical on {share:.0%} of {self.windows} windows (over {max_critical:.0%})"
-        if now < self.deadline:
+        if self.clock() - self.started < self.duration:
             return None
         if not self.consuming:
             return "not consuming readings by the end of the health check"
@@ -241,8 +285,8 @@ def now_iso() -> str:
 def load_effective(
     path: Path, overrides: dict[str, Any] | None = None, state: FleetState | None = None
 ) -> AgentConfig:
-    """What runs: the local file, the pushes in `state` (default: the saved state) over it,
-    the command-line overrides over both."""
+    """What runs: the local file, the command-line overrides over it, the pushes in `state`
+    (default: the saved state) over both (file < command line < pushes)."""
     local = load_config(path, overrides)
     folder = fleet_dir(local.storage.data_dir)
     overlay = (state or FleetState.load(folder)).overlay(folder)
@@ -421,6 +465,7 @@ class Desk:
             dict(self.state.previous),
             self.state.seen,
             self.state.last_push,
+            recent_pushes=self.state.recent_pushes,
         )
         if env.kind == "rollback":
             running = candidate.current.get(kind)
@@ -438,13 +483,14 @@ class Desk:
         self._check(kind, candidate)
         candidate.pending = {
             "kind": kind,
-            "since": time.time(),
+            "since": time.time(),  # for people; the trial is timed on the next
+            "monotonic": time.monotonic(),
             "process": PROCESS,
             "version": env.version,
             "target": env.target,
             "rollback": env.kind == "rollback",
         }
-        candidate.last_push = _push_doc(kind, "checking", "", env.version, env.target)
+        candidate.record(_push_doc(kind, "checking", "", env.version, env.target))
         self.state = candidate
         self.state.save(self.folder)
         log.info("push %s v%d from %s accepted; switching", kind, env.version, env.target)
@@ -478,8 +524,8 @@ class Desk:
         return name
 
     def _check(self, kind: str, candidate: FleetState) -> None:
-        """The same checks a local config and model get, plus the model's sensors and a
-        smoke score."""
+        """The same checks a local config and model get (`check_runnable`, as `check-config`
+        and `run`), plus, for a model, the running model's sensors and a smoke score."""
         if kind == "config" and "config" in candidate.current:
             text = (self.folder / candidate.current["config"].file).read_text()
             try:
@@ -488,18 +534,15 @@ class Desk:
                 raise PushRejected(f"config is not valid TOML: {exc}") from None
         try:
             config = load_effective(*self.source, candidate)
+            scorer = check_runnable(config, f"pushed {kind}")
         except ConfigError as exc:
             raise PushRejected(str(exc).replace("\n", " ")) from None
         if kind == "model":
-            try:
-                scorer = Scorer.load(config.model.path)
-            except ModelFileError as exc:
-                raise PushRejected(f"model: {exc}") from None
             smoke_score(scorer, self.sensors)
 
     def _reject(self, kind: str, target: str, reason: str, version: int | None) -> Decision:
         log.warning("push %s from %s rejected: %s", kind, target, reason)
-        self.state.last_push = _push_doc(kind, "rejected", reason, version, target)
+        self.state.record(_push_doc(kind, "rejected", reason, version, target))
         try:
             self.state.save(self.folder)
         except OSError as exc:  # a full disk: the rejection is still reported upstream
@@ -529,6 +572,7 @@ class Desk:
         return {
             "config_version": config.version if config else 0,
             "last_push": self.state.last_push,
+            "recent_pushes": self.state.recent_pushes,
             "groups": list(self.config.fleet.groups),
         }
 
@@ -558,6 +602,52 @@ def _push_doc(
         "target": target,
         "at": now_iso(),
     }
+
+
+def discard_invalid(
+    path: Path, overrides: dict[str, Any], save: bool
+) -> tuple[FleetState, list[str]]:
+    """At start: pushed versions that today's checks refuse (accepted by an older agent, such
+    as issue 13's `metrics.textfile` at the database) are set aside, newest first, for the last
+    known good or the local config: the agent starts and reports why instead of crash-looping.
+    The state `run` would use, and what was set aside; `save` False (check-config) only says."""
+    local = load_config(path, overrides)
+    folder = fleet_dir(local.storage.data_dir)
+    state = FleetState.load(folder)
+    dropped: list[str] = []
+    if not state.current:
+        return state, dropped
+    problem = _refusal(path, overrides, state)
+    if problem is None or _refusal(path, overrides, FleetState()) is not None:
+        return state, dropped  # fine, or the local config's own fault: reported as such
+    while problem is not None and state.current:
+        kind = "config" if "config" in state.current else "model"
+        failed = state.current.pop(kind)
+        before = state.previous.pop(kind, None)
+        if before is not None:
+            state.current[kind] = before
+        if (state.pending or {}).get("kind") == kind:
+            state.pending = None
+        reason = f"no longer passes the checks: {problem}"
+        state.record(_push_doc(kind, "rolled_back", reason, failed.version, failed.target))
+        dropped.append(f"pushed {kind} v{failed.version} set aside: {problem}")
+        problem = _refusal(path, overrides, state)
+    if save:
+        state.save(folder)
+    return state, dropped
+
+
+def _refusal(path: Path, overrides: dict[str, Any], state: FleetState) -> str | None:
+    """Why `state`'s pushes over the local config would be refused as a push now, if so (the
+    checks in the order a push gets them)."""
+    try:
+        if "config" in state.current:
+            folder = fleet_dir(load_config(path, overrides).storage.data_dir)
+            check_overlay(tomllib.loads((folder / state.current["config"].file).read_text()))
+        check_runnable(load_effective(path, overrides, state), path)
+    except (ConfigError, PushRejected, tomllib.TOMLDecodeError) as exc:
+        return str(exc).replace("\n", " ")
+    return None
 
 
 def recover_interrupted(data_dir: Path) -> bool:

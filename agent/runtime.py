@@ -48,7 +48,6 @@ from agent.forward import Forwarder, publish_latency
 from agent.inbox import Inbox
 from agent.ingest import REASONS, DeadLetter, Parser, Readings
 from agent.logs import Throttle
-from agent.manifest import Thresholds
 from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.notify import Notifier, Watchdog
 from agent.pushes import PROCESS, Desk, Health, load_effective
@@ -61,6 +60,7 @@ from agent.store import (
     StorageUnavailable,
     Store,
 )
+from agent.validate import merged_thresholds
 from agent.window import Windows
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Agent:
             device_id=device,
             model=self.model_info,
             sensors=manifest.sensor_names,
-            thresholds=_thresholds(config, manifest.thresholds),
+            thresholds=merged_thresholds(config, manifest.thresholds, "config"),
             fire_after=config.alerts.fire_after,
             resolve_after=config.alerts.resolve_after,
             top_sensors=config.alerts.top_sensors,
@@ -298,8 +298,7 @@ class Agent:
         pending = self.desk.state.pending if self.desk else None
         if pending is None or pending.get("process") != PROCESS:
             return None
-        since = float(pending["since"])
-        return Health(since, since + self.config.fleet.health_check_s)
+        return Health(float(pending["monotonic"]), self.config.fleet.health_check_s)
 
     def _fleet_turn(self) -> AgentConfig | None:
         """Between batches: decide the pushes that came in, judge a version on trial. The
@@ -319,9 +318,7 @@ class Agent:
         if self.health is None:
             return None
         fleet = self.config.fleet
-        verdict = self.health.verdict(
-            time.time(), fleet.health_min_windows, fleet.health_max_critical_share
-        )
+        verdict = self.health.verdict(fleet.health_min_windows, fleet.health_max_critical_share)
         if verdict is None:
             return None
         self.health = None
@@ -428,6 +425,7 @@ class Agent:
             },
             "config_version": 0,
             "last_push": None,
+            "recent_pushes": [],
             "groups": list(self.config.fleet.groups),
             **(self.desk.status() if self.desk else {}),
             "last_seen": _iso_now(),
@@ -898,11 +896,6 @@ class _Block:
     received: np.ndarray
     windows: np.ndarray
     first: int
-
-
-def _thresholds(config: AgentConfig, model: Thresholds) -> Thresholds:
-    overrides = {k: v for k, v in config.alerts.levels.model_dump().items() if v is not None}
-    return Thresholds(**{**model.model_dump(), **overrides})
 
 
 def _names(names: list[str]) -> str:

@@ -126,6 +126,7 @@ class AgentProcess:
         upstream_port: int,
         log: Path,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.data_dir = data_dir
@@ -133,7 +134,7 @@ class AgentProcess:
         self.upstream_port = upstream_port
         self._log_start = log.stat().st_size if log.exists() else 0
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            [sys.executable, "-m", "agent", "run", "--config", str(config), *args],
             stderr=log.open("a"),  # restarts append: the whole story stays in one file
             stdout=subprocess.PIPE,
             cwd=ROOT,
@@ -188,8 +189,10 @@ def launch_agent(
     upstream_keys: str = "",
     env: dict[str, str] | None = None,
     device: str = DEVICE,
+    args: tuple[str, ...] = (),
 ) -> AgentProcess:
-    """`edge-agent run` on `folder/agent.toml`; launching again on a folder is a restart.
+    """`edge-agent run` on `folder/agent.toml` (and command-line `args`); launching again on
+    a folder is a restart.
 
     `local_keys` / `upstream_keys` are TOML lines for those sections; one that sets `port`
     replaces the broker's plain port (a TLS listener, say). The test still watches the status
@@ -204,7 +207,7 @@ def launch_agent(
         f"[local]\n{local_port}{local_keys}\n[upstream]\n{upstream_port}{upstream_keys}\n"
         f'[model]\npath = "{model}"\n[storage]\ndata_dir = "{data_dir}"\n' + extra
     )
-    return AgentProcess(config, data_dir, upstream.port, folder / "agent.log", env)
+    return AgentProcess(config, data_dir, upstream.port, folder / "agent.log", env, args)
 
 
 @pytest.fixture

@@ -59,3 +59,34 @@ def test_check_config_reports_a_missing_model(tmp_path: Path):
 def test_readme_config_reference_matches_the_schema():
     readme = (ROOT / "README.md").read_text()
     assert render_reference() in readme, "run `python -m agent.config_doc` and paste into README"
+
+
+def _config_with(tmp_path: Path, model_path: Path, extra: str) -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "g"\n[upstream]\nport = 1\n[model]\npath = "{model_path}"\n'
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n{extra}'
+    )
+    return config
+
+
+def test_levels_that_clash_with_the_model_fail_check_config_and_run_alike(tmp_path, model_path):
+    """One validation: what `check-config` accepts `run` can start (the unit's pre-start
+    check), including the model's levels merged with `[alerts.levels]`."""
+    config = _config_with(tmp_path, model_path, "[alerts.levels]\ncritical = 0.0\n")
+    checked = run_cli("agent", "check-config", str(config))
+    assert checked.returncode == 2, checked.stdout
+    assert "alerts.levels: critical = 0.0 with the model's levels" in checked.stderr
+    ran = run_cli("agent", "run", "--config", str(config))
+    assert ran.returncode == 2, ran.stderr
+    assert "alerts.levels: critical = 0.0" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_the_metrics_textfile_may_not_be_inside_the_data_dir(tmp_path, model_path):
+    for textfile in (tmp_path / "data" / "agent.db", tmp_path / "data" / "sub" / "m.prom"):
+        config = _config_with(tmp_path, model_path, f'[metrics]\ntextfile = "{textfile}"\n')
+        result = run_cli("agent", "check-config", str(config))
+        assert result.returncode == 2, result.stdout
+        assert "metrics.textfile" in result.stderr and "inside storage.data_dir" in result.stderr
+    config = _config_with(tmp_path, model_path, f'[metrics]\ntextfile = "{tmp_path / "m.prom"}"\n')
+    assert run_cli("agent", "check-config", str(config)).returncode == 0

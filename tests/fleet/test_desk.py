@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.envelope import _signed_bytes, load_private_key, seal, write_keypair
-from agent.pushes import Desk, load_effective
+from agent.pushes import RECENT_PUSHES, Desk, Health, load_effective
 from agent.score import Scorer
+from tests.conftest import ROOT
 
 DEVICE = "gw-d"
 BASE = f"edge/fleet/device/{DEVICE}"
@@ -114,3 +115,85 @@ def test_a_push_of_the_other_kind_waits_for_the_trial(desk):
     assert d.offer(f"{BASE}/model", model_push) is None
     assert d.deferred == [(f"{BASE}/model", model_push)]
     assert d.state.pending["kind"] == "config"
+
+
+def test_a_copy_of_a_full_local_config_is_refused_for_its_local_sections(desk):
+    d, key = desk
+    local_config = (ROOT / "device_configs" / "default.toml").read_bytes()
+    payload, _, _ = _signed(key, "config", 1, local_config)
+    decision = d.offer(f"{BASE}/config", payload)
+    assert decision is not None and decision.status == "rejected"
+    assert decision.reason.startswith(
+        "[device], [local], [upstream], [topics], [model] cannot be pushed"
+    ), decision.reason
+    # A top-level setting on its own is no table, and may be pushed.
+    payload, _, _ = _signed(key, "config", 2, b'log_level = "debug"\n')
+    assert d.offer(f"{BASE}/config", payload).switch
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'[metrics]\ntextfile = "agent.db"\n',
+        b'[metrics]\ntextfile = "/tmp/edge-agent.prom"\n',
+        b'[storage]\ndata_dir = "/tmp/elsewhere"\n',
+    ],
+)
+def test_a_pushed_config_may_not_name_files(desk, content: bytes):
+    d, key = desk
+    payload, _, _ = _signed(key, "config", 1, content)
+    decision = d.offer(f"{BASE}/config", payload)
+    assert decision is not None and decision.status == "rejected"
+    assert "cannot be pushed: a push may not name files" in decision.reason
+    assert d.state.current == {}
+
+
+def test_levels_that_clash_with_the_model_are_rejected_before_the_switch(desk):
+    """The model's own levels are merged with the overlay's and checked, as `run` builds them."""
+    d, key = desk
+    payload, _, _ = _signed(key, "config", 1, b"[alerts.levels]\ncritical = 0.0\n")
+    decision = d.offer(f"{BASE}/config", payload)
+    assert decision is not None and decision.status == "rejected"
+    assert "alerts.levels: critical = 0.0 with the model's levels" in decision.reason
+    assert d.state.current == {} and d.state.pending is None
+
+
+def test_recent_push_outcomes_survive_later_reports(desk):
+    """A rollback's reason stays in the status (and the saved state) when later pushes are
+    rejected, up to a bound."""
+    d, key = desk
+    payload, _, _ = _signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
+    assert d.offer(f"{BASE}/config", payload).switch
+    d.roll_back("could not start: port in use")
+    for version in range(2, 1 + RECENT_PUSHES):
+        payload, _, _ = _signed(key, "config", version, b'[alerts]\ncolour = "red"\n')
+        assert d.offer(f"{BASE}/config", payload).status == "rejected"
+    status = Desk(d.config, d.source, d.sensors).status()  # from the saved state
+    assert status["last_push"]["status"] == "rejected"
+    assert status["recent_pushes"][0]["reason"] == "could not start: port in use"
+    assert [p["status"] for p in status["recent_pushes"][1:]] == ["rejected"] * (RECENT_PUSHES - 1)
+    payload, _, _ = _signed(key, "config", 99, b'[alerts]\ncolour = "red"\n')
+    d.offer(f"{BASE}/config", payload)
+    recent = d.status()["recent_pushes"]
+    assert len(recent) == RECENT_PUSHES and recent[-1]["version"] == 99, "bounded, newest last"
+
+
+class SteppedClocks:
+    """A wall clock that jumps and a monotonic one that does not."""
+
+    def __init__(self) -> None:
+        self.monotonic = 1000.0
+        self.wall = 1_800_000_000.0
+
+
+@pytest.mark.parametrize("step_s", [30 * 86400, -30 * 86400])
+def test_a_trial_lasts_its_time_whatever_the_wall_clock_does(monkeypatch, step_s: float):
+    clocks = SteppedClocks()
+    monkeypatch.setattr("time.time", lambda: clocks.wall)
+    health = Health(clocks.monotonic, 60.0, clock=lambda: clocks.monotonic)
+    health.consuming = True
+    clocks.wall += step_s  # NTP corrects the clock in mid-trial
+    clocks.monotonic += 1
+    assert health.verdict(20, 0.5) is None, "1 s into a 60 s trial: undecided"
+    clocks.monotonic += 59
+    assert health.verdict(20, 0.5) == "", "60 s of elapsed time: healthy"

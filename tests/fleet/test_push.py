@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +15,8 @@ import pytest
 
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
+from agent.pushes import FleetState, Version, fleet_dir
+from agent.score import Scorer
 from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from fleet.push import publish_push, push_topic
@@ -34,14 +39,21 @@ def fleet_agent(
     started: list[AgentProcess] = []
 
     def start(
-        local: Mosquitto, upstream: Mosquitto, device: str, health_s: float = 2
+        local: Mosquitto,
+        upstream: Mosquitto,
+        device: str,
+        health_s: float = 2,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> AgentProcess:
         extra = (
             f'[fleet]\ntrusted_keys = ["{keys[1]}"]\ngroups = ["{GROUP}"]\n'
             f"health_check_s = {health_s}\nhealth_min_windows = 20\n"
             "[forward]\nstatus_interval_s = 0.5\n"
         )
-        agent = launch_agent(tmp_path / device, local, upstream, model_path, extra, device=device)
+        agent = launch_agent(
+            tmp_path / device, local, upstream, model_path, extra, env=env, device=device, args=args
+        )
         started.append(agent)
         return agent
 
@@ -271,3 +283,216 @@ def test_an_operator_rollback_returns_to_the_last_known_good(
     )
     assert status["last_push"]["version"] == 44
     assert status["last_push"]["reason"] == "rolled back by the operator"
+
+
+def test_levels_that_clash_with_the_model_are_rejected_and_the_agent_lives(
+    broker, fleet_agent, keys, sim_data: SimData, tmp_path: Path
+):
+    """`critical = 0.0` is valid on its own but not with the model's `info` and `warning`:
+    the push's checks merge them as the pipeline does, so it never gets to a switch."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = fleet_agent(local, upstream, "gw-l")
+    wait_status(upstream.port, "online", device="gw-l")
+    overlay = tmp_path / "levels.toml"
+    overlay.write_text("[alerts.levels]\ncritical = 0.0\n")
+    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-l", version=51)
+    status = _last_push(upstream, "gw-l", "rejected", 51, reason="alerts.levels: critical = 0.0")
+    assert status["config_version"] == 0
+    readings = readings_from_csv(sim_data.live_csv)[:50]
+    replay(readings, "127.0.0.1", local.port, "edge/gw-l/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert agent.process.poll() is None
+    assert agent.logged("Traceback") == 0
+    assert agent.stop() == 0
+
+
+def test_a_pipeline_that_cannot_start_is_rolled_back_with_its_reason_kept(
+    broker, fleet_agent, keys, tmp_path: Path
+):
+    """A pushed config that validates but cannot start (its metrics port is taken) comes back
+    as `rolled_back` with the real reason, which a later rejection does not hide."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = fleet_agent(local, upstream, "gw-p")
+    wait_status(upstream.port, "online", device="gw-p")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        overlay = tmp_path / "metrics.toml"
+        overlay.write_text(f'[metrics]\nlisten = "{port}"\n')
+        _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-p", version=61)
+        _last_push(upstream, "gw-p", "rolled_back", 61, reason=f"metrics.listen {port}")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[alerts]\ncolour = "red"\n')
+    _push_cli(upstream, "config", unknown, keys[0], "--group", GROUP, version=62)
+    status = _last_push(upstream, "gw-p", "rejected", 62, reason="alerts.colour")
+    outcomes = [(p["version"], p["status"]) for p in status["recent_pushes"]]
+    assert outcomes == [(61, "rolled_back"), (62, "rejected")]
+    assert f"metrics.listen {port}" in status["recent_pushes"][0]["reason"]
+    assert status["config_version"] == 0
+    assert agent.process.poll() is None
+    assert agent.stop() == 0
+
+
+def test_a_pushed_textfile_at_the_database_is_rejected(
+    broker, fleet_agent, keys, sim_data: SimData, tmp_path: Path
+):
+    local, upstream = broker("local"), broker("upstream")
+    agent = fleet_agent(local, upstream, "gw-t")
+    wait_status(upstream.port, "online", device="gw-t")
+    overlay = tmp_path / "textfile.toml"
+    overlay.write_text(f'[metrics]\ntextfile = "{agent.data_dir / "agent.db"}"\n')
+    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-t", version=71)
+    _last_push(upstream, "gw-t", "rejected", 71, reason="metrics.textfile cannot be pushed")
+    readings = readings_from_csv(sim_data.live_csv)[:50]
+    replay(readings, "127.0.0.1", local.port, "edge/gw-t/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert (agent.data_dir / "agent.db").read_bytes().startswith(b"SQLite format 3\0")
+    assert agent.stop() == 0
+
+
+def test_a_pushed_model_overrides_the_command_line(
+    broker, fleet_agent, keys, model_path: Path, sim_data: SimData, tmp_path: Path
+):
+    """file < command line < pushes: with `--model` given, a pushed model is the one checked
+    and run, and the status's hash is the running model's."""
+    local, upstream = broker("local"), broker("upstream")
+    override = tmp_path / "override.onnx"
+    options = TrainOptions(algorithm="pca", window=8, model_id="override_pump", seed=11)
+    write_model(train(sim_data.train_csv, options), override)
+    sha = {p: Scorer.load(p).manifest.graph_sha256 for p in (override, model_path)}
+    assert sha[override] != sha[model_path]
+    fleet_agent(local, upstream, "gw-m", args=("--model", str(override)))
+    status = wait_status(upstream.port, "online", device="gw-m")
+    assert status["model"]["sha256"] == sha[override]
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08corrupt")
+    _push_cli(upstream, "model", corrupt, keys[0], "--device", "gw-m", version=81)
+    status = _last_push(upstream, "gw-m", "rejected", 81, reason="model")
+    assert status["model"]["sha256"] == sha[override]
+    _push_cli(upstream, "model", model_path, keys[0], "--group", GROUP, version=82)
+    status = _last_push(upstream, "gw-m", "applied", 82)
+    assert status["model"]["sha256"] == sha[model_path], "the pushed model is running"
+
+
+_STEPPED_TIME = '''"""Test shim: this process's wall clock is stepped by the seconds in a
+file, as NTP steps a gateway's clock; the monotonic clock is not."""
+import os
+import time
+
+_wall = time.time
+
+
+def _stepped() -> float:
+    with open(os.environ["EDGE_TEST_CLOCK_STEP"]) as f:
+        return _wall() + float(f.read())
+
+
+time.time = _stepped
+'''
+
+
+class SteppableClock:
+    """The wall clock of an agent process, stepped from the test: a `sitecustomize` module on
+    the agent's PYTHONPATH adds the seconds written in a file to `time.time`."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / "sitecustomize.py").write_text(_STEPPED_TIME)
+        self.file = folder / "step"
+        self.step(0)
+        path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+        self.env = {"PYTHONPATH": path, "EDGE_TEST_CLOCK_STEP": str(self.file)}
+
+    def step(self, seconds: float) -> None:
+        self.file.with_suffix(".new").write_text(str(seconds))
+        self.file.with_suffix(".new").replace(self.file)  # never read half written
+
+
+def _on_trial(upstream: Mosquitto, device: str, version: int) -> dict:
+    return wait_status(
+        upstream.port,
+        "online",
+        device=device,
+        where=lambda s: (
+            s["config_version"] == version and (s["last_push"] or {}).get("status") == "checking"
+        ),
+    )
+
+
+MONTH_S = 30 * 86400
+
+
+def test_a_forward_clock_step_does_not_end_a_trial(
+    broker, fleet_agent, keys, sim_data: SimData, tmp_path: Path
+):
+    local, upstream = broker("local"), broker("upstream")
+    clock = SteppableClock(tmp_path / "clock")
+    agent = fleet_agent(local, upstream, "gw-f", health_s=600, env=clock.env)
+    wait_status(upstream.port, "online", device="gw-f")
+    overlay = tmp_path / "overlay.toml"
+    overlay.write_text("[alerts]\nfire_after = 4\n")
+    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-f", version=91)
+    _on_trial(upstream, "gw-f", 91)
+    clock.step(MONTH_S)  # a Pi without RTC, a month behind, meets NTP
+    # Two rounds of readings: the second is taken in a later turn of the agent's loop than
+    # the one that stored the first, so the trial has been judged since the step.
+    readings = readings_from_csv(sim_data.live_csv)[:40]
+    replay(readings[:20], "127.0.0.1", local.port, "edge/gw-f/readings/pump-1")
+    agent.wait_stored(20)
+    replay(readings[20:], "127.0.0.1", local.port, "edge/gw-f/readings/pump-1")
+    agent.wait_stored(40)
+
+    def after_both_rounds(s: dict) -> bool:
+        return s["buffer"]["readings"] + s["buffer"]["dead_letters"] >= 40
+
+    status = wait_status(upstream.port, "online", device="gw-f", where=after_both_rounds)
+    assert status["last_push"]["status"] == "checking", "600 s of trial have not elapsed"
+    assert status["last_push"]["version"] == 91
+    assert agent.stop() == 0
+
+
+def test_a_backward_clock_step_does_not_stretch_a_trial(broker, fleet_agent, keys, tmp_path):
+    local, upstream = broker("local"), broker("upstream")
+    clock = SteppableClock(tmp_path / "clock")
+    agent = fleet_agent(local, upstream, "gw-b", health_s=3, env=clock.env)
+    wait_status(upstream.port, "online", device="gw-b")
+    overlay = tmp_path / "overlay.toml"
+    overlay.write_text("[alerts]\nfire_after = 4\n")
+    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-b", version=92)
+    _on_trial(upstream, "gw-b", 92)
+    clock.step(-MONTH_S)
+    status = _last_push(upstream, "gw-b", "applied", 92)  # after 3 s, not a month and 3 s
+    assert status["config_version"] == 92
+    assert agent.stop() == 0
+
+
+def test_a_pushed_config_refused_today_is_set_aside_at_start(
+    broker, fleet_agent, sim_data: SimData, tmp_path: Path
+):
+    """A config an older agent accepted (a textfile at the database) is set aside when the
+    agent starts, and reported, rather than run or crash-looping the unit."""
+    local, upstream = broker("local"), broker("upstream")
+    first = fleet_agent(local, upstream, "gw-o")
+    wait_status(upstream.port, "online", device="gw-o")
+    assert first.stop() == 0
+    data_dir = first.data_dir
+    folder = fleet_dir(data_dir)
+    folder.mkdir(exist_ok=True)
+    content = f'[metrics]\ntextfile = "{data_dir / "agent.db"}"\n'.encode()
+    (folder / "config-old.toml").write_bytes(content)
+    sha = hashlib.sha256(content).hexdigest()
+    version = Version(5, sha, "device:gw-o", "2026-01-01T00:00:00Z", "config-old.toml")
+    FleetState(current={"config": version}, seen={"device:gw-o/config": 5}).save(folder)
+    checked = run_cli("agent", "check-config", str(first.config))  # the unit's pre-start check
+    assert checked.returncode == 0, checked.stderr
+    assert "pushed config v5 set aside: metrics.textfile cannot be pushed" in checked.stderr
+    agent = fleet_agent(local, upstream, "gw-o")
+    status = _last_push(upstream, "gw-o", "rolled_back", 5, reason="no longer passes the checks")
+    assert "metrics.textfile" in status["last_push"]["reason"]
+    assert status["config_version"] == 0
+    readings = readings_from_csv(sim_data.live_csv)[:50]
+    replay(readings, "127.0.0.1", local.port, "edge/gw-o/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert (data_dir / "agent.db").read_bytes().startswith(b"SQLite format 3\0")
+    assert agent.stop() == 0
