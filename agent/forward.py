@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig, ForwardConfig
-from agent.connection import Explained, make_client
+from agent.connection import ClosedEarly, Explained, make_client
 from agent.logs import Throttle
 from agent.metrics import Histogram
 from agent.store import StorageUnavailable, Store
@@ -155,9 +155,16 @@ class Forwarder:
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
-        if not self._stopping.is_set():
+        if self._stopping.is_set():
+            return
+        if was_connected:
             log.warning("upstream disconnected (%s); alerts stay in the outbox", rc)
+            return
+        # Closed before the CONNACK: paho only knows "Unspecified error" (issue #13).
+        why = ClosedEarly(self.broker, "upstream")
+        self._warn.warning("closed", "upstream disconnected (%s) before its CONNACK: %s", rc, why)
 
     def _on_publish(self, _c: object, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
         self._events.put((mid, not rc.is_failure))
