@@ -29,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig, ForwardConfig
 from agent.connection import ClosedEarly, Explained, make_client
+from agent.envelope import MAX_MESSAGE_BYTES
 from agent.logs import Throttle
 from agent.metrics import Histogram
 from agent.store import StorageUnavailable, Store
@@ -73,6 +74,8 @@ class Forwarder:
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
         self.subscriptions = subscriptions or []
+        self._followed: set[str] = set()  # see `follow`
+        self._follow_lock = threading.Lock()
         if on_message is not None:
             self.client.on_message = lambda _c, _u, msg: on_message(msg.topic, msg.payload)
         self.connected = threading.Event()
@@ -94,9 +97,38 @@ class Forwarder:
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
 
     def start(self) -> None:
-        self.client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive)
+        # Anyone may publish on the push topics: a message larger than any push chunk is
+        # dropped by the broker, never read into memory (MQTT 5 Maximum Packet Size; issue #13).
+        connect = Properties(PacketTypes.CONNECT)
+        connect.MaximumPacketSize = MAX_MESSAGE_BYTES
+        self.client.connect_async(
+            self.broker.host, self.broker.port, self.broker.keepalive, properties=connect
+        )
         self.client.loop_start()
         self._thread.start()
+
+    def follow(self, topics: set[str]) -> None:
+        """Be subscribed to exactly these topics beside `subscriptions`: the chunks of a
+        verified push, asked for a few at a time; renewed on every connect."""
+        with self._follow_lock:
+            new, gone = topics - self._followed, self._followed - topics
+            self._followed = set(topics)
+        # Not connected: paho refuses, and the next connect subscribes to them.
+        if new:
+            self.client.subscribe([(topic, 1) for topic in sorted(new)])
+        if gone:
+            self.client.unsubscribe(sorted(gone))
+
+    def resubscribe(self) -> None:
+        """Subscribe again: the broker sends what is retained there again (MQTT 5 retain
+        handling 0), pushes dropped from a full push queue included."""
+        topics = self._topics()
+        if topics and self.connected.is_set():
+            self.client.subscribe([(topic, 1) for topic in topics])
+
+    def _topics(self) -> list[str]:
+        with self._follow_lock:
+            return [*self.subscriptions, *sorted(self._followed)]
 
     def notify(self) -> None:
         """New alerts are in the outbox."""
@@ -143,8 +175,9 @@ class Forwarder:
             log.warning("upstream refused connection: %s", rc)
             return
         log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
-        for topic in self.subscriptions:
-            self.client.subscribe(topic, qos=1)
+        topics = self._topics()
+        if topics:
+            self.client.subscribe([(topic, 1) for topic in topics])
         self.connected.set()
         self._status_due = 0.0
         self._events.put(None)
