@@ -34,11 +34,12 @@ def fleet_agent(
     started: list[AgentProcess] = []
 
     def start(
-        local: Mosquitto, upstream: Mosquitto, device: str, health_s: float = 2
+        local: Mosquitto, upstream: Mosquitto, device: str, health_s: float = 2, fleet: str = ""
     ) -> AgentProcess:
+        """`fleet`: more `[fleet]` lines."""
         extra = (
             f'[fleet]\ntrusted_keys = ["{keys[1]}"]\ngroups = ["{GROUP}"]\n'
-            f"health_check_s = {health_s}\nhealth_min_windows = 20\n"
+            f"health_check_s = {health_s}\nhealth_min_windows = 20\n{fleet}"
             "[forward]\nstatus_interval_s = 0.5\n"
         )
         agent = launch_agent(tmp_path / device, local, upstream, model_path, extra, device=device)
