@@ -10,12 +10,12 @@ import json
 import threading
 from pathlib import Path
 
-from agent.envelope import load_private_key, seal
+from agent.envelope import MAX_CHUNK_BYTES, load_private_key, seal
 from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from fleet.push import push_topic
 from fleet.replay import readings_from_csv, replay
-from tests.conftest import SimData, wait_status
+from tests.conftest import SimData, run_cli, wait_status
 from tests.fleet import test_push
 from tests.fleet.test_push import GROUP, _last_push, _push_cli
 
@@ -157,3 +157,22 @@ def test_a_push_whose_chunks_never_come_is_reported_incomplete(broker, fleet_age
     assert status["config_version"] == 0, "nothing was applied"
     assert agent.process.poll() is None
     assert agent.stop() == 0
+
+
+def test_the_largest_messages_edge_fleet_sends_pass_the_packet_size_limit(
+    broker, fleet_agent, keys, tmp_path: Path
+):
+    local, upstream = broker("local"), broker("upstream")
+    fleet_agent(local, upstream, "gw-l")
+    wait_status(upstream.port, "online", device="gw-l")
+    # 600 KiB: two full chunks of the default (and largest) size and a bit.
+    overlay = tmp_path / "overlay.toml"
+    overlay.write_text("[alerts]\nfire_after = 5\n" + ("#" * 1023 + "\n") * 600)
+    sent = _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-l", version=6)
+    assert sent["chunks"] == 3
+    _last_push(upstream, "gw-l", "applied", 6)
+    too_big = run_cli(
+        *("fleet", "push-config", str(overlay), "--device", "gw-l", "--key", str(keys[0])),
+        *("--broker", upstream.address, "--chunk-size", str(MAX_CHUNK_BYTES + 1)),
+    )
+    assert too_big.returncode == 2 and "chunk size must be 1 to 262144" in too_big.stderr
