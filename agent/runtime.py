@@ -377,6 +377,8 @@ class Agent:
             self.forwarder.status_changed()
         dropped = self._pushes.dropped
         if dropped > self._drops_seen and not self._pushes and now >= self._ask_again_due:
+            log.info("asking for the retained pushes again (%d fleet messages dropped)",
+                     dropped - self._drops_seen)  # fmt: skip
             self._drops_seen, self._ask_again_due = dropped, now + _ASK_AGAIN_S
             self.forwarder.resubscribe()
 
