@@ -75,6 +75,7 @@ class Forwarder:
         self.client.on_connect_fail = self._on_connect_fail
         self.subscriptions = subscriptions or []
         self._followed: set[str] = set()  # see `follow`
+        self._answered = False  # the broker answered this connection's CONNECT
         self._follow_lock = threading.Lock()
         if on_message is not None:
             self.client.on_message = lambda _c, _u, msg: on_message(msg.topic, msg.payload)
@@ -171,6 +172,7 @@ class Forwarder:
     def _on_connect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
+        self._answered = True
         if rc.is_failure:
             log.warning("upstream refused connection: %s", rc)
             return
@@ -188,12 +190,15 @@ class Forwarder:
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
-        was_connected = self.connected.is_set()
+        was_connected, answered = self.connected.is_set(), self._answered
         self.connected.clear()
+        self._answered = False
         if self._stopping.is_set():
             return
         if was_connected:
             log.warning("upstream disconnected (%s); alerts stay in the outbox", rc)
+            return
+        if answered:  # a refusal, already logged
             return
         # Closed before the CONNACK: paho only knows "Unspecified error" (issue #13).
         why = ClosedEarly(self.broker, "upstream")
