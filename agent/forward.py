@@ -10,6 +10,10 @@ sent (and counted); younger ones carry the rest of their life as the MQTT 5 mess
 Retained status "online" once connected upstream and subscribed to readings (so "online" means
 consuming), refreshed with buffer figures every `status_interval_s`; "offline" as Last Will and
 on a clean stop.
+
+The same connection takes fleet pushes: it subscribes to their envelope topics, and to the chunk
+topics the agent asks for (`follow`) once an envelope is verified; its CONNECT asks the broker
+for no packet over `MAX_MESSAGE_BYTES`, since anyone may publish there.
 """
 
 from __future__ import annotations
@@ -75,8 +79,8 @@ class Forwarder:
         self.client.on_connect_fail = self._on_connect_fail
         self.subscriptions = subscriptions or []
         self._followed: set[str] = set()  # see `follow`
-        self._answered = False  # the broker answered this connection's CONNECT
         self._follow_lock = threading.Lock()
+        self._answered = False  # the broker answered this connection's CONNECT
         if on_message is not None:
             self.client.on_message = lambda _c, _u, msg: on_message(msg.topic, msg.payload)
         self.connected = threading.Event()
