@@ -320,6 +320,13 @@ class FleetConfig(_Section):
     health_min_windows: int = Field(
         default=20, ge=1, description="Windows scored before the critical share is judged."
     )
+    chunk_timeout_s: float = Field(
+        default=600.0,
+        ge=1,
+        description="A signed push sent in chunks whose chunks have not all come this long "
+        "after its envelope is reported `incomplete` and what it held is freed; its retained "
+        "envelope is fetched again at the next start or reconnect.",
+    )
 
 
 class AgentConfig(_Section):

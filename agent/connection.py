@@ -6,7 +6,10 @@ come from a file or an environment variable at connect time; they are never logg
 config only ever holds where they are.
 
 paho's reconnect loop knows only *that* a connection failed; `transport_problem` says why
-(refused, unreachable, certificate not trusted, wrong name), for the log and `doctor`.
+(refused, unreachable, certificate not trusted, wrong name), for the log and `doctor`. A broker
+that closes the connection before its CONNACK leaves paho with "Unspecified error";
+`ClosedEarly` says what to check, first whether plain MQTT went to a port that speaks TLS
+(issue #13).
 """
 
 from __future__ import annotations
@@ -91,6 +94,20 @@ def transport_problem(broker: BrokerConfig, timeout: float = 5.0) -> str | None:
     return None
 
 
+def speaks_tls(broker: BrokerConfig, timeout: float = 5.0) -> bool:
+    """Whether the broker's port completes a TLS handshake (certificate not checked: this only
+    asks which protocol the port speaks, and nothing is sent after the handshake)."""
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((broker.host, broker.port), timeout=timeout) as sock:
+            probe.wrap_socket(sock, server_hostname=broker.host).close()
+    except (OSError, ssl.SSLError):
+        return False
+    return True
+
+
 def mqtt_problem(broker: BrokerConfig, client_id: str, timeout: float = 5.0) -> str | None:
     """Why the broker does not accept an MQTT session from us (transport, credentials); None
     when it does. Connects with `client_id`, which must not be the agent's own (that would
@@ -134,3 +151,30 @@ class Explained:
             return transport_problem(self.broker) or "the broker closed the connection"
         except ConfigError as exc:
             return str(exc)
+
+
+class ClosedEarly:
+    """Why a broker closed the connection before accepting the MQTT session, worked out only
+    when formatted (like `Explained`). `section` names the config section to fix."""
+
+    def __init__(self, broker: BrokerConfig, section: str) -> None:
+        self.broker = broker
+        self.section = section
+
+    def __str__(self) -> str:
+        where = f"{self.broker.host}:{self.broker.port}"
+        try:
+            problem = transport_problem(self.broker)
+        except ConfigError as exc:
+            return str(exc)
+        if problem is not None:
+            return problem
+        if self.broker.tls is None and speaks_tls(self.broker):
+            return (
+                f"{where} speaks TLS and the agent sent plain MQTT: set [{self.section}.tls] "
+                f"(ca_file) for this port, or use the broker's plain MQTT port"
+            )
+        return (
+            f"{where} closed the connection before accepting the MQTT session: check the "
+            f"broker's log (client id, credentials, client certificate, connection limits)"
+        )

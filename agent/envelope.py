@@ -30,6 +30,12 @@ if TYPE_CHECKING:  # imported where used: an agent that takes no pushes never lo
 
 KINDS = ("config", "model", "rollback")
 MAX_CONTENT_BYTES = 64 * 1024 * 1024  # the model size limit; configs are far smaller
+# The largest chunk (and inline content) `edge-fleet push` sends.
+MAX_CHUNK_BYTES = 256 * 1024
+# The largest fleet message the agent reads: a chunk of MAX_CHUNK_BYTES in base64 (4/3) plus
+# its JSON, topic and MQTT header (under 1 KiB), with headroom. The upstream CONNECT asks the
+# broker for no larger packet, so that a bigger one is dropped there, never read (issue #13).
+MAX_MESSAGE_BYTES = 512 * 1024
 _FIELDS = ("kind", "target", "version", "created_at", "sha256", "size", "chunks", "key_id")
 
 

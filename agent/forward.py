@@ -10,6 +10,10 @@ sent (and counted); younger ones carry the rest of their life as the MQTT 5 mess
 Retained status "online" once connected upstream and subscribed to readings (so "online" means
 consuming), refreshed with buffer figures every `status_interval_s`; "offline" as Last Will and
 on a clean stop.
+
+The same connection takes fleet pushes: it subscribes to their envelope topics, and to the chunk
+topics the agent asks for (`follow`) once an envelope is verified; its CONNECT asks the broker
+for no packet over `MAX_MESSAGE_BYTES`, since anyone may publish there.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig, ForwardConfig
-from agent.connection import Explained, make_client
+from agent.connection import ClosedEarly, Explained, make_client
+from agent.envelope import MAX_MESSAGE_BYTES
 from agent.logs import Throttle
 from agent.metrics import Histogram
 from agent.store import StorageUnavailable, Store
@@ -73,6 +78,9 @@ class Forwarder:
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
         self.subscriptions = subscriptions or []
+        self._followed: set[str] = set()  # see `follow`
+        self._follow_lock = threading.Lock()
+        self._answered = False  # the broker answered this connection's CONNECT
         if on_message is not None:
             self.client.on_message = lambda _c, _u, msg: on_message(msg.topic, msg.payload)
         self.connected = threading.Event()
@@ -94,9 +102,38 @@ class Forwarder:
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
 
     def start(self) -> None:
-        self.client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive)
+        # Anyone may publish on the push topics: a message larger than any push chunk is
+        # dropped by the broker, never read into memory (MQTT 5 Maximum Packet Size; issue #13).
+        connect = Properties(PacketTypes.CONNECT)
+        connect.MaximumPacketSize = MAX_MESSAGE_BYTES
+        self.client.connect_async(
+            self.broker.host, self.broker.port, self.broker.keepalive, properties=connect
+        )
         self.client.loop_start()
         self._thread.start()
+
+    def follow(self, topics: set[str]) -> None:
+        """Be subscribed to exactly these topics beside `subscriptions`: the chunks of a
+        verified push, asked for a few at a time; renewed on every connect."""
+        with self._follow_lock:
+            new, gone = topics - self._followed, self._followed - topics
+            self._followed = set(topics)
+        # Not connected: paho refuses, and the next connect subscribes to them.
+        if new:
+            self.client.subscribe([(topic, 1) for topic in sorted(new)])
+        if gone:
+            self.client.unsubscribe(sorted(gone))
+
+    def resubscribe(self) -> None:
+        """Subscribe again: the broker sends what is retained there again (MQTT 5 retain
+        handling 0), pushes dropped from a full push queue included."""
+        topics = self._topics()
+        if topics and self.connected.is_set():
+            self.client.subscribe([(topic, 1) for topic in topics])
+
+    def _topics(self) -> list[str]:
+        with self._follow_lock:
+            return [*self.subscriptions, *sorted(self._followed)]
 
     def notify(self) -> None:
         """New alerts are in the outbox."""
@@ -139,12 +176,14 @@ class Forwarder:
     def _on_connect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
+        self._answered = True
         if rc.is_failure:
             log.warning("upstream refused connection: %s", rc)
             return
         log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
-        for topic in self.subscriptions:
-            self.client.subscribe(topic, qos=1)
+        topics = self._topics()
+        if topics:
+            self.client.subscribe([(topic, 1) for topic in topics])
         self.connected.set()
         self._status_due = 0.0
         self._events.put(None)
@@ -155,9 +194,19 @@ class Forwarder:
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
+        was_connected, answered = self.connected.is_set(), self._answered
         self.connected.clear()
-        if not self._stopping.is_set():
+        self._answered = False
+        if self._stopping.is_set():
+            return
+        if was_connected:
             log.warning("upstream disconnected (%s); alerts stay in the outbox", rc)
+            return
+        if answered:  # a refusal, already logged
+            return
+        # Closed before the CONNACK: paho only knows "Unspecified error" (issue #13).
+        why = ClosedEarly(self.broker, "upstream")
+        self._warn.warning("closed", "upstream disconnected (%s) before its CONNACK: %s", rc, why)
 
     def _on_publish(self, _c: object, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
         self._events.put((mid, not rc.is_failure))

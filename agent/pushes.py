@@ -26,6 +26,7 @@ import tomllib
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,6 @@ from pydantic import BaseModel
 from agent.atomic import write_atomically
 from agent.config import AgentConfig, ConfigError, load_config, path_keys
 from agent.envelope import (
-    MAX_CONTENT_BYTES,
     Envelope,
     PushRejected,
     check_content,
@@ -43,6 +43,7 @@ from agent.envelope import (
     load_public_key,
     open_envelope,
 )
+from agent.logs import Throttle
 from agent.score import ORT_RUN_ERRORS, Scorer
 from agent.validate import check_runnable
 
@@ -66,6 +67,10 @@ SECTIONS = frozenset(
     if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
 )
 KINDS = ("config", "model")
+# Chunks of a verified push asked for at a time (each at most MAX_MESSAGE_BYTES on the wire).
+_CHUNK_WINDOW = 4
+# A rejection is written to state.json at most this often; accepted pushes are written at once.
+_SAVE_REJECTIONS_EVERY_S = 10.0
 
 
 def fleet_dir(data_dir: Path) -> Path:
@@ -143,9 +148,10 @@ class FleetState:
         write_atomically(folder / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
 
     def record(self, doc: dict[str, Any]) -> None:
-        """A push's report: the last one, and, once it is an outcome, one of the recent."""
+        """A push's report: the last one, and, once it is the outcome of a verified push, one
+        of the recent (a flood of unsigned junk must not push a rollback's reason out)."""
         self.last_push = doc
-        if doc["status"] != "checking":
+        if doc["status"] != "checking" and doc["version"] is not None:
             self.recent_pushes = [*self.recent_pushes, doc][-RECENT_PUSHES:]
 
     def passed(self) -> None:
@@ -220,11 +226,25 @@ def _has_dotted(raw: dict[str, Any], dotted: str) -> bool:
 
 @dataclass
 class Chunked:
-    """An envelope waiting for its chunks."""
+    """A verified envelope waiting for its chunks, which are asked for from `topic`/chunk/<n>
+    a few at a time until `deadline` (monotonic)."""
 
     envelope: Envelope
     stream: str
+    topic: str
+    deadline: float
     parts: dict[int, bytes] = field(default_factory=dict)
+    held: int = 0  # bytes in parts
+    first_missing: int = 0
+
+    def wanted(self, window: int) -> list[int]:
+        """The first `window` chunk indexes not here yet."""
+        while self.first_missing in self.parts:
+            self.first_missing += 1
+        missing = (
+            i for i in range(self.first_missing, self.envelope.chunks) if i not in self.parts
+        )
+        return list(islice(missing, window))
 
 
 def stream_of(envelope: Envelope) -> str:
@@ -329,16 +349,30 @@ class Desk:
         self.targets = {f"{prefix}/fleet/device/{device}": f"device:{device}"} | {
             f"{prefix}/fleet/group/{g}": f"group:{g}" for g in config.fleet.groups
         }
+        # Nothing from a chunk topic is kept before its signed envelope is verified (issue #13:
+        # junk chunks held for envelopes that never come exhausted memory); `chunk_topics`
+        # then names the chunks to subscribe to, and the broker sends their retained copies.
         self._waiting: dict[str, Chunked] = {}
         self.deferred: list[tuple[str, bytes]] = []  # pushes waiting for a trial to end
-        self._early: dict[str, dict[int, tuple[str, bytes]]] = {}  # chunks before their envelope
+        self._warn = Throttle(log)
+        self._unsaved = False  # a rejection not yet in state.json
+        self._save_due = 0.0  # monotonic
 
     @property
     def enabled(self) -> bool:
         return bool(self.trusted)
 
     def subscriptions(self) -> list[str]:
-        return [f"{base}/#" for base in self.targets] if self.enabled else []
+        """The envelope topics only: chunks are subscribed to once their envelope is verified."""
+        return [f"{base}/{kind}" for base in self.targets for kind in KINDS] if self.enabled else []
+
+    def chunk_topics(self) -> set[str]:
+        """The chunk topics the verified envelopes waiting now need next."""
+        return {
+            f"{waiting.topic}/chunk/{index}"
+            for waiting in self._waiting.values()
+            for index in waiting.wanted(_CHUNK_WINDOW)
+        }
 
     def offer(self, topic: str, payload: bytes) -> Decision | None:
         """One message from a push topic; None when there is nothing to report (yet)."""
@@ -362,10 +396,12 @@ class Desk:
                 return None
             self._check_precedence(env, kind)
             if self._on_trial_other_than(kind):
-                self.deferred.append((topic, payload))  # offered again once the trial ends
+                # Offered again once the trial ends; a retained copy sent again replaces it.
+                self.deferred = [d for d in self.deferred if d[0] != topic]
+                self.deferred.append((topic, payload))
                 return None
             if env.content is None:
-                return self._wait_for_chunks(env, f"{target}/{kind}")
+                return self._wait_for_chunks(env, f"{target}/{kind}", topic)
             return self._decide(env, kind)
         except PushRejected as exc:
             # An envelope that failed verification claims nothing we believe, its version too.
@@ -395,7 +431,10 @@ class Desk:
         return None
 
     def _chunk(self, stream: str, index: int, payload: bytes) -> Decision | None:
-        """A chunk: kept until its envelope (which may come before or after it) is here."""
+        """A chunk of a verified envelope waiting for it; anything else is dropped unread."""
+        waiting = self._waiting.get(stream)
+        if waiting is None or index >= waiting.envelope.chunks or index in waiting.parts:
+            return None
         if not payload:
             return None
         try:
@@ -403,21 +442,52 @@ class Desk:
             sha, data = str(doc["sha256"]), base64.b64decode(doc["data"], validate=True)
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None  # not one of ours; the sha256 check on joining catches anything wrong
-        waiting = self._waiting.get(stream)
-        if waiting is None or waiting.envelope.sha256 != sha:
-            early = self._early.setdefault(stream, {})
-            if sum(len(d) for _, d in early.values()) + len(data) <= MAX_CONTENT_BYTES:
-                early[index] = (sha, data)
+        env = waiting.envelope
+        if sha != env.sha256:
             return None
+        if waiting.held + len(data) > env.size:
+            del self._waiting[stream]
+            reason = f"chunks hold more than the signed {env.size} bytes"
+            return self._reject(env.kind, env.target, reason, env.version)
         waiting.parts[index] = data
+        waiting.held += len(data)
         return self._try_join(stream)
 
-    def _wait_for_chunks(self, env: Envelope, stream: str) -> Decision | None:
-        waiting = Chunked(env, stream)
-        early = self._early.pop(stream, {})
-        waiting.parts = {i: d for i, (sha, d) in early.items() if sha == env.sha256}
-        self._waiting[stream] = waiting
-        return self._try_join(stream)
+    def _wait_for_chunks(self, env: Envelope, stream: str, topic: str) -> Decision | None:
+        """Start asking for the chunks of a verified envelope (see `chunk_topics`)."""
+        waiting = self._waiting.get(stream)
+        if waiting is not None and (waiting.envelope.version, waiting.envelope.sha256) == (
+            env.version,
+            env.sha256,
+        ):
+            return None  # its retained copy again: keep the chunks that came
+        if not 0 < env.chunks <= env.size:
+            raise PushRejected(f"{env.chunks} chunks cannot hold {env.size} bytes")
+        timeout = self.config.fleet.chunk_timeout_s
+        self._waiting[stream] = Chunked(env, stream, topic, time.monotonic() + timeout)
+        log.info("push %s v%d from %s: fetching %d chunks", env.kind, env.version, env.target,
+                 env.chunks)  # fmt: skip
+        return None
+
+    def expire(self, now: float) -> Decision | None:
+        """Report `incomplete` and free the pushes whose chunks did not all come within
+        `fleet.chunk_timeout_s` of their envelope (issue #13); None when there is none."""
+        decision = None
+        for stream, waiting in list(self._waiting.items()):
+            if now < waiting.deadline:
+                continue
+            del self._waiting[stream]
+            env, kind = waiting.envelope, stream.rsplit("/", 1)[1]
+            reason = (
+                f"{len(waiting.parts)} of {env.chunks} chunks came within "
+                f"{self.config.fleet.chunk_timeout_s:.0f}s of the envelope"
+            )
+            log.warning("push %s v%d from %s incomplete: %s", kind, env.version, env.target,
+                        reason)  # fmt: skip
+            self.state.record(_push_doc(kind, "incomplete", reason, env.version, env.target))
+            self._save_soon()
+            decision = Decision(False, "incomplete", reason)
+        return decision
 
     def _try_join(self, stream: str) -> Decision | None:
         waiting = self._waiting[stream]
@@ -541,13 +611,36 @@ class Desk:
             smoke_score(scorer, self.sensors)
 
     def _reject(self, kind: str, target: str, reason: str, version: int | None) -> Decision:
-        log.warning("push %s from %s rejected: %s", kind, target, reason)
+        # Anyone can publish here: one line per stream per 10 s, not one per message.
+        self._warn.warning(
+            f"rejected {target}/{kind}", "push %s from %s rejected: %s", kind, target, reason
+        )
         self.state.record(_push_doc(kind, "rejected", reason, version, target))
+        self._save_soon()
+        return Decision(False, "rejected", reason)
+
+    def _save_soon(self) -> None:
+        """A rejection or an incomplete push goes to state.json at most once per
+        `_SAVE_REJECTIONS_EVERY_S` (issue #13: two fsyncs per unsigned message stalled the
+        agent); the status reports it meanwhile."""
+        self._unsaved = True
+        self.tick(time.monotonic())
+
+    def tick(self, now: float) -> None:
+        """Between batches: write what `_save_soon` held back, once it is due."""
+        if self._unsaved and now >= self._save_due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write a held-back record now (at shutdown, or when due)."""
+        if not self._unsaved:
+            return
+        self._unsaved = False
+        self._save_due = time.monotonic() + _SAVE_REJECTIONS_EVERY_S
         try:
             self.state.save(self.folder)
         except OSError as exc:  # a full disk: the rejection is still reported upstream
             log.error("cannot save the fleet state: %s", exc)
-        return Decision(False, "rejected", reason)
 
     # -- after the switch ---------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from agent.ingest import REASONS, DeadLetter, Parser, Readings
 from agent.logs import Throttle
 from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.notify import Notifier, Watchdog
+from agent.push_queue import PushQueue
 from agent.pushes import PROCESS, Desk, Health, load_effective
 from agent.readings import LEVEL_NAMES, ReadingBlock
 from agent.score import Scorer
@@ -75,6 +76,14 @@ _BURST_QUIET_S = 0.1
 # that then finds the inbox empty waits once for _LINGER_S.
 _STREAM_WAIT_S = 0.0003
 _LINGER_S = 0.001
+# Fleet messages (anyone on the upstream broker can send them, issue #13): the queue from the
+# upstream thread holds a few of the largest, and one turn of the main loop decides at most
+# _FLEET_TURN_MESSAGES of them or spends _FLEET_TURN_S, so the pipeline and the watchdog keep
+# their turns whatever comes in.
+_PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES = 256, 4 * 1024 * 1024
+_FLEET_TURN_MESSAGES, _FLEET_TURN_S = 32, 0.05
+_REPORT_EVERY_S = 1.0  # rejections reach the status at most this often
+_ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are asked for again
 
 
 class _Message(NamedTuple):
@@ -177,7 +186,9 @@ class Agent:
         self.desk = Desk(config, source, manifest.sensor_names) if source else None
         if self.desk is not None and not self.desk.enabled:
             self.desk = None
-        self._pushes: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._pushes = PushQueue(_PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES)
+        self._report_pending, self._report_due = False, 0.0
+        self._drops_seen, self._ask_again_due = 0, 0.0
         self.health = self._health_check()
         self.forwarder = Forwarder(
             config.upstream,
@@ -187,7 +198,7 @@ class Agent:
             status_topic=f"{prefix}/{device}/status",
             status=self._status,
             subscriptions=self.desk.subscriptions() if self.desk else [],
-            on_message=lambda topic, payload: self._pushes.put((topic, payload)),
+            on_message=self._on_push,
             latency=self.latency,
         )
         self._stopping = False
@@ -244,7 +255,7 @@ class Agent:
                         break
                 if self._retry and stop.wait(self._retry_delay):
                     break
-                self._process(self._retry or self._take(timeout=0.2))
+                self._process(self._retry or self._take(timeout=0 if self._pushes else 0.2))
         finally:
             self._shut_down(final=next_config is None or stop.is_set())
         return next_config
@@ -272,6 +283,8 @@ class Agent:
         """Commit and acknowledge what is held, disconnect, drain; `final` says offline (not
         when another pipeline takes over in this process)."""
         self._stopping = True
+        if self.desk is not None:
+            self.desk.flush()
         if final:
             self.notifier.stopping()
         else:
@@ -305,16 +318,10 @@ class Agent:
         config to switch to, if any."""
         if self.desk is None:
             return None
-        while True:
-            try:
-                topic, payload = self._pushes.get_nowait()
-            except queue.Empty:
-                break
-            decision = self.desk.offer(topic, payload)
-            if decision is not None:
-                self.forwarder.status_changed()
-                if decision.switch:
-                    return load_effective(*self.desk.source)
+        if self._take_pushes():
+            self.forwarder.status_changed()
+            return load_effective(*self.desk.source)
+        self._fleet_upkeep()
         if self.health is None:
             return None
         fleet = self.config.fleet
@@ -326,11 +333,58 @@ class Agent:
         if verdict == "":
             self.desk.passed()
             for deferred in self.desk.deferred:  # pushes that waited for this trial
-                self._pushes.put(deferred)
+                self._pushes.put(*deferred)
             self.desk.deferred.clear()
             return None
         self.desk.roll_back(verdict)
         return load_effective(*self.desk.source)
+
+    def _on_push(self, topic: str, payload: bytes) -> None:
+        """In the upstream connection's thread: queue a fleet message, or drop it (counted)."""
+        if not self._pushes.put(topic, payload):
+            self._warn.warning(
+                "push-queue",
+                "fleet message dropped: the push queue is full (dropped=%d) topic=%s",
+                self._pushes.dropped,
+                topic,
+            )
+
+    def _take_pushes(self) -> bool:
+        """Decide the queued fleet messages, within this turn's budget; True to switch."""
+        assert self.desk is not None
+        deadline = time.monotonic() + _FLEET_TURN_S
+        for _ in range(_FLEET_TURN_MESSAGES):
+            message = self._pushes.get()
+            if message is None:
+                break
+            decision = self.desk.offer(*message)
+            if decision is not None:
+                if decision.switch:
+                    return True
+                self._report_pending = True
+            if time.monotonic() >= deadline:
+                break
+        return False
+
+    def _fleet_upkeep(self) -> None:
+        """Time out incomplete pushes, write held-back state, ask for the chunks wanted next,
+        report rejections (at most once per _REPORT_EVERY_S), and after drops from a full push
+        queue ask the broker for the retained pushes again."""
+        assert self.desk is not None
+        now = time.monotonic()
+        if self.desk.expire(now) is not None:
+            self._report_pending = True
+        self.desk.tick(now)
+        self.forwarder.follow(self.desk.chunk_topics())
+        if self._report_pending and now >= self._report_due:
+            self._report_pending, self._report_due = False, now + _REPORT_EVERY_S
+            self.forwarder.status_changed()
+        dropped = self._pushes.dropped
+        if dropped > self._drops_seen and not self._pushes and now >= self._ask_again_due:
+            log.info("asking for the retained pushes again (%d fleet messages dropped)",
+                     dropped - self._drops_seen)  # fmt: skip
+            self._drops_seen, self._ask_again_due = dropped, now + _ASK_AGAIN_S
+            self.forwarder.resubscribe()
 
     def _turn(self) -> None:
         """Once per turn of the main loop: progress for the watchdog, a status line for

@@ -2,7 +2,9 @@
 
 Pushes are retained, so that a device that is offline gets the latest when it returns:
 `<prefix>/fleet/device/<id>/<kind>` for one device, `<prefix>/fleet/group/<group>/<kind>` for a
-group; large content goes first as retained chunks at `.../<kind>/chunk/<n>`, then the envelope.
+group; large content goes first as retained chunks at `.../<kind>/chunk/<n>`, then the
+envelope. Chunks must be retained: an agent asks for them only once it has verified their
+envelope.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from agent.config import IDENTIFIER_PATTERN, BrokerConfig
-from agent.envelope import load_private_key, seal
+from agent.envelope import MAX_CHUNK_BYTES, load_private_key, seal
 from fleet.mqtt import FleetError, connect
 
-DEFAULT_CHUNK_BYTES = 256 * 1024
+DEFAULT_CHUNK_BYTES = MAX_CHUNK_BYTES
 
 
 def push_topic(prefix: str, target: str, kind: str) -> str:
@@ -47,6 +49,9 @@ def publish_push(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> dict[str, object]:
     """Sign and publish; returns the envelope (without its inline content)."""
+    if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+        # Agents refuse larger messages (the Maximum Packet Size of their upstream connection).
+        raise ValueError(f"the chunk size must be 1 to {MAX_CHUNK_BYTES} bytes")
     topic_kind = kind if kind != "rollback" else json.loads(content)["kind"]
     topic = push_topic(prefix, target, topic_kind)
     envelope, chunks = seal(

@@ -166,6 +166,13 @@ class AgentProcess:
     def wait_logged(self, text: str, count: int = 1, timeout: float = 30) -> None:
         wait_for(lambda: self.logged(text) >= count, timeout, f"{text!r} x{count} in {self.log}")
 
+    def peak_rss_mib(self) -> float:
+        """The process's peak resident memory so far (VmHWM), MiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(f"no VmHWM for {self.process.pid}")
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

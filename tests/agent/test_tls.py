@@ -261,3 +261,14 @@ def test_tls_doctor_names_a_broker_certificate_it_does_not_trust(
     assert "FAIL broker upstream" in done.stdout
     assert "broker certificate rejected" in done.stdout and "tls.ca_file" in done.stdout
     assert "ok   broker local" in done.stdout
+
+
+def test_tls_plain_mqtt_to_a_tls_port_says_what_to_check(broker, tls_broker, start_agent, pki: Pki):
+    local, upstream = broker("local"), tls_broker("upstream")
+    # No [upstream.tls]: plain MQTT to the TLS listener, which closes the connection.
+    agent = start_agent(local, upstream.broker, upstream_keys=f"port = {upstream.tls_port}\n")
+    agent.wait_logged(f"127.0.0.1:{upstream.tls_port} speaks TLS")
+    assert agent.logged("set [upstream.tls]")
+    assert _retained_status(upstream.broker.port) is None, "nothing went in plain text"
+    assert agent.process.poll() is None, "the agent keeps running and retrying"
+    assert agent.stop() == 0

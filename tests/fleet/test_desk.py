@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,7 @@ def test_recent_push_outcomes_survive_later_reports(desk):
     for version in range(2, 1 + RECENT_PUSHES):
         payload, _, _ = _signed(key, "config", version, b'[alerts]\ncolour = "red"\n')
         assert d.offer(f"{BASE}/config", payload).status == "rejected"
+    d.flush()  # rejections are written at most once per interval
     status = Desk(d.config, d.source, d.sensors).status()  # from the saved state
     assert status["last_push"]["status"] == "rejected"
     assert status["recent_pushes"][0]["reason"] == "could not start: port in use"
@@ -197,3 +199,68 @@ def test_a_trial_lasts_its_time_whatever_the_wall_clock_does(monkeypatch, step_s
     assert health.verdict(20, 0.5) is None, "1 s into a 60 s trial: undecided"
     clocks.monotonic += 59
     assert health.verdict(20, 0.5) == "", "60 s of elapsed time: healthy"
+
+
+def _chunk_body(sha: str, index: int, data: bytes) -> bytes:
+    body = {"sha256": sha, "index": index, "data": base64.b64encode(data).decode()}
+    return json.dumps(body).encode()
+
+
+def test_chunks_are_taken_only_for_a_verified_envelope_a_few_at_a_time(desk):
+    d, key = desk
+    content = b"[alerts]\nfire_after = 4\n" + b"#" * 976  # 1,000 bytes: ten chunks of 100
+    doc, chunks = seal(key, "config", f"device:{DEVICE}", 3, content, chunk_bytes=100)
+    sha = doc["sha256"]
+    # Chunks before their envelope (real ones and junk) are not kept: the broker keeps them.
+    for index, data in enumerate(chunks):
+        assert d.offer(f"{BASE}/config/chunk/{index}", _chunk_body(sha, index, data)) is None
+    assert d.offer(f"{BASE}/model/chunk/0", _chunk_body("0" * 64, 0, b"junk" * 1000)) is None
+    assert d.chunk_topics() == set()
+    assert d.offer(f"{BASE}/config", json.dumps(doc).encode()) is None
+    assert d.chunk_topics() == {f"{BASE}/config/chunk/{i}" for i in range(4)}
+    # The same envelope again (its retained copy, on a resubscription) keeps what came.
+    assert d.offer(f"{BASE}/config/chunk/1", _chunk_body(sha, 1, chunks[1])) is None
+    assert d.offer(f"{BASE}/config", json.dumps(doc).encode()) is None
+    assert d.chunk_topics() == {f"{BASE}/config/chunk/{i}" for i in (0, 2, 3, 4)}
+    decision = None
+    for index in (0, 2, 3, 4, 5, 6, 7, 8, 9):
+        decision = d.offer(f"{BASE}/config/chunk/{index}", _chunk_body(sha, index, chunks[index]))
+    assert decision is not None and decision.switch
+    assert d.chunk_topics() == set()
+
+
+def test_a_push_whose_chunks_do_not_come_is_reported_incomplete_and_freed(desk):
+    d, key = desk
+    content = b"[alerts]\nfire_after = 4\n" + b"#" * 276  # 300 bytes: three chunks
+    doc, chunks = seal(key, "config", f"device:{DEVICE}", 3, content, chunk_bytes=100)
+    assert d.offer(f"{BASE}/config", json.dumps(doc).encode()) is None
+    assert d.offer(f"{BASE}/config/chunk/0", _chunk_body(doc["sha256"], 0, chunks[0])) is None
+    timeout = d.config.fleet.chunk_timeout_s
+    assert d.expire(time.monotonic()) is None, "not yet"
+    decision = d.expire(time.monotonic() + timeout + 1)
+    assert decision is not None and decision.status == "incomplete"
+    assert d.state.last_push["status"] == "incomplete" and d.state.last_push["version"] == 3
+    assert "1 of 3 chunks came" in d.state.last_push["reason"]
+    assert d.chunk_topics() == set() and d.state.current == {}
+    d.flush()
+    assert _saved(d)["last_push"]["status"] == "incomplete"
+
+
+def _saved(d: Desk) -> dict:
+    return json.loads((d.folder / "state.json").read_text())
+
+
+def test_rejections_are_written_at_most_once_per_interval_accepted_pushes_at_once(desk):
+    d, key = desk
+    d.offer(f"{BASE}/config", b'{"kind": "config"}')
+    assert _saved(d)["last_push"]["reason"] == "unsigned push", "the first one is written"
+    for _ in range(500):
+        d.offer(f"{BASE}/config", b"not json")
+    assert d.state.last_push["reason"].startswith("not a JSON envelope"), "reported at once"
+    assert _saved(d)["last_push"]["reason"] == "unsigned push", "not 500 writes"
+    d.tick(time.monotonic() + 11)
+    assert _saved(d)["last_push"]["reason"].startswith("not a JSON envelope"), "written when due"
+    d.offer(f"{BASE}/config", b"not json either")
+    payload, _, _ = _signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
+    assert d.offer(f"{BASE}/config", payload).switch
+    assert _saved(d)["last_push"]["status"] == "checking", "an accepted push is never held back"

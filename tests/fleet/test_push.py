@@ -45,10 +45,12 @@ def fleet_agent(
         health_s: float = 2,
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        fleet: str = "",
     ) -> AgentProcess:
+        """`fleet`: more `[fleet]` lines."""
         extra = (
             f'[fleet]\ntrusted_keys = ["{keys[1]}"]\ngroups = ["{GROUP}"]\n'
-            f"health_check_s = {health_s}\nhealth_min_windows = 20\n"
+            f"health_check_s = {health_s}\nhealth_min_windows = 20\n{fleet}"
             "[forward]\nstatus_interval_s = 0.5\n"
         )
         agent = launch_agent(
