@@ -264,3 +264,17 @@ def test_rejections_are_written_at_most_once_per_interval_accepted_pushes_at_onc
     payload, _, _ = _signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", payload).switch
     assert _saved(d)["last_push"]["status"] == "checking", "an accepted push is never held back"
+
+
+def test_a_flood_of_unsigned_junk_does_not_push_a_rollback_out_of_recent_pushes(desk):
+    """Anyone can publish on push topics: what fails verification shows in last_push only."""
+    d, key = desk
+    payload, _, _ = _signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
+    assert d.offer(f"{BASE}/config", payload).switch
+    d.roll_back("could not start: port in use")
+    for _ in range(2 * RECENT_PUSHES):
+        assert d.offer(f"{BASE}/config", b"not json").status == "rejected"
+    assert d.status()["last_push"]["reason"].startswith("not a JSON envelope")
+    recent = d.status()["recent_pushes"]
+    assert [p["status"] for p in recent] == ["rolled_back"], recent
+    assert recent[0]["reason"] == "could not start: port in use"
