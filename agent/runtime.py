@@ -351,7 +351,7 @@ class Agent:
             f"local {'up' if self._local_connected else 'down'}, "
             f"upstream {'up' if self.forwarder.connected.is_set() else 'down'}"
         )
-        storage = "storage ok" if self.storage_ok else "STORAGE FAILING"
+        storage = "storage ok" if self._storage_ok() else "STORAGE FAILING"
         return (
             f"{c.readings} readings, {c.alerts} alerts, {c.dead_letters} dead letters; "
             f"{links}; {storage}"
@@ -375,8 +375,12 @@ class Agent:
             host, port = self.metrics_server.server.server_address[:2]
             log.info("metrics on http://%s:%d/metrics", host, port)
 
+    def _storage_ok(self) -> bool:
+        """Commits go through and no other storage work (delivery records, expiry) fails."""
+        return self.storage_ok and self.store.problem() is None
+
     def _snapshot(self) -> Snapshot:
-        stats = self.store.stats()
+        stats = self.store.figures()
         c = self.counters
         return Snapshot(
             device_id=self.config.device.id,
@@ -394,7 +398,7 @@ class Agent:
             outbox_pending=stats["alerts_pending"],
             buffered_readings=stats["readings"],
             database_bytes=stats["database_bytes"],
-            storage_ok=self.storage_ok,
+            storage_ok=self._storage_ok(),
             local_connected=self._local_connected,
             upstream_connected=self.forwarder.connected.is_set(),
             publish_latency=self.forwarder.latency,
@@ -403,11 +407,12 @@ class Agent:
         )
 
     def _status(self) -> dict[str, object]:
-        stats = self.store.stats()
+        stats = self.store.figures()
         return {
             "device_id": self.config.device.id,
             "model": {**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
-            "storage": "ok" if self.storage_ok else "failing",
+            "storage": "ok" if self._storage_ok() else "failing",
+            "storage_problem": self.store.problem(),
             "buffer": {
                 k: stats[k]
                 for k in (

@@ -1,18 +1,25 @@
-"""The forwarder against a real upstream broker, on a real file system that fills up."""
+"""The forwarder against a real upstream broker: on a real file system that fills up, a
+database that turns read-only, a wall clock that jumps."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import agent.store
 from agent.alert import Alert
 from agent.config import BrokerConfig, ForwardConfig
 from agent.forward import Forwarder
-from agent.store import Batch, Store
+from agent.store import DB_NAME, Batch, Store
 from fleet.alerts import AlertSubscriber
-from tests.conftest import DEVICE, fill, wait_for
+from tests.conftest import DEVICE, fill, wait_for, wait_status
 
 ALERTS = 5
 
@@ -54,3 +61,89 @@ def test_alerts_delivered_on_a_full_disk_are_recorded_once_space_returns(
         forwarder.stop(drain_seconds=0)
         subscriber.close()
         store.close()
+
+
+def _forwarder(port: int, store: Store) -> Forwarder:
+    return Forwarder(
+        BrokerConfig(port=port),
+        ForwardConfig(),
+        store,
+        "forwarder-test",
+        status_topic=f"edge/{DEVICE}/status",
+        status=dict,
+    )
+
+
+def test_an_alert_raised_while_the_clock_was_a_month_behind_is_delivered(
+    broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """#13 item 8: a Pi without a real-time clock raises an alert before NTP has set its clock
+    (30 days behind); once the clock is right, the alert is seconds old, not 30 days."""
+    upstream = broker("upstream")
+    store = Store(tmp_path)
+    month_behind = time.time() - 30 * 86400
+    with monkeypatch.context() as clock:
+        fake = SimpleNamespace(time=lambda: month_behind, monotonic=time.monotonic)
+        clock.setattr(agent.store, "time", fake)
+        store.commit_batch(Batch(alerts=[_alert(1)]))
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    forwarder = _forwarder(upstream.port, store)
+    caplog.set_level(logging.WARNING, logger="agent.forward")
+    forwarder.start()
+    try:
+        assert subscriber.wait_until(lambda got: len(got) == 1, 30), caplog.text
+        wait_for(lambda: store.stats()["alerts_delivered"] == 1, 30, "the delivery recorded")
+        assert store.stats()["alerts_expired"] == 0
+        assert "expired" not in caplog.text
+    finally:
+        forwarder.stop(drain_seconds=0)
+        subscriber.close()
+        store.close()
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """`path` on a read-only bind mount of itself: the file cannot be written, even by root,
+    while its folder stays writable (as for a file on a read-only medium or made immutable)."""
+    mounted = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({mounted.stderr.decode().strip()}); needs root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_read_only_database_does_not_stop_delivery_and_the_status_says_why(
+    broker, start_agent, tmp_path: Path
+):
+    """#13 item 9: the agent starts on a database that cannot be written. The forwarder
+    used to die on "attempt to write a readonly database" before sending, the agent exited and
+    the retained status still said storage ok. Now the pending alerts go upstream, the agent
+    stays up and the status says storage is failing, and why."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    assert agent.stop() == 0
+    store = Store(agent.data_dir)
+    store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
+    store.close()
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    try:
+        with read_only(agent.data_dir / DB_NAME):
+            agent = start_agent(local, upstream)
+            assert subscriber.wait_until(lambda got: len(got) == 2, 30), agent.log.read_text()
+            status = wait_status(
+                upstream.port,
+                "online",
+                where=lambda s: (
+                    s.get("storage") == "failing"
+                    and "read-only" in (s.get("storage_problem") or "")
+                ),
+            )
+            assert status["buffer"]["alerts_pending"] == 2, "not recorded: the disk refuses"
+            assert agent.process.poll() is None, "the agent keeps running"
+            assert agent.stop() == 0
+    finally:
+        subscriber.close()

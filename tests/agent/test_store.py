@@ -12,6 +12,7 @@ import pytest
 from agent.alert import Alert
 from agent.budget import MIB, Budget
 from agent.export import ExportError, export_readings
+from agent.ingest import DeadLetter
 from agent.readings import INSERT, OLD_TABLE, ReadingBlock, _block_of_rows, stored_readings
 from agent.store import _SCHEMA, DB_NAME, AssetState, Batch, Store, open_existing
 from agent.window import WindowState
@@ -73,12 +74,123 @@ def test_at_the_hard_cap_the_oldest_pending_alerts_go_and_commits_go_on(tmp_path
     assert (tmp_path / DB_NAME).stat().st_size <= 1 * MIB + 64 * 1024
 
 
+class FakeMonotonic:
+    """A monotonic clock the test moves: what the store measures alert ages on."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_expired_alerts_are_counted_and_not_offered_again(tmp_path: Path):
-    store = Store(tmp_path)
+    clock = FakeMonotonic(1000.0)
+    store = Store(tmp_path, monotonic=clock)
     store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
-    assert store.expire(created_before=time.time() + 1) == 2
+    clock.now += 60
+    assert store.expire(older_than_s=60) == 0, "not older than the time to live"
+    clock.now += 1
+    assert store.expire(older_than_s=60) == 2
     assert store.pending(after_seq=0, limit=10) == []
     assert store.stats()["alerts_expired"] == 2
+
+
+def test_alert_age_is_running_time_whatever_the_wall_clock_does(tmp_path: Path, monkeypatch):
+    """#13 item 8: a wall clock stepped back a year neither stretches nor (stepped forward)
+    shortens an alert's time to live; the age counted survives a restart."""
+    ttl = 3600
+    clock = FakeMonotonic(50.0)
+    store = Store(tmp_path, monotonic=clock)
+    store.commit_batch(Batch(alerts=[_alert(1)]))
+    clock.now += 1000
+    store.close()
+    monkeypatch.setattr(time, "time", lambda: 1.0e9)  # stepped back decades (2001)
+    clock = FakeMonotonic(7.0)  # a reboot: the monotonic clock starts again
+    store = Store(tmp_path, monotonic=clock)
+    clock.now += ttl - 1000 - 1
+    assert store.expire(older_than_s=ttl) == 0
+    clock.now += 2
+    assert store.expire(older_than_s=ttl) == 1, "1000 s before the restart + the rest after"
+    store.close()
+
+
+def test_alerts_of_a_database_without_elapsed_time_get_their_whole_time_to_live(tmp_path: Path):
+    """A database from before elapsed time: its pending alerts, aged by a wall clock that may
+    have been wrong, start their time to live at the upgrade instead of expiring at once."""
+    month_ago = time.time() - 30 * 86400
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute(
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, "
+            "topic TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL, delivered_at REAL, "
+            "expired_at REAL)"
+        )
+        db.execute(
+            "INSERT INTO outbox (alert_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+            ("old", TOPIC, '{"id": "old"}', month_ago),
+        )
+    clock = FakeMonotonic(0.0)
+    store = Store(tmp_path, monotonic=clock)
+    assert store.expire(older_than_s=7 * 86400) == 0
+    assert [item.payload for item in store.pending(0, 10)] == [b'{"id": "old"}']
+    clock.now += 7 * 86400 + 1
+    assert store.expire(older_than_s=7 * 86400) == 1
+    store.close()
+
+
+_FIGURES = ("readings", "alerts_pending", "alerts_delivered", "alerts_expired", "dead_letters")
+
+
+def _same_figures(store: Store) -> dict[str, object]:
+    counted, kept = store.stats(), store.figures()
+    for key in (*_FIGURES, "evictions_by_reason", "used_bytes"):
+        assert kept[key] == counted[key], (key, kept[key], counted[key])
+    return kept
+
+
+def _dead(n: int) -> list[DeadLetter]:
+    return [DeadLetter("edge/gw/readings/x", "invalid_json", "", 1.0, b"{") for _ in range(n)]
+
+
+def test_kept_figures_equal_a_full_count_through_every_kind_of_write(tmp_path: Path):
+    """#13 item 11: the status and /metrics read counters kept by each write instead of
+    scanning the tables; they must stay equal to a full count through commits, budget and
+    hard-cap evictions, deliveries (also of expired alerts), expiry and a restart."""
+    clock = FakeMonotonic(0.0)
+    budget = Budget(max_bytes=1 * MIB, hard_cap_bytes=2 * MIB)
+    store = Store(tmp_path, budget, monotonic=clock)
+    seen = dict.fromkeys(_FIGURES, 0)
+    for b in range(60):
+        alerts = [_alert(b * 20 + i, size=2000) for i in range(20)]
+        batch = Batch(readings=_readings(300, start=b * 300), alerts=alerts, dead=_dead(3))
+        store.commit_batch(batch)
+        store.commit_batch(Batch(alerts=alerts[:5]))  # copies: not counted twice
+        clock.now += 10
+        if b % 3 == 0:
+            store.expire(older_than_s=25)
+        if b % 4 == 0:  # delivered, some after they expired, some twice
+            seqs = [r[0] for r in store.conn.execute("SELECT seq FROM outbox ORDER BY seq")]
+            store.mark_delivered(seqs[-30:])
+        kept = _same_figures(store)
+        seen = {k: max(v, kept[k]) for k, v in seen.items()}
+    evicted = kept["evictions_by_reason"]
+    for reason in ("readings", "dead_letters", "delivered_alerts", "expired_alerts"):
+        assert evicted.get(reason, 0) > 0, f"the test evicts {reason}"
+    assert min(seen.values()) > 0, f"every figure was exercised: {seen}"
+    store.close()
+    reopened = Store(tmp_path, monotonic=clock)
+    assert {k: reopened.figures()[k] for k in _FIGURES} == {k: kept[k] for k in _FIGURES}
+    _same_figures(reopened)
+    reopened.close()
+
+
+def test_kept_figures_follow_pending_alerts_evicted_at_the_hard_cap(tmp_path: Path):
+    store = Store(tmp_path, Budget(max_bytes=1 * MIB, hard_cap_bytes=1 * MIB))
+    for b in range(30):
+        store.commit_batch(Batch(alerts=[_alert(b * 50 + i, size=2000) for i in range(50)]))
+        _same_figures(store)
+    assert store.figures()["evictions_by_reason"]["pending_alerts_at_hard_cap"] > 0
+    store.close()
 
 
 def test_scoring_state_survives_reopening_and_is_dropped_for_another_model(tmp_path: Path):
