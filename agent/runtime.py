@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 _STATUS_LINE_S = 5.0  # how often systemd's STATUS= line is refreshed
+_STATUS_INCIDENTS = 3  # the last storage incidents (damage found at open) in the status
 _BURST_QUIET_S = 0.1
 # A first message that came within _STREAM_WAIT_S of asking is part of a stream (a backlog or a
 # burst; live readings at 1,000 messages/s are a millisecond apart and do not wait): a batch
@@ -404,6 +405,7 @@ class Agent:
             publish_latency=self.forwarder.latency,
             inbox=self._inbox.counts(),
             reasons=REASONS,
+            storage_incidents=dict(self.store.incident_counts),
         )
 
     def _status(self) -> dict[str, object]:
@@ -413,6 +415,7 @@ class Agent:
             "model": {**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
             "storage": "ok" if self._storage_ok() else "failing",
             "storage_problem": self.store.problem(),
+            "storage_incidents": self.store.incidents[-_STATUS_INCIDENTS:],
             "buffer": {
                 k: stats[k]
                 for k in (

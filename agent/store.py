@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -30,6 +31,7 @@ from agent.budget import Budget, count_eviction, evict_chunk, evict_over_budget,
 from agent.elapsed import Elapsed
 from agent.ingest import DeadLetter
 from agent.readings import INSERT, OLD_TABLE, ReadingBlock, count_readings, pack_old_rows
+from agent.salvage import salvage, wal_damage
 from agent.window import WindowState
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ _STORAGE_ERRORS = {
     14: "cannot open a database file",  # SQLITE_CANTOPEN (the WAL or shared memory)
 }
 _ROOM_MAY_HELP = {13, 10}
+_INCIDENTS, _INCIDENT_COUNTS = "storage_incidents", "storage_incident_counts"  # meta keys
+_INCIDENTS_KEPT = 10
 _SAVE_ELAPSED_EVERY_S = 60.0  # an idle agent saves its elapsed time this often (SD card wear)
 _CORRUPT_ERRORS = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 # The WAL is checkpointed into the database at this many pages (SQLite's default is 1000, 4 MiB)
@@ -148,6 +152,8 @@ class Store:
         self._figures_lock = threading.Lock()
         self._problems: dict[str, str] = {}  # what failed, by kind of write, until it succeeds
         self.moved_aside: Path | None = None
+        wal_problem = wal_damage(self.path) if recover else None  # before SQLite drops frames
+        corrupt: dict[str, object] | None = None
         try:
             self._conn = self._open()
         except sqlite3.DatabaseError as exc:
@@ -158,7 +164,16 @@ class Store:
                 "corrupt database moved aside to %s (%s); starting fresh", self.moved_aside, exc
             )
             self._conn = self._open()
+            corrupt = {"detail": str(exc), "moved_to": str(self.moved_aside)}
+            corrupt["salvaged"] = salvage(self.moved_aside, self._conn, self.budget.max_bytes)
             self._append_meta_list("moved_aside", str(self.moved_aside))
+        self.incidents: list[dict[str, object]] = json.loads(self.get_meta(_INCIDENTS) or "[]")
+        self.incident_counts: dict[str, int] = json.loads(self.get_meta(_INCIDENT_COUNTS) or "{}")
+        if corrupt is not None:
+            self._record_incident("corrupt", corrupt)
+        if wal_problem is not None:
+            kept = _keep_wal(self.path)
+            self._record_incident("wal_damaged", {"detail": wal_problem, "kept": kept})
         if budget is None:
             self.budget = Budget.from_meta(self.get_meta("budget"))
         elif self.get_meta("budget") != self.budget.to_meta():
@@ -392,6 +407,20 @@ class Store:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
             )
 
+    def _record_incident(self, kind: str, facts: dict[str, object]) -> None:
+        """Remember damage found at open (the last _INCIDENTS_KEPT, and a count by kind, in
+        `meta`), for the status, the metrics and `buffer stats`; and log it."""
+        incident = {"kind": kind, "at": datetime.now(UTC).isoformat(timespec="seconds"), **facts}
+        log.error("storage incident: %s", json.dumps(incident))
+        self.incidents = [*self.incidents, incident][-_INCIDENTS_KEPT:]
+        self.incident_counts = {**self.incident_counts, kind: self.incident_counts.get(kind, 0) + 1}
+        try:
+            with self._storage_errors("recording a storage incident"):
+                self.set_meta(_INCIDENTS, json.dumps(self.incidents))
+                self.set_meta(_INCIDENT_COUNTS, json.dumps(self.incident_counts))
+        except StorageUnavailable as exc:
+            log.warning("storage incident not recorded in the database (%s)", exc)
+
     def _append_meta_list(self, key: str, item: str) -> None:
         self.set_meta(key, json.dumps([*json.loads(self.get_meta(key) or "[]"), item]))
 
@@ -516,6 +545,7 @@ class Store:
                 "budget_bytes": self.budget.max_bytes,
                 "hard_cap_bytes": self.budget.hard_cap_bytes,
                 "moved_aside": json.loads(meta.get("moved_aside", "[]")),
+                "storage_incidents": json.loads(meta.get(_INCIDENTS, "[]")),
             }
 
     def close(self) -> None:
@@ -659,10 +689,27 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     return isinstance(exc, CorruptDatabase) or (code is not None and code & 0xFF in _CORRUPT_ERRORS)
 
 
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _keep_wal(path: Path) -> str | None:
+    """Copy a damaged WAL aside before SQLite reuses it: evidence, never deleted."""
+    wal, copy = (
+        path.with_name(path.name + "-wal"),
+        path.with_name(f"{path.name}-wal.damaged-{_stamp()}"),
+    )
+    try:
+        shutil.copyfile(wal, copy)
+    except OSError as exc:
+        log.warning("cannot keep a copy of the damaged WAL (%s)", exc)
+        return None
+    return str(copy)
+
+
 def _move_aside(path: Path) -> Path:
     """Rename the database and its WAL files with a timestamp; never delete evidence."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    target = path.with_name(f"{path.name}.corrupt-{_stamp()}")
     for suffix in ("", "-wal", "-shm"):
         part = path.with_name(path.name + suffix)
         if part.exists():
