@@ -50,7 +50,11 @@ _STORAGE_ERRORS = {
 _ROOM_MAY_HELP = {13, 10}
 _INCIDENTS, _INCIDENT_COUNTS = "storage_incidents", "storage_incident_counts"  # meta keys
 _INCIDENTS_KEPT = 10
-_SAVE_ELAPSED_EVERY_S = 60.0  # an idle agent saves its elapsed time this often (SD card wear)
+# Elapsed time is saved with a commit at most every _SAVE_ELAPSED_COMMIT_S (a crash forgets no
+# more than that; saving it with every one-reading batch would write one more page each), and
+# by an idle agent every _SAVE_ELAPSED_IDLE_S (SD card wear).
+_SAVE_ELAPSED_COMMIT_S = 1.0
+_SAVE_ELAPSED_IDLE_S = 60.0
 _CORRUPT_ERRORS = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 # The WAL is checkpointed into the database at this many pages (SQLite's default is 1000, 4 MiB)
 # and cut back to this size after: on a small or nearly full disk the WAL must not be what takes
@@ -153,6 +157,7 @@ class Store:
         self._problems: dict[str, str] = {}  # what failed, by kind of write, until it succeeds
         self.moved_aside: Path | None = None
         wal_problem = wal_damage(self.path) if recover else None  # before SQLite drops frames
+        kept_wal = _keep_wal(self.path) if wal_problem is not None else None  # before it writes
         corrupt: dict[str, object] | None = None
         try:
             self._conn = self._open()
@@ -172,8 +177,7 @@ class Store:
         if corrupt is not None:
             self._record_incident("corrupt", corrupt)
         if wal_problem is not None:
-            kept = _keep_wal(self.path)
-            self._record_incident("wal_damaged", {"detail": wal_problem, "kept": kept})
+            self._record_incident("wal_damaged", {"detail": wal_problem, "kept": kept_wal})
         if budget is None:
             self.budget = Budget.from_meta(self.get_meta("budget"))
         elif self.get_meta("budget") != self.budget.to_meta():
@@ -303,11 +307,12 @@ class Store:
                 ],
             )
             self._record_digests(c, batch.digests)
-            self._save_elapsed(c, elapsed)
+            if elapsed - self._elapsed_saved >= _SAVE_ELAPSED_COMMIT_S:
+                self._save_elapsed(c, elapsed)
         return max(added, 0)
 
     def _save_elapsed(self, c: sqlite3.Connection, elapsed: float) -> None:
-        """In the caller's transaction: one row, so O(1) per batch (see agent.elapsed)."""
+        """In the caller's transaction: one row (see agent.elapsed)."""
         c.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('elapsed_s', ?)", (f"{elapsed:.3f}",)
         )
@@ -470,7 +475,7 @@ class Store:
                     "AND expired_at IS NULL AND created_elapsed < ?",
                     (time.time(), elapsed - older_than_s),
                 ).rowcount
-                if elapsed - self._elapsed_saved >= _SAVE_ELAPSED_EVERY_S:
+                if elapsed - self._elapsed_saved >= _SAVE_ELAPSED_IDLE_S:
                     self._save_elapsed(self.conn, elapsed)
             with self._figures_lock:
                 self._figures.alerts_pending -= n

@@ -3,6 +3,7 @@ database that turns read-only, a wall clock that jumps."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import time
@@ -19,9 +20,11 @@ from agent.config import BrokerConfig, ForwardConfig
 from agent.forward import Forwarder
 from agent.store import DB_NAME, Batch, Store
 from fleet.alerts import AlertSubscriber
+from fleet.mqtt import connect
 from tests.conftest import DEVICE, fill, wait_for, wait_status
 
 ALERTS = 5
+SENSORS = ("flow_lpm", "pressure_bar", "current_a", "temperature_c", "vibration_mms")
 
 
 def _alert(n: int) -> tuple[str, Alert]:
@@ -143,6 +146,18 @@ def test_a_read_only_database_does_not_stop_delivery_and_the_status_says_why(
                 ),
             )
             assert status["buffer"]["alerts_pending"] == 2, "not recorded: the disk refuses"
+            # A reading cannot be committed either: it is held (unacknowledged), not fatal.
+            client = connect("127.0.0.1", local.port)
+            reading = json.dumps({"ts": 1.0e9, **dict.fromkeys(SENSORS, 1.0)})
+            client.publish(f"edge/{DEVICE}/readings/pump-1", reading, qos=1).wait_for_publish(5)
+            client.disconnect()
+            client.loop_stop()
+            agent.wait_logged("cannot store")
+            wait_status(
+                upstream.port,
+                "online",
+                where=lambda s: "commit: database is read-only" in (s.get("storage_problem") or ""),
+            )
             assert agent.process.poll() is None, "the agent keeps running"
             assert agent.stop() == 0
     finally:
