@@ -9,8 +9,9 @@ sent (and counted); younger ones carry the rest of their life as the MQTT 5 mess
 is the store's elapsed running time (agent.elapsed), never a difference of wall-clock times.
 
 Storage failures (a full, read-only or failing disk) never stop this thread: what can be read is
-still sent, deliveries that cannot be recorded are kept in memory (at most _MAX_UNMARKED; then
-no more is sent until they are written) and written as soon as the disk takes them.
+still sent, deliveries that cannot be recorded are kept in memory (with what is in flight, at
+most _MAX_UNMARKED; then no more is sent until they are written) and written as soon as the
+disk takes them.
 
 Retained status "online" once connected upstream and subscribed to readings (so "online" means
 consuming), refreshed with buffer figures every `status_interval_s`; "offline" as Last Will and
@@ -277,7 +278,8 @@ class Forwarder:
     def _publish_more(self) -> None:
         room = min(
             self.config.max_inflight - len(self._inflight),
-            _MAX_UNMARKED - len(self._unmarked),  # the bound on what waits to be recorded
+            # The bound on what may wait to be recorded, counting what is in flight.
+            _MAX_UNMARKED - len(self._unmarked) - len(self._inflight),
         )
         if room <= 0:
             return

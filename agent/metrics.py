@@ -175,7 +175,8 @@ def render(s: Snapshot) -> str:
     metric(
         "edge_agent_storage_ok",
         "gauge",
-        "1 unless commits are failing (disk full, I/O).",
+        "1 unless storage is failing (disk full or read-only, I/O): commits, delivery "
+        "records or expiry.",
         {"": int(s.storage_ok)},
     )
     metric(

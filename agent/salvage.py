@@ -53,7 +53,11 @@ def salvage(damaged: Path, conn: sqlite3.Connection, max_bytes: int) -> dict[str
     by kind, and which tables could not be read at all."""
     report: dict[str, object] = {"pending_alerts": 0, "asset_states": 0, "readings": 0}
     unreadable: list[str] = []
-    src = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    try:
+        src = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        log.warning("salvage: cannot open %s (%s)", damaged, exc)
+        return {**report, "unreadable": ["database"]}
     try:
         meta = _copy_meta(src, conn)
         tables = [("pending_alerts", "outbox", "seq", _PENDING)]
@@ -63,8 +67,8 @@ def salvage(damaged: Path, conn: sqlite3.Connection, max_bytes: int) -> dict[str
         for kind, table, key, where in tables:
             try:
                 report[kind] = _copy(src, conn, table, key, where, max_bytes)
-            except sqlite3.DatabaseError as exc:
-                log.warning("salvage: %s unreadable (%s)", table, exc)
+            except sqlite3.DatabaseError as exc:  # reading it, or (a full disk) copying it
+                log.warning("salvage: %s not copied (%s)", table, exc)
                 unreadable.append(table)
     finally:
         src.close()

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import agent.forward
 import agent.store
 from agent.alert import Alert
 from agent.config import BrokerConfig, ForwardConfig
@@ -60,6 +61,37 @@ def test_alerts_delivered_on_a_full_disk_are_recorded_once_space_returns(
         ballast.unlink()
         wait_for(lambda: store.stats()["alerts_pending"] == 0, 30, "deliveries recorded")
         assert subscriber.duplicates == 0, "delivered alerts are not sent again in the same run"
+    finally:
+        forwarder.stop(drain_seconds=0)
+        subscriber.close()
+        store.close()
+
+
+def test_deliveries_waiting_to_be_recorded_are_bounded(
+    broker, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """#13 item 9: deliveries the disk does not take are held in memory, but not without
+    bound: at the bound nothing more is sent until they are written."""
+    monkeypatch.setattr(agent.forward, "_MAX_UNMARKED", 2)
+    upstream = broker("upstream")
+    store = Store(small_disk)
+    store.commit_batch(Batch(alerts=[_alert(n) for n in range(ALERTS)]))
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ballast = fill(small_disk)
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    forwarder = _forwarder(upstream.port, store)
+    forwarder.start()
+    try:
+        assert subscriber.wait_until(lambda got: len(got) == 2, 30), "sent up to the bound"
+        wait_for(lambda: store.problem() is not None, 30, "the failed record")
+        for _ in range(2):  # two more turns of the loop, each of which would send more
+            turned = forwarder.turned
+            wait_for(lambda t=turned: forwarder.turned != t, 10, "a turn of the forwarder")
+        assert len(subscriber.alerts) == 2, "nothing more while the records wait"
+        ballast.unlink()
+        assert subscriber.wait_until(lambda got: len(got) == ALERTS, 30), "the rest, once written"
+        wait_for(lambda: store.stats()["alerts_pending"] == 0, 30, "deliveries recorded")
+        assert store.problem() is None
     finally:
         forwarder.stop(drain_seconds=0)
         subscriber.close()
