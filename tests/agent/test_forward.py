@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from agent.forward import Forwarder
 from agent.store import DB_NAME, Batch, Store
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
-from tests.conftest import DEVICE, fill, wait_for, wait_status
+from fleet.replay import readings_from_csv, replay
+from tests.conftest import DEVICE, ROOT, fill, wait_for, wait_status
 
 ALERTS = 5
 SENSORS = ("flow_lpm", "pressure_bar", "current_a", "temperature_c", "vibration_mms")
@@ -134,6 +136,40 @@ def test_an_alert_raised_while_the_clock_was_a_month_behind_is_delivered(
         forwarder.stop(drain_seconds=0)
         subscriber.close()
         store.close()
+
+
+CLOCK_SHIM = ROOT / "tests" / "clock"  # sitecustomize: a wall clock shifted for one process
+
+
+def test_alerts_of_an_agent_whose_clock_was_a_month_behind_go_upstream_after_ntp(
+    broker, start_agent, sim_data
+):
+    """#13 item 8 through the agent: it runs with its wall clock 30 days behind (a Pi without
+    a real-time clock, before NTP) and raises alerts while upstream is down; it restarts with
+    the clock right (NTP synced) and upstream back. The alerts are minutes old, not a month:
+    they go upstream. The agent before this branch expired them all at once."""
+    local, upstream = broker("local"), broker("upstream")
+    upstream.stop()
+    month_behind = {
+        "PYTHONPATH": f"{CLOCK_SHIM}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "FAKE_CLOCK_OFFSET_S": str(-30 * 86400),
+    }
+    agent = start_agent(local, upstream, env=month_behind)
+    agent.wait_logged("subscribed topic")
+    readings = readings_from_csv(sim_data.live_csv)
+    replay(readings, "127.0.0.1", local.port, f"edge/{DEVICE}/readings/pump-1")
+    raised = agent.wait_stored(len(readings))["alerts_pending"]
+    assert raised > 0
+    assert agent.stop() == 0
+    upstream.start()
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    try:
+        agent = start_agent(local, upstream)
+        assert subscriber.wait_until(lambda got: len(got) == raised, 30), agent.log.read_text()
+        assert agent.stats()["alerts_expired"] == 0
+        assert agent.stop() == 0
+    finally:
+        subscriber.close()
 
 
 @contextmanager
