@@ -27,6 +27,7 @@ import sqlite3
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from agent.budget import used_bytes
 
@@ -174,47 +175,57 @@ def _rows(
 
 
 def wal_damage(db_path: Path) -> str | None:
-    """Before SQLite opens `db_path`: what its WAL holds that SQLite will discard, or None."""
+    """Before SQLite opens `db_path`: what its WAL holds that SQLite will discard, or None.
+    Reads a frame at a time (the WAL can be large when checkpoints were held up)."""
     wal = db_path.with_name(db_path.name + "-wal")
     try:
-        data = wal.read_bytes()
+        f = wal.open("rb")
     except FileNotFoundError:
         return None
-    if len(data) <= _WAL_HEADER:
-        return None
-    magic, _version, page_size, _seq, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:32])
-    big = bool(magic & 1)
-    if magic not in _WAL_MAGIC or not page_size or _checksum(data[:24], 0, 0, big) != (c1, c2):
-        return f"WAL header damaged: SQLite ignores all {len(data)} bytes of the WAL"
-    frame = _FRAME_HEADER + page_size
-    frames = (len(data) - _WAL_HEADER) // frame
-    s = (c1, c2)
-    for i in range(frames):
-        at = _WAL_HEADER + i * frame
-        head = struct.unpack(">6I", data[at : at + _FRAME_HEADER])
-        if head[2:4] == (salt1, salt2):
-            s = _checksum(data[at : at + 8] + data[at + _FRAME_HEADER : at + frame], *s, big)
-            if s == head[4:6]:
-                continue
-        # SQLite stops here. Commits of this WAL generation beyond are lost; frames without a
-        # commit are those of a transaction that rolled back, or of an older generation.
-        lost = _commits(data, range(i, frames), frame, (salt1, salt2))
-        if not lost:
-            return None
-        return (
-            f"WAL frame {i + 1} of {frames} fails its checksum: SQLite discards it and the "
-            f"rest of the WAL, {lost} committed transaction(s)"
-        )
+    with f:
+        header = f.read(_WAL_HEADER)
+        if len(header) < _WAL_HEADER or not f.read(1):
+            return None  # empty, or a header alone: nothing to lose
+        magic, _version, page_size, _seq, salt1, salt2, c1, c2 = struct.unpack(">8I", header)
+        big = bool(magic & 1)
+        if (
+            magic not in _WAL_MAGIC
+            or not page_size
+            or _checksum(header[:24], 0, 0, big) != (c1, c2)
+        ):
+            return f"WAL header damaged: SQLite ignores all {wal.stat().st_size} bytes of the WAL"
+        frames = (wal.stat().st_size - _WAL_HEADER) // (_FRAME_HEADER + page_size)
+        f.seek(_WAL_HEADER)
+        s = (c1, c2)
+        for i in range(frames):
+            data = f.read(_FRAME_HEADER + page_size)
+            head = struct.unpack(">6I", data[:_FRAME_HEADER])
+            if head[2:4] == (salt1, salt2):
+                s = _checksum(data[:8] + data[_FRAME_HEADER:], *s, big)
+                if s == head[4:6]:
+                    continue
+            # SQLite stops here. Commits of this WAL generation from here on are lost; frames
+            # without a commit are those of a transaction that rolled back, or of an older
+            # generation.
+            f.seek(_WAL_HEADER + i * (_FRAME_HEADER + page_size))
+            lost = _commits(f, frames - i, page_size, (salt1, salt2))
+            if not lost:
+                return None
+            return (
+                f"WAL frame {i + 1} of {frames} fails its checksum: SQLite discards it and the "
+                f"rest of the WAL, {lost} committed transaction(s)"
+            )
     return None
 
 
-def _commits(data: bytes, frames: range, frame: int, salts: tuple[int, int]) -> int:
-    """Commit frames (a non-zero database size) among `frames` of the WAL generation `salts`."""
+def _commits(f: BinaryIO, frames: int, page_size: int, salts: tuple[int, int]) -> int:
+    """Commit frames (a non-zero database size) of the WAL generation `salts` among the next
+    `frames` frames of `f`."""
     n = 0
-    for i in frames:
-        at = _WAL_HEADER + i * frame
-        _page, size, salt1, salt2 = struct.unpack(">4I", data[at : at + 16])
+    for _ in range(frames):
+        _page, size, salt1, salt2 = struct.unpack(">4I", f.read(16))
         n += size != 0 and (salt1, salt2) == salts
+        f.seek(_FRAME_HEADER - 16 + page_size, 1)
     return n
 
 

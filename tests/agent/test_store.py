@@ -329,6 +329,18 @@ def test_a_wal_damaged_after_a_crash_is_reported_not_silently_dropped(
     store.close()
 
 
+def test_a_damaged_wal_header_is_reported(tmp_path: Path):
+    """A flipped bit in the WAL header's salt: SQLite ignores the whole WAL."""
+    wal = _killed_after_commits(tmp_path)
+    data = bytearray(wal.read_bytes())
+    data[17] ^= 0x01
+    wal.write_bytes(bytes(data))
+    store = Store(tmp_path)
+    assert store.stats()["readings"] < 40 * 20
+    assert "WAL header damaged" in store.incidents[-1]["detail"]
+    store.close()
+
+
 def test_a_wal_left_by_a_crash_that_is_intact_is_no_incident(tmp_path: Path):
     _killed_after_commits(tmp_path)
     store = Store(tmp_path)
