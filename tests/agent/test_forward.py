@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
+import paho.mqtt.client as mqtt
 import pytest
 
 import agent.forward
@@ -135,6 +137,43 @@ def test_an_alert_raised_while_the_clock_was_a_month_behind_is_delivered(
     finally:
         forwarder.stop(drain_seconds=0)
         subscriber.close()
+        store.close()
+
+
+def test_the_message_expiry_upstream_is_the_alert_s_remaining_running_time(
+    broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """#13 item 8: the MQTT 5 message expiry the forwarder sets is the rest of the alert's time
+    to live by elapsed time. Raised with the clock 6 days behind and sent just after NTP
+    corrected it, the alert is seconds old: brokers may keep it for (nearly) the whole 7 days,
+    not for the one day a wall-clock difference leaves."""
+    upstream = broker("upstream")
+    store = Store(tmp_path)
+    six_days_behind = time.time() - 6 * 86400
+    with monkeypatch.context() as clock:
+        fake = SimpleNamespace(time=lambda: six_days_behind, monotonic=time.monotonic)
+        clock.setattr(agent.store, "time", fake)
+        store.commit_batch(Batch(alerts=[_alert(1)]))
+    expiries: list[int] = []
+    got = threading.Event()
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        expiries.append(msg.properties.MessageExpiryInterval)
+        got.set()
+
+    client = connect(
+        "127.0.0.1", upstream.port, subscribe=f"edge/{DEVICE}/alerts/#", on_message=on_message
+    )
+    forwarder = _forwarder(upstream.port, store)
+    forwarder.start()
+    try:
+        assert got.wait(30), "the alert upstream"
+        ttl = ForwardConfig().alert_ttl_s
+        assert ttl - 60 <= expiries[0] <= ttl, expiries
+    finally:
+        forwarder.stop(drain_seconds=0)
+        client.disconnect()
+        client.loop_stop()
         store.close()
 
 
