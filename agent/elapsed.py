@@ -11,8 +11,11 @@ clock of a running agent is trustworthy; the alert's own `ts` still says when it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class Elapsed:
@@ -33,5 +36,8 @@ class Elapsed:
         try:
             value = float(saved) if saved is not None else 0.0
         except ValueError:
+            value = -1.0
+        if not 0 <= value < float("inf"):
+            log.warning("saved elapsed time %r unusable; alert ages count from now", saved)
             return 0.0
-        return value if value >= 0 and value == value else 0.0
+        return value

@@ -71,6 +71,8 @@ def salvage(damaged: Path, conn: sqlite3.Connection, max_bytes: int) -> dict[str
             except sqlite3.DatabaseError as exc:  # reading it, or (a full disk) copying it
                 log.warning("salvage: %s not copied (%s)", table, exc)
                 unreadable.append(table)
+        if "elapsed_s" not in meta:
+            _restart_ages(conn)
     finally:
         src.close()
     if unreadable:
@@ -79,6 +81,17 @@ def salvage(damaged: Path, conn: sqlite3.Connection, max_bytes: int) -> dict[str
 
 
 _PENDING = "delivered_at IS NULL AND expired_at IS NULL"
+
+
+def _restart_ages(conn: sqlite3.Connection) -> None:
+    """The old elapsed time is unreadable, so the copied alerts' ages are unknown: each gets a
+    whole time to live from now rather than one measured against the wrong origin."""
+    try:
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("UPDATE outbox SET created_elapsed = 0")
+    except sqlite3.DatabaseError as exc:
+        log.warning("salvage: alert ages not reset (%s)", exc)
 
 
 def _copy_meta(src: sqlite3.Connection, dst: sqlite3.Connection) -> dict[str, str]:
@@ -164,8 +177,8 @@ def _rows(
     try:
         yield from src.execute(sql, keys).fetchall()
         return
-    except sqlite3.DatabaseError:
-        pass  # some row of the chunk is damaged: find which, below
+    except sqlite3.DatabaseError as exc:
+        log.info("salvage: a chunk of %s is damaged (%s); reading it row by row", table, exc)
     one = f'SELECT {names} FROM "{table}" WHERE "{key}" = ?'
     for k in keys:
         try:
