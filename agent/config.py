@@ -176,7 +176,8 @@ class IngestConfig(_Section):
     asset_idle_s: float = Field(
         default=86400.0,
         ge=1,
-        description="An asset with no reading for this long (gateway clock) is forgotten: its "
+        description="An asset with no reading for this long (the agent's running time, which clock "
+        "steps do not move; time stopped does not count) is forgotten: its "
         "window and episode leave memory and the database, and its next reading starts a new "
         "window. Also how long made-up asset names can hold places in `ingest.max_assets`.",
     )

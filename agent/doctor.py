@@ -145,6 +145,16 @@ def _storage(config: AgentConfig) -> Iterator[Finding]:
             f"{stats['readings']} readings, {stats['alerts_pending']} alerts pending, "
             f"{stats['database_bytes'] // 1024} KiB",
         )
+        if incidents := stats["storage_incidents"]:
+            last = incidents[-1]
+            yield Finding(
+                "warn",
+                "database history",
+                f"{len(incidents)} storage incident(s), the last {last['kind']} at "
+                f"{last['at']}: {last.get('detail', '')}",
+                "check the disk (SD card wear, power supply); the files kept beside "
+                "agent.db are evidence",
+            )
 
 
 def _used(folder: Path) -> int:

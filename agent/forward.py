@@ -5,7 +5,13 @@ own message lock, so the callback only queues the ack and this thread applies it
 out in `seq` order with at most `max_inflight` unacknowledged; messages in flight when the link
 drops are resent by paho, in order, on reconnect; after a restart, everything not acknowledged is
 read again from the outbox. An alert older than its time-to-live is marked expired instead of
-sent (and counted); younger ones carry the rest of their life as the MQTT 5 message expiry.
+sent (and counted); younger ones carry the rest of their life as the MQTT 5 message expiry. Age
+is the store's elapsed running time (agent.elapsed), never a difference of wall-clock times.
+
+Storage failures (a full, read-only or failing disk) never stop this thread: what can be read is
+still sent, deliveries that cannot be recorded are kept in memory (with what is in flight, at
+most _MAX_UNMARKED; then no more is sent until they are written) and written as soon as the
+disk takes them.
 
 Retained status "online" once connected upstream and subscribed to readings (so "online" means
 consuming), refreshed with buffer figures every `status_interval_s`; "offline" as Last Will and
@@ -48,6 +54,7 @@ def publish_latency() -> Histogram:
 
 _RETRY_AFTER_REJECT_S = 5.0
 _EXPIRE_EVERY_S = 1.0
+_MAX_UNMARKED = 10_000  # delivered but not yet recorded: about 0.3 MiB of ints at most
 
 
 class Forwarder:
@@ -91,7 +98,8 @@ class Forwarder:
         self._cursor = 0  # highest seq handed to paho in this process
         self._hold_until = 0.0
         self._next_expiry = 0.0
-        self._unmarked: list[int] = []  # delivered, but the disk was too full to record it
+        self._unmarked: list[int] = []  # delivered, but the disk did not take the record yet
+        self._storage_problem: str | None = None  # last seen by this thread, for the status
         self._sent_at: dict[int, float] = {}  # mid -> monotonic time handed to paho
         self.latency = latency or publish_latency()
         self.turned = time.monotonic()  # the loop's last turn, for the watchdog
@@ -168,7 +176,13 @@ class Forwarder:
 
     def _has_pending(self) -> bool:
         # Everything up to the cursor is in flight or delivered, recorded or not.
-        return bool(self._inflight) or bool(self.store.pending(after_seq=self._cursor, limit=1))
+        if self._inflight:
+            return True
+        try:
+            return bool(self.store.pending(after_seq=self._cursor, limit=1))
+        except StorageUnavailable as exc:
+            log.warning("cannot read the outbox while stopping (%s)", exc)
+            return False
 
     def _status_payload(self, state: str, doc: dict[str, object] | None = None) -> bytes:
         return json.dumps({**(doc or self.status()), "state": state, "ts": time.time()}).encode()
@@ -229,6 +243,7 @@ class Forwarder:
                 event = None
             self._apply_acks(event)
             self._expire_old()
+            self._storage_changed()
             if not self.connected.is_set():
                 continue
             self._refresh_status()
@@ -252,7 +267,7 @@ class Forwarder:
             return
         self._next_expiry = now + _EXPIRE_EVERY_S
         try:
-            n = self.store.expire(created_before=time.time() - self.config.alert_ttl_s)
+            n = self.store.expire(older_than_s=self.config.alert_ttl_s)
         except StorageUnavailable as exc:
             self._warn.warning("storage", "cannot mark old alerts expired yet (%s)", exc)
             return
@@ -286,9 +301,17 @@ class Forwarder:
                 self._hold_until = time.monotonic() + _RETRY_AFTER_REJECT_S
         self._record_delivered(delivered)
 
+    def _storage_changed(self) -> None:
+        """A storage failure began or ended: send the status now, not at the next refresh."""
+        problem = self.store.problem()
+        if problem != self._storage_problem:
+            self._storage_problem = problem
+            self._status_due = 0.0
+
     def _record_delivered(self, seqs: list[int]) -> None:
-        """Mark alerts delivered; on a full disk keep them and try again with the next ones.
-        They are not sent again in this run; after a restart they would be (at least once)."""
+        """Mark alerts delivered; when the disk does not take it (full, read-only) keep them
+        and try again every turn. They are not sent again in this run; after a restart they
+        would be (at least once)."""
         self._unmarked.extend(seqs)
         if not self._unmarked:
             return
@@ -302,12 +325,21 @@ class Forwarder:
         self._unmarked = []
 
     def _publish_more(self) -> None:
-        room = self.config.max_inflight - len(self._inflight)
+        room = min(
+            self.config.max_inflight - len(self._inflight),
+            # The bound on what may wait to be recorded, counting what is in flight.
+            _MAX_UNMARKED - len(self._unmarked) - len(self._inflight),
+        )
         if room <= 0:
             return
-        for item in self.store.pending(after_seq=self._cursor, limit=room):
+        try:
+            items = self.store.pending(after_seq=self._cursor, limit=room)
+        except StorageUnavailable as exc:
+            self._warn.warning("storage", "cannot read the outbox (%s)", exc)
+            return
+        for item in items:
             info = self.client.publish(
-                item.topic, item.payload, qos=1, properties=self._expiry(item.created_at)
+                item.topic, item.payload, qos=1, properties=self._expiry(item.created_elapsed)
             )
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.info("publish deferred (%s); will retry", mqtt.error_string(info.rc))
@@ -320,11 +352,11 @@ class Forwarder:
             self._sent_at[info.mid] = time.monotonic()
             self._cursor = item.seq
 
-    def _expiry(self, created_at: float) -> Properties | None:
+    def _expiry(self, created_elapsed: float) -> Properties | None:
         """The rest of the alert's time-to-live, so brokers drop it when it is stale too."""
         if self.config.alert_ttl_s == 0:
             return None
         props = Properties(PacketTypes.PUBLISH)
-        left = self.config.alert_ttl_s - (time.time() - created_at)
+        left = self.config.alert_ttl_s - (self.store.elapsed() - created_elapsed)
         props.MessageExpiryInterval = max(1, int(left))
         return props

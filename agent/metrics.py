@@ -98,6 +98,7 @@ class Snapshot:
     inbox: InboxCounts
     levels: tuple[str, ...] = ("info", "warning", "critical")
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    storage_incidents: Mapping[str, int] = field(default_factory=dict)  # across restarts
 
 
 def render(s: Snapshot) -> str:
@@ -174,8 +175,17 @@ def render(s: Snapshot) -> str:
     metric(
         "edge_agent_storage_ok",
         "gauge",
-        "1 unless commits are failing (disk full, I/O).",
+        "1 unless storage is failing (disk full or read-only, I/O): commits, delivery "
+        "records or expiry.",
         {"": int(s.storage_ok)},
+    )
+    metric(
+        "edge_agent_storage_incidents_total",
+        "counter",
+        "Damage found when the database was opened, by kind: a corrupt file moved aside "
+        "(what could be read was salvaged) or a damaged WAL whose commits SQLite discarded "
+        "(kept across restarts).",
+        by("kind", s.storage_incidents, ("corrupt", "wal_damaged")),
     )
     metric(
         "edge_agent_broker_connected",

@@ -70,6 +70,7 @@ _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 _STATUS_LINE_S = 5.0  # how often systemd's STATUS= line is refreshed
 _TEND_ASSETS_S = 1.0  # how often resets and idle assets are looked for, between batches
 _NAMES_LOGGED = 10  # assets named in one log line
+_STATUS_INCIDENTS = 3  # the last storage incidents (damage found at open) in the status
 _BURST_QUIET_S = 0.1
 # A first message that came within _STREAM_WAIT_S of asking is part of a stream (a backlog or a
 # burst; live readings at 1,000 messages/s are a millisecond apart and do not wait): a batch
@@ -175,7 +176,9 @@ class Agent:
         sensors = json.dumps(manifest.sensor_names)
         if self.store.get_meta("sensors") != sensors:  # no write when the disk may be full
             self.store.set_meta("sensors", sensors)
-        seen_after = time.time() - config.ingest.asset_idle_s
+        # Idleness on the store's elapsed running time: a clock stepped by NTP must not make
+        # every asset look silent for a month (#13 item 8).
+        seen_after = self.store.elapsed() - config.ingest.asset_idle_s
         self._prune_states(seen_after)
         self._restore_state(seen_after)
         self._tend_due = 0.0
@@ -409,7 +412,7 @@ class Agent:
             f"local {'up' if self._local_connected else 'down'}, "
             f"upstream {'up' if self.forwarder.connected.is_set() else 'down'}"
         )
-        storage = "storage ok" if self.storage_ok else "STORAGE FAILING"
+        storage = "storage ok" if self._storage_ok() else "STORAGE FAILING"
         return (
             f"{c.readings} readings, {c.alerts} alerts, {c.dead_letters} dead letters; "
             f"{links}; {storage}"
@@ -433,8 +436,12 @@ class Agent:
             host, port = self.metrics_server.server.server_address[:2]
             log.info("metrics on http://%s:%d/metrics", host, port)
 
+    def _storage_ok(self) -> bool:
+        """Commits go through and no other storage work (delivery records, expiry) fails."""
+        return self.storage_ok and self.store.problem() is None
+
     def _snapshot(self) -> Snapshot:
-        stats = self.store.stats()
+        stats = self.store.figures()
         c = self.counters
         return Snapshot(
             device_id=self.config.device.id,
@@ -452,20 +459,23 @@ class Agent:
             outbox_pending=stats["alerts_pending"],
             buffered_readings=stats["readings"],
             database_bytes=stats["database_bytes"],
-            storage_ok=self.storage_ok,
+            storage_ok=self._storage_ok(),
             local_connected=self._local_connected,
             upstream_connected=self.forwarder.connected.is_set(),
             publish_latency=self.forwarder.latency,
             inbox=self._inbox.counts(),
             reasons=REASONS,
+            storage_incidents=dict(self.store.incident_counts),
         )
 
     def _status(self) -> dict[str, object]:
-        stats = self.store.stats()
+        stats = self.store.figures()
         return {
             "device_id": self.config.device.id,
             "model": {**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
-            "storage": "ok" if self.storage_ok else "failing",
+            "storage": "ok" if self._storage_ok() else "failing",
+            "storage_problem": self.store.problem(),
+            "storage_incidents": self.store.incidents[-_STATUS_INCIDENTS:],
             "buffer": {
                 k: stats[k]
                 for k in (
@@ -512,7 +522,7 @@ class Agent:
         self.tracker.clear()
         ingest, now = self.config.ingest, time.time()
         if seen_after is None:
-            seen_after = now - ingest.asset_idle_s
+            seen_after = self.store.elapsed() - ingest.asset_idle_s
         states = self.store.load_states(
             self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
         )
@@ -559,7 +569,7 @@ class Agent:
         self._tend_due = now + _TEND_ASSETS_S
         try:
             reset = self.store.reset_requests()
-            idle = self.windows.idle(time.time() - self.config.ingest.asset_idle_s)
+            idle = self.windows.idle(self.store.elapsed() - self.config.ingest.asset_idle_s)
             gone = list(dict.fromkeys([*reset, *idle]))
             if gone:
                 self.store.forget_assets(gone)
@@ -871,8 +881,8 @@ class Agent:
             ts, values, source = ts[keep], values[keep], source[keep]
         if not len(ts):
             return None
-        # When the gateway heard from the asset: the batch's messages came within moments.
-        windows, first = self.windows.extend(asset, ts, values, float(received[source[-1]]))
+        # When the gateway heard from the asset, in the store's elapsed running time.
+        windows, first = self.windows.extend(asset, ts, values, self.store.elapsed())
         return _Block(asset, ts, values, received[source], windows, first)
 
     def _score_and_alert(

@@ -20,7 +20,7 @@ class _AssetBuffer:
     rows: np.ndarray
     filled: int = 0
     last_ts: float = float("-inf")
-    seen_at: float = 0.0  # gateway time of its last reading
+    seen_at: float = 0.0  # the store's elapsed running time at its last reading
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent.store import DB_NAME, Store
 from demo.mosquitto import free_port
 from tests.conftest import run_cli
 
@@ -50,3 +51,19 @@ def test_doctor_reports_a_bad_config_by_field(tmp_path: Path, model_path: Path):
     done = run_cli("agent", "doctor", str(config))
     assert done.returncode == 1
     assert "FAIL config" in done.stdout and "forward.max_inflight" in done.stdout
+
+
+def test_doctor_warns_about_damage_the_agent_found_in_its_database(
+    broker, tmp_path: Path, model_path: Path
+):
+    """#13 item 10: a database the agent had to move aside (and salvage) is a warning with
+    what to check, not a silent fact in the buffer's meta table."""
+    local, upstream = broker("local"), broker("upstream")
+    config = _config(tmp_path, model_path, local.port, upstream.port)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DB_NAME).write_bytes(b"not a database" * 100)
+    Store(data).close()  # the agent's own open: moves it aside, records the incident
+    done = run_cli("agent", "doctor", str(config))
+    assert "warn database history: 1 storage incident(s), the last corrupt" in done.stdout
+    assert "fix: check the disk" in done.stdout

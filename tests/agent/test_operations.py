@@ -18,10 +18,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.alert import Alert
 from agent.notify import Notifier, Watchdog
+from agent.store import DB_NAME, Batch, Store
 from demo.mosquitto import free_port
+from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv
+from tests.agent.test_store import _damage_middle, _readings
 from tests.conftest import DEVICE, wait_for, wait_status
 
 
@@ -313,3 +317,41 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
     return False
+
+
+def test_a_corrupt_database_is_salvaged_and_the_quarantine_reported_upstream(broker, start_agent):
+    """#13 item 10 through the agent: a database with a damaged page and two pending alerts.
+    The file is moved aside as before; now the alerts still reach upstream, and the status
+    and metrics say what happened."""
+    local, upstream = broker("local"), broker("upstream")
+    port = free_port()
+    extra = f'[metrics]\nlisten = "{port}"\n'
+    agent = start_agent(local, upstream, extra=extra)
+    wait_status(upstream.port, "online")
+    assert agent.stop() == 0
+    store = Store(agent.data_dir)
+    topic = f"edge/{DEVICE}/alerts/pump-1"
+    alerts = [
+        (topic, Alert(f"a{n}", "pump-1", "firing", "info", {"id": f"a{n}", "level": "info"}))
+        for n in (1, 2)
+    ]
+    store.commit_batch(Batch(alerts=alerts))
+    for b in range(10):
+        store.commit_batch(Batch(readings=_readings(500, start=b * 500)))
+    store.close()
+    _damage_middle(agent.data_dir / DB_NAME)
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    try:
+        agent = start_agent(local, upstream, extra=extra)
+        assert subscriber.wait_until(lambda got: len(got) == 2, 30), agent.log.read_text()
+        status = wait_status(upstream.port, "online", where=lambda s: s.get("storage_incidents"))
+        (incident,) = status["storage_incidents"]
+        assert incident["kind"] == "corrupt" and incident["salvaged"]["pending_alerts"] == 2
+        assert ".corrupt-" in incident["moved_to"]
+        m = _metrics(port)
+        assert m["edge_agent_storage_incidents_total"][(("kind", "corrupt"),)] == 1
+        assert m["edge_agent_storage_incidents_total"][(("kind", "wal_damaged"),)] == 0
+        assert agent.logged("storage incident")
+        assert agent.stop() == 0
+    finally:
+        subscriber.close()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,9 +16,11 @@ import pytest
 from agent.alert import Alert
 from agent.budget import MIB, Budget
 from agent.export import ExportError, export_readings
+from agent.ingest import DeadLetter
 from agent.readings import INSERT, OLD_TABLE, ReadingBlock, _block_of_rows, stored_readings
 from agent.store import _SCHEMA, DB_NAME, AssetState, Batch, Store, open_existing, reset_asset
 from agent.window import WindowState
+from tests.conftest import ROOT
 
 TOPIC = "edge/gw/alerts/pump-1"
 VALUES = np.array([1.5, 2.5, 3.5, 4.5, 5.5])
@@ -73,12 +79,123 @@ def test_at_the_hard_cap_the_oldest_pending_alerts_go_and_commits_go_on(tmp_path
     assert (tmp_path / DB_NAME).stat().st_size <= 1 * MIB + 64 * 1024
 
 
+class FakeMonotonic:
+    """A monotonic clock the test moves: what the store measures alert ages on."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_expired_alerts_are_counted_and_not_offered_again(tmp_path: Path):
-    store = Store(tmp_path)
+    clock = FakeMonotonic(1000.0)
+    store = Store(tmp_path, monotonic=clock)
     store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
-    assert store.expire(created_before=time.time() + 1) == 2
+    clock.now += 60
+    assert store.expire(older_than_s=60) == 0, "not older than the time to live"
+    clock.now += 1
+    assert store.expire(older_than_s=60) == 2
     assert store.pending(after_seq=0, limit=10) == []
     assert store.stats()["alerts_expired"] == 2
+
+
+def test_alert_age_is_running_time_whatever_the_wall_clock_does(tmp_path: Path, monkeypatch):
+    """#13 item 8: a wall clock stepped back a year neither stretches nor (stepped forward)
+    shortens an alert's time to live; the age counted survives a restart."""
+    ttl = 3600
+    clock = FakeMonotonic(50.0)
+    store = Store(tmp_path, monotonic=clock)
+    store.commit_batch(Batch(alerts=[_alert(1)]))
+    clock.now += 1000
+    store.close()
+    monkeypatch.setattr(time, "time", lambda: 1.0e9)  # stepped back decades (2001)
+    clock = FakeMonotonic(7.0)  # a reboot: the monotonic clock starts again
+    store = Store(tmp_path, monotonic=clock)
+    clock.now += ttl - 1000 - 1
+    assert store.expire(older_than_s=ttl) == 0
+    clock.now += 2
+    assert store.expire(older_than_s=ttl) == 1, "1000 s before the restart + the rest after"
+    store.close()
+
+
+def test_alerts_of_a_database_without_elapsed_time_get_their_whole_time_to_live(tmp_path: Path):
+    """A database from before elapsed time: its pending alerts, aged by a wall clock that may
+    have been wrong, start their time to live at the upgrade instead of expiring at once."""
+    month_ago = time.time() - 30 * 86400
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute(
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, "
+            "topic TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL, delivered_at REAL, "
+            "expired_at REAL)"
+        )
+        db.execute(
+            "INSERT INTO outbox (alert_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+            ("old", TOPIC, '{"id": "old"}', month_ago),
+        )
+    clock = FakeMonotonic(0.0)
+    store = Store(tmp_path, monotonic=clock)
+    assert store.expire(older_than_s=7 * 86400) == 0
+    assert [item.payload for item in store.pending(0, 10)] == [b'{"id": "old"}']
+    clock.now += 7 * 86400 + 1
+    assert store.expire(older_than_s=7 * 86400) == 1
+    store.close()
+
+
+_FIGURES = ("readings", "alerts_pending", "alerts_delivered", "alerts_expired", "dead_letters")
+
+
+def _same_figures(store: Store) -> dict[str, object]:
+    counted, kept = store.stats(), store.figures()
+    for key in (*_FIGURES, "evictions_by_reason", "used_bytes"):
+        assert kept[key] == counted[key], (key, kept[key], counted[key])
+    return kept
+
+
+def _dead(n: int) -> list[DeadLetter]:
+    return [DeadLetter("edge/gw/readings/x", "invalid_json", "", 1.0, b"{") for _ in range(n)]
+
+
+def test_kept_figures_equal_a_full_count_through_every_kind_of_write(tmp_path: Path):
+    """#13 item 11: the status and /metrics read counters kept by each write instead of
+    scanning the tables; they must stay equal to a full count through commits, budget and
+    hard-cap evictions, deliveries (also of expired alerts), expiry and a restart."""
+    clock = FakeMonotonic(0.0)
+    budget = Budget(max_bytes=1 * MIB, hard_cap_bytes=2 * MIB)
+    store = Store(tmp_path, budget, monotonic=clock)
+    seen = dict.fromkeys(_FIGURES, 0)
+    for b in range(60):
+        alerts = [_alert(b * 20 + i, size=2000) for i in range(20)]
+        batch = Batch(readings=_readings(300, start=b * 300), alerts=alerts, dead=_dead(3))
+        store.commit_batch(batch)
+        store.commit_batch(Batch(alerts=alerts[:5]))  # copies: not counted twice
+        clock.now += 10
+        if b % 3 == 0:
+            store.expire(older_than_s=25)
+        if b % 4 == 0:  # delivered, some after they expired, some twice
+            seqs = [r[0] for r in store.conn.execute("SELECT seq FROM outbox ORDER BY seq")]
+            store.mark_delivered(seqs[-30:])
+        kept = _same_figures(store)
+        seen = {k: max(v, kept[k]) for k, v in seen.items()}
+    evicted = kept["evictions_by_reason"]
+    for reason in ("readings", "dead_letters", "delivered_alerts", "expired_alerts"):
+        assert evicted.get(reason, 0) > 0, f"the test evicts {reason}"
+    assert min(seen.values()) > 0, f"every figure was exercised: {seen}"
+    store.close()
+    reopened = Store(tmp_path, monotonic=clock)
+    assert {k: reopened.figures()[k] for k in _FIGURES} == {k: kept[k] for k in _FIGURES}
+    _same_figures(reopened)
+    reopened.close()
+
+
+def test_kept_figures_follow_pending_alerts_evicted_at_the_hard_cap(tmp_path: Path):
+    store = Store(tmp_path, Budget(max_bytes=1 * MIB, hard_cap_bytes=1 * MIB))
+    for b in range(30):
+        store.commit_batch(Batch(alerts=[_alert(b * 50 + i, size=2000) for i in range(50)]))
+        _same_figures(store)
+    assert store.figures()["evictions_by_reason"]["pending_alerts_at_hard_cap"] > 0
+    store.close()
 
 
 def test_scoring_state_survives_reopening_and_is_dropped_for_another_model(tmp_path: Path):
@@ -116,6 +233,121 @@ def test_a_database_with_damaged_pages_is_moved_aside(tmp_path: Path):
     reopened = Store(tmp_path)
     assert reopened.moved_aside is not None and reopened.moved_aside.exists()
     assert reopened.stats()["readings"] == 0
+
+
+def _damage_middle(path: Path) -> None:
+    """4 KiB of garbage in the middle of the file: a bad SD card sector."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\xa5" * 4096
+    path.write_bytes(bytes(data))
+
+
+def test_what_a_damaged_database_still_holds_is_salvaged_pending_alerts_first(tmp_path: Path):
+    """#13 item 10: the damaged file is moved aside as before, but its pending alerts (and the
+    readings and scoring state that can still be read) go into the fresh database, and the
+    quarantine is recorded for the status, the metrics and `buffer stats`."""
+    state = AssetState("pump-1", WindowState(b"\x00" * 40, 2, 123.0), '{"above": 1}')
+    store = Store(tmp_path)
+    store.load_states("model-a")
+    store.commit_batch(Batch(alerts=[_alert(1), _alert(2), _alert(3)], states=[state]))
+    store.mark_delivered([1])
+    for b in range(10):
+        store.commit_batch(Batch(readings=_readings(500, start=b * 500)))
+    store.close()
+    _damage_middle(tmp_path / DB_NAME)
+
+    reopened = Store(tmp_path)
+    assert reopened.moved_aside is not None and reopened.moved_aside.exists()
+    assert [item.payload for item in reopened.pending(0, 10)] == [
+        json.dumps(_alert(n)[1].payload, separators=(",", ":")).encode() for n in (2, 3)
+    ]
+    assert reopened.load_states("model-a") == [state]
+    stats = reopened.stats()
+    assert 0 < stats["readings"] < 5000, "the readings on readable pages"
+    (incident,) = stats["storage_incidents"]
+    assert incident["kind"] == "corrupt" and incident["moved_to"] == str(reopened.moved_aside)
+    assert incident["salvaged"]["pending_alerts"] == 2
+    assert incident["salvaged"]["readings"] == len(
+        reopened.conn.execute("SELECT id FROM readings").fetchall()
+    )
+    assert reopened.incident_counts == {"corrupt": 1}
+    assert reopened.figures()["alerts_pending"] == 2
+    reopened.close()
+
+
+_CRASH = """
+import os, signal, sys
+import numpy as np
+from agent.alert import Alert
+from agent.readings import ReadingBlock
+from agent.store import Batch, Store
+store = Store(sys.argv[1])
+for b in range(40):
+    ts = np.arange(b * 20, (b + 1) * 20, dtype=np.float64)
+    alert = Alert(f"a{b}", "pump-1", "firing", "info", {"id": f"a{b}"})
+    block = ReadingBlock.of("pump-1", ts, np.ones((20, 5)))
+    store.commit_batch(Batch(readings=[block], alerts=[("edge/gw/alerts/pump-1", alert)]))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _killed_after_commits(folder: Path) -> Path:
+    """A database as `kill -9` leaves it: 40 commits, all in the WAL."""
+    subprocess.run([sys.executable, "-c", _CRASH, str(folder)], cwd=ROOT, check=False)
+    wal = folder / (DB_NAME + "-wal")
+    assert wal.stat().st_size > 40 * 4096, "the commits are in the WAL, not checkpointed"
+    return wal
+
+
+def test_a_wal_damaged_after_a_crash_is_reported_not_silently_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """#13 item 10: one byte flipped in the WAL of a killed agent. SQLite replays the WAL up
+    to the damaged frame and drops the commits after it; that cannot be undone, but it is
+    detected before SQLite opens the file, logged, recorded and the WAL kept as evidence."""
+    wal = _killed_after_commits(tmp_path)
+    data = bytearray(wal.read_bytes())
+    page_size = int.from_bytes(data[8:12], "big")
+    # A byte of the sixth frame's page: frames from the start are of the current generation
+    # (after an automatic checkpoint the WAL restarts there; older frames follow).
+    data[32 + 5 * (24 + page_size) + 24 + 100] ^= 0x01
+    wal.write_bytes(bytes(data))
+    damaged = bytes(data)
+
+    with caplog.at_level(logging.ERROR, logger="agent.store"):
+        store = Store(tmp_path)
+    stats = store.stats()
+    assert stats["readings"] < 40 * 20 and stats["alerts_pending"] < 40, "SQLite dropped some"
+    (incident,) = stats["storage_incidents"]
+    assert incident["kind"] == "wal_damaged", incident
+    assert "committed transaction" in incident["detail"]
+    assert Path(incident["kept"]).read_bytes() == damaged
+    assert store.incident_counts == {"wal_damaged": 1}
+    assert "wal_damaged" in caplog.text
+    store.close()
+
+
+def test_a_damaged_wal_header_is_reported(tmp_path: Path):
+    """A flipped bit in the WAL header's salt: SQLite ignores the whole WAL."""
+    wal = _killed_after_commits(tmp_path)
+    data = bytearray(wal.read_bytes())
+    data[17] ^= 0x01
+    wal.write_bytes(bytes(data))
+    store = Store(tmp_path)
+    assert store.stats()["readings"] < 40 * 20
+    assert "WAL header damaged" in store.incidents[-1]["detail"]
+    store.close()
+
+
+def test_a_wal_left_by_a_crash_that_is_intact_is_no_incident(tmp_path: Path):
+    _killed_after_commits(tmp_path)
+    store = Store(tmp_path)
+    stats = store.stats()
+    assert (stats["readings"], stats["alerts_pending"]) == (40 * 20, 40), "nothing lost"
+    assert stats["storage_incidents"] == []
+    store.close()
 
 
 def test_inspection_never_moves_a_database(tmp_path: Path):
@@ -228,11 +460,11 @@ def test_asset_state_of_an_older_release_counts_as_seen_when_first_opened(tmp_pa
             "INSERT INTO asset_state VALUES (?, ?, 1, ?, '{}')",
             [(f"a{i}", b"\x00" * 8, float(i)) for i in range(5)],
         )
-    before = time.time()
     store = Store(tmp_path)
-    restored = store.load_states("m", 2, seen_after=before - 1)
+    now = store.elapsed()  # idleness is measured on the store's elapsed running time
+    restored = store.load_states("m", 2, seen_after=now - 1)
     assert [s.asset for s in restored] == ["a4", "a3"], "the latest readings first"
-    assert all(s.window.seen_at >= before for s in restored)
+    assert all(0 <= s.window.seen_at <= now for s in restored)
 
 
 def test_a_reset_deletes_the_state_and_leaves_a_request_for_a_running_agent(tmp_path: Path):
