@@ -1,8 +1,9 @@
 """The agent's configuration: one pydantic schema, validated once at start-up.
 
-Field descriptions are the configuration reference: `agent.config_doc` renders them into the
-README, and a test keeps the two in step. Unknown keys are errors, so a typo cannot silently
-fall back to a default. Relative paths are resolved against the config file's folder.
+Field descriptions are the configuration reference: `agent.config_doc` renders them into
+docs/configuration.md, and a test keeps the two in step. Unknown keys are errors, so a typo
+cannot silently fall back to a default. Relative paths are resolved against the config file's
+folder.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Render the configuration reference (Markdown) from the schema's field descriptions.
 
-`python -m agent.config_doc` prints it; the README carries it and a test keeps them equal.
+`python -m agent.config_doc` prints it; docs/configuration.md carries it and a test keeps them
+equal.
 """
 
 from __future__ import annotations

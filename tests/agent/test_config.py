@@ -1,4 +1,4 @@
-"""Config validation through the real CLI, and the README reference kept in step with the schema."""
+"""Config validation through the real CLI; docs/configuration.md kept in step with the schema."""
 
 from __future__ import annotations
 
@@ -56,9 +56,11 @@ def test_check_config_reports_a_missing_model(tmp_path: Path):
     assert result.returncode == 2 and "model.path" in result.stderr and "nope.onnx" in result.stderr
 
 
-def test_readme_config_reference_matches_the_schema():
-    readme = (ROOT / "README.md").read_text()
-    assert render_reference() in readme, "run `python -m agent.config_doc` and paste into README"
+def test_docs_config_reference_matches_the_schema():
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert render_reference() in page, (
+        "run `python -m agent.config_doc` and paste it into docs/configuration.md"
+    )
 
 
 def _config_with(tmp_path: Path, model_path: Path, extra: str) -> Path:
