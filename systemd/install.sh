@@ -5,13 +5,14 @@
 #   sudo systemd/install.sh --uninstall   remove the service, the venv and the broker drop-in;
 #                                         keep config, passwords and state
 #
-# Layout: venv in /opt/edge-agent/venv, config and models in /etc/edge-agent, state in
-# /var/lib/edge-agent (systemd's StateDirectory), user `edge-agent`. The local broker gets
-# mosquitto/edge-gateway.conf as /etc/mosquitto/conf.d/edge-gateway.conf, its ACL as
-# /etc/mosquitto/edge-gateway.acl and a password file /etc/mosquitto/edge-gateway.passwd with
-# users `edge-agent` and `sensors`, whose random passwords go to /etc/edge-agent/local.password
-# (group edge-agent) and /etc/edge-agent/sensors.password (root only); passwords are never
-# printed nor put on a command line.
+# Layout: venv in /opt/edge-agent/venv and the manual in /opt/edge-agent/docs, config and models
+# in /etc/edge-agent, state in /var/lib/edge-agent (systemd's StateDirectory), user
+# `edge-agent`. The local broker gets mosquitto/edge-gateway.conf as
+# /etc/mosquitto/conf.d/edge-gateway.conf, its ACL as /etc/mosquitto/edge-gateway.acl and a
+# password file /etc/mosquitto/edge-gateway.passwd with users `edge-agent` and `sensors`, whose
+# random passwords go to /etc/edge-agent/local.password (group edge-agent) and
+# /etc/edge-agent/sensors.password (root only); passwords are never printed nor put on a
+# command line.
 #
 # Idempotent: an existing agent.toml, ACL, password file or password is never overwritten (the
 # unit, the venv and the broker drop-in are refreshed). DESTDIR=/some/root stages every file
@@ -63,6 +64,9 @@ mkdir -p "$OPT" "$ETC/models" "$(dirname "$UNIT")" "$(dirname "$MOSQ_CONF")"
 "$OPT/venv/bin/python" -m pip install -q --upgrade pip
 "$OPT/venv/bin/python" -m pip install -q "$SRC"          # the agent only: no trainer extras
 install -m 0644 "$SRC/README.md" "$OPT/README.md"
+# The manual, where the unit's Documentation= points (`systemctl status edge-agent` shows it).
+install -d -m 0755 "$OPT/docs"
+install -m 0644 "$SRC"/docs/*.md "$OPT/docs/"
 install -m 0644 "$SRC"/models/*.onnx "$ETC/models/"
 if [ ! -f "$ETC/agent.toml" ]; then
   install -m 0644 "$SRC/device_configs/$PROFILE" "$ETC/agent.toml"

@@ -126,6 +126,24 @@ def test_install_stages_broker_config_and_passwords_with_their_modes(staged: Pat
     assert len(agent) >= 32 and len(sensors) >= 32 and agent != sensors
 
 
+def test_install_stages_the_manual_where_the_units_documentation_points(staged: Path):
+    """`systemctl status edge-agent` shows the unit's Documentation= links: each must name a page
+    the install put on the gateway, and every page of docs/ goes there."""
+    unit = (staged / "etc/systemd/system/edge-agent.service").read_text()
+    urls = [
+        url
+        for line in unit.splitlines()
+        if line.startswith("Documentation=")
+        for url in line.partition("=")[2].split()
+    ]
+    assert urls, "the unit names its documentation"
+    for url in urls:
+        assert url.startswith("file:///opt/edge-agent/"), url
+        assert (staged / url.removeprefix("file:///")).is_file(), f"{url} is not installed"
+    pages = sorted(page.name for page in (ROOT / "docs").glob("*.md"))
+    assert sorted(page.name for page in (staged / "opt/edge-agent/docs").glob("*.md")) == pages
+
+
 def test_install_says_where_the_passwords_are_but_never_prints_them(
     first_install: tuple[Path, str],
 ):
