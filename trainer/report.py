@@ -347,8 +347,8 @@ def _episodes_html(s: Scored, episodes: list[Episode]) -> str:
     note = (
         "<p>An alert here is a run of consecutive flagged rows; the bars are each sensor's "
         "contribution at the alert's highest score, the same shares an alert's "
-        "<code>top_sensors</code> come from (what a share means for each detector: the "
-        "README, <em>The model file</em>).</p>"
+        "<code>top_sensors</code> come from (what a share means for each detector: "
+        "<code>docs/model-file.md</code>, <em>Contributions</em>).</p>"
     )
     figure = _img(_contributions_figure(s, episodes), "per-sensor contributions of the top alerts")
     return table + note + figure

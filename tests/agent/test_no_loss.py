@@ -107,8 +107,8 @@ def test_kill_9_and_broker_restarts_lose_no_alert_and_apply_no_reading_twice(
                 upstream.stop()
                 upstream.start()
             else:
-                # mosquitto 2.0 restores a queue for an absent client out of order (README,
-                # "Storage and delivery"), so the local broker restarts under a connected agent.
+                # mosquitto 2.0 restores a queue for an absent client out of order (docs/storage.md,
+                # "Order"), so the local broker restarts under a connected agent.
                 agent.wait_logged("subscribed topic")
                 connections = agent.logged("local connected")
                 local.stop()
