@@ -18,19 +18,25 @@ ALLOWED: dict[str, set[str]] = {
     "trainer": {
         "agent.atomic",
         "agent.logs",
-        "agent.manifest",
+        "agent.model.manifest",
         "agent.offline",
-        "agent.score",
-        "agent.table",
+        "agent.model.score",
+        "agent.model.table",
     },
     "fleet": {
         "agent.config",
         "agent.connection",
         "agent.envelope",
-        "agent.manifest",
-        "agent.table",
+        "agent.model.manifest",
+        "agent.model.table",
     },
-    "bench": {"agent.config", "agent.envelope", "agent.readings", "agent.score", "agent.table"},
+    "bench": {
+        "agent.config",
+        "agent.envelope",
+        "agent.readings",
+        "agent.model.score",
+        "agent.model.table",
+    },
     "demo": {"agent.store"},
 }
 
