@@ -30,9 +30,9 @@ from agent.export import ExportError, export_readings, vacuum
 from agent.ingest import parse_ts
 from agent.logs import configure
 from agent.model.manifest import ModelFileError
+from agent.model.offline import score_table
 from agent.model.score import Scorer
 from agent.model.table import TableError, read_table
-from agent.offline import score_table
 from agent.pushes import (
     FleetState,
     abandon_pending,

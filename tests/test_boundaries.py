@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
         "agent.atomic",
         "agent.logs",
         "agent.model.manifest",
-        "agent.offline",
+        "agent.model.offline",
         "agent.model.score",
         "agent.model.table",
     },

@@ -11,6 +11,8 @@ runs:
   `read_model`).
 - `agent.model.table`: reading a sensor CSV file the way `edge-agent score` does (`read_table`,
   `Table`, `TableError`).
+- `agent.model.offline`: scoring a table through the agent's own window and score stages
+  (`score_table`), which `edge-agent score` and the trainer's evaluate and benchmark share.
 
 Nothing else of `agent` is theirs to import, apart from the few exceptions that
 tests/test_boundaries.py lists with a reason. This package imports no submodule itself, so that
