@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from agent.manifest import LEVELS, Thresholds
+from agent.model.manifest import LEVELS, Thresholds
 
 _ID_NAMESPACE = uuid.UUID("6f9d6a36-2f0e-4c53-9a43-3f1de4a0b8a1")
 

@@ -29,8 +29,10 @@ from agent.config import (
 from agent.export import ExportError, export_readings, vacuum
 from agent.ingest import parse_ts
 from agent.logs import configure
-from agent.manifest import ModelFileError
-from agent.offline import score_table
+from agent.model.manifest import ModelFileError
+from agent.model.offline import score_table
+from agent.model.score import Scorer
+from agent.model.table import TableError, read_table
 from agent.pushes import (
     FleetState,
     abandon_pending,
@@ -38,9 +40,7 @@ from agent.pushes import (
     load_effective,
     recover_interrupted,
 )
-from agent.score import Scorer
 from agent.store import StorageUnavailable, open_existing, reset_asset
-from agent.table import TableError, read_table
 from agent.validate import check_runnable
 
 log = logging.getLogger("agent")

@@ -16,8 +16,8 @@ from typing import Literal
 
 from agent.config import AgentConfig, BrokerConfig, ConfigError, load_config
 from agent.connection import mqtt_problem, password, tls_context
-from agent.manifest import ModelFileError
-from agent.score import Scorer
+from agent.model.manifest import ModelFileError
+from agent.model.score import Scorer
 from agent.store import DB_NAME, open_existing
 
 _MIN_FREE_BYTES = 64 * 1024 * 1024

@@ -44,7 +44,7 @@ from agent.envelope import (
     open_envelope,
 )
 from agent.logs import Throttle
-from agent.score import ORT_RUN_ERRORS, Scorer
+from agent.model.score import ORT_RUN_ERRORS, Scorer
 from agent.validate import check_runnable
 
 log = logging.getLogger(__name__)

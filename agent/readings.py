@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from agent.manifest import LEVELS
+from agent.model.manifest import LEVELS
 
 LEVEL_NAMES: tuple[str | None, ...] = (None, *LEVELS)
 

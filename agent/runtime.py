@@ -49,11 +49,11 @@ from agent.inbox import Inbox
 from agent.ingest import REASONS, DeadLetter, Parser, Readings
 from agent.logs import Throttle
 from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
+from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
 from agent.push_queue import PushQueue
 from agent.pushes import PROCESS, Desk, Health, load_effective
 from agent.readings import LEVEL_NAMES, ReadingBlock
-from agent.score import Scorer
 from agent.store import (
     RECENT_DIGESTS,
     AssetState,

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from agent.config import AgentConfig, ConfigError
 from agent.connection import password, tls_context
-from agent.manifest import ModelFileError, Thresholds
-from agent.score import Scorer
+from agent.model.manifest import ModelFileError, Thresholds
+from agent.model.score import Scorer
 
 
 def merged_thresholds(config: AgentConfig, model: Thresholds, origin: Path | str) -> Thresholds:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.score import Scorer
-from agent.table import read_table
+from agent.model.score import Scorer
+from agent.model.table import read_table
 from bench.harness import DEVICE, ROOT, AgentRun, Models, brokers, status_watch, wait_until
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from agent.config import BrokerConfig
-from agent.manifest import LEVELS
+from agent.model.manifest import LEVELS
 from fleet.mqtt import connect
 
 

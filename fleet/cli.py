@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from agent.config import BrokerConfig, ConfigError, format_errors, parse_host_port
 from agent.envelope import write_keypair
-from agent.manifest import LEVELS
-from agent.table import TableError
+from agent.model.manifest import LEVELS
+from agent.model.table import TableError
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
 from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.config import BrokerConfig
-from agent.table import Table, TableError, read_table
+from agent.model.table import Table, TableError, read_table
 from fleet.mqtt import FleetError, connect
 
 

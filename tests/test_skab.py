@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from agent.table import read_table
+from agent.model.table import read_table
 from fleet.alerts import AlertSubscriber
 from fleet.replay import readings_from_csv, replay
 from tests.conftest import DEVICE, SHARED_DATA, run_cli, wait_for, wait_status

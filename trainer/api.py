@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from agent.atomic import write_atomically
-from agent.manifest import Manifest
-from agent.score import Scorer, read_model
+from agent.model.manifest import Manifest
+from agent.model.score import Scorer, read_model
 from trainer.detectors import default_settings
 from trainer.detectors.ensemble import DEFAULT_MEMBERS
 from trainer.features import sliding_windows

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.offline import score_table
-from agent.score import Scorer
-from agent.table import TableError, read_table
+from agent.model.offline import score_table
+from agent.model.score import Scorer
+from agent.model.table import TableError, read_table
 from trainer.metrics import classification_metrics
 from trainer.train import TrainOptions, train, write_model
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from agent.logs import configure
-from agent.manifest import ModelFileError
-from agent.table import TableError
+from agent.model.manifest import ModelFileError
+from agent.model.table import TableError
 from trainer import benchmark
 from trainer.detectors import DEFAULT_ALGORITHM, DETECTORS
 from trainer.evaluate import evaluate

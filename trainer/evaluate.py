@@ -1,6 +1,6 @@
 """Judge an exported model on labelled data, through the agent's own scoring path.
 
-The model is scored exactly as the gateway would score it (`agent.offline`), a row is flagged
+The model is scored exactly as the gateway would score it (`agent.model.offline`), a row is flagged
 when its score reaches the model's alert threshold, and rows before the window has filled
 count as unflagged with score 0. `from_row` leaves out a training stretch at the start (SKAB's
 protocol trains on the first rows of each file).
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.offline import score_table
-from agent.score import Scorer
-from agent.table import Table, TableError, read_table
+from agent.model.offline import score_table
+from agent.model.score import Scorer
+from agent.model.table import Table, TableError, read_table
 from trainer.metrics import classification_metrics, pr_auc, roc_auc
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from agent.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
+from agent.model.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
 from trainer.calibration import Calibration
 from trainer.detectors import Detector, make_detector
 from trainer.detectors.base import attribution, needs_float32, onnx_attribution

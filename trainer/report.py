@@ -21,8 +21,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from agent.atomic import write_atomically
-from agent.manifest import Manifest
-from agent.table import Table
+from agent.model.manifest import Manifest
+from agent.model.table import Table
 from trainer.api import score_rows
 from trainer.evaluate import open_scored, score_metrics
 from trainer.metrics import precision_recall_curve

@@ -15,7 +15,7 @@ import onnx
 from onnx import helper
 
 from agent.atomic import write_atomically
-from agent.manifest import (
+from agent.model.manifest import (
     MANIFEST_KEY,
     Algorithm,
     Manifest,
@@ -25,8 +25,8 @@ from agent.manifest import (
     TrainingSummary,
     graph_sha256,
 )
-from agent.score import Scorer
-from agent.table import Table, read_table
+from agent.model.score import Scorer
+from agent.model.table import Table, read_table
 from trainer.calibration import ALERT_THRESHOLD, LEVELS
 from trainer.detectors import DEFAULT_ALGORITHM, default_settings
 from trainer.features import check_names, sliding_windows

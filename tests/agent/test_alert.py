@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.alert import AlertTracker
-from agent.manifest import Thresholds
+from agent.model.manifest import Thresholds
 
 SENSORS = ["flow", "pressure", "current"]
 PRESSURE = np.array([0.1, 0.8, 0.1])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.model.score import Scorer
 from agent.readings import ReadingBlock
-from agent.score import Scorer
 from agent.store import Batch, Store
 from tests.conftest import run_cli
 from trainer.simulate import SENSORS, simulate

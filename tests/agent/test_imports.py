@@ -18,7 +18,7 @@ FORBIDDEN = (*NEVER_LOADED, "pickle", "marshal", "shelve", "subprocess", "pty")
 
 def test_running_agent_modules_load_nothing_forbidden():
     code = (
-        "import sys, json, agent.cli, agent.runtime, agent.offline;"
+        "import sys, json, agent.cli, agent.runtime, agent.model.offline;"
         "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from agent.table import read_table
+from agent.model.table import read_table
 from tests.conftest import run_cli
 from trainer.features import sliding_windows
 

@@ -15,8 +15,8 @@ import pytest
 
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
+from agent.model.score import Scorer
 from agent.pushes import FleetState, Version, fleet_dir
-from agent.score import Scorer
 from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from fleet.push import publish_push, push_topic

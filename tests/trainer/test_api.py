@@ -13,7 +13,7 @@ import pytest
 
 import trainer.api
 import trainer.metrics
-from agent.table import read_table
+from agent.model.table import read_table
 from fleet.alerts import AlertSubscriber
 from fleet.replay import replay
 from tests.conftest import DEVICE, run_cli, wait_for, wait_status

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.score import Scorer
-from agent.table import read_table
+from agent.model.score import Scorer
+from agent.model.table import read_table
 from tests.conftest import run_cli, wait_for
 from trainer import AnomalyDetector
 from trainer.train import _Stages

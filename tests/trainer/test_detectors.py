@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.score import Scorer
-from agent.table import read_table
+from agent.model.score import Scorer
+from agent.model.table import read_table
 from trainer.calibration import Calibration
 from trainer.detectors import DETECTORS, default_settings, make_detector
 from trainer.detectors.base import attribution
@@ -58,7 +58,7 @@ def test_agent_rejects_a_model_whose_graph_was_altered(model_path: Path, tmp_pat
     import onnx
     from onnx import numpy_helper
 
-    from agent.manifest import ModelFileError
+    from agent.model.manifest import ModelFileError
 
     model = onnx.load(model_path)
     weight = model.graph.initializer[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, roc_auc_score
 
-from agent.table import read_table
+from agent.model.table import read_table
 from tests.conftest import SimData, run_cli
 from trainer.metrics import pr_auc, roc_auc
 

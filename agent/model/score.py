@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from agent.manifest import (
+from agent.model.manifest import (
     INPUT_NAME,
     OUTPUT_CONTRIBUTIONS,
     OUTPUT_SCORE,

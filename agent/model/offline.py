@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from agent.score import Scorer
-from agent.table import Table
+from agent.model.score import Scorer
+from agent.model.table import Table
 from agent.window import Windows
 
 _ASSET = "csv"
