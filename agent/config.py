@@ -267,8 +267,9 @@ class ForwardConfig(_Section):
     )
     status_interval_s: float = Field(
         default=60.0,
-        gt=0,
-        description="How often the retained status (with buffer figures) is refreshed.",
+        ge=0.5,
+        description="How often the retained status (with buffer figures) is refreshed; at least "
+        "0.5 (each refresh is a retained message upstream and a rewrite of `metrics.textfile`).",
     )
 
 

@@ -90,3 +90,13 @@ def test_the_metrics_textfile_may_not_be_inside_the_data_dir(tmp_path, model_pat
         assert "metrics.textfile" in result.stderr and "inside storage.data_dir" in result.stderr
     config = _config_with(tmp_path, model_path, f'[metrics]\ntextfile = "{tmp_path / "m.prom"}"\n')
     assert run_cli("agent", "check-config", str(config)).returncode == 0
+
+
+def test_a_status_interval_that_would_flood_upstream_is_refused(tmp_path, model_path):
+    """`status_interval_s = 1e-6` was accepted, locally or pushed: the agent then sent about
+    2,000 retained status messages a second upstream (and rewrote its metrics textfile as
+    often). A push goes through the same schema."""
+    config = _config_with(tmp_path, model_path, "[forward]\nstatus_interval_s = 1e-6\n")
+    checked = run_cli("agent", "check-config", str(config))
+    assert checked.returncode == 2, checked.stdout
+    assert "forward.status_interval_s" in checked.stderr
