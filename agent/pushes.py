@@ -39,13 +39,11 @@ from agent.envelope import (
     Envelope,
     PushRejected,
     check_content,
-    key_id,
-    load_public_key,
     open_envelope,
 )
 from agent.logs import Throttle
 from agent.score import ORT_RUN_ERRORS, Scorer
-from agent.validate import check_runnable
+from agent.validate import check_runnable, trusted_keys
 
 log = logging.getLogger(__name__)
 
@@ -338,13 +336,7 @@ class Desk:
         self.sensors = sensors
         self.folder = fleet_dir(config.storage.data_dir)
         self.state = FleetState.load(self.folder)
-        self.trusted = {}
-        for path in config.fleet.trusted_keys:
-            try:
-                public = load_public_key(path)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"fleet.trusted_keys: {path}: {exc}") from None
-            self.trusted[key_id(public)] = public
+        self.trusted = trusted_keys(config, "config")
         prefix, device = config.topics.prefix, config.device.id
         self.targets = {f"{prefix}/fleet/device/{device}": f"device:{device}"} | {
             f"{prefix}/fleet/group/{g}": f"group:{g}" for g in config.fleet.groups

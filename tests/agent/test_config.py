@@ -100,3 +100,28 @@ def test_a_status_interval_that_would_flood_upstream_is_refused(tmp_path, model_
     checked = run_cli("agent", "check-config", str(config))
     assert checked.returncode == 2, checked.stdout
     assert "forward.status_interval_s" in checked.stderr
+
+
+def test_what_stops_run_stops_check_config_first(tmp_path, model_path):
+    """The unit's pre-start check must fail where `run` would: a trusted key that does not
+    load and a data folder that is a file (run died with a FileExistsError traceback) passed
+    `check-config`; an `agent.db` that is a folder too."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / "data" / "agent.db").mkdir(parents=True)
+    cases = {
+        f'[fleet]\ntrusted_keys = ["{tmp_path / "missing.pem"}"]\n': "fleet.trusted_keys",
+        f'[storage]\ndata_dir = "{blocker}"\n': "is not a folder",
+        f'[storage]\ndata_dir = "{blocker / "sub"}"\n': "is not a folder",
+        "": "is a folder, not a database",
+    }
+    for extra, problem in cases.items():
+        config = _config_with(tmp_path, model_path, "")
+        text = config.read_text()
+        if extra.startswith("[storage]"):
+            text = text.split("[storage]")[0]
+        config.write_text(text + extra)
+        for command in (("check-config",), ("run", "--config")):
+            done = run_cli("agent", *command, str(config))
+            assert done.returncode == 2, (extra, command, done.stderr)
+            assert problem in done.stderr and "Traceback" not in done.stderr, done.stderr
