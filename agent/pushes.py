@@ -145,11 +145,13 @@ class FleetState:
     def save(self, folder: Path) -> None:
         write_atomically(folder / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
 
-    def record(self, doc: dict[str, Any]) -> None:
+    def record(self, doc: dict[str, Any], outcome: bool = True) -> None:
         """A push's report: the last one, and, once it is the outcome of a verified push, one
-        of the recent (a flood of unsigned junk must not push a rollback's reason out)."""
+        of the recent (a flood of unsigned junk must not push a rollback's reason out, nor
+        replays of older signed pushes, which anyone who reads the topics can capture: not
+        an `outcome`)."""
         self.last_push = doc
-        if doc["status"] != "checking" and doc["version"] is not None:
+        if outcome and doc["status"] != "checking" and doc["version"] is not None:
             self.recent_pushes = [*self.recent_pushes, doc][-RECENT_PUSHES:]
 
     def passed(self) -> None:
@@ -220,6 +222,10 @@ def _has_dotted(raw: dict[str, Any], dotted: str) -> bool:
             return False
         node = node[key]
     return True
+
+
+class _Stale(PushRejected):
+    """A signed push older than one already seen: a replay."""
 
 
 @dataclass
@@ -395,6 +401,9 @@ class Desk:
             if env.content is None:
                 return self._wait_for_chunks(env, f"{target}/{kind}", topic)
             return self._decide(env, kind)
+        except _Stale as exc:
+            assert env is not None
+            return self._reject(kind, target, str(exc), env.version, outcome=False)
         except PushRejected as exc:
             # An envelope that failed verification claims nothing we believe, its version too.
             return self._reject(kind, target, str(exc), env.version if env else None)
@@ -504,7 +513,7 @@ class Desk:
         if env.version == seen and self.state.seen.get(f"{stream}#sha") == env.sha256:
             return True
         if env.version <= seen:
-            raise PushRejected(f"stale: version {env.version} is not newer than {seen}")
+            raise _Stale(f"stale: version {env.version} is not newer than {seen}")
         return False
 
     def _check_precedence(self, env: Envelope, kind: str) -> None:
@@ -602,12 +611,14 @@ class Desk:
         if kind == "model":
             smoke_score(scorer, self.sensors)
 
-    def _reject(self, kind: str, target: str, reason: str, version: int | None) -> Decision:
+    def _reject(
+        self, kind: str, target: str, reason: str, version: int | None, outcome: bool = True
+    ) -> Decision:
         # Anyone can publish here: one line per stream per 10 s, not one per message.
         self._warn.warning(
             f"rejected {target}/{kind}", "push %s from %s rejected: %s", kind, target, reason
         )
-        self.state.record(_push_doc(kind, "rejected", reason, version, target))
+        self.state.record(_push_doc(kind, "rejected", reason, version, target), outcome)
         self._save_soon()
         return Decision(False, "rejected", reason)
 
