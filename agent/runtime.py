@@ -85,6 +85,11 @@ _PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES = 256, 4 * 1024 * 1024
 _FLEET_TURN_MESSAGES, _FLEET_TURN_S = 32, 0.05
 _REPORT_EVERY_S = 1.0  # rejections reach the status at most this often
 _ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are asked for again
+# The largest message the local broker may send (MQTT 5 Maximum Packet Size), at least this and
+# twice `ingest.max_payload_bytes`: payloads over that are still read as `oversized` dead
+# letters, much larger ones are dropped by the broker unread (issue #13: one 150 MB reading
+# took the agent to 530 MiB, over the unit's MemoryMax=256M, on a broker without a limit).
+_LOCAL_PACKET_BYTES = 1024 * 1024
 
 
 class _Message(NamedTuple):
@@ -270,6 +275,9 @@ class Agent:
         session = Properties(PacketTypes.CONNECT)
         session.SessionExpiryInterval = local.session_expiry_s
         session.ReceiveMaximum = local.receive_maximum
+        session.MaximumPacketSize = max(
+            _LOCAL_PACKET_BYTES, 2 * self.config.ingest.max_payload_bytes
+        )
         self.source.connect_async(
             local.host, local.port, local.keepalive, clean_start=False, properties=session
         )
