@@ -284,8 +284,8 @@ class MetricsConfig(_Section):
         default=None,
         description="Or also: write the metrics to this file (for node_exporter's textfile "
         "collector), replaced atomically every `forward.status_interval_s`. Never inside "
-        "`storage.data_dir` (it would replace the agent's own files); local only, a push cannot "
-        "set it.",
+        "`storage.data_dir` (it would replace the agent's own files) nor a file the agent reads "
+        "(its config, model, keys, passwords, certificates); local only, a push cannot set it.",
     )
 
     @model_validator(mode="after")
@@ -428,6 +428,24 @@ def _check_paths(origin: Path, config: AgentConfig) -> None:
             f"{origin}: 1 invalid field(s):\n  metrics.textfile: {textfile} is inside "
             f"storage.data_dir {data_dir}; write it elsewhere"
         )
+    # Nor a file the agent reads: the config or model replaced by metrics stops the next start.
+    if textfile is not None and textfile.resolve() in {
+        p.resolve() for p in _files_read(origin, config)
+    }:
+        raise ConfigError(
+            f"{origin}: 1 invalid field(s):\n  metrics.textfile: {textfile} is a file the "
+            "agent reads (its config, model, a key, password or certificate); write it elsewhere"
+        )
+
+
+def _files_read(origin: Path, config: AgentConfig) -> list[Path]:
+    """The files the agent reads, besides those in its data folder."""
+    files: list[Path | None] = [origin, config.model.path, *config.fleet.trusted_keys]
+    for broker in (config.local, config.upstream):
+        files.append(broker.password_file)
+        if broker.tls is not None:
+            files += [broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file]
+    return [f for f in files if f is not None]
 
 
 def path_keys(model: type[BaseModel] = AgentConfig, prefix: str = "") -> list[str]:

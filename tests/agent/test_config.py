@@ -92,6 +92,17 @@ def test_the_metrics_textfile_may_not_be_inside_the_data_dir(tmp_path, model_pat
     assert run_cli("agent", "check-config", str(config)).returncode == 0
 
 
+def test_the_metrics_textfile_may_not_be_a_file_the_agent_reads(tmp_path, model_path):
+    """A textfile at the model or the config file itself passed `check-config`; the agent then
+    replaced it with Prometheus text and the next start failed."""
+    config = tmp_path / "agent.toml"
+    for target in (model_path, config):
+        _config_with(tmp_path, model_path, f'[metrics]\ntextfile = "{target}"\n')
+        result = run_cli("agent", "check-config", str(config))
+        assert result.returncode == 2, result.stdout
+        assert "metrics.textfile" in result.stderr and "a file the agent reads" in result.stderr
+
+
 def test_a_status_interval_that_would_flood_upstream_is_refused(tmp_path, model_path):
     """`status_interval_s = 1e-6` was accepted, locally or pushed: the agent then sent about
     2,000 retained status messages a second upstream (and rewrote its metrics textfile as
