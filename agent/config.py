@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 IDENTIFIER_RULE = "1 to 64 of A-Z a-z 0-9 _ . : -"
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+# MQTT 5 sends expiry intervals as four-byte integers: a larger one cannot be published at all
+# (an `alert_ttl_s` over it stopped the forwarder at the first alert, at every start).
+MQTT_MAX_INTERVAL_S = 2**32 - 1
 
 
 class _Section(BaseModel):
@@ -96,6 +99,7 @@ class LocalBrokerConfig(BrokerConfig):
     session_expiry_s: int = Field(
         default=7 * 24 * 3600,
         ge=60,
+        le=MQTT_MAX_INTERVAL_S,
         description="How long the local broker keeps the agent's session (and queues its "
         "readings) while the agent is away, in seconds.",
     )
@@ -262,6 +266,7 @@ class ForwardConfig(_Section):
     alert_ttl_s: int = Field(
         default=7 * 24 * 3600,
         ge=0,
+        le=MQTT_MAX_INTERVAL_S,
         description="An alert not delivered within this many seconds expires (counted, not "
         "sent); also sent as the MQTT 5 message expiry. 0: never.",
     )

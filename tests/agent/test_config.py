@@ -136,3 +136,16 @@ def test_what_stops_run_stops_check_config_first(tmp_path, model_path):
             done = run_cli("agent", *command, str(config))
             assert done.returncode == 2, (extra, command, done.stderr)
             assert problem in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_expiry_intervals_mqtt_cannot_send_are_refused(tmp_path, model_path):
+    """`alert_ttl_s = 5000000000` passed `check-config` (and a push's checks); at the first
+    alert the forwarder died packing the message expiry (a four-byte integer) and the agent
+    exited 1, again at every start while the alert was pending."""
+    for extra, field in (
+        ("[forward]\nalert_ttl_s = 5000000000\n", "forward.alert_ttl_s"),
+        ("[local]\nsession_expiry_s = 5000000000\n", "local.session_expiry_s"),
+    ):
+        config = _config_with(tmp_path, model_path, extra)
+        checked = run_cli("agent", "check-config", str(config))
+        assert checked.returncode == 2 and field in checked.stderr, checked.stderr
