@@ -148,8 +148,8 @@ class FleetState:
     def record(self, doc: dict[str, Any], outcome: bool = True) -> None:
         """A push's report: the last one, and, once it is the outcome of a verified push, one
         of the recent (a flood of unsigned junk must not push a rollback's reason out, nor
-        replays of older signed pushes, which anyone who reads the topics can capture: not
-        an `outcome`)."""
+        replays of signed pushes, which anyone who reads the topics can capture: not an
+        `outcome`)."""
         self.last_push = doc
         if outcome and doc["status"] != "checking" and doc["version"] is not None:
             self.recent_pushes = [*self.recent_pushes, doc][-RECENT_PUSHES:]
@@ -224,8 +224,9 @@ def _has_dotted(raw: dict[str, Any], dotted: str) -> bool:
     return True
 
 
-class _Stale(PushRejected):
-    """A signed push older than one already seen: a replay."""
+class _Replay(PushRejected):
+    """A signed push replayed: older than one already seen, or copied from another target's
+    or kind's topic (anyone who reads the topics can do either)."""
 
 
 @dataclass
@@ -389,7 +390,7 @@ class Desk:
         try:
             env = open_envelope(payload, self.trusted)
             if env.target != target or env.kind not in (kind, "rollback"):
-                raise PushRejected(f"envelope for {env.target}/{env.kind} on a {kind} topic")
+                raise _Replay(f"envelope for {env.target}/{env.kind} on a {kind} topic")
             if self._already_seen(env, kind):
                 return None
             self._check_precedence(env, kind)
@@ -401,7 +402,7 @@ class Desk:
             if env.content is None:
                 return self._wait_for_chunks(env, f"{target}/{kind}", topic)
             return self._decide(env, kind)
-        except _Stale as exc:
+        except _Replay as exc:
             assert env is not None
             return self._reject(kind, target, str(exc), env.version, outcome=False)
         except PushRejected as exc:
@@ -513,7 +514,7 @@ class Desk:
         if env.version == seen and self.state.seen.get(f"{stream}#sha") == env.sha256:
             return True
         if env.version <= seen:
-            raise _Stale(f"stale: version {env.version} is not newer than {seen}")
+            raise _Replay(f"stale: version {env.version} is not newer than {seen}")
         return False
 
     def _check_precedence(self, env: Envelope, kind: str) -> None:
