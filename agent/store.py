@@ -170,7 +170,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if not (recover and _is_corrupt(exc)):
                 raise
-            self.moved_aside = _move_aside(self.path)
+            try:
+                self.moved_aside = _move_aside(self.path)
+            except OSError as move_failed:  # a read-only folder: say so, not a traceback
+                raise CorruptDatabase(f"{exc}; cannot move it aside: {move_failed}") from exc
             log.error(
                 "corrupt database moved aside to %s (%s); starting fresh", self.moved_aside, exc
             )

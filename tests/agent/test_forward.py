@@ -300,3 +300,20 @@ def test_a_read_only_data_folder_at_start_does_not_stop_delivery(
             assert agent.stop() == 0
     finally:
         subscriber.close()
+
+
+def test_a_corrupt_database_in_a_read_only_folder_is_a_clear_error(
+    broker, start_agent, tmp_path: Path
+):
+    """A damaged database cannot be moved aside in a read-only folder (the two come together
+    on a failing SD card): the agent exited with an OSError traceback. It says what is wrong."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    assert agent.stop() == 0
+    database = agent.data_dir / DB_NAME
+    database.write_bytes(b"not a database, whatever it was" * 100)
+    with read_only(agent.data_dir):
+        agent = start_agent(local, upstream)
+        assert agent.process.wait(timeout=30) == 2
+    assert agent.logged("cannot move it aside") and not agent.logged("Traceback")
