@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 IDENTIFIER_RULE = "1 to 64 of A-Z a-z 0-9 _ . : -"
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+# MQTT 5 sends expiry intervals as four-byte integers: a larger one cannot be published at all
+# (an `alert_ttl_s` over it stopped the forwarder at the first alert, at every start).
+MQTT_MAX_INTERVAL_S = 2**32 - 1
 
 
 class _Section(BaseModel):
@@ -97,6 +100,7 @@ class LocalBrokerConfig(BrokerConfig):
     session_expiry_s: int = Field(
         default=7 * 24 * 3600,
         ge=60,
+        le=MQTT_MAX_INTERVAL_S,
         description="How long the local broker keeps the agent's session (and queues its "
         "readings) while the agent is away, in seconds.",
     )
@@ -263,13 +267,15 @@ class ForwardConfig(_Section):
     alert_ttl_s: int = Field(
         default=7 * 24 * 3600,
         ge=0,
+        le=MQTT_MAX_INTERVAL_S,
         description="An alert not delivered within this many seconds expires (counted, not "
         "sent); also sent as the MQTT 5 message expiry. 0: never.",
     )
     status_interval_s: float = Field(
         default=60.0,
-        gt=0,
-        description="How often the retained status (with buffer figures) is refreshed.",
+        ge=0.5,
+        description="How often the retained status (with buffer figures) is refreshed; at least "
+        "0.5 (each refresh is a retained message upstream and a rewrite of `metrics.textfile`).",
     )
 
 
@@ -284,8 +290,8 @@ class MetricsConfig(_Section):
         default=None,
         description="Or also: write the metrics to this file (for node_exporter's textfile "
         "collector), replaced atomically every `forward.status_interval_s`. Never inside "
-        "`storage.data_dir` (it would replace the agent's own files); local only, a push cannot "
-        "set it.",
+        "`storage.data_dir` (it would replace the agent's own files) nor a file the agent reads "
+        "(its config, model, keys, passwords, certificates); local only, a push cannot set it.",
     )
 
     @model_validator(mode="after")
@@ -428,6 +434,24 @@ def _check_paths(origin: Path, config: AgentConfig) -> None:
             f"{origin}: 1 invalid field(s):\n  metrics.textfile: {textfile} is inside "
             f"storage.data_dir {data_dir}; write it elsewhere"
         )
+    # Nor a file the agent reads: the config or model replaced by metrics stops the next start.
+    if textfile is not None and textfile.resolve() in {
+        p.resolve() for p in _files_read(origin, config)
+    }:
+        raise ConfigError(
+            f"{origin}: 1 invalid field(s):\n  metrics.textfile: {textfile} is a file the "
+            "agent reads (its config, model, a key, password or certificate); write it elsewhere"
+        )
+
+
+def _files_read(origin: Path, config: AgentConfig) -> list[Path]:
+    """The files the agent reads, besides those in its data folder."""
+    files: list[Path | None] = [origin, config.model.path, *config.fleet.trusted_keys]
+    for broker in (config.local, config.upstream):
+        files.append(broker.password_file)
+        if broker.tls is not None:
+            files += [broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file]
+    return [f for f in files if f is not None]
 
 
 def path_keys(model: type[BaseModel] = AgentConfig, prefix: str = "") -> list[str]:

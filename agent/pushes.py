@@ -39,13 +39,11 @@ from agent.envelope import (
     Envelope,
     PushRejected,
     check_content,
-    key_id,
-    load_public_key,
     open_envelope,
 )
 from agent.logs import Throttle
 from agent.model.score import ORT_RUN_ERRORS, Scorer
-from agent.validate import check_runnable
+from agent.validate import check_runnable, trusted_keys
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +145,13 @@ class FleetState:
     def save(self, folder: Path) -> None:
         write_atomically(folder / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
 
-    def record(self, doc: dict[str, Any]) -> None:
+    def record(self, doc: dict[str, Any], outcome: bool = True) -> None:
         """A push's report: the last one, and, once it is the outcome of a verified push, one
-        of the recent (a flood of unsigned junk must not push a rollback's reason out)."""
+        of the recent (a flood of unsigned junk must not push a rollback's reason out, nor
+        replays of signed pushes, which anyone who reads the topics can capture: not an
+        `outcome`)."""
         self.last_push = doc
-        if doc["status"] != "checking" and doc["version"] is not None:
+        if outcome and doc["status"] != "checking" and doc["version"] is not None:
             self.recent_pushes = [*self.recent_pushes, doc][-RECENT_PUSHES:]
 
     def passed(self) -> None:
@@ -222,6 +222,11 @@ def _has_dotted(raw: dict[str, Any], dotted: str) -> bool:
             return False
         node = node[key]
     return True
+
+
+class _Replay(PushRejected):
+    """A signed push replayed: older than one already seen, or copied from another target's
+    or kind's topic (anyone who reads the topics can do either)."""
 
 
 @dataclass
@@ -338,13 +343,7 @@ class Desk:
         self.sensors = sensors
         self.folder = fleet_dir(config.storage.data_dir)
         self.state = FleetState.load(self.folder)
-        self.trusted = {}
-        for path in config.fleet.trusted_keys:
-            try:
-                public = load_public_key(path)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"fleet.trusted_keys: {path}: {exc}") from None
-            self.trusted[key_id(public)] = public
+        self.trusted = trusted_keys(config, "config")
         prefix, device = config.topics.prefix, config.device.id
         self.targets = {f"{prefix}/fleet/device/{device}": f"device:{device}"} | {
             f"{prefix}/fleet/group/{g}": f"group:{g}" for g in config.fleet.groups
@@ -391,7 +390,7 @@ class Desk:
         try:
             env = open_envelope(payload, self.trusted)
             if env.target != target or env.kind not in (kind, "rollback"):
-                raise PushRejected(f"envelope for {env.target}/{env.kind} on a {kind} topic")
+                raise _Replay(f"envelope for {env.target}/{env.kind} on a {kind} topic")
             if self._already_seen(env, kind):
                 return None
             self._check_precedence(env, kind)
@@ -403,6 +402,9 @@ class Desk:
             if env.content is None:
                 return self._wait_for_chunks(env, f"{target}/{kind}", topic)
             return self._decide(env, kind)
+        except _Replay as exc:
+            assert env is not None
+            return self._reject(kind, target, str(exc), env.version, outcome=False)
         except PushRejected as exc:
             # An envelope that failed verification claims nothing we believe, its version too.
             return self._reject(kind, target, str(exc), env.version if env else None)
@@ -512,7 +514,7 @@ class Desk:
         if env.version == seen and self.state.seen.get(f"{stream}#sha") == env.sha256:
             return True
         if env.version <= seen:
-            raise PushRejected(f"stale: version {env.version} is not newer than {seen}")
+            raise _Replay(f"stale: version {env.version} is not newer than {seen}")
         return False
 
     def _check_precedence(self, env: Envelope, kind: str) -> None:
@@ -610,12 +612,14 @@ class Desk:
         if kind == "model":
             smoke_score(scorer, self.sensors)
 
-    def _reject(self, kind: str, target: str, reason: str, version: int | None) -> Decision:
+    def _reject(
+        self, kind: str, target: str, reason: str, version: int | None, outcome: bool = True
+    ) -> Decision:
         # Anyone can publish here: one line per stream per 10 s, not one per message.
         self._warn.warning(
             f"rejected {target}/{kind}", "push %s from %s rejected: %s", kind, target, reason
         )
-        self.state.record(_push_doc(kind, "rejected", reason, version, target))
+        self.state.record(_push_doc(kind, "rejected", reason, version, target), outcome)
         self._save_soon()
         return Decision(False, "rejected", reason)
 

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -85,6 +85,11 @@ _PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES = 256, 4 * 1024 * 1024
 _FLEET_TURN_MESSAGES, _FLEET_TURN_S = 32, 0.05
 _REPORT_EVERY_S = 1.0  # rejections reach the status at most this often
 _ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are asked for again
+# The largest message the local broker may send (MQTT 5 Maximum Packet Size), at least this and
+# twice `ingest.max_payload_bytes`: payloads over that are still read as `oversized` dead
+# letters, much larger ones are dropped by the broker unread (issue #13: one 150 MB reading
+# took the agent to 530 MiB, over the unit's MemoryMax=256M, on a broker without a limit).
+_LOCAL_PACKET_BYTES = 1024 * 1024
 
 
 class _Message(NamedTuple):
@@ -270,6 +275,9 @@ class Agent:
         session = Properties(PacketTypes.CONNECT)
         session.SessionExpiryInterval = local.session_expiry_s
         session.ReceiveMaximum = local.receive_maximum
+        session.MaximumPacketSize = max(
+            _LOCAL_PACKET_BYTES, 2 * self.config.ingest.max_payload_bytes
+        )
         self.source.connect_async(
             local.host, local.port, local.keepalive, clean_start=False, properties=session
         )
@@ -520,20 +528,23 @@ class Agent:
         a gateway clock set back) gets its clock reset, or it would never take a reading (#13)."""
         self.windows.clear()
         self.tracker.clear()
-        ingest, now = self.config.ingest, time.time()
+        ingest = self.config.ingest
         if seen_after is None:
             seen_after = self.store.elapsed() - ingest.asset_idle_s
         states = self.store.load_states(
             self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
         )
-        ahead = []
         for state in states:
-            window = state.window
-            if window.last_ts > now + ingest.max_future_s:
-                ahead.append(f"{state.asset}@{window.last_ts:.0f}")
-                window = replace(window, last_ts=float("-inf"))
-            self.windows.restore(state.asset, window)
+            self.windows.restore(state.asset, state.window)
             self.tracker.restore(state.asset, state.episode)
+        self._rewind_ahead()
+
+    def _rewind_ahead(self) -> None:
+        """No asset's clock may stay more than `ingest.max_future_s` ahead of the gateway's:
+        at start (a future reading an older release accepted) and while running (the gateway
+        clock stepped back, say a bad NTP source corrected, after readings stamped by it),
+        or its readings would be `out_of_order` until the clock caught up (#13)."""
+        ahead = self.windows.rewind_ahead(time.time() + self.config.ingest.max_future_s)
         if ahead:
             log.warning(
                 "reset the clock of %d assets whose last reading is more than "
@@ -562,11 +573,13 @@ class Agent:
     def _tend_assets(self) -> None:
         """Between batches, once a second: drop the assets an operator reset (`edge-agent
         reset-asset`) and those silent for over `ingest.asset_idle_s`, from memory and
-        database, so that made-up asset names cannot hold memory or places for good (#13)."""
+        database, so that made-up asset names cannot hold memory or places for good (#13);
+        and reset the clocks a gateway clock stepped back left ahead of it."""
         now = time.monotonic()
         if now < self._tend_due:
             return
         self._tend_due = now + _TEND_ASSETS_S
+        self._rewind_ahead()
         try:
             reset = self.store.reset_requests()
             idle = self.windows.idle(self.store.elapsed() - self.config.ingest.asset_idle_s)

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from agent.alert import Alert
 from agent.budget import Budget, count_eviction, evict_chunk, evict_over_budget, used_bytes
@@ -169,7 +170,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if not (recover and _is_corrupt(exc)):
                 raise
-            self.moved_aside = _move_aside(self.path)
+            try:
+                self.moved_aside = _move_aside(self.path)
+            except OSError as move_failed:  # a read-only folder: say so, not a traceback
+                raise CorruptDatabase(f"{exc}; cannot move it aside: {move_failed}") from exc
             log.error(
                 "corrupt database moved aside to %s (%s); starting fresh", self.moved_aside, exc
             )
@@ -198,7 +202,9 @@ class Store:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            self._address(), check_same_thread=False, isolation_level=None, uri=True
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
@@ -216,6 +222,29 @@ class Store:
             conn.close()
             raise
         return conn
+
+    def _address(self) -> str:
+        """The database as SQLite is to open it. In a folder that cannot be written (a file
+        system remounted read-only after errors, as SD cards are) SQLite cannot make the WAL's
+        shared-memory file and refuses to open at all; opened immutable, the database is read
+        as it is, its pending alerts go upstream, and every write fails as on a read-only file,
+        which the status reports (#13 item 9: the agent must not go down for it). A WAL with
+        its shared-memory file beside it SQLite reads read-only; one without is left for the
+        next start on a writable folder."""
+        wal_files = [self.path.with_name(self.path.name + end) for end in ("-wal", "-shm")]
+        if (
+            not self.path.is_file()
+            or os.access(self.path.parent, os.W_OK)
+            or all(f.is_file() for f in wal_files)
+        ):
+            return str(self.path)
+        log.error(
+            "%s cannot be written (read-only file system?): opening %s read-only; nothing "
+            "new is stored until the agent is restarted on a writable folder",
+            self.path.parent,
+            self.path.name,
+        )
+        return f"file:{quote(str(self.path))}?immutable=1"
 
     def _q(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:

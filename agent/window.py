@@ -113,6 +113,16 @@ class Windows:
         """Drop an asset's window: its next reading starts a new one, whatever its time."""
         self._assets.pop(asset, None)
 
+    def rewind_ahead(self, latest: float) -> list[str]:
+        """Reset the clock, not the window, of assets whose last reading is after `latest`,
+        and name them (`asset@ts`): their next reading is taken whatever its time."""
+        ahead = []
+        for name, buf in self._assets.items():
+            if buf.last_ts > latest:
+                ahead.append(f"{name}@{buf.last_ts:.0f}")
+                buf.last_ts = float("-inf")
+        return ahead
+
     def idle(self, seen_before: float) -> list[str]:
         """Assets whose last reading the gateway received before `seen_before`."""
         return [name for name, buf in self._assets.items() if buf.seen_at < seen_before]

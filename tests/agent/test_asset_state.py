@@ -9,12 +9,14 @@ import json
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from agent.ingest import parse_ts
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv
 from tests.conftest import DEVICE, AgentProcess, run_cli, wait_for, wait_status
+from tests.fleet.test_push import SteppableClock
 
 TOPIC = f"edge/{DEVICE}/readings/"
 FUTURE = "9000-01-01T00:00:00Z"
@@ -105,6 +107,34 @@ def test_an_asset_an_older_release_blinded_is_repaired_at_start(broker, start_ag
     stats = agent.wait_stored(61)
     assert stats["readings"] == 61 and stats["dead_letters"] == 0, stats
     assert _scored(agent, "pump-1") == 60 - 10 + 1, "the window carried on across the repair"
+    assert agent.stop() == 0
+
+
+def test_a_gateway_clock_stepped_back_does_not_blind_its_assets(
+    broker, start_agent, sim_data, tmp_path: Path
+):
+    """The gateway clock runs a day ahead (a bad NTP source) and a publisher stamps readings
+    with it; the clock is then stepped back. The asset's clock was a day ahead of the gateway's
+    and every reading was `out_of_order` for that day, unless the agent restarted (only the
+    start repaired it). Now the running agent resets it within a second, as at start."""
+    local, upstream = broker("local"), broker("upstream")
+    clock = SteppableClock(tmp_path / "clock")
+    day = 86400.0
+    clock.step(day)
+    agent = start_agent(local, upstream, env=clock.env)
+    wait_status(upstream.port, "online")
+    now = time.time()
+    readings = readings_from_csv(sim_data.live_csv)[:40]
+    ahead = [{**r, "ts": now + day + i} for i, r in enumerate(readings[:20])]
+    _publish(local.port, [("pump-1", r) for r in ahead])
+    agent.wait_stored(20)
+    clock.step(0)
+    agent.wait_logged("reset the clock of 1 assets")
+    later = [{**r, "ts": now + 60 + i} for i, r in enumerate(readings[20:])]
+    _publish(local.port, [("pump-1", r) for r in later])
+    stats = agent.wait_stored(40)
+    assert stats["readings"] == 40 and stats["dead_letters"] == 0, stats
+    assert _scored(agent, "pump-1") == 40 - 10 + 1, "the window carried on"
     assert agent.stop() == 0
 
 

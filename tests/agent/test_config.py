@@ -92,3 +92,62 @@ def test_the_metrics_textfile_may_not_be_inside_the_data_dir(tmp_path, model_pat
         assert "metrics.textfile" in result.stderr and "inside storage.data_dir" in result.stderr
     config = _config_with(tmp_path, model_path, f'[metrics]\ntextfile = "{tmp_path / "m.prom"}"\n')
     assert run_cli("agent", "check-config", str(config)).returncode == 0
+
+
+def test_the_metrics_textfile_may_not_be_a_file_the_agent_reads(tmp_path, model_path):
+    """A textfile at the model or the config file itself passed `check-config`; the agent then
+    replaced it with Prometheus text and the next start failed."""
+    config = tmp_path / "agent.toml"
+    for target in (model_path, config):
+        _config_with(tmp_path, model_path, f'[metrics]\ntextfile = "{target}"\n')
+        result = run_cli("agent", "check-config", str(config))
+        assert result.returncode == 2, result.stdout
+        assert "metrics.textfile" in result.stderr and "a file the agent reads" in result.stderr
+
+
+def test_a_status_interval_that_would_flood_upstream_is_refused(tmp_path, model_path):
+    """`status_interval_s = 1e-6` was accepted, locally or pushed: the agent then sent about
+    2,000 retained status messages a second upstream (and rewrote its metrics textfile as
+    often). A push goes through the same schema."""
+    config = _config_with(tmp_path, model_path, "[forward]\nstatus_interval_s = 1e-6\n")
+    checked = run_cli("agent", "check-config", str(config))
+    assert checked.returncode == 2, checked.stdout
+    assert "forward.status_interval_s" in checked.stderr
+
+
+def test_what_stops_run_stops_check_config_first(tmp_path, model_path):
+    """The unit's pre-start check must fail where `run` would: a trusted key that does not
+    load and a data folder that is a file (run died with a FileExistsError traceback) passed
+    `check-config`; an `agent.db` that is a folder too."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / "data" / "agent.db").mkdir(parents=True)
+    cases = {
+        f'[fleet]\ntrusted_keys = ["{tmp_path / "missing.pem"}"]\n': "fleet.trusted_keys",
+        f'[storage]\ndata_dir = "{blocker}"\n': "is not a folder",
+        f'[storage]\ndata_dir = "{blocker / "sub"}"\n': "is not a folder",
+        "": "is a folder, not a database",
+    }
+    for extra, problem in cases.items():
+        config = _config_with(tmp_path, model_path, "")
+        text = config.read_text()
+        if extra.startswith("[storage]"):
+            text = text.split("[storage]")[0]
+        config.write_text(text + extra)
+        for command in (("check-config",), ("run", "--config")):
+            done = run_cli("agent", *command, str(config))
+            assert done.returncode == 2, (extra, command, done.stderr)
+            assert problem in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_expiry_intervals_mqtt_cannot_send_are_refused(tmp_path, model_path):
+    """`alert_ttl_s = 5000000000` passed `check-config` (and a push's checks); at the first
+    alert the forwarder died packing the message expiry (a four-byte integer) and the agent
+    exited 1, again at every start while the alert was pending."""
+    for extra, field in (
+        ("[forward]\nalert_ttl_s = 5000000000\n", "forward.alert_ttl_s"),
+        ("[local]\nsession_expiry_s = 5000000000\n", "local.session_expiry_s"),
+    ):
+        config = _config_with(tmp_path, model_path, extra)
+        checked = run_cli("agent", "check-config", str(config))
+        assert checked.returncode == 2 and field in checked.stderr, checked.stderr

@@ -212,3 +212,27 @@ def test_bad_input_is_dead_lettered_and_scoring_goes_on(broker, start_agent, sim
         scored = sum(r.score is not None for r in stored_readings(db))
     assert scored == len(good) - trained.manifest.window + 1, "neighbours of bad input are scored"
     assert agent.stop() == 0
+
+
+def test_a_huge_reading_is_never_read_into_memory(broker, start_agent, sim_data):
+    """A local broker without a size limit delivered a 150 MB reading whole: the agent peaked
+    at 530 MiB (the unit's MemoryMax is 256M) to dead-letter it. The agent now tells the broker
+    the largest message it takes; a payload over `max_payload_bytes` but under that is still an
+    `oversized` dead letter."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    reading = readings_from_csv(sim_data.live_csv)[0]
+    client = connect("127.0.0.1", local.port)
+    topic = f"edge/{DEVICE}/readings/pump-1"
+    try:
+        client.publish(topic, b"x" * 100_000_000, qos=1).wait_for_publish(60)
+        client.publish(topic, b"x" * 100_000, qos=1).wait_for_publish(5)
+        client.publish(topic, json.dumps(reading), qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    stats = agent.wait_stored(2)  # in order: the huge one was dropped before these came
+    assert stats["readings"] == 1 and stats["dead_letters_by_reason"] == {"oversized": 1}
+    assert agent.peak_rss_mib() <= 160
+    assert agent.stop() == 0

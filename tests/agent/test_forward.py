@@ -269,3 +269,51 @@ def test_a_read_only_database_does_not_stop_delivery_and_the_status_says_why(
             assert agent.stop() == 0
     finally:
         subscriber.close()
+
+
+def test_a_read_only_data_folder_at_start_does_not_stop_delivery(
+    broker, start_agent, tmp_path: Path
+):
+    """#13 item 9 with the whole folder read-only (an SD card's file system remounted
+    read-only after errors): SQLite cannot make its WAL files there and refused to open, so
+    the agent exited 2 at every start and its pending alerts never went. Now it opens the
+    database read-only, sends them, and says storage is failing."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    assert agent.stop() == 0
+    store = Store(agent.data_dir)
+    store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
+    store.close()
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    try:
+        with read_only(agent.data_dir):
+            agent = start_agent(local, upstream)
+            assert subscriber.wait_until(lambda got: len(got) == 2, 30), agent.log.read_text()
+            wait_status(
+                upstream.port,
+                "online",
+                where=lambda s: "database is read-only" in (s.get("storage_problem") or ""),
+            )
+            agent.wait_logged("cannot be written (read-only file system?)")
+            assert agent.process.poll() is None, "the agent keeps running"
+            assert agent.stop() == 0
+    finally:
+        subscriber.close()
+
+
+def test_a_corrupt_database_in_a_read_only_folder_is_a_clear_error(
+    broker, start_agent, tmp_path: Path
+):
+    """A damaged database cannot be moved aside in a read-only folder (the two come together
+    on a failing SD card): the agent exited with an OSError traceback. It says what is wrong."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    assert agent.stop() == 0
+    database = agent.data_dir / DB_NAME
+    database.write_bytes(b"not a database, whatever it was" * 100)
+    with read_only(agent.data_dir):
+        agent = start_agent(local, upstream)
+        assert agent.process.wait(timeout=30) == 2
+    assert agent.logged("cannot move it aside") and not agent.logged("Traceback")

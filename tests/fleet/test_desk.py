@@ -278,3 +278,28 @@ def test_a_flood_of_unsigned_junk_does_not_push_a_rollback_out_of_recent_pushes(
     recent = d.status()["recent_pushes"]
     assert [p["status"] for p in recent] == ["rolled_back"], recent
     assert recent[0]["reason"] == "could not start: port in use"
+
+
+def test_replayed_signed_pushes_do_not_push_a_rollback_out_of_recent_pushes(desk):
+    """Signed envelopes are retained on the broker and can be captured by anyone who reads
+    the topics; replayed in a loop (an old one, or another device's on this one's topic), each
+    was an outcome in recent_pushes, and eight of them hid a rollback's reason. A replay shows
+    in last_push only."""
+    d, key = desk
+    old, _, _ = _signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
+    assert d.offer(f"{BASE}/config", old).switch
+    d.passed()
+    payload, _, _ = _signed(key, "config", 2, b"[alerts]\nfire_after = 5\n")
+    assert d.offer(f"{BASE}/config", payload).switch
+    d.roll_back("could not start: port in use")
+    for _ in range(2 * RECENT_PUSHES):
+        assert d.offer(f"{BASE}/config", old).status == "rejected"
+    assert d.status()["last_push"]["reason"].startswith("stale: version 1")
+    # Another device's signed push, copied onto this device's topic.
+    elsewhere, _, _ = _signed(key, "config", 9, b"[alerts]\nfire_after = 6\n", "device:gw-x")
+    for _ in range(2 * RECENT_PUSHES):
+        assert d.offer(f"{BASE}/config", elsewhere).status == "rejected"
+    assert d.status()["last_push"]["reason"].startswith("envelope for device:gw-x/config")
+    recent = d.status()["recent_pushes"]
+    assert [(p["version"], p["status"]) for p in recent] == [(1, "applied"), (2, "rolled_back")]
+    assert recent[-1]["reason"] == "could not start: port in use"
