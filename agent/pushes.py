@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -213,6 +214,24 @@ def check_overlay(raw: dict[str, Any]) -> None:
         if _has_dotted(raw, dotted):
             # A push naming a path could aim the agent's writes at its own database (issue 13).
             raise PushRejected(f"{dotted} cannot be pushed: a push may not name files")
+    _check_pushed_listen(raw.get("metrics", {}).get("listen"))
+
+
+def _check_pushed_listen(listen: object) -> None:
+    """A push may move /metrics to another port of the loopback interface, not open it to the
+    network: what a gateway exposes beyond itself is decided on the gateway."""
+    if not isinstance(listen, str) or ":" not in listen:
+        return  # a port alone binds 127.0.0.1; other types fail the schema
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise PushRejected(
+            f"metrics.listen {listen!r} cannot be pushed: a push may only bind /metrics to "
+            "loopback (a port, or 127.0.0.1:PORT); other addresses stay in the local config"
+        )
 
 
 def _has_dotted(raw: dict[str, Any], dotted: str) -> bool:

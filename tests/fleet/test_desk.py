@@ -303,3 +303,29 @@ def test_replayed_signed_pushes_do_not_push_a_rollback_out_of_recent_pushes(desk
     recent = d.status()["recent_pushes"]
     assert [(p["version"], p["status"]) for p in recent] == [(1, "applied"), (2, "rolled_back")]
     assert recent[-1]["reason"] == "could not start: port in use"
+
+
+@pytest.mark.parametrize(
+    ("listen", "accepted"),
+    [
+        ("9109", True),
+        ("127.0.0.1:9109", True),
+        ("localhost:9109", True),
+        ("[::1]:9109", True),
+        ("0.0.0.0:9109", False),
+        ("192.168.1.10:9109", False),
+        ("[::]:9109", False),
+        ("gateway.example:9109", False),
+    ],
+)
+def test_a_push_may_bind_metrics_to_loopback_only(desk, listen: str, accepted: bool):
+    """Anyone holding the fleet key must not be able to open /metrics to the network."""
+    d, key = desk
+    payload, _, _ = _signed(key, "config", 1, f'[metrics]\nlisten = "{listen}"\n'.encode())
+    decision = d.offer(f"{BASE}/config", payload)
+    assert decision is not None
+    if accepted:
+        assert decision.switch, decision.reason
+    else:
+        assert decision.status == "rejected"
+        assert "a push may only bind /metrics to loopback" in decision.reason
