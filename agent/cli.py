@@ -7,23 +7,18 @@ A thin shell over the library. Exit codes: 0 done; 1 the command failed at run t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import logging
 import re
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from agent import signals
 from agent.config import (
     IDENTIFIER_PATTERN,
     IDENTIFIER_RULE,
-    AgentConfig,
     BrokerConfig,
     ConfigError,
-    load_config,
     parse_host_port,
 )
 from agent.export import ExportError, export_readings, vacuum
@@ -33,17 +28,9 @@ from agent.model.manifest import ModelFileError
 from agent.model.offline import score_table
 from agent.model.score import Scorer
 from agent.model.table import TableError, read_table
-from agent.pushes import (
-    FleetState,
-    abandon_pending,
-    discard_invalid,
-    load_effective,
-    recover_interrupted,
-)
+from agent.pushes import discard_invalid, load_effective
 from agent.store import StorageUnavailable, open_existing, reset_asset
-from agent.validate import check_runnable
-
-log = logging.getLogger("agent")
+from agent.supervisor import load_runnable, run_agent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,108 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _load(args: argparse.Namespace, state: FleetState | None = None) -> tuple[AgentConfig, Scorer]:
-    """The config, its model and its secrets, each checked, as `run` would use them."""
-    config = load_effective(args.config, overrides_from(args), state)
-    return config, check_runnable(config, args.config)
-
-
 def _run(args: argparse.Namespace) -> int:
-    from agent.notify import Notifier
-    from agent.runtime import Agent, Reload
-
-    # Installed again in case the CLI was entered another way than `edge-agent`.
-    signals.install()
-    stop, hup = signals.stop, signals.reload
-    configure("info")
-    if recover_interrupted(load_config(args.config, overrides_from(args)).storage.data_dir):
-        log.error("a pushed version died in its health check; rolled back to the previous one")
-    for dropped in discard_invalid(args.config, overrides_from(args), save=True)[1]:
-        log.error("%s; running the previous version", dropped)
-    config, scorer = _load(args)
-    configure(config.log_level, config.log_format)
-    current = _fingerprint(config, scorer)
-    source = (args.config, overrides_from(args))
-
-    def load_again() -> AgentConfig | None:
-        """SIGHUP: the config file (and the model and secrets it names) checked as at start;
-        None keeps the running config."""
-        nonlocal current
-        try:
-            new, new_scorer = _load(args)
-        except (ConfigError, ModelFileError, OSError) as exc:
-            log.error("reload rejected, still running the previous config: %s", exc)
-            return None
-        if _fingerprint(new, new_scorer) == current:
-            log.info("reload: config, model and secrets unchanged")
-            return None
-        log.info("reload: applying the new config (the pipeline restarts in place)")
-        return new
-
-    notifier = Notifier()
-    agent = Agent(config, notifier, source)
-    before: AgentConfig | None = None  # what ran before a switch, while the switch starts
-    while True:
-        try:
-            next_config = agent.run(stop, Reload(hup, load_again))
-        except (ConfigError, OSError, ValueError, sqlite3.Error) as exc:
-            if agent.started or before is None:
-                raise
-            config, before = before, None
-            agent = _fall_back(agent.config, config, notifier, source, exc)
-            current = _fingerprint(config, agent.scorer)
-            continue
-        before = None
-        if next_config is None or stop.is_set():
-            return 0
-        try:
-            candidate = Agent(next_config, notifier, source)
-        # ValueError too: anything that fails to build the new pipeline (a pydantic model
-        # among them) rolls back with its reason; none may end the process (issue 13).
-        except (ConfigError, ModelFileError, OSError, ValueError, sqlite3.Error) as exc:
-            agent = _fall_back(next_config, config, notifier, source, exc)
-            continue
-        before, agent, config = config, candidate, next_config
-        current = _fingerprint(config, candidate.scorer)
-        configure(config.log_level, config.log_format)
-
-
-def _fall_back(
-    failed: AgentConfig,
-    previous: AgentConfig,
-    notifier: object,
-    source: tuple[Path, dict[str, Any]],
-    exc: Exception,
-) -> object:
-    """A new config that validated but could not start: back to the one that ran."""
-    from agent.runtime import Agent
-
-    log.error("the new config could not start (%s); back to the previous one", exc)
-    abandon_pending(failed.storage.data_dir, f"could not start: {exc}")
-    configure(previous.log_level, previous.log_format)
-    return Agent(previous, notifier, source)  # type: ignore[arg-type]
-
-
-def _fingerprint(config: AgentConfig, scorer: Scorer) -> tuple[object, ...]:
-    """What a reload compares: the config, the model, and the files its secrets are in (a
-    renewed certificate or rotated password under the same path is a change)."""
-    files = [*config.fleet.trusted_keys]
-    for broker in (config.local, config.upstream):
-        files.append(broker.password_file)
-        if broker.tls is not None:
-            files += [broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file]
-    digests = tuple(
-        hashlib.sha256(Path(f).read_bytes()).hexdigest() if f and Path(f).is_file() else None
-        for f in files
-    )
-    return config, scorer.manifest.graph_sha256, digests
+    return run_agent(args.config, overrides_from(args))
 
 
 def _check_config(args: argparse.Namespace) -> int:
     state, dropped = discard_invalid(args.config, overrides_from(args), save=False)
     for line in dropped:  # what `run` will do; the pre-start check must not fail on it
         print(f"edge-agent: warning: {line}; run will use the previous version", file=sys.stderr)
-    config, scorer = _load(args, state)
+    config, scorer = load_runnable(args.config, overrides_from(args), state)
     m = scorer.manifest
     print(
         f"ok: device {config.device.id}; model {m.model_id} v{m.version} "

@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from agent.isotime import now_iso
 
 if TYPE_CHECKING:  # imported where used: an agent that takes no pushes never loads it (8 MiB)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -130,7 +131,7 @@ def seal(
         "kind": kind,
         "target": target,
         "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "created_at": now_iso("milliseconds"),
         "sha256": hashlib.sha256(content).hexdigest(),
         "size": len(content),
         "chunks": len(chunks),

@@ -42,6 +42,7 @@ from agent.envelope import (
     check_content,
     open_envelope,
 )
+from agent.isotime import now_iso
 from agent.logs import Throttle
 from agent.model.score import ORT_RUN_ERRORS, Scorer
 from agent.validate import check_runnable, trusted_keys
@@ -320,10 +321,6 @@ class Health:
         if not self.consuming:
             return "not consuming readings by the end of the health check"
         return ""
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def load_effective(

@@ -30,7 +30,6 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,6 +46,7 @@ from agent.connection import Explained, make_client
 from agent.forward import Forwarder, publish_latency
 from agent.inbox import Inbox
 from agent.ingest import REASONS, DeadLetter, Parser, Readings
+from agent.isotime import now_iso
 from agent.logs import Throttle
 from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.model.score import Scorer
@@ -500,7 +500,7 @@ class Agent:
             "recent_pushes": [],
             "groups": list(self.config.fleet.groups),
             **(self.desk.status() if self.desk else {}),
-            "last_seen": _iso_now(),
+            "last_seen": now_iso(),
             "heartbeat": self._heartbeat(),
         }
 
@@ -979,7 +979,3 @@ def _names(names: list[str]) -> str:
     """Names for a log line: the first few, and how many more."""
     more = len(names) - _NAMES_LOGGED
     return ",".join(names[:_NAMES_LOGGED]) + (f" and {more} more" if more > 0 else "")
-
-
-def _iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

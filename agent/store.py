@@ -31,6 +31,7 @@ from agent.alert import Alert
 from agent.budget import Budget, count_eviction, evict_chunk, evict_over_budget, used_bytes
 from agent.elapsed import Elapsed
 from agent.ingest import DeadLetter
+from agent.isotime import now_iso
 from agent.readings import INSERT, OLD_TABLE, ReadingBlock, count_readings, pack_old_rows
 from agent.salvage import salvage, wal_damage
 from agent.window import WindowState
@@ -485,7 +486,7 @@ class Store:
     def _record_incident(self, kind: str, facts: dict[str, object]) -> None:
         """Remember damage found at open (the last _INCIDENTS_KEPT, and a count by kind, in
         `meta`), for the status, the metrics and `buffer stats`; and log it."""
-        incident = {"kind": kind, "at": datetime.now(UTC).isoformat(timespec="seconds"), **facts}
+        incident = {"kind": kind, "at": now_iso(), **facts}
         log.error("storage incident: %s", json.dumps(incident))
         self.incidents = [*self.incidents, incident][-_INCIDENTS_KEPT:]
         self.incident_counts = {**self.incident_counts, kind: self.incident_counts.get(kind, 0) + 1}

@@ -106,3 +106,61 @@ def test_the_model_contract_depends_only_on_what_it_declares() -> None:
     assert set(outside) <= set(CONTRACT_DEPENDS), f"agent/model imports {outside}"
     stale = set(CONTRACT_DEPENDS) - set(outside)
     assert not stale, f"agent/model no longer imports {sorted(stale)}: drop it"
+
+
+def agent_graph() -> dict[str, set[str]]:
+    """Each agent module and the agent modules it imports (a package by its `__init__`)."""
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in (ROOT / "agent").rglob("*.py")
+    }
+    return {
+        module: {m for m in agent_imports(path) if m in modules and m != module}
+        for module, path in modules.items()
+    }
+
+
+def import_circle(graph: dict[str, set[str]]) -> list[str]:
+    """One circle of imports in `graph` (its modules in order), or [] if there is none."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return []
+        for imported in sorted(graph[module]):
+            if circle := visit(imported, [*path, module]):
+                return circle
+        done.add(module)
+        return []
+
+    for module in sorted(graph):
+        if circle := visit(module, []):
+            return circle
+    return []
+
+
+def test_the_circle_finder_finds_a_circle_and_only_one() -> None:
+    assert import_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_agent_modules_import_no_circle() -> None:
+    """Issue 14 item 3: cli and signals imported each other; a circle hides which one loads
+    first (the entry point must install the signal handlers before anything heavy)."""
+    circle = import_circle(agent_graph())
+    assert not circle, "agent modules import in a circle: " + " -> ".join(circle)
+
+
+def test_the_entry_point_imports_only_the_signal_handlers_before_installing_them() -> None:
+    main = ROOT / "agent/__main__.py"
+    at_top = [
+        ast.unparse(node)
+        for node in ast.parse(main.read_text()).body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    expected = ["from __future__ import annotations", "import sys", "from agent import signals"]
+    assert at_top == expected
+    assert agent_imports(main) == {"agent.signals", "agent.cli"}, "the CLI comes after, in main()"
+    assert agent_imports(ROOT / "agent/signals.py") == set()

@@ -268,6 +268,7 @@ def test_what_a_damaged_database_still_holds_is_salvaged_pending_alerts_first(tm
     assert 0 < stats["readings"] < 5000, "the readings on readable pages"
     (incident,) = stats["storage_incidents"]
     assert incident["kind"] == "corrupt" and incident["moved_to"] == str(reopened.moved_aside)
+    assert incident["at"].endswith("Z"), "now as every agent stamp writes it"
     assert incident["salvaged"]["pending_alerts"] == 2
     assert incident["salvaged"]["readings"] == len(
         reopened.conn.execute("SELECT id FROM readings").fetchall()
