@@ -27,6 +27,23 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 DEVICE = "gw-test"
 
 
+SYSTEM_TESTS = ROOT / "tests" / "system"
+# A test that asks for one of these starts a whole process against brokers, wherever it lives.
+SYSTEM_FIXTURES = frozenset({"start_agent", "follow_alerts"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark whole-process tests `system`, so that `pytest -m "not system"` is a quick loop.
+
+    Everything in tests/system/ is one; so is a unit-folder test that starts the agent or the
+    alerts CLI through a fixture (a file there that is mostly unit tests keeps such a test
+    beside them, and new ones are caught without anyone remembering the marker)."""
+    for item in items:
+        in_folder = item.path.is_relative_to(SYSTEM_TESTS)
+        if in_folder or SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system)
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
     """Poll `condition` until it is truthy; fail the test naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
