@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.readings import count_readings
-from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
+from testbed.mosquitto import Mosquitto
 from trainer.simulate import simulate, write_csv
 from trainer.train import TrainOptions, TrainResult, train, write_model
 

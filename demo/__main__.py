@@ -17,10 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 from agent.store import open_existing
-from demo.mosquitto import BrokerError, Mosquitto
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv, replay
+from testbed.mosquitto import BrokerError, Mosquitto
 from trainer.simulate import Fault, simulate, write_csv
 from trainer.train import TrainOptions, train, write_model
 

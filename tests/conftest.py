@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from agent.store import open_existing
-from demo.mosquitto import Mosquitto, find_mosquitto
 from fleet.mqtt import connect
+from testbed.mosquitto import Mosquitto, find_mosquitto
 from trainer.simulate import Fault, simulate, write_csv
 from trainer.train import TrainOptions, TrainResult, train, write_model
 

@@ -36,6 +36,7 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "demo": {
         "agent.store": "polls the demo agent's database for its stats, as `edge-agent buffer` does",
     },
+    "testbed": {},
 }
 
 # What the contract itself may import from the rest of agent: importing agent.model must not

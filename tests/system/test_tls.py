@@ -17,7 +17,7 @@ import pytest
 
 from agent.config import TlsConfig
 from agent.connection import tls_context
-from demo.mosquitto import Mosquitto, free_port
+from testbed.mosquitto import Mosquitto, free_port
 from tests.conftest import ROOT, wait_status
 from tests.pki import Authority, Issued
 from tests.system.test_end_to_end import _retained_status
