@@ -36,7 +36,10 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "demo": {
         "agent.store": "polls the demo agent's database for its stats, as `edge-agent buffer` does",
     },
-    "testbed": {},
+    "testbed": {
+        "agent.readings": "counts the readings a running agent stored, in the store's own format",
+        "agent.store": "reads a running agent's stats from its database, as `edge-agent buffer`",
+    },
 }
 
 # What the contract itself may import from the rest of agent: importing agent.model must not
