@@ -31,7 +31,6 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "bench": {
         "agent.config": "bench/fleet.py gives fleet.push its BrokerConfig, as edge-fleet does",
         "agent.envelope": "bench/fleet.py makes the operator's signing key as edge-fleet does",
-        "agent.readings": "counts the readings a running agent stored, in the store's own format",
     },
     "demo": {
         "agent.store": "polls the demo agent's database for its stats, as `edge-agent buffer` does",
