@@ -18,7 +18,7 @@ import numpy as np
 
 from agent.model.score import Scorer
 from agent.model.table import read_table
-from bench.harness import DEVICE, ROOT, AgentRun, Models, brokers, status_watch, wait_until
+from bench.harness import DEVICE, ROOT, Models, agent_run, brokers, status_watch, wait_until
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads
 
@@ -100,11 +100,11 @@ def drain(
     algorithm = "pca"
     local, upstream = brokers(folder)
     try:
-        agent = AgentRun(folder / "agent", local, upstream, models.paths[algorithm], core=core)
+        agent = agent_run(folder / "agent", local, upstream, models.paths[algorithm], core=core)
         online, close = status_watch(upstream)
         agent.start()
         wait_until(online.is_set, 60, "agent online")  # its persistent session now exists
-        agent.stop()
+        agent.stop(timeout=60)
         close()
         _ceiling_session(local.port)
         sensors = models.trained[algorithm].manifest.sensor_names
@@ -114,7 +114,7 @@ def drain(
         wait_until(lambda: agent.stored() >= readings, 600, "the backlog stored", poll=0.005)
         agent_s = time.perf_counter() - agent.started_at
         rss = agent.peak_rss_mib()
-        agent.stop()
+        agent.stop(timeout=60)
         ceiling_s = _ceiling(local.port, len(payloads), core)
         db_bytes = _bytes_per_reading(agent.data_dir / "agent.db", readings)
     finally:
@@ -194,7 +194,7 @@ def alert_latency(
 
     try:
         extra = "[alerts]\nfire_after = 1\nresolve_after = 3\n"
-        agent = AgentRun(folder / "agent", local, upstream, models.paths[algorithm], extra, core)
+        agent = agent_run(folder / "agent", local, upstream, models.paths[algorithm], extra, core)
         online, close = status_watch(upstream)
         agent.start()
         wait_until(online.is_set, 60, "agent online")
@@ -207,7 +207,7 @@ def alert_latency(
         time.sleep(1.0)  # alerts in flight after the last reading
         watcher.disconnect()
         watcher.loop_stop()
-        agent.stop()
+        agent.stop(timeout=60)
     finally:
         local.stop()
         upstream.stop()
@@ -252,14 +252,16 @@ def startup(models: Models, folder: Path, runs: int, core: int | None) -> dict[s
     times, rss = [], []
     try:
         for n in range(runs):
-            agent = AgentRun(folder / f"agent-{n}", local, upstream, models.paths["pca"], core=core)
+            agent = agent_run(
+                folder / f"agent-{n}", local, upstream, models.paths["pca"], core=core
+            )
             online, close = status_watch(upstream)
             agent.start()
             wait_until(online.is_set, 60, "agent online", poll=0.001)
             times.append(time.perf_counter() - agent.started_at)
             rss.append(agent.peak_rss_mib())
             close()
-            agent.stop()
+            agent.stop(timeout=60)
     finally:
         local.stop()
         upstream.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
-from bench.harness import AgentRun, Models, brokers, wait_until
+from bench.harness import Models, agent_run, brokers, wait_until
 from fleet.mqtt import connect
 from fleet.push import publish_push
 
@@ -46,7 +46,7 @@ def group_push(models: Models, folder: Path, agents: int) -> dict[str, float]:
 
     watcher = connect("127.0.0.1", upstream.port, subscribe="edge/+/status", on_message=on_status)
     fleet = [
-        AgentRun(
+        agent_run(
             folder / f"gw-{n:03d}",
             local,
             upstream,
@@ -83,7 +83,7 @@ def group_push(models: Models, folder: Path, agents: int) -> dict[str, float]:
         watcher.disconnect()
         watcher.loop_stop()
         for agent in fleet:
-            agent.stop()
+            agent.stop(timeout=60)
         local.stop()
         upstream.stop()
     return {

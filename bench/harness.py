@@ -1,27 +1,21 @@
 """What every benchmark case needs: models, brokers, the agent as a process, its numbers.
 
-The agent runs exactly as on a gateway (`python -m agent run`), optionally pinned to one core
-with `taskset` to estimate a slower board; the brokers are real mosquitto on loopback.
+The agent runs exactly as on a gateway (`python -m agent run`, started by the testbed's
+launcher), optionally pinned to one core with `taskset` to estimate a slower board; the brokers
+are real mosquitto on loopback.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.readings import count_readings
-from demo.mosquitto import Mosquitto
-from fleet.mqtt import connect
+from testbed.launch import AgentProcess, StatusWatch, configure_agent, wait_for
+from testbed.mosquitto import Mosquitto
 from trainer.simulate import simulate, write_csv
 from trainer.train import TrainOptions, TrainResult, train, write_model
 
@@ -56,102 +50,32 @@ def build_models(folder: Path, algorithms: tuple[str, ...]) -> Models:
     return Models(csv, trained, paths)
 
 
-class AgentRun:
-    """`edge-agent run` on a fresh data dir between two brokers."""
-
-    def __init__(
-        self,
-        folder: Path,
-        local: Mosquitto,
-        upstream: Mosquitto,
-        model: Path,
-        extra: str = "",
-        core: int | None = None,
-        device: str = DEVICE,
-    ) -> None:
-        self.folder = folder
-        self.data_dir = folder / "agent-data"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config = folder / "agent.toml"
-        self.config.write_text(
-            f'log_level = "warning"\n[device]\nid = "{device}"\n'
-            f"[local]\nport = {local.port}\n[upstream]\nport = {upstream.port}\n"
-            f'[model]\npath = "{model}"\n[storage]\ndata_dir = "{self.data_dir}"\n' + extra
-        )
-        self.core = core
-        self.upstream = upstream
-        self.process: subprocess.Popen | None = None
-        self.started_at = 0.0
-
-    def start(self) -> AgentRun:
-        command = [sys.executable, "-m", "agent", "run", "--config", str(self.config)]
-        if self.core is not None:
-            command = ["taskset", "-c", str(self.core), *command]
-        self.started_at = time.perf_counter()
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, stderr=(self.folder / "agent.log").open("ab")
-        )
-        return self
-
-    def stored(self) -> int:
-        """Readings committed so far (a sum over one row per batch: cheap enough to poll
-        while the agent writes)."""
-        db = self.data_dir / "agent.db"
-        if not db.exists():
-            return 0
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                return count_readings(conn)
-        except sqlite3.OperationalError:  # created but no schema yet
-            return 0
-
-    def peak_rss_mib(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc status")
-
-    def stop(self) -> None:
-        """SIGTERM and wait; an agent that does not stop is killed (so that no process is left
-        holding the bench's output open) and reported."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise RuntimeError(f"the agent ignored SIGTERM for 60 s: {self.folder}") from None
+def agent_run(
+    folder: Path,
+    local: Mosquitto,
+    upstream: Mosquitto,
+    model: Path,
+    extra: str = "",
+    core: int | None = None,
+    device: str = DEVICE,
+) -> AgentProcess:
+    """`edge-agent run` on a fresh data dir between two brokers, logging warnings only; not
+    started yet (`.start()`), so that a watch can subscribe first."""
+    top = 'log_level = "warning"\n'
+    return configure_agent(folder, local, upstream, model, extra, device=device, top=top, core=core)
 
 
 def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.01
+    condition: Callable[[], object], timeout: float, what: str, poll: float = 0.01
 ) -> None:
-    deadline = time.perf_counter() + timeout
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
+    """The bench's waits poll every 10 ms unless told: a timing is taken when its wait ends."""
+    wait_for(condition, timeout, what, poll)
 
 
 def status_watch(upstream: Mosquitto) -> tuple[threading.Event, Callable[[], None]]:
     """An event set at the first retained `online` status; and a function that closes it."""
-    online = threading.Event()
-
-    def on_message(_c: object, _u: object, msg: object) -> None:
-        if json.loads(msg.payload).get("state") == "online":
-            online.set()
-
-    client = connect(
-        "127.0.0.1", upstream.port, subscribe=f"edge/{DEVICE}/status", on_message=on_message
-    )
-
-    def close() -> None:
-        client.disconnect()
-        client.loop_stop()
-
-    return online, close
+    watch = StatusWatch(upstream.port, DEVICE, lambda status: status.get("state") == "online")
+    return watch.seen, watch.close
 
 
 def brokers(folder: Path) -> tuple[Mosquitto, Mosquitto]:

@@ -8,19 +8,15 @@ upstream) → the agent as a real process between them → a day of readings wit
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
-from agent.store import open_existing
-from demo.mosquitto import BrokerError, Mosquitto
 from fleet.alerts import AlertSubscriber
-from fleet.mqtt import connect
 from fleet.replay import readings_from_csv, replay
+from testbed.launch import StatusWatch, configure_agent, wait_for
+from testbed.mosquitto import BrokerError, Mosquitto
 from trainer.simulate import Fault, simulate, write_csv
 from trainer.train import TrainOptions, train, write_model
 
@@ -74,40 +70,32 @@ def run_agent(
     local: Mosquitto, upstream: Mosquitto, model: Path, stamps: list[str], faults: list[Fault]
 ) -> int:
     print(f"      local broker {local.address}, upstream broker {upstream.address}")
-    config = OUT / "agent.toml"
-    config.write_text(
-        f'[device]\nid = "{DEVICE}"\n[local]\nport = {local.port}\n'
-        f"[upstream]\nport = {upstream.port}\n"
-        f'[model]\npath = "{model.name}"\n[storage]\ndata_dir = "agent-data"\n'
+    # Paths relative to the config's folder, as a user would write them.
+    agent = configure_agent(
+        OUT, local, upstream, Path(model.name), data_dir=Path("agent-data"), device=DEVICE
     )
-    online = threading.Event()
-    status = connect(
-        "127.0.0.1",
-        upstream.port,
-        subscribe=f"edge/{DEVICE}/status",
-        on_message=lambda _c, _u, m: online.set() if b'"online"' in m.payload else None,
-    )
+    status = StatusWatch(upstream.port, DEVICE, lambda s: s.get("state") == "online")
     alerts = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE, on_alert=show_alert)
-    log = (OUT / "agent.log").open("w")
-    started = time.monotonic()
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)], stderr=log
-    )
+    agent.start()
     try:
-        if not online.wait(30):
+        if not status.seen.wait(30):
             print("demo: the agent did not come online; see demo-output/agent.log", file=sys.stderr)
             return 1
-        print(f"      agent online after {time.monotonic() - started:.2f}s (log: {OUT}/agent.log)")
+        online_s = time.perf_counter() - agent.started_at
+        print(f"      agent online after {online_s:.2f}s (log: {agent.log})")
         step("4/5 replaying the day's 1440 readings at 300/s; alerts as they arrive upstream:")
         readings = readings_from_csv(OUT / "live.csv")
         replay(readings, "127.0.0.1", local.port, f"edge/{DEVICE}/readings/{ASSET}", rate=300)
-        stats = wait_for_agent(OUT / "agent-data", len(readings))
+        stats = wait_for(
+            lambda: _settled(agent.stats(), len(readings)),
+            60,
+            f"{len(readings)} readings stored and every alert acknowledged upstream",
+            poll=0.2,
+        )
     finally:
-        agent.send_signal(signal.SIGTERM)
-        code = agent.wait(timeout=30)
+        code = agent.stop()
         alerts.close()
-        status.disconnect()
-        status.loop_stop()
+        status.close()
     step("5/5 summary")
     print(summarize(alerts.alerts, faults, stamps, stats, code))
     return 0 if code == 0 else 1
@@ -124,25 +112,15 @@ def show_alert(alert: dict) -> None:
     )
 
 
-def wait_for_agent(data_dir: Path, expected: int, timeout: float = 60.0) -> dict:
-    """Until every reading is stored and every alert acknowledged upstream."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (data_dir / "agent.db").exists():
-            store = open_existing(data_dir)
-            stats = store.stats()
-            store.close()
-            if (
-                stats["readings"] + stats["dead_letters"] >= expected
-                and not stats["alerts_pending"]
-            ):
-                return stats
-        time.sleep(0.2)
-    raise TimeoutError(f"the agent did not store {expected} readings within {timeout}s")
+def _settled(stats: dict, expected: int) -> dict:
+    """The stats once every reading is stored and every alert acknowledged upstream, else {}."""
+    if not stats or stats["readings"] + stats["dead_letters"] < expected:
+        return {}
+    return {} if stats["alerts_pending"] else stats
 
 
 def summarize(
-    alerts: list[dict], faults: list[Fault], stamps: list[str], stats: dict, code: int
+    alerts: list[dict], faults: list[Fault], stamps: list[str], stats: dict, code: int | None
 ) -> str:
     epoch = [_ts(s) for s in stamps]
     firing = [a for a in alerts if a["state"] == "firing"]

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from demo.mosquitto import find_mosquitto, free_port
+from testbed.mosquitto import find_mosquitto, free_port
 from tests.conftest import ROOT, wait_for
 
 # Paths under the staging root, and the mode each staged file must have.

@@ -1,4 +1,4 @@
-"""Private mosquitto brokers on free loopback ports, for the demo and the tests.
+"""Private mosquitto brokers on free loopback ports, for the tests, the bench and the demo.
 
 Each broker gets its own config and folder; it is stopped by its PID. With `persistence`, the
 broker keeps sessions and queued messages across a restart on the same port, as a real

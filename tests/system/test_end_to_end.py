@@ -8,10 +8,10 @@ import threading
 from datetime import datetime
 
 from agent.readings import stored_readings
-from demo.mosquitto import Mosquitto
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv, replay
+from testbed.mosquitto import Mosquitto
 from tests.conftest import DEVICE, wait_for, wait_status
 
 ALERT_FIELDS = {

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from demo.mosquitto import Mosquitto
+from testbed.mosquitto import Mosquitto
 from tests.conftest import ROOT, wait_for
 
 SHIPPED = ROOT / "mosquitto" / "edge-gateway.conf"

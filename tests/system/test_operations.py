@@ -21,10 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.alert import Alert
 from agent.notify import Notifier, Watchdog
 from agent.store import DB_NAME, Batch, Store
-from demo.mosquitto import free_port
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv
+from testbed.mosquitto import free_port
 from tests.agent.test_store import _damage_middle, _readings
 from tests.conftest import DEVICE, wait_for, wait_status
 

@@ -11,13 +11,13 @@ import threading
 from pathlib import Path
 
 from agent.envelope import MAX_CHUNK_BYTES, load_private_key, seal
-from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from fleet.push import push_topic
 from fleet.replay import readings_from_csv, replay
+from testbed.mosquitto import Mosquitto
 from tests.conftest import SimData, run_cli, wait_status
-from tests.fleet import test_push
-from tests.fleet.test_push import GROUP, _last_push, _push_cli
+from tests.system import test_push
+from tests.system.test_push import GROUP, _last_push, _push_cli
 
 # The fixtures of the push tests, shared.
 keys, fleet_agent = test_push.keys, test_push.fleet_agent

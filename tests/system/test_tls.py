@@ -17,10 +17,10 @@ import pytest
 
 from agent.config import TlsConfig
 from agent.connection import tls_context
-from demo.mosquitto import Mosquitto, free_port
-from tests.agent.test_end_to_end import _retained_status
+from testbed.mosquitto import Mosquitto, free_port
 from tests.conftest import ROOT, wait_status
 from tests.pki import Authority, Issued
+from tests.system.test_end_to_end import _retained_status
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.store import DB_NAME, Store
-from demo.mosquitto import free_port
+from testbed.mosquitto import free_port
 from tests.conftest import run_cli
 
 

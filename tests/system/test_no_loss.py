@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from demo.mosquitto import Mosquitto
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv, replay
+from testbed.mosquitto import Mosquitto
 from tests.conftest import DEVICE, AgentProcess, fill, launch_agent, wait_for, wait_status
 
 ASSETS = ("pump-1", "pump-2")

@@ -17,10 +17,10 @@ from agent.config import BrokerConfig
 from agent.envelope import write_keypair
 from agent.model.score import Scorer
 from agent.pushes import FleetState, Version, fleet_dir
-from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from fleet.push import publish_push, push_topic
 from fleet.replay import readings_from_csv, replay
+from testbed.mosquitto import Mosquitto
 from tests.conftest import AgentProcess, SimData, launch_agent, run_cli, wait_for, wait_status
 from trainer.train import TrainOptions, train, write_model
 
