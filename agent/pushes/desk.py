@@ -1,337 +1,44 @@
-"""Fleet pushes on the gateway: which signed pushes to apply, what is running, how to go back.
-
-A push is applied in three steps, each of which can refuse it without touching what runs:
-verify (signature by a trusted key, newer than anything seen from that target), check (the
-config validates with the same models as a local file; the model loads in ONNX Runtime, has
-the running model's sensors and scores a window of its training means), and switch (the files
-are written atomically, the state records the new version as pending, and the pipeline
-restarts in place between two micro-batches). The new version then has `fleet.health_check_s`
-to prove itself; if it does not — or the agent dies before it can — the previous version, kept
-as last known good, comes back and the push is reported `rolled_back`.
-
-State lives in `<data_dir>/fleet/`: `state.json`, the pushed config overlays and models by
-sha256. A device-level push of a kind overrides group pushes of that kind.
-"""
+"""The push desk: takes push messages from the upstream broker, verifies and checks them,
+decides, and keeps the fleet state."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
-import ipaddress
 import json
 import logging
-import os
 import time
 import tomllib
-import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from itertools import islice
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
 from agent.atomic import write_atomically
-from agent.config import AgentConfig, ConfigError, load_config, path_keys
-from agent.envelope import (
-    Envelope,
-    PushRejected,
-    check_content,
-    open_envelope,
-)
-from agent.isotime import now_iso
+from agent.config import AgentConfig, ConfigError
+from agent.envelope import Envelope, PushRejected, open_envelope
 from agent.logs import Throttle
 from agent.model.score import ORT_RUN_ERRORS, Scorer
+from agent.pushes.chunks import CHUNK_WINDOW, MAX_CHUNKS, Chunked, join_chunks
+from agent.pushes.compose import check_overlay, load_effective
+from agent.pushes.state import PROCESS, FleetState, Version, fleet_dir, push_doc
 from agent.validate import check_runnable, trusted_keys
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
-RECENT_PUSHES = 8  # push outcomes kept in the state and the status
-# This process, for a trial begun here: a PID repeats (an agent in a container is always PID 1).
-PROCESS = f"{os.getpid()}-{uuid.uuid4().hex}"
-# Sections a pushed config may not set: they decide whether the device can be reached at all,
-# which keys it trusts, and where its data lives.
-LOCAL_ONLY = ("device", "local", "upstream", "topics", "fleet", "model")
 # What a malformed message can raise on its way through; it is rejected (or ignored), never
 # allowed to stop the agent.
 _MALFORMED = (ValueError, TypeError, LookupError, OSError, RecursionError)
-_MAX_CHUNKS = 100_000
-# Top-level keys that are tables; the others (log_level, log_format) are plain values.
-SECTIONS = frozenset(
-    name
-    for name, info in AgentConfig.model_fields.items()
-    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
-)
 KINDS = ("config", "model")
-# Chunks of a verified push asked for at a time (each at most MAX_MESSAGE_BYTES on the wire).
-_CHUNK_WINDOW = 4
 # A rejection is written to state.json at most this often; accepted pushes are written at once.
 _SAVE_REJECTIONS_EVERY_S = 10.0
-
-
-def fleet_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "fleet"
-
-
-@dataclass
-class Version:
-    """One pushed version of a kind, as kept on disk."""
-
-    version: int
-    sha256: str
-    target: str
-    created_at: str
-    file: str  # inside the fleet folder
-
-
-@dataclass
-class FleetState:
-    current: dict[str, Version] = field(default_factory=dict)
-    previous: dict[str, Version] = field(default_factory=dict)  # last known good
-    seen: dict[str, int] = field(default_factory=dict)  # "<target>/<kind>" -> highest version
-    last_push: dict[str, Any] | None = None
-    pending: dict[str, Any] | None = None  # {kind, since, process, ...}: on trial
-    # The last few outcomes, newest last: a later push's report cannot hide an earlier one's
-    # (issue 13: a rollback's reason was overwritten by a group rejection before upstream saw it).
-    recent_pushes: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, folder: Path) -> FleetState:
-        """The saved state; a damaged one (or one naming files that are gone) is moved aside
-        and the agent runs on its local config, which it reports, rather than not at all."""
-        path = folder / STATE_FILE
-        if not path.exists():
-            return cls()
-        try:
-            doc = json.loads(path.read_text())
-            state = cls(
-                current={k: Version(**v) for k, v in doc["current"].items()},
-                previous={k: Version(**v) for k, v in doc["previous"].items()},
-                seen=dict(doc["seen"]),
-                last_push=doc["last_push"],
-                pending=doc["pending"],
-                recent_pushes=list(doc.get("recent_pushes", []))[-RECENT_PUSHES:],
-            )
-            if not isinstance(state.pending, dict | None) or not isinstance(
-                state.last_push, dict | None
-            ):
-                raise ValueError("pending and last_push must be objects or null")
-            if not all(isinstance(p, dict) for p in state.recent_pushes):
-                raise ValueError("recent_pushes must be a list of objects")
-            if not all(isinstance(v, int | str) for v in state.seen.values()):
-                raise ValueError("seen must map streams to versions")
-            missing = [v.file for v in state.current.values() if not (folder / v.file).is_file()]
-            if missing:
-                raise ValueError(f"pushed files missing: {', '.join(missing)}")
-            for kind, version in list(state.previous.items()):
-                if not (folder / version.file).is_file():
-                    log.error(
-                        "last known good %s v%d is gone (%s)", kind, version.version, version.file
-                    )
-                    del state.previous[kind]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            aside = path.with_name(f"{STATE_FILE}.damaged-{int(time.time())}")
-            try:
-                os.replace(path, aside)
-            except OSError as move_failed:
-                aside = Path(f"(could not move it: {move_failed})")
-            log.error("fleet state %s unusable (%s); moved to %s, running the local config",
-                      path, exc, aside)  # fmt: skip
-            return cls()
-        return state
-
-    def save(self, folder: Path) -> None:
-        write_atomically(folder / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
-
-    def record(self, doc: dict[str, Any], outcome: bool = True) -> None:
-        """A push's report: the last one, and, once it is the outcome of a verified push, one
-        of the recent (a flood of unsigned junk must not push a rollback's reason out, nor
-        replays of signed pushes, which anyone who reads the topics can capture: not an
-        `outcome`)."""
-        self.last_push = doc
-        if outcome and doc["status"] != "checking" and doc["version"] is not None:
-            self.recent_pushes = [*self.recent_pushes, doc][-RECENT_PUSHES:]
-
-    def passed(self) -> None:
-        """The pending version proved healthy: it is the last known good now."""
-        pending = self.pending or {}
-        self.pending = None
-        rollback = bool(pending.get("rollback"))
-        self.record(
-            _push_doc(
-                pending.get("kind", "?"),
-                "rolled_back" if rollback else "applied",
-                "rolled back by the operator" if rollback else "",
-                pending.get("version"),
-                pending.get("target", ""),
-            )
-        )
-        log.info("push %s v%s healthy: applied", pending.get("kind"), pending.get("version"))
-
-    def roll_back(self, reason: str) -> None:
-        """The pending version failed: back to the previous one (or the local config)."""
-        pending = self.pending or {}
-        kind = pending.get("kind", "config")
-        failed = self.current.pop(kind, None)
-        before = self.previous.pop(kind, None)
-        if before is not None:
-            self.current[kind] = before
-        if failed is not None and pending.get("rollback"):
-            self.previous[kind] = failed
-        self.pending = None
-        self.record(
-            _push_doc(
-                kind, "rolled_back", reason, pending.get("version"), pending.get("target", "")
-            )
-        )
-        log.error("push %s v%s rolled back: %s", kind, pending.get("version"), reason)
-
-    def overlay(self, folder: Path) -> dict[str, Any]:
-        """The raw config the pushes add to the local file."""
-        raw: dict[str, Any] = {}
-        if "config" in self.current:
-            raw = tomllib.loads((folder / self.current["config"].file).read_text())
-        if "model" in self.current:
-            raw["model"] = {"path": str(folder / self.current["model"].file)}
-        return raw
-
-
-def check_overlay(raw: dict[str, Any]) -> None:
-    """A pushed config may tune the agent, not cut it off, change whom it trusts or name files
-    on the device. The first problem named is the one that matters: a copy of a whole local
-    config is refused for its local sections, not for the shape of its first key."""
-    local = [f"[{section}]" for section in LOCAL_ONLY if section in raw]
-    if local:
-        where = "it stays" if len(local) == 1 else "they stay"
-        raise PushRejected(f"{', '.join(local)} cannot be pushed; {where} in the local config")
-    for section, value in raw.items():
-        if section in SECTIONS and not isinstance(value, dict):
-            raise PushRejected(f"{section} must be a [{section}] table")
-    for dotted in path_keys():
-        if _has_dotted(raw, dotted):
-            # A push naming a path could aim the agent's writes at its own database (issue 13).
-            raise PushRejected(f"{dotted} cannot be pushed: a push may not name files")
-    _check_pushed_listen(raw.get("metrics", {}).get("listen"))
-
-
-def _check_pushed_listen(listen: object) -> None:
-    """A push may move /metrics to another port of the loopback interface, not open it to the
-    network: what a gateway exposes beyond itself is decided on the gateway."""
-    if not isinstance(listen, str) or ":" not in listen:
-        return  # a port alone binds 127.0.0.1; other types fail the schema
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise PushRejected(
-            f"metrics.listen {listen!r} cannot be pushed: a push may only bind /metrics to "
-            "loopback (a port, or 127.0.0.1:PORT); other addresses stay in the local config"
-        )
-
-
-def _has_dotted(raw: dict[str, Any], dotted: str) -> bool:
-    node: Any = raw
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return False
-        node = node[key]
-    return True
 
 
 class _Replay(PushRejected):
     """A signed push replayed: older than one already seen, or copied from another target's
     or kind's topic (anyone who reads the topics can do either)."""
-
-
-@dataclass
-class Chunked:
-    """A verified envelope waiting for its chunks, which are asked for from `topic`/chunk/<n>
-    a few at a time until `deadline` (monotonic)."""
-
-    envelope: Envelope
-    stream: str
-    topic: str
-    deadline: float
-    parts: dict[int, bytes] = field(default_factory=dict)
-    held: int = 0  # bytes in parts
-    first_missing: int = 0
-
-    def wanted(self, window: int) -> list[int]:
-        """The first `window` chunk indexes not here yet."""
-        while self.first_missing in self.parts:
-            self.first_missing += 1
-        missing = (
-            i for i in range(self.first_missing, self.envelope.chunks) if i not in self.parts
-        )
-        return list(islice(missing, window))
-
-
-def stream_of(envelope: Envelope) -> str:
-    return f"{envelope.target}/{envelope.kind}"
-
-
-def join_chunks(waiting: Chunked) -> Envelope | None:
-    """The envelope with its content, once every chunk is here (checked against the sha256)."""
-    env = waiting.envelope
-    if not all(i in waiting.parts for i in range(env.chunks)):
-        return None
-    content = b"".join(waiting.parts[i] for i in range(env.chunks))
-    check_content(content, env.sha256, env.size)
-    return Envelope(**{**asdict(env), "content": content})
-
-
-@dataclass
-class Health:
-    """What the pipeline saw since a switch, judged at the end of the health check.
-
-    The trial is timed on `clock`, a monotonic one: a wall-clock step (a gateway without RTC
-    catching up with NTP) must neither end a trial early nor stretch it (issue 13). A monotonic
-    reading means nothing in another process; a trial never outlives the process that began
-    it (`recover_interrupted` rolls back one that did).
-    """
-
-    started: float  # on `clock`
-    duration: float
-    clock: Callable[[], float] = time.monotonic
-    consuming: bool = False
-    windows: int = 0
-    critical: int = 0
-    not_finite: int = 0
-
-    def observe(self, scores: np.ndarray, levels: list[str | None]) -> None:
-        self.windows += len(scores)
-        self.not_finite += int(np.count_nonzero(~np.isfinite(scores)))
-        self.critical += levels.count("critical")
-
-    def verdict(self, min_windows: int, max_critical: float) -> str | None:
-        """None while undecided; "" when healthy; else why not."""
-        if self.not_finite:
-            return f"the model gave {self.not_finite} non-finite scores"
-        if self.windows >= min_windows and self.critical / self.windows > max_critical:
-            share = self.critical / self.windows
-            return f"critical on {share:.0%} of {self.windows} windows (over {max_critical:.0%})"
-        if self.clock() - self.started < self.duration:
-            return None
-        if not self.consuming:
-            return "not consuming readings by the end of the health check"
-        return ""
-
-
-def load_effective(
-    path: Path, overrides: dict[str, Any] | None = None, state: FleetState | None = None
-) -> AgentConfig:
-    """What runs: the local file, the command-line overrides over it, the pushes in `state`
-    (default: the saved state) over both (file < command line < pushes)."""
-    local = load_config(path, overrides)
-    folder = fleet_dir(local.storage.data_dir)
-    overlay = (state or FleetState.load(folder)).overlay(folder)
-    return load_config(path, overrides, overlay) if overlay else local
 
 
 @dataclass
@@ -386,7 +93,7 @@ class Desk:
         return {
             f"{waiting.topic}/chunk/{index}"
             for waiting in self._waiting.values()
-            for index in waiting.wanted(_CHUNK_WINDOW)
+            for index in waiting.wanted(CHUNK_WINDOW)
         }
 
     def offer(self, topic: str, payload: bytes) -> Decision | None:
@@ -444,7 +151,7 @@ class Desk:
             if len(parts) == 1:
                 return target, parts[0], None
             index = parts[2] if len(parts) == 3 and parts[1] == "chunk" else ""
-            if index.isascii() and index.isdigit() and int(index[:7]) < _MAX_CHUNKS:
+            if index.isascii() and index.isdigit() and int(index[:7]) < MAX_CHUNKS:
                 return target, parts[0], int(index)
         return None
 
@@ -502,7 +209,7 @@ class Desk:
             )
             log.warning("push %s v%d from %s incomplete: %s", kind, env.version, env.target,
                         reason)  # fmt: skip
-            self.state.record(_push_doc(kind, "incomplete", reason, env.version, env.target))
+            self.state.record(push_doc(kind, "incomplete", reason, env.version, env.target))
             self._save_soon()
             decision = Decision(False, "incomplete", reason)
         return decision
@@ -578,7 +285,7 @@ class Desk:
             "target": env.target,
             "rollback": env.kind == "rollback",
         }
-        candidate.record(_push_doc(kind, "checking", "", env.version, env.target))
+        candidate.record(push_doc(kind, "checking", "", env.version, env.target))
         self.state = candidate
         self.state.save(self.folder)
         log.info("push %s v%d from %s accepted; switching", kind, env.version, env.target)
@@ -635,7 +342,7 @@ class Desk:
         self._warn.warning(
             f"rejected {target}/{kind}", "push %s from %s rejected: %s", kind, target, reason
         )
-        self.state.record(_push_doc(kind, "rejected", reason, version, target), outcome)
+        self.state.record(push_doc(kind, "rejected", reason, version, target), outcome)
         self._save_soon()
         return Decision(False, "rejected", reason)
 
@@ -702,82 +409,3 @@ def smoke_score(scorer: Scorer, sensors: list[str]) -> None:
         raise PushRejected(f"model failed to score a window: {exc}") from None
     if not (np.all(np.isfinite(score)) and np.all((score >= 0) & (score <= 1))):
         raise PushRejected(f"model scored {score.tolist()} on its training means, not in [0, 1]")
-
-
-def _push_doc(
-    kind: str, status: str, reason: str, version: int | None, target: str
-) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "status": status,
-        "reason": reason,
-        "version": version,
-        "target": target,
-        "at": now_iso(),
-    }
-
-
-def discard_invalid(
-    path: Path, overrides: dict[str, Any], save: bool
-) -> tuple[FleetState, list[str]]:
-    """At start: pushed versions that today's checks refuse (accepted by an older agent, such
-    as issue 13's `metrics.textfile` at the database) are set aside, newest first, for the last
-    known good or the local config: the agent starts and reports why instead of crash-looping.
-    The state `run` would use, and what was set aside; `save` False (check-config) only says."""
-    local = load_config(path, overrides)
-    folder = fleet_dir(local.storage.data_dir)
-    state = FleetState.load(folder)
-    dropped: list[str] = []
-    if not state.current:
-        return state, dropped
-    problem = _refusal(path, overrides, state)
-    if problem is None or _refusal(path, overrides, FleetState()) is not None:
-        return state, dropped  # fine, or the local config's own fault: reported as such
-    while problem is not None and state.current:
-        kind = "config" if "config" in state.current else "model"
-        failed = state.current.pop(kind)
-        before = state.previous.pop(kind, None)
-        if before is not None:
-            state.current[kind] = before
-        if (state.pending or {}).get("kind") == kind:
-            state.pending = None
-        reason = f"no longer passes the checks: {problem}"
-        state.record(_push_doc(kind, "rolled_back", reason, failed.version, failed.target))
-        dropped.append(f"pushed {kind} v{failed.version} set aside: {problem}")
-        problem = _refusal(path, overrides, state)
-    if save:
-        state.save(folder)
-    return state, dropped
-
-
-def _refusal(path: Path, overrides: dict[str, Any], state: FleetState) -> str | None:
-    """Why `state`'s pushes over the local config would be refused as a push now, if so (the
-    checks in the order a push gets them)."""
-    try:
-        if "config" in state.current:
-            folder = fleet_dir(load_config(path, overrides).storage.data_dir)
-            check_overlay(tomllib.loads((folder / state.current["config"].file).read_text()))
-        check_runnable(load_effective(path, overrides, state), path)
-    except (ConfigError, PushRejected, tomllib.TOMLDecodeError) as exc:
-        return str(exc).replace("\n", " ")
-    return None
-
-
-def recover_interrupted(data_dir: Path) -> bool:
-    """At start: a switch whose health check another process began and never finished (it
-    died, or the machine did) failed it. Roll back before anything loads; True if it did."""
-    pending = FleetState.load(fleet_dir(data_dir)).pending
-    if pending is None or pending.get("process") == PROCESS:
-        return False
-    return abandon_pending(data_dir, "the agent stopped during the health check")
-
-
-def abandon_pending(data_dir: Path, reason: str) -> bool:
-    """The version on trial failed before it could be judged: roll it back now."""
-    folder = fleet_dir(data_dir)
-    state = FleetState.load(folder)
-    if state.pending is None:
-        return False
-    state.roll_back(reason)
-    state.save(folder)
-    return True

@@ -16,7 +16,7 @@ import pytest
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
 from agent.model.score import Scorer
-from agent.pushes.desk import FleetState, Version, fleet_dir
+from agent.pushes.state import FleetState, Version, fleet_dir
 from demo.mosquitto import Mosquitto
 from fleet.mqtt import connect
 from fleet.push import publish_push, push_topic
