@@ -23,7 +23,7 @@ from agent.logs import Throttle
 from agent.model.score import ORT_RUN_ERRORS, Scorer
 from agent.pushes.chunks import CHUNK_WINDOW, MAX_CHUNKS, Chunked, join_chunks
 from agent.pushes.compose import check_overlay, load_effective
-from agent.pushes.state import PROCESS, FleetState, Version, fleet_dir, push_doc
+from agent.pushes.state import PROCESS, FleetState, SeenVersion, Version, fleet_dir, push_doc
 from agent.validate import check_runnable, trusted_keys
 
 log = logging.getLogger(__name__)
@@ -233,11 +233,12 @@ class Desk:
     def _already_seen(self, env: Envelope, kind: str) -> bool:
         """A retained push seen before (silently skipped), or a replay of an older one."""
         stream = f"{env.target}/{kind}"
-        seen = self.state.seen.get(stream, -1)
-        if env.version == seen and self.state.seen.get(f"{stream}#sha") == env.sha256:
+        seen = self.state.seen.get(stream)
+        if seen is not None and (env.version, env.sha256) == (seen.version, seen.sha256):
             return True
-        if env.version <= seen:
-            raise _Replay(f"stale: version {env.version} is not newer than {seen}")
+        newest = -1 if seen is None else seen.version
+        if env.version <= newest:
+            raise _Replay(f"stale: version {env.version} is not newer than {newest}")
         return False
 
     def _check_precedence(self, env: Envelope, kind: str) -> None:
@@ -248,8 +249,7 @@ class Desk:
 
     def _mark_seen(self, env: Envelope, kind: str) -> None:
         stream = f"{env.target}/{kind}"
-        self.state.seen[stream] = env.version
-        self.state.seen[f"{stream}#sha"] = env.sha256  # type: ignore[assignment]
+        self.state.seen[stream] = SeenVersion(env.version, env.sha256)
 
     def _decide(self, env: Envelope, kind: str) -> Decision:
         """Check the content; on success the state is switched to it, pending its health."""

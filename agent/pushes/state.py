@@ -41,10 +41,19 @@ class Version:
 
 
 @dataclass
+class SeenVersion:
+    """The newest authentic push of a stream (`<target>/<kind>`): a retained copy of it is
+    skipped silently, anything not newer is a replay."""
+
+    version: int
+    sha256: str  # "" when not known (a state saved before hashes were kept)
+
+
+@dataclass
 class FleetState:
     current: dict[str, Version] = field(default_factory=dict)
     previous: dict[str, Version] = field(default_factory=dict)  # last known good
-    seen: dict[str, int] = field(default_factory=dict)  # "<target>/<kind>" -> highest version
+    seen: dict[str, SeenVersion] = field(default_factory=dict)  # by "<target>/<kind>"
     last_push: dict[str, Any] | None = None
     pending: dict[str, Any] | None = None  # {kind, since, process, ...}: on trial
     # The last few outcomes, newest last: a later push's report cannot hide an earlier one's
@@ -63,7 +72,7 @@ class FleetState:
             state = cls(
                 current={k: Version(**v) for k, v in doc["current"].items()},
                 previous={k: Version(**v) for k, v in doc["previous"].items()},
-                seen=dict(doc["seen"]),
+                seen=_load_seen(doc["seen"]),
                 last_push=doc["last_push"],
                 pending=doc["pending"],
                 recent_pushes=list(doc.get("recent_pushes", []))[-RECENT_PUSHES:],
@@ -74,8 +83,6 @@ class FleetState:
                 raise ValueError("pending and last_push must be objects or null")
             if not all(isinstance(p, dict) for p in state.recent_pushes):
                 raise ValueError("recent_pushes must be a list of objects")
-            if not all(isinstance(v, int | str) for v in state.seen.values()):
-                raise ValueError("seen must map streams to versions")
             missing = [v.file for v in state.current.values() if not (folder / v.file).is_file()]
             if missing:
                 raise ValueError(f"pushed files missing: {', '.join(missing)}")
@@ -148,6 +155,26 @@ class FleetState:
         if "model" in self.current:
             raw["model"] = {"path": str(folder / self.current["model"].file)}
         return raw
+
+
+def _load_seen(doc: object) -> dict[str, SeenVersion]:
+    """`seen` as saved ({stream: {version, sha256}}), or as agents before issue 14 saved it:
+    the version under the stream and its hash under `<stream>#sha`. Both are read, so that a
+    gateway upgrading keeps its replay protection; a save writes the new layout."""
+    if not isinstance(doc, dict):
+        raise ValueError("seen must be an object")
+    seen: dict[str, SeenVersion] = {}
+    for stream, value in doc.items():
+        if stream.endswith("#sha"):
+            continue  # read with its stream below
+        if isinstance(value, dict):
+            version, sha256 = value.get("version"), value.get("sha256")
+        else:
+            version, sha256 = value, doc.get(f"{stream}#sha", "")
+        if type(version) is not int or not isinstance(sha256, str):
+            raise ValueError(f"seen {stream!r} must hold a version and its sha256")
+        seen[stream] = SeenVersion(version, sha256)
+    return seen
 
 
 def push_doc(
