@@ -20,14 +20,14 @@ the agent uses.
 
 from agent.pushes.compose import discard_invalid, load_effective
 from agent.pushes.desk import Desk
-from agent.pushes.state import PROCESS, FleetState
-from agent.pushes.trial import Health, abandon_pending, recover_interrupted
+from agent.pushes.state import FleetState
+from agent.pushes.trial import Health, Trial, abandon_pending, recover_interrupted
 
 __all__ = [
-    "PROCESS",
     "Desk",
     "FleetState",
     "Health",
+    "Trial",
     "abandon_pending",
     "discard_invalid",
     "load_effective",

@@ -383,6 +383,11 @@ class Desk:
             if path.name not in kept and path.suffix in (".toml", ".onnx"):
                 path.unlink(missing_ok=True)
 
+    def take_deferred(self) -> list[tuple[str, bytes]]:
+        """The pushes that waited for a trial (see `offer`), to be offered again now."""
+        deferred, self.deferred = self.deferred, []
+        return deferred
+
     def roll_back(self, reason: str) -> None:
         self.state.roll_back(reason)
         self.state.save(self.folder)

@@ -1,15 +1,17 @@
-"""The trial of a switched version: the health the pipeline reports, judged once it is due;
-and, at start, a trial another process began and never finished."""
+"""The trial of a switched version: the health the pipeline reports, the one verdict on it
+(`Trial`), and, at start, a trial another process began and never finished."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from agent.config import FleetConfig
+from agent.pushes.desk import Desk
 from agent.pushes.state import PROCESS, FleetState, fleet_dir
 
 
@@ -48,6 +50,54 @@ class Health:
         if not self.consuming:
             return "not consuming readings by the end of the health check"
         return ""
+
+
+@dataclass
+class Verdict:
+    """How a trial ended, already recorded and saved: `passed`, or rolled back for `reason`."""
+
+    passed: bool
+    reason: str = ""
+    deferred: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload)
+
+
+class Trial:
+    """The one owner of a trial's verdict. The pipeline feeds `health`; the runtime asks
+    `judge` once per turn, and a trial that has ended has itself marked the version passed or
+    rolled it back (and saved that) and hands back the pushes that waited for it: the runtime
+    only re-queues them, or switches back to what runs now."""
+
+    def __init__(self, desk: Desk, fleet: FleetConfig, health: Health) -> None:
+        self.desk = desk
+        self.fleet = fleet
+        self.health = health
+        self.ended = False
+
+    @classmethod
+    def begun_here(
+        cls, desk: Desk, fleet: FleetConfig, clock: Callable[[], float] = time.monotonic
+    ) -> Trial | None:
+        """The trial of the switch this process made, if one is pending: a monotonic start
+        means nothing elsewhere, and one another process began is `recover_interrupted`'s."""
+        pending = desk.state.pending
+        if pending is None or pending.get("process") != PROCESS:
+            return None
+        return cls(desk, fleet, Health(float(pending["monotonic"]), fleet.health_check_s, clock))
+
+    def judge(self) -> Verdict | None:
+        """The verdict once it is in, given once; None while undecided and after that."""
+        if self.ended:
+            return None
+        fleet = self.fleet
+        reason = self.health.verdict(fleet.health_min_windows, fleet.health_max_critical_share)
+        if reason is None:
+            return None
+        self.ended = True
+        if reason == "":
+            self.desk.passed()
+            return Verdict(True, deferred=self.desk.take_deferred())
+        self.desk.roll_back(reason)
+        return Verdict(False, reason)
 
 
 def recover_interrupted(data_dir: Path) -> bool:
