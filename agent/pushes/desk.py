@@ -3,8 +3,6 @@ decides, and keeps the fleet state."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -21,7 +19,7 @@ from agent.config import AgentConfig, ConfigError
 from agent.envelope import Envelope, PushRejected, open_envelope
 from agent.logs import Throttle
 from agent.model.score import ORT_RUN_ERRORS, Scorer
-from agent.pushes.chunks import CHUNK_WINDOW, MAX_CHUNKS, Chunked, join_chunks
+from agent.pushes.chunks import MAX_CHUNKS, ChunksRefused, Reassembly
 from agent.pushes.compose import check_overlay, load_effective
 from agent.pushes.state import PROCESS, FleetState, SeenVersion, Version, fleet_dir, push_doc
 from agent.validate import check_runnable, trusted_keys
@@ -71,10 +69,9 @@ class Desk:
         self.targets = {f"{prefix}/fleet/device/{device}": f"device:{device}"} | {
             f"{prefix}/fleet/group/{g}": f"group:{g}" for g in config.fleet.groups
         }
-        # Nothing from a chunk topic is kept before its signed envelope is verified (issue #13:
-        # junk chunks held for envelopes that never come exhausted memory); `chunk_topics`
-        # then names the chunks to subscribe to, and the broker sends their retained copies.
-        self._waiting: dict[str, Chunked] = {}
+        # `chunk_topics` names the chunks of verified envelopes to subscribe to, and the
+        # broker sends their retained copies.
+        self._chunks = Reassembly(config.fleet.chunk_timeout_s)
         self.deferred: list[tuple[str, bytes]] = []  # pushes waiting for a trial to end
         self._warn = Throttle(log)
         self._unsaved = False  # a rejection not yet in state.json
@@ -90,11 +87,7 @@ class Desk:
 
     def chunk_topics(self) -> set[str]:
         """The chunk topics the verified envelopes waiting now need next."""
-        return {
-            f"{waiting.topic}/chunk/{index}"
-            for waiting in self._waiting.values()
-            for index in waiting.wanted(CHUNK_WINDOW)
-        }
+        return self._chunks.topics()
 
     def offer(self, topic: str, payload: bytes) -> Decision | None:
         """One message from a push topic; None when there is nothing to report (yet)."""
@@ -123,7 +116,8 @@ class Desk:
                 self.deferred.append((topic, payload))
                 return None
             if env.content is None:
-                return self._wait_for_chunks(env, f"{target}/{kind}", topic)
+                self._chunks.start(env, f"{target}/{kind}", topic, time.monotonic())
+                return None
             return self._decide(env, kind)
         except _Replay as exc:
             assert env is not None
@@ -156,53 +150,26 @@ class Desk:
         return None
 
     def _chunk(self, stream: str, index: int, payload: bytes) -> Decision | None:
-        """A chunk of a verified envelope waiting for it; anything else is dropped unread."""
-        waiting = self._waiting.get(stream)
-        if waiting is None or index >= waiting.envelope.chunks or index in waiting.parts:
-            return None
-        if not payload:
-            return None
+        """A chunk; the decision on its push once the last one has come."""
         try:
-            doc = json.loads(payload)
-            sha, data = str(doc["sha256"]), base64.b64decode(doc["data"], validate=True)
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            return None  # not one of ours; the sha256 check on joining catches anything wrong
-        env = waiting.envelope
-        if sha != env.sha256:
+            env = self._chunks.add(stream, index, payload)
+        except ChunksRefused as exc:
+            refused = exc.envelope
+            return self._reject(exc.kind, refused.target, str(exc), refused.version)
+        if env is None:
             return None
-        if waiting.held + len(data) > env.size:
-            del self._waiting[stream]
-            reason = f"chunks hold more than the signed {env.size} bytes"
-            return self._reject(env.kind, env.target, reason, env.version)
-        waiting.parts[index] = data
-        waiting.held += len(data)
-        return self._try_join(stream)
-
-    def _wait_for_chunks(self, env: Envelope, stream: str, topic: str) -> Decision | None:
-        """Start asking for the chunks of a verified envelope (see `chunk_topics`)."""
-        waiting = self._waiting.get(stream)
-        if waiting is not None and (waiting.envelope.version, waiting.envelope.sha256) == (
-            env.version,
-            env.sha256,
-        ):
-            return None  # its retained copy again: keep the chunks that came
-        if not 0 < env.chunks <= env.size:
-            raise PushRejected(f"{env.chunks} chunks cannot hold {env.size} bytes")
-        timeout = self.config.fleet.chunk_timeout_s
-        self._waiting[stream] = Chunked(env, stream, topic, time.monotonic() + timeout)
-        log.info("push %s v%d from %s: fetching %d chunks", env.kind, env.version, env.target,
-                 env.chunks)  # fmt: skip
-        return None
+        kind = stream.rsplit("/", 1)[1]
+        try:
+            return self._decide(env, kind)
+        except PushRejected as exc:
+            return self._reject(kind, env.target, str(exc), env.version)
 
     def expire(self, now: float) -> Decision | None:
         """Report `incomplete` and free the pushes whose chunks did not all come within
         `fleet.chunk_timeout_s` of their envelope (issue #13); None when there is none."""
         decision = None
-        for stream, waiting in list(self._waiting.items()):
-            if now < waiting.deadline:
-                continue
-            del self._waiting[stream]
-            env, kind = waiting.envelope, stream.rsplit("/", 1)[1]
+        for waiting in self._chunks.expired(now):
+            env, kind = waiting.envelope, waiting.stream.rsplit("/", 1)[1]
             reason = (
                 f"{len(waiting.parts)} of {env.chunks} chunks came within "
                 f"{self.config.fleet.chunk_timeout_s:.0f}s of the envelope"
@@ -213,22 +180,6 @@ class Desk:
             self._save_soon()
             decision = Decision(False, "incomplete", reason)
         return decision
-
-    def _try_join(self, stream: str) -> Decision | None:
-        waiting = self._waiting[stream]
-        kind = stream.rsplit("/", 1)[1]
-        try:
-            env = join_chunks(waiting)
-        except PushRejected as exc:
-            del self._waiting[stream]
-            return self._reject(kind, waiting.envelope.target, str(exc), waiting.envelope.version)
-        if env is None:
-            return None
-        del self._waiting[stream]
-        try:
-            return self._decide(env, kind)
-        except PushRejected as exc:
-            return self._reject(kind, env.target, str(exc), env.version)
 
     def _already_seen(self, env: Envelope, kind: str) -> bool:
         """A retained push seen before (silently skipped), or a replay of an older one."""
