@@ -52,7 +52,7 @@ from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
 from agent.push_queue import PushQueue
-from agent.pushes import PROCESS, Desk, Health, load_effective
+from agent.pushes import Desk, Health, Trial, load_effective
 from agent.readings import LEVEL_NAMES, ReadingBlock
 from agent.store import (
     RECENT_DIGESTS,
@@ -318,11 +318,12 @@ class Agent:
         self.store.close()
 
     def _health_check(self) -> Health | None:
-        """A switch of this process is pending: the new version is on trial."""
-        pending = self.desk.state.pending if self.desk else None
-        if pending is None or pending.get("process") != PROCESS:
-            return None
-        return Health(float(pending["monotonic"]), self.config.fleet.health_check_s)
+        """A switch of this process is pending: the new version is on trial, whose health the
+        pipeline feeds and whose verdict `self.trial` gives."""
+        self.trial: Trial | None = (
+            Trial.begun_here(self.desk, self.config.fleet) if self.desk else None
+        )
+        return self.trial.health if self.trial else None
 
     def _fleet_turn(self) -> AgentConfig | None:
         """Between batches: decide the pushes that came in, judge a version on trial. The
@@ -333,21 +334,15 @@ class Agent:
             self.forwarder.status_changed()
             return load_effective(*self.desk.source)
         self._fleet_upkeep()
-        if self.health is None:
-            return None
-        fleet = self.config.fleet
-        verdict = self.health.verdict(fleet.health_min_windows, fleet.health_max_critical_share)
+        verdict = self.trial.judge() if self.trial else None
         if verdict is None:
             return None
-        self.health = None
+        self.trial, self.health = None, None
         self.forwarder.status_changed()
-        if verdict == "":
-            self.desk.passed()
-            for deferred in self.desk.deferred:  # pushes that waited for this trial
+        if verdict.passed:
+            for deferred in verdict.deferred:  # pushes that waited for this trial
                 self._pushes.put(*deferred)
-            self.desk.deferred.clear()
             return None
-        self.desk.roll_back(verdict)
         return load_effective(*self.desk.source)
 
     def _on_push(self, topic: str, payload: bytes) -> None:

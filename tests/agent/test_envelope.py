@@ -16,7 +16,7 @@ from agent.envelope import (
     seal,
     write_keypair,
 )
-from agent.pushes import STATE_FILE, FleetState
+from agent.pushes.state import STATE_FILE, FleetState
 
 
 @pytest.fixture

@@ -12,7 +12,10 @@ import pytest
 
 from agent.envelope import _signed_bytes, load_private_key, seal, write_keypair
 from agent.model.score import Scorer
-from agent.pushes import RECENT_PUSHES, Desk, Health, load_effective
+from agent.pushes.compose import load_effective
+from agent.pushes.desk import Desk
+from agent.pushes.state import RECENT_PUSHES
+from agent.pushes.trial import Health
 from tests.conftest import ROOT
 
 DEVICE = "gw-d"

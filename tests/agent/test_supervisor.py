@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.pushes import FleetState, fleet_dir
+from agent.pushes.state import FleetState, fleet_dir
 from agent.supervisor import Supervisor
 
 Build = Callable[..., Supervisor]

@@ -16,7 +16,7 @@ import pytest
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
 from agent.model.score import Scorer
-from agent.pushes import FleetState, Version, fleet_dir
+from agent.pushes.state import FleetState, Version, fleet_dir
 from fleet.mqtt import connect
 from fleet.push import publish_push, push_topic
 from fleet.replay import readings_from_csv, replay
