@@ -20,49 +20,42 @@ back-off: the broker keeps the readings meanwhile.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.alert import Alert, AlertTracker
 from agent.budget import Budget
 from agent.config import AgentConfig, ConfigError, parse_host_port
 from agent.connection import Explained, make_client
 from agent.forward import Forwarder, publish_latency
 from agent.inbox import Inbox
-from agent.ingest import REASONS, DeadLetter, Parser, Readings
+from agent.ingest import REASONS
 from agent.isotime import now_iso
 from agent.logs import Throttle
 from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
+from agent.pipeline import Message, Pipeline
 from agent.push_queue import PushQueue
 from agent.pushes import PROCESS, Desk, Health, load_effective
-from agent.readings import LEVEL_NAMES, ReadingBlock
 from agent.store import (
     RECENT_DIGESTS,
-    AssetState,
-    Batch,
     StorageUnavailable,
     Store,
 )
-from agent.validate import merged_thresholds
-from agent.window import Windows
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +83,6 @@ _ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are as
 # letters, much larger ones are dropped by the broker unread (issue #13: one 150 MB reading
 # took the agent to 530 MiB, over the unit's MemoryMax=256M, on a broker without a limit).
 _LOCAL_PACKET_BYTES = 1024 * 1024
-
-
-class _Message(NamedTuple):
-    topic: str
-    payload: bytes
-    received_at: float
-    mid: int
-    dup: bool  # the broker is redelivering it
-    connection: int  # which local connection delivered it: its mid means nothing on another
-
-    @property
-    def digest(self) -> bytes:
-        return hashlib.blake2b(self.topic.encode() + b"\0" + self.payload, digest_size=16).digest()
 
 
 @dataclass
@@ -154,24 +134,6 @@ class Agent:
         self.scorer = Scorer.load(config.model.path)
         manifest = self.scorer.manifest
         self.readings_topic = f"{prefix}/{device}/readings/+"
-        self.alerts_prefix = f"{prefix}/{device}/alerts/"
-        self.parser = Parser(
-            manifest.sensor_names,
-            f"{prefix}/{device}/readings/",
-            config.ingest,
-            [s.mean for s in manifest.sensors],
-        )
-        self.windows = Windows(manifest.window, len(manifest.sensors))
-        self.model_info = {"id": manifest.model_id, "version": manifest.version}
-        self.tracker = AlertTracker(
-            device_id=device,
-            model=self.model_info,
-            sensors=manifest.sensor_names,
-            thresholds=merged_thresholds(config, manifest.thresholds, "config"),
-            fire_after=config.alerts.fire_after,
-            resolve_after=config.alerts.resolve_after,
-            top_sensors=config.alerts.top_sensors,
-        )
         storage = config.storage
         self.store = Store(
             storage.data_dir,
@@ -181,6 +143,11 @@ class Agent:
         sensors = json.dumps(manifest.sensor_names)
         if self.store.get_meta("sensors") != sensors:  # no write when the disk may be full
             self.store.set_meta("sensors", sensors)
+        # With the digests of the messages applied most recently, this run or before it.
+        self.pipeline = Pipeline(
+            config, self.scorer, self.store.elapsed, self.store.recent_digests(RECENT_DIGESTS)
+        )
+        self.model_info = self.pipeline.model_info
         # Idleness on the store's elapsed running time: a clock stepped by NTP must not make
         # every asset look silent for a month (#13 item 8).
         seen_after = self.store.elapsed() - config.ingest.asset_idle_s
@@ -211,16 +178,14 @@ class Agent:
         )
         self._stopping = False
         self.started = False  # set once run() is consuming; a failure before is a failed start
-        # Digests of the messages applied most recently, this run or before it.
-        self._recent = OrderedDict(self.store.recent_digests(RECENT_DIGESTS))
-        self._retry: list[_Message] = []
+        self._retry: list[Message] = []
         self._resumed = threading.Event()
         self._connection = 0
         self._ack_lock = threading.Lock()
         self._warn = Throttle(log)
         self._retry_delay = _RETRY_MIN_S
         # Room for two full batches, and no more messages than the broker was told to send.
-        self._inbox: Inbox[_Message] = Inbox(
+        self._inbox: Inbox[Message] = Inbox(
             max_messages=config.local.receive_maximum,
             max_bytes=2 * config.scoring.batch_max_bytes,
         )
@@ -239,6 +204,15 @@ class Agent:
         self._status_line_due = 0.0
         self._textfile_due = 0.0
         self.metrics_server = self._metrics_server()
+
+    @property
+    def health(self) -> Health | None:
+        """The judge of a version on trial; the pipeline shows it every score."""
+        return self.pipeline.health
+
+    @health.setter
+    def health(self, judge: Health | None) -> None:
+        self.pipeline.health = judge
 
     def run(self, stop: threading.Event, reload: Reload | None = None) -> AgentConfig | None:
         """Run until `stop` is set, then shut down in order. On a `reload` request (or a fleet
@@ -287,7 +261,7 @@ class Agent:
             self.config.device.id,
             self.scorer.manifest.model_id,
             self.scorer.manifest.version,
-            len(self.windows.assets()),
+            len(self.pipeline.windows.assets()),
         )
 
     def _shut_down(self, final: bool) -> None:
@@ -526,17 +500,13 @@ class Agent:
         most `ingest.max_assets`, newest first, none idle since `seen_after`. An asset whose
         clock is beyond `ingest.max_future_s` (a future reading an older release accepted, or
         a gateway clock set back) gets its clock reset, or it would never take a reading (#13)."""
-        self.windows.clear()
-        self.tracker.clear()
         ingest = self.config.ingest
         if seen_after is None:
             seen_after = self.store.elapsed() - ingest.asset_idle_s
         states = self.store.load_states(
             self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
         )
-        for state in states:
-            self.windows.restore(state.asset, state.window)
-            self.tracker.restore(state.asset, state.episode)
+        self.pipeline.restore(states)
         self._rewind_ahead()
 
     def _rewind_ahead(self) -> None:
@@ -544,7 +514,7 @@ class Agent:
         at start (a future reading an older release accepted) and while running (the gateway
         clock stepped back, say a bad NTP source corrected, after readings stamped by it),
         or its readings would be `out_of_order` until the clock caught up (#13)."""
-        ahead = self.windows.rewind_ahead(time.time() + self.config.ingest.max_future_s)
+        ahead = self.pipeline.windows.rewind_ahead(time.time() + self.config.ingest.max_future_s)
         if ahead:
             log.warning(
                 "reset the clock of %d assets whose last reading is more than "
@@ -582,16 +552,15 @@ class Agent:
         self._rewind_ahead()
         try:
             reset = self.store.reset_requests()
-            idle = self.windows.idle(self.store.elapsed() - self.config.ingest.asset_idle_s)
+            seen_before = self.store.elapsed() - self.config.ingest.asset_idle_s
+            idle = self.pipeline.windows.idle(seen_before)
             gone = list(dict.fromkeys([*reset, *idle]))
             if gone:
                 self.store.forget_assets(gone)
         except (StorageUnavailable, sqlite3.OperationalError) as exc:
             self._warn.warning("forget", "cannot forget assets now: %s", exc)
             return
-        for asset in gone:
-            self.windows.forget(asset)
-            self.tracker.forget(asset)
+        self.pipeline.forget(gone)
         if reset:
             log.warning(
                 "reset %d assets on request (window and episode): %s", len(reset), _names(reset)
@@ -646,11 +615,11 @@ class Agent:
         if self._stopping:  # not acknowledged: the broker delivers it again at the next start
             return
         self._inbox.put(
-            _Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection),
+            Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection),
             len(msg.payload),
         )
 
-    def _take(self, timeout: float) -> list[_Message]:
+    def _take(self, timeout: float) -> list[Message]:
         asked = time.monotonic()
         try:
             batch = [self._inbox.get(timeout)]
@@ -678,7 +647,7 @@ class Agent:
             size += len(batch[-1].payload)
         return batch
 
-    def _burst(self, first: _Message) -> list[_Message]:
+    def _burst(self, first: Message) -> list[Message]:
         """What a resumed session delivers at once, taken as one batch so it is put in order
         (up to `local.receive_maximum` messages and `scoring.batch_max_bytes` of payload).
 
@@ -686,10 +655,10 @@ class Agent:
         applied: those are acknowledged at once (they come first, so acknowledgements stay in
         order) and do not count, so that the broker can send the rest of its queue.
         """
-        burst: list[_Message] = []
+        burst: list[Message] = []
         size, copies, message = 0, 0, first
         while True:
-            if not burst and self._recent.get(message.digest):
+            if not burst and self.pipeline.recent.get(message.digest):
                 self._acknowledge([message])
                 copies += 1
             else:
@@ -709,26 +678,19 @@ class Agent:
             self.counters.redelivered += copies
         return burst
 
-    def _process(self, batch: list[_Message]) -> None:
+    def _process(self, batch: list[Message]) -> None:
         if not batch:
             return
-        digests = [m.digest for m in batch]
-        fresh = self._not_applied(batch, digests)
-        blocks, dead, yielded, imputed = self._ingest(
-            [batch[i] for i in fresh], [digests[i] for i in fresh]
-        )
-        stored, alerts = self._score_and_alert(blocks)
-        states = [
-            AssetState(b.asset, self.windows.snapshot(b.asset), self.tracker.snapshot(b.asset))
-            for b in blocks
-        ]
-        applied = [(digests[i], y) for i, y in zip(fresh, yielded, strict=True)]
+        result = self.pipeline.apply(batch)
+        self.counters.scored += result.scored
+        stored, alerts, dead = result.batch.readings, result.batch.alerts, result.batch.dead
+        imputed = result.imputed
         try:
-            self.store.commit_batch(Batch(stored, alerts, dead, states, applied))
+            self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:
             self._hold(batch, exc)
             return
-        self._committed(batch, applied)
+        self._committed(batch, result.batch.digests)
         if alerts:
             self.forwarder.notify()
         c = self.counters
@@ -738,7 +700,7 @@ class Agent:
         c.alerts += len(alerts)
         c.alerts_by_level.update(a.level for _topic, a in alerts)
         c.dead_letters_by_reason.update(d.reason for d in dead)
-        c.redelivered += len(batch) - len(fresh)
+        c.redelivered += result.copies
         c.imputed += len(imputed)
         for letter in dead:
             self._warn.warning(
@@ -756,27 +718,7 @@ class Agent:
                 ",".join(readings.imputed),
             )
 
-    def _not_applied(self, batch: list[_Message], digests: list[bytes]) -> list[int]:
-        """Indexes of messages to apply: all but copies of messages already applied.
-
-        Copies come from the broker redelivering what was not acknowledged (DUP set, after a
-        crash or a reconnect) and from publishers resending what they saw no PUBACK for (which
-        the broker passes on as new). Both are byte-identical to the original on the same
-        topic. Without DUP, only a copy of a message that gave readings is skipped: the same
-        garbage sent twice is two dead letters.
-        """
-        fresh, in_batch = [], set()
-        for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
-            known = self._recent.get(digest)
-            if known or (message.dup and (known is not None or digest in in_batch)):
-                continue
-            in_batch.add(digest)
-            fresh.append(i)
-        if len(fresh) < len(batch):
-            log.info("skipped %d copies of messages already applied", len(batch) - len(fresh))
-        return fresh
-
-    def _committed(self, batch: list[_Message], applied: list[tuple[bytes, bool]]) -> None:
+    def _committed(self, batch: list[Message], applied: list[tuple[bytes, bool]]) -> None:
         """Acknowledge, in arrival order as MQTT requires, and remember what was applied.
 
         A message from an earlier connection is not acknowledged: its id may now belong to
@@ -784,23 +726,19 @@ class Agent:
         recognised and acknowledged then.
         """
         self._acknowledge(batch)
-        for digest, gave_readings in applied:
-            self._recent[digest] = gave_readings
-            self._recent.move_to_end(digest)
-        while len(self._recent) > RECENT_DIGESTS:
-            self._recent.popitem(last=False)
+        self.pipeline.remember(applied)
         if self._retry:
             log.warning("storage recovered; %d held messages committed", len(batch))
             self._retry, self._retry_delay, self.storage_ok = [], _RETRY_MIN_S, True
             self.forwarder.status_changed()
 
-    def _acknowledge(self, messages: list[_Message]) -> None:
+    def _acknowledge(self, messages: list[Message]) -> None:
         with self._ack_lock:
             for m in messages:
                 if m.connection == self._connection:
                     self.source.ack(m.mid, 1)
 
-    def _hold(self, batch: list[_Message], exc: StorageUnavailable) -> None:
+    def _hold(self, batch: list[Message], exc: StorageUnavailable) -> None:
         """Keep the batch unacknowledged and retry it from the last committed state."""
         if not self._retry:
             log.error("cannot store (%s); holding %d messages and retrying", exc, len(batch))
@@ -810,169 +748,6 @@ class Agent:
         self._retry = batch
         self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
         self._restore_state()
-
-    def _ingest(
-        self, batch: list[_Message], digests: list[bytes]
-    ) -> tuple[list[_Block], list[DeadLetter], list[bool], list[Readings]]:
-        """Each asset's readings of the batch in time order, with the windows they complete;
-        the dead letters; for each message whether it held readings; what was imputed.
-
-        Sorting the batch by time absorbs reordering that happens before the agent: brokers
-        (mosquitto 2.0 after a restart) and publishers may deliver a newer reading before older
-        ones. What is still not after an asset's last reading is a dead letter.
-        """
-        by_asset: dict[str, list[tuple[Readings, int]]] = {}
-        dead: list[DeadLetter] = []
-        yielded: list[bool] = []
-        imputed: list[Readings] = []
-        copies_of: set[bytes] = set()  # digests in this batch that gave readings
-        for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
-            if digest in copies_of:  # a resend within the batch: skip it
-                yielded.append(True)
-                continue
-            readings, rejected = self.parser.parse(
-                message.topic, message.payload, message.received_at
-            )
-            dead.extend(rejected)
-            yielded.append(bool(readings))
-            if readings:
-                copies_of.add(digest)
-            for r in readings:
-                by_asset.setdefault(r.asset, []).append((r, i))
-                if r.imputed:
-                    imputed.append(r)
-        received = np.array([m.received_at for m in batch])
-        room = self.config.ingest.max_assets - len(self.windows)
-        blocks = []
-        for asset, parts in by_asset.items():
-            if asset not in self.windows:
-                if room <= 0:
-                    self._too_many_assets(parts, batch, dead)
-                    continue
-                room -= 1
-            block = self._in_order(asset, parts, batch, received, dead)
-            if block is not None:
-                blocks.append(block)
-        return blocks, dead, yielded, imputed
-
-    def _too_many_assets(
-        self, parts: list[tuple[Readings, int]], batch: list[_Message], dead: list[DeadLetter]
-    ) -> None:
-        """A new asset while `ingest.max_assets` have state: each of its messages is a dead
-        letter, and no state is made for it."""
-        ingest = self.config.ingest
-        detail = (
-            f"{ingest.max_assets} assets have state (ingest.max_assets); an asset is forgotten "
-            f"after {ingest.asset_idle_s:g}s without readings (ingest.asset_idle_s)"
-        )
-        for i in dict.fromkeys(i for _, i in parts):
-            m = batch[i]
-            dead.append(DeadLetter(m.topic, "too_many_assets", detail, m.received_at, m.payload))
-
-    def _in_order(
-        self,
-        asset: str,
-        parts: list[tuple[Readings, int]],
-        batch: list[_Message],
-        received: np.ndarray,
-        dead: list[DeadLetter],
-    ) -> _Block | None:
-        ts = np.array([t for r, _ in parts for t in r.ts], dtype=np.float64)
-        values = np.array([row for r, _ in parts for row in r.values], dtype=np.float64)
-        source = np.array([i for r, i in parts for _ in r.ts])
-        order = np.argsort(ts, kind="stable")
-        ts, values, source = ts[order], values[order], source[order]
-        last = self.windows.last_ts(asset)
-        repeat = np.concatenate([[False], ts[1:] == ts[:-1]])
-        bad = (ts <= last) | repeat
-        for j in np.flatnonzero(bad).tolist():
-            reason = "duplicate_ts" if repeat[j] or ts[j] == last else "out_of_order"
-            m = batch[source[j]]
-            dead.append(DeadLetter(m.topic, reason, f"ts {ts[j]}", m.received_at, m.payload))
-        if bad.any():
-            keep = ~bad
-            ts, values, source = ts[keep], values[keep], source[keep]
-        if not len(ts):
-            return None
-        # When the gateway heard from the asset, in the store's elapsed running time.
-        windows, first = self.windows.extend(asset, ts, values, self.store.elapsed())
-        return _Block(asset, ts, values, received[source], windows, first)
-
-    def _score_and_alert(
-        self, blocks: list[_Block]
-    ) -> tuple[list[ReadingBlock], list[tuple[str, Alert]]]:
-        stored: list[ReadingBlock] = []
-        alerts: list[tuple[str, Alert]] = []
-        for b in blocks:
-            # Block by block, from views of the window buffer: the batch's windows are never
-            # all copied at once (W times its readings).
-            if len(b.windows):
-                scores = self.scorer.score_many(b.windows)
-                score, contributions = scores.score, scores.contributions
-            else:
-                score, contributions = np.empty(0, np.float32), None
-            codes = self.tracker.thresholds.level_codes(score)
-            levels = [LEVEL_NAMES[c] for c in codes.tolist()]
-            if self.health is not None:
-                self.health.observe(score, levels)
-            alerts += self._track_block(b, score, contributions, levels)
-            unscored = b.first
-            stored.append(
-                ReadingBlock(
-                    b.asset,
-                    b.ts,
-                    b.values,
-                    np.concatenate([np.full(unscored, np.nan, np.float32), score]),
-                    np.concatenate([np.zeros(unscored, np.uint8), codes]),
-                    b.received,
-                )
-            )
-        self.counters.scored += sum(len(b.windows) for b in blocks)
-        return stored, alerts
-
-    def _track_block(
-        self, b: _Block, score: np.ndarray, contributions: np.ndarray | None, levels: list
-    ) -> list[tuple[str, Alert]]:
-        """Run the episode tracker over a block, skipping stretches where nothing can happen:
-        below `info` with no episode under way."""
-        alerts: list[tuple[str, Alert]] = []
-        hot = np.flatnonzero(np.array([level is not None for level in levels], dtype=bool))
-        j = 0
-        while j < len(levels):
-            if levels[j] is None and self.tracker.quiet(b.asset):
-                later = hot[np.searchsorted(hot, j) :]
-                if not len(later):
-                    break
-                j = int(later[0])
-                continue
-            row = b.first + j
-            alert = self.tracker.update(
-                b.asset, float(b.ts[row]), float(score[j]), contributions[j], b.values[row]
-            )
-            if alert is not None:
-                alerts.append((self.alerts_prefix + b.asset, alert))
-                log.info(
-                    "alert %s level=%s asset=%s id=%s",
-                    alert.state,
-                    alert.level,
-                    alert.asset,
-                    alert.id,
-                )
-            j += 1
-        return alerts
-
-
-@dataclass
-class _Block:
-    """One asset's accepted readings of a batch, in time order, and the windows they complete:
-    row i has window i - first (rows before `first` only fill a new asset's first window)."""
-
-    asset: str
-    ts: np.ndarray
-    values: np.ndarray
-    received: np.ndarray
-    windows: np.ndarray
-    first: int
 
 
 def _names(names: list[str]) -> str:
