@@ -26,9 +26,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.budget import Budget
-from agent.config import AgentConfig, ConfigError, parse_host_port
+from agent.config import AgentConfig
 from agent.connection import Explained, make_client
 from agent.forward import Forwarder, publish_latency
 from agent.inbox import Inbox
-from agent.ingest import REASONS
-from agent.isotime import now_iso
 from agent.logs import Throttle
-from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
 from agent.pipeline import Message, Pipeline
@@ -56,14 +52,13 @@ from agent.store import (
     StorageUnavailable,
     Store,
 )
+from agent.telemetry import Links, Telemetry
 
 log = logging.getLogger(__name__)
 
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
-_STATUS_LINE_S = 5.0  # how often systemd's STATUS= line is refreshed
 _TEND_ASSETS_S = 1.0  # how often resets and idle assets are looked for, between batches
 _NAMES_LOGGED = 10  # assets named in one log line
-_STATUS_INCIDENTS = 3  # the last storage incidents (damage found at open) in the status
 _BURST_QUIET_S = 0.1
 # A first message that came within _STREAM_WAIT_S of asking is part of a stream (a backlog or a
 # burst; live readings at 1,000 messages/s are a millisecond apart and do not wait): a batch
@@ -83,29 +78,6 @@ _ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are as
 # letters, much larger ones are dropped by the broker unread (issue #13: one 150 MB reading
 # took the agent to 530 MiB, over the unit's MemoryMax=256M, on a broker without a limit).
 _LOCAL_PACKET_BYTES = 1024 * 1024
-
-
-@dataclass
-class Counters:
-    readings: int = 0
-    scored: int = 0
-    alerts: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    redelivered: int = 0
-    imputed: int = 0
-    storage_failures: int = 0
-    started_at: float = field(default_factory=time.time)
-    alerts_by_level: Counter[str] = field(default_factory=Counter)
-    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
-
-    def __str__(self) -> str:
-        return (
-            f"readings={self.readings} scored={self.scored} alerts={self.alerts} "
-            f"dead_letters={self.dead_letters} batches={self.batches} "
-            f"redelivered={self.redelivered} imputed={self.imputed} "
-            f"storage_failures={self.storage_failures}"
-        )
 
 
 @dataclass
@@ -154,13 +126,20 @@ class Agent:
         self._prune_states(seen_after)
         self._restore_state(seen_after)
         self._tend_due = 0.0
-        self.counters = Counters()
-        self._last_beat = (time.monotonic(), 0, 0)  # for the heartbeat's rates
         self.latency = publish_latency()
-        self.storage_ok = True
         self.desk = Desk(config, source, manifest.sensor_names) if source else None
         if self.desk is not None and not self.desk.enabled:
             self.desk = None
+        self.telemetry = Telemetry(
+            config,
+            self.store,
+            self.model_info,
+            manifest.graph_sha256,
+            self.latency,
+            self.notifier,
+            self.desk,
+        )
+        self.counters = self.telemetry.counters
         self._pushes = PushQueue(_PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES)
         self._report_pending, self._report_due = False, 0.0
         self._drops_seen, self._ask_again_due = 0, 0.0
@@ -171,7 +150,7 @@ class Agent:
             self.store,
             f"edge-agent-{device}-upstream",
             status_topic=f"{prefix}/{device}/status",
-            status=self._status,
+            status=self.telemetry.status,
             subscriptions=self.desk.subscriptions() if self.desk else [],
             on_message=self._on_push,
             latency=self.latency,
@@ -201,9 +180,10 @@ class Agent:
             self.notifier,
             {"pipeline": lambda: self._turned, "forwarder": lambda: self.forwarder.turned},
         )
-        self._status_line_due = 0.0
-        self._textfile_due = 0.0
-        self.metrics_server = self._metrics_server()
+        self.telemetry.link(
+            Links(self.forwarder, lambda: self._local_connected, self._inbox.counts)
+        )
+        self.metrics_server = self.telemetry.metrics_server()
 
     @property
     def health(self) -> Health | None:
@@ -372,128 +352,17 @@ class Agent:
             self.forwarder.resubscribe()
 
     def _turn(self) -> None:
-        """Once per turn of the main loop: progress for the watchdog, a status line for
-        systemd now and then, the metrics textfile."""
+        """Once per turn of the main loop: progress for the watchdog, then telemetry's turn."""
         now = time.monotonic()
         self._turned = now
         self.watchdog.beat()
-        if self.notifier.active and now >= self._status_line_due:
-            self._status_line_due = now + _STATUS_LINE_S
-            self.notifier.status(self._status_line())
-        textfile = self.config.metrics.textfile
-        if textfile is not None and now >= self._textfile_due:
-            self._textfile_due = now + self.config.forward.status_interval_s
-            try:
-                write_textfile(textfile, render(self._snapshot()))
-            except OSError as exc:
-                self._warn.warning("textfile", "cannot write metrics to %s: %s", textfile, exc)
-
-    def _status_line(self) -> str:
-        c = self.counters
-        links = (
-            f"local {'up' if self._local_connected else 'down'}, "
-            f"upstream {'up' if self.forwarder.connected.is_set() else 'down'}"
-        )
-        storage = "storage ok" if self._storage_ok() else "STORAGE FAILING"
-        return (
-            f"{c.readings} readings, {c.alerts} alerts, {c.dead_letters} dead letters; "
-            f"{links}; {storage}"
-        )
-
-    def _metrics_server(self) -> MetricsServer | None:
-        """Bound here, so that a port already in use fails the start, not a later scrape."""
-        listen = self.config.metrics.listen
-        if listen is None:
-            return None
-        host, port = parse_host_port(listen if ":" in listen else f"127.0.0.1:{listen}")
-        try:
-            return MetricsServer(host, port, lambda: render(self._snapshot()))
-        except OSError as exc:
-            self.store.close()
-            raise ConfigError(f"metrics.listen {listen}: {exc.strerror or exc}") from None
+        self.telemetry.turn(now)
 
     def _start_metrics(self) -> None:
         if self.metrics_server is not None:
             self.metrics_server.start()
             host, port = self.metrics_server.server.server_address[:2]
             log.info("metrics on http://%s:%d/metrics", host, port)
-
-    def _storage_ok(self) -> bool:
-        """Commits go through and no other storage work (delivery records, expiry) fails."""
-        return self.storage_ok and self.store.problem() is None
-
-    def _snapshot(self) -> Snapshot:
-        stats = self.store.figures()
-        c = self.counters
-        return Snapshot(
-            device_id=self.config.device.id,
-            model={**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
-            started_at=c.started_at,
-            readings=c.readings,
-            scored=c.scored,
-            batches=c.batches,
-            redelivered=c.redelivered,
-            imputed=c.imputed,
-            storage_failures=c.storage_failures,
-            alerts_by_level=dict(c.alerts_by_level),
-            dead_letters_by_reason=dict(c.dead_letters_by_reason),
-            evictions_by_reason=stats["evictions_by_reason"],
-            outbox_pending=stats["alerts_pending"],
-            buffered_readings=stats["readings"],
-            database_bytes=stats["database_bytes"],
-            storage_ok=self._storage_ok(),
-            local_connected=self._local_connected,
-            upstream_connected=self.forwarder.connected.is_set(),
-            publish_latency=self.forwarder.latency,
-            inbox=self._inbox.counts(),
-            reasons=REASONS,
-            storage_incidents=dict(self.store.incident_counts),
-        )
-
-    def _status(self) -> dict[str, object]:
-        stats = self.store.figures()
-        return {
-            "device_id": self.config.device.id,
-            "model": {**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
-            "storage": "ok" if self._storage_ok() else "failing",
-            "storage_problem": self.store.problem(),
-            "storage_incidents": self.store.incidents[-_STATUS_INCIDENTS:],
-            "buffer": {
-                k: stats[k]
-                for k in (
-                    "readings",
-                    "alerts_pending",
-                    "alerts_expired",
-                    "dead_letters",
-                    "evictions_by_reason",
-                    "used_bytes",
-                )
-            },
-            "config_version": 0,
-            "last_push": None,
-            "recent_pushes": [],
-            "groups": list(self.config.fleet.groups),
-            **(self.desk.status() if self.desk else {}),
-            "last_seen": now_iso(),
-            "heartbeat": self._heartbeat(),
-        }
-
-    def _heartbeat(self) -> dict[str, object]:
-        """Rates since the last status, latency and memory: what an operator watches."""
-        c, now = self.counters, time.monotonic()
-        last_at, last_readings, last_alerts = self._last_beat
-        span = max(now - last_at, 1e-3)
-        self._last_beat = (now, c.readings, c.alerts)
-        return {
-            "readings_per_s": round((c.readings - last_readings) / span, 2),
-            "alerts_per_s": round((c.alerts - last_alerts) / span, 4),
-            "scored": c.scored,
-            "dead_letters": c.dead_letters,
-            "publish_latency_p50_ms": self.latency.quantile_ms(0.5),
-            "publish_latency_p99_ms": self.latency.quantile_ms(0.99),
-            "rss_mib": round(resident_bytes() / 2**20, 1),
-            "uptime_s": round(time.time() - c.started_at, 1),
-        }
 
     def _restore_state(self, seen_after: float | None = None) -> None:
         """Windows and episodes as of the last commit (also used to undo a failed batch): at
@@ -597,7 +466,7 @@ class Agent:
             return
         log.info("subscribed topic=%s", self.readings_topic)
         self.forwarder.source_ready()
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(self.telemetry.status_line())
         if self.health is not None:
             self.health.consuming = True
 
@@ -683,40 +552,15 @@ class Agent:
             return
         result = self.pipeline.apply(batch)
         self.counters.scored += result.scored
-        stored, alerts, dead = result.batch.readings, result.batch.alerts, result.batch.dead
-        imputed = result.imputed
         try:
             self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:
             self._hold(batch, exc)
             return
         self._committed(batch, result.batch.digests)
-        if alerts:
+        if result.batch.alerts:
             self.forwarder.notify()
-        c = self.counters
-        c.batches += 1
-        c.readings += sum(map(len, stored))
-        c.dead_letters += len(dead)
-        c.alerts += len(alerts)
-        c.alerts_by_level.update(a.level for _topic, a in alerts)
-        c.dead_letters_by_reason.update(d.reason for d in dead)
-        c.redelivered += result.copies
-        c.imputed += len(imputed)
-        for letter in dead:
-            self._warn.warning(
-                letter.reason,
-                "dead letter topic=%s reason=%s detail=%s",
-                letter.topic,
-                letter.reason,
-                letter.detail,
-            )
-        for readings in imputed:
-            self._warn.warning(
-                "imputed",
-                "imputed training mean asset=%s sensors=%s",
-                readings.asset,
-                ",".join(readings.imputed),
-            )
+        self.telemetry.batch_committed(result)
 
     def _committed(self, batch: list[Message], applied: list[tuple[bytes, bool]]) -> None:
         """Acknowledge, in arrival order as MQTT requires, and remember what was applied.
@@ -729,7 +573,7 @@ class Agent:
         self.pipeline.remember(applied)
         if self._retry:
             log.warning("storage recovered; %d held messages committed", len(batch))
-            self._retry, self._retry_delay, self.storage_ok = [], _RETRY_MIN_S, True
+            self._retry, self._retry_delay, self.telemetry.storage_ok = [], _RETRY_MIN_S, True
             self.forwarder.status_changed()
 
     def _acknowledge(self, messages: list[Message]) -> None:
@@ -742,7 +586,7 @@ class Agent:
         """Keep the batch unacknowledged and retry it from the last committed state."""
         if not self._retry:
             log.error("cannot store (%s); holding %d messages and retrying", exc, len(batch))
-            self.storage_ok = False
+            self.telemetry.storage_ok = False
             self.forwarder.status_changed()
         self.counters.storage_failures += 1
         self._retry = batch
