@@ -4,6 +4,12 @@
     (paho thread:   (pipeline thread: one micro-batch,           (outbox)  (forwarder thread:
      queues only)    one ONNX call, one transaction)                        QoS 1, PUBACK)
 
+    source.Source ──take()──▶ pipeline.Pipeline.apply() ──Batch──▶ store.Store.commit_batch()
+         ▲                                                                  │
+         └──────── acknowledge() ◀── committed ◀────────────────────────────┘
+    telemetry.Telemetry counts each committed batch; forward.Forwarder sends the outbox.
+
+Between batches the loop also tends assets (resets, idle ones) and takes fleet pushes.
 Sinks start first and sources last; on stop what the source queued is processed and
 acknowledged, the source disconnects, and the forwarder drains what it can before the offline
 status goes out.
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -31,22 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
 from agent.budget import Budget
 from agent.config import AgentConfig
-from agent.connection import Explained, make_client
 from agent.forward import Forwarder, publish_latency
-from agent.inbox import Inbox
 from agent.logs import Throttle
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
 from agent.pipeline import Message, Pipeline
 from agent.push_queue import PushQueue
 from agent.pushes import PROCESS, Desk, Health, load_effective
+from agent.source import Source
 from agent.store import (
     RECENT_DIGESTS,
     StorageUnavailable,
@@ -56,15 +55,8 @@ from agent.telemetry import Links, Telemetry
 
 log = logging.getLogger(__name__)
 
-_RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 _TEND_ASSETS_S = 1.0  # how often resets and idle assets are looked for, between batches
 _NAMES_LOGGED = 10  # assets named in one log line
-_BURST_QUIET_S = 0.1
-# A first message that came within _STREAM_WAIT_S of asking is part of a stream (a backlog or a
-# burst; live readings at 1,000 messages/s are a millisecond apart and do not wait): a batch
-# that then finds the inbox empty waits once for _LINGER_S.
-_STREAM_WAIT_S = 0.0003
-_LINGER_S = 0.001
 # Fleet messages (anyone on the upstream broker can send them, issue #13): the queue from the
 # upstream thread holds a few of the largest, and one turn of the main loop decides at most
 # _FLEET_TURN_MESSAGES of them or spends _FLEET_TURN_S, so the pipeline and the watchdog keep
@@ -73,11 +65,6 @@ _PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES = 256, 4 * 1024 * 1024
 _FLEET_TURN_MESSAGES, _FLEET_TURN_S = 32, 0.05
 _REPORT_EVERY_S = 1.0  # rejections reach the status at most this often
 _ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are asked for again
-# The largest message the local broker may send (MQTT 5 Maximum Packet Size), at least this and
-# twice `ingest.max_payload_bytes`: payloads over that are still read as `oversized` dead
-# letters, much larger ones are dropped by the broker unread (issue #13: one 150 MB reading
-# took the agent to 530 MiB, over the unit's MemoryMax=256M, on a broker without a limit).
-_LOCAL_PACKET_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -105,7 +92,6 @@ class Agent:
         device, prefix = config.device.id, config.topics.prefix
         self.scorer = Scorer.load(config.model.path)
         manifest = self.scorer.manifest
-        self.readings_topic = f"{prefix}/{device}/readings/+"
         storage = config.storage
         self.store = Store(
             storage.data_dir,
@@ -155,33 +141,16 @@ class Agent:
             on_message=self._on_push,
             latency=self.latency,
         )
-        self._stopping = False
         self.started = False  # set once run() is consuming; a failure before is a failed start
-        self._retry: list[Message] = []
-        self._resumed = threading.Event()
-        self._connection = 0
-        self._ack_lock = threading.Lock()
         self._warn = Throttle(log)
-        self._retry_delay = _RETRY_MIN_S
-        # Room for two full batches, and no more messages than the broker was told to send.
-        self._inbox: Inbox[Message] = Inbox(
-            max_messages=config.local.receive_maximum,
-            max_bytes=2 * config.scoring.batch_max_bytes,
-        )
-        self.source = make_client(config.local, f"edge-agent-{device}-local", manual_ack=True)
-        self.source.on_connect = self._on_local_connect
-        self.source.on_subscribe = self._on_local_subscribe
-        self.source.on_message = self._on_message
-        self.source.on_disconnect = self._on_local_disconnect
-        self.source.on_connect_fail = self._on_local_connect_fail
-        self._local_connected = False
+        self.source = Source(config, self.counters, self.pipeline.recent.get, self._source_ready)
         self._turned = time.monotonic()  # the main loop's last turn
         self.watchdog = Watchdog(
             self.notifier,
             {"pipeline": lambda: self._turned, "forwarder": lambda: self.forwarder.turned},
         )
         self.telemetry.link(
-            Links(self.forwarder, lambda: self._local_connected, self._inbox.counts)
+            Links(self.forwarder, lambda: self.source.connected, self.source.inbox.counts)
         )
         self.metrics_server = self.telemetry.metrics_server()
 
@@ -215,9 +184,9 @@ class Agent:
                     next_config = reload.load()
                     if next_config is not None:
                         break
-                if self._retry and stop.wait(self._retry_delay):
+                if self.source.held and stop.wait(self.source.retry_delay):
                     break
-                self._process(self._retry or self._take(timeout=0 if self._pushes else 0.2))
+                self._process(self.source.held or self.source.take(0 if self._pushes else 0.2))
         finally:
             self._shut_down(final=next_config is None or stop.is_set())
         return next_config
@@ -225,17 +194,7 @@ class Agent:
     def _start(self) -> None:
         self._start_metrics()
         self.forwarder.start()
-        local = self.config.local
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = local.session_expiry_s
-        session.ReceiveMaximum = local.receive_maximum
-        session.MaximumPacketSize = max(
-            _LOCAL_PACKET_BYTES, 2 * self.config.ingest.max_payload_bytes
-        )
-        self.source.connect_async(
-            local.host, local.port, local.keepalive, clean_start=False, properties=session
-        )
-        self.source.loop_start()
+        self.source.start()
         log.info(
             "agent started device=%s model=%s@%s restored_assets=%d",
             self.config.device.id,
@@ -247,7 +206,7 @@ class Agent:
     def _shut_down(self, final: bool) -> None:
         """Commit and acknowledge what is held, disconnect, drain; `final` says offline (not
         when another pipeline takes over in this process)."""
-        self._stopping = True
+        self.source.stopping = True
         if self.desk is not None:
             self.desk.flush()
         if final:
@@ -257,13 +216,12 @@ class Agent:
         # What was queued is committed and acknowledged while the connection is still up;
         # anything that arrives after this is redelivered at the next start.
         try:
-            if self.started and not self._retry:
-                while batch := self._take(timeout=0):
+            if self.started and not self.source.held:
+                while batch := self.source.take(timeout=0):
                     self._process(batch)
         finally:
-            self._inbox.close()  # the MQTT thread must not wait for room that never comes
-        self.source.disconnect()
-        self.source.loop_stop()
+            self.source.inbox.close()  # the MQTT thread must not wait for room that never comes
+        self.source.stop()
         # On a switch the next pipeline resends what is unacknowledged; `online` stays.
         self.forwarder.stop(self.config.forward.drain_seconds if final else 0, final=final)
         if self.metrics_server is not None:
@@ -442,110 +400,12 @@ class Agent:
                 _names(idle),
             )
 
-    def _on_local_connect(
-        self, client: mqtt.Client, _u: object, flags: object, rc: ReasonCode, _p: object
-    ) -> None:
-        if rc.is_failure:
-            log.warning("local broker refused connection: %s", rc)
-            return
-        with self._ack_lock:
-            self._connection += 1
-        self._local_connected = True
-        resumed = bool(getattr(flags, "session_present", False))
-        log.info("local connected session_present=%s", resumed)
-        if resumed:
-            # The broker now sends what it kept for us, possibly a newer message first.
-            self._resumed.set()
-        client.subscribe(self.readings_topic, qos=1)
-
-    def _on_local_subscribe(
-        self, _c: object, _u: object, _mid: int, codes: list[ReasonCode], _p: object
-    ) -> None:
-        if any(code.is_failure for code in codes):
-            log.error("local broker refused subscription topic=%s: %s", self.readings_topic, codes)
-            return
-        log.info("subscribed topic=%s", self.readings_topic)
+    def _source_ready(self) -> None:
+        """In the local session's thread, once subscribed: readings flow."""
         self.forwarder.source_ready()
         self.notifier.ready(self.telemetry.status_line())
         if self.health is not None:
             self.health.consuming = True
-
-    def _on_local_connect_fail(self, _c: object, _u: object) -> None:
-        self._warn.warning("connect", "local connection failed: %s", Explained(self.config.local))
-
-    def _on_local_disconnect(
-        self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
-    ) -> None:
-        self._local_connected = False
-        if not self._stopping:
-            log.warning("local broker disconnected (%s); reconnecting", rc)
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        if self._stopping:  # not acknowledged: the broker delivers it again at the next start
-            return
-        self._inbox.put(
-            Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection),
-            len(msg.payload),
-        )
-
-    def _take(self, timeout: float) -> list[Message]:
-        asked = time.monotonic()
-        try:
-            batch = [self._inbox.get(timeout)]
-        except queue.Empty:
-            return []
-        streaming = time.monotonic() - asked < _STREAM_WAIT_S
-        if self._resumed.is_set():
-            self._resumed.clear()
-            return self._burst(batch[0])
-        limit, size = self.config.scoring, len(batch[0].payload)
-        lingered = False
-        while len(batch) < limit.batch_max and size < limit.batch_max_bytes:
-            try:
-                batch.append(self._inbox.get(0))
-            except queue.Empty:
-                if lingered or not streaming:
-                    break
-                # Messages are streaming in (a backlog): let the MQTT thread read more than
-                # one before this batch commits. Otherwise the two threads hand the GIL to each
-                # other after every message, and half the batches hold a single message, each
-                # paying a whole transaction (measured: 753 of 1,306 batches in a drain).
-                lingered = True
-                time.sleep(_LINGER_S)
-                continue
-            size += len(batch[-1].payload)
-        return batch
-
-    def _burst(self, first: Message) -> list[Message]:
-        """What a resumed session delivers at once, taken as one batch so it is put in order
-        (up to `local.receive_maximum` messages and `scoring.batch_max_bytes` of payload).
-
-        The broker first redelivers what it had in flight, often copies of messages already
-        applied: those are acknowledged at once (they come first, so acknowledgements stay in
-        order) and do not count, so that the broker can send the rest of its queue.
-        """
-        burst: list[Message] = []
-        size, copies, message = 0, 0, first
-        while True:
-            if not burst and self.pipeline.recent.get(message.digest):
-                self._acknowledge([message])
-                copies += 1
-            else:
-                burst.append(message)
-                size += len(message.payload)
-            if (
-                len(burst) >= self.config.local.receive_maximum
-                or size >= self.config.scoring.batch_max_bytes
-            ):
-                break
-            try:
-                message = self._inbox.get(timeout=_BURST_QUIET_S)
-            except queue.Empty:
-                break
-        if copies:
-            log.info("skipped %d copies of messages already applied", copies)
-            self.counters.redelivered += copies
-        return burst
 
     def _process(self, batch: list[Message]) -> None:
         if not batch:
@@ -563,34 +423,22 @@ class Agent:
         self.telemetry.batch_committed(result)
 
     def _committed(self, batch: list[Message], applied: list[tuple[bytes, bool]]) -> None:
-        """Acknowledge, in arrival order as MQTT requires, and remember what was applied.
-
-        A message from an earlier connection is not acknowledged: its id may now belong to
-        another message. If the broker kept the session it redelivers it, and the copy is
-        recognised and acknowledged then.
-        """
-        self._acknowledge(batch)
+        """Acknowledge (see `Source.acknowledge`), remember what was applied, and end a hold."""
+        self.source.acknowledge(batch)
         self.pipeline.remember(applied)
-        if self._retry:
+        if self.source.release():
             log.warning("storage recovered; %d held messages committed", len(batch))
-            self._retry, self._retry_delay, self.telemetry.storage_ok = [], _RETRY_MIN_S, True
+            self.telemetry.storage_ok = True
             self.forwarder.status_changed()
-
-    def _acknowledge(self, messages: list[Message]) -> None:
-        with self._ack_lock:
-            for m in messages:
-                if m.connection == self._connection:
-                    self.source.ack(m.mid, 1)
 
     def _hold(self, batch: list[Message], exc: StorageUnavailable) -> None:
         """Keep the batch unacknowledged and retry it from the last committed state."""
-        if not self._retry:
+        if not self.source.held:
             log.error("cannot store (%s); holding %d messages and retrying", exc, len(batch))
             self.telemetry.storage_ok = False
             self.forwarder.status_changed()
         self.counters.storage_failures += 1
-        self._retry = batch
-        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+        self.source.hold(batch)
         self._restore_state()
 
 
