@@ -155,6 +155,9 @@ class Source:
         )
 
     def take(self, timeout: float) -> list[Message]:
+        """The next micro-batch (empty if nothing came within `timeout`): up to
+        `scoring.batch_max` messages and `scoring.batch_max_bytes`, or the burst of a resumed
+        session."""
         asked = time.monotonic()
         try:
             batch = [self.inbox.get(timeout)]
