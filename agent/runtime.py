@@ -4,6 +4,12 @@
     (paho thread:   (pipeline thread: one micro-batch,           (outbox)  (forwarder thread:
      queues only)    one ONNX call, one transaction)                        QoS 1, PUBACK)
 
+    source.Source ──take()──▶ pipeline.Pipeline.apply() ──Batch──▶ store.Store.commit_batch()
+         ▲                                                                  │
+         └──────── acknowledge() ◀── committed ◀────────────────────────────┘
+    telemetry.Telemetry counts each committed batch; forward.Forwarder sends the outbox.
+
+Between batches the loop also tends assets (resets, idle ones) and takes fleet pushes.
 Sinks start first and sources last; on stop what the source queued is processed and
 acknowledged, the source disconnects, and the forwarder drains what it can before the offline
 status goes out.
@@ -20,63 +26,37 @@ back-off: the broker keeps the readings meanwhile.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
-from agent.alert import Alert, AlertTracker
 from agent.budget import Budget
-from agent.config import AgentConfig, ConfigError, parse_host_port
-from agent.connection import Explained, make_client
+from agent.config import AgentConfig
 from agent.forward import Forwarder, publish_latency
-from agent.inbox import Inbox
-from agent.ingest import REASONS, DeadLetter, Parser, Readings
-from agent.isotime import now_iso
 from agent.logs import Throttle
-from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write_textfile
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
+from agent.pipeline import Message, Pipeline
 from agent.push_queue import PushQueue
 from agent.pushes import Desk, Health, Trial, load_effective
-from agent.readings import LEVEL_NAMES, ReadingBlock
+from agent.source import Source
 from agent.store import (
     RECENT_DIGESTS,
-    AssetState,
-    Batch,
     StorageUnavailable,
     Store,
 )
-from agent.validate import merged_thresholds
-from agent.window import Windows
+from agent.telemetry import Links, Telemetry
 
 log = logging.getLogger(__name__)
 
-_RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
-_STATUS_LINE_S = 5.0  # how often systemd's STATUS= line is refreshed
 _TEND_ASSETS_S = 1.0  # how often resets and idle assets are looked for, between batches
 _NAMES_LOGGED = 10  # assets named in one log line
-_STATUS_INCIDENTS = 3  # the last storage incidents (damage found at open) in the status
-_BURST_QUIET_S = 0.1
-# A first message that came within _STREAM_WAIT_S of asking is part of a stream (a backlog or a
-# burst; live readings at 1,000 messages/s are a millisecond apart and do not wait): a batch
-# that then finds the inbox empty waits once for _LINGER_S.
-_STREAM_WAIT_S = 0.0003
-_LINGER_S = 0.001
 # Fleet messages (anyone on the upstream broker can send them, issue #13): the queue from the
 # upstream thread holds a few of the largest, and one turn of the main loop decides at most
 # _FLEET_TURN_MESSAGES of them or spends _FLEET_TURN_S, so the pipeline and the watchdog keep
@@ -85,47 +65,6 @@ _PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES = 256, 4 * 1024 * 1024
 _FLEET_TURN_MESSAGES, _FLEET_TURN_S = 32, 0.05
 _REPORT_EVERY_S = 1.0  # rejections reach the status at most this often
 _ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are asked for again
-# The largest message the local broker may send (MQTT 5 Maximum Packet Size), at least this and
-# twice `ingest.max_payload_bytes`: payloads over that are still read as `oversized` dead
-# letters, much larger ones are dropped by the broker unread (issue #13: one 150 MB reading
-# took the agent to 530 MiB, over the unit's MemoryMax=256M, on a broker without a limit).
-_LOCAL_PACKET_BYTES = 1024 * 1024
-
-
-class _Message(NamedTuple):
-    topic: str
-    payload: bytes
-    received_at: float
-    mid: int
-    dup: bool  # the broker is redelivering it
-    connection: int  # which local connection delivered it: its mid means nothing on another
-
-    @property
-    def digest(self) -> bytes:
-        return hashlib.blake2b(self.topic.encode() + b"\0" + self.payload, digest_size=16).digest()
-
-
-@dataclass
-class Counters:
-    readings: int = 0
-    scored: int = 0
-    alerts: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    redelivered: int = 0
-    imputed: int = 0
-    storage_failures: int = 0
-    started_at: float = field(default_factory=time.time)
-    alerts_by_level: Counter[str] = field(default_factory=Counter)
-    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
-
-    def __str__(self) -> str:
-        return (
-            f"readings={self.readings} scored={self.scored} alerts={self.alerts} "
-            f"dead_letters={self.dead_letters} batches={self.batches} "
-            f"redelivered={self.redelivered} imputed={self.imputed} "
-            f"storage_failures={self.storage_failures}"
-        )
 
 
 @dataclass
@@ -153,25 +92,6 @@ class Agent:
         device, prefix = config.device.id, config.topics.prefix
         self.scorer = Scorer.load(config.model.path)
         manifest = self.scorer.manifest
-        self.readings_topic = f"{prefix}/{device}/readings/+"
-        self.alerts_prefix = f"{prefix}/{device}/alerts/"
-        self.parser = Parser(
-            manifest.sensor_names,
-            f"{prefix}/{device}/readings/",
-            config.ingest,
-            [s.mean for s in manifest.sensors],
-        )
-        self.windows = Windows(manifest.window, len(manifest.sensors))
-        self.model_info = {"id": manifest.model_id, "version": manifest.version}
-        self.tracker = AlertTracker(
-            device_id=device,
-            model=self.model_info,
-            sensors=manifest.sensor_names,
-            thresholds=merged_thresholds(config, manifest.thresholds, "config"),
-            fire_after=config.alerts.fire_after,
-            resolve_after=config.alerts.resolve_after,
-            top_sensors=config.alerts.top_sensors,
-        )
         storage = config.storage
         self.store = Store(
             storage.data_dir,
@@ -181,19 +101,31 @@ class Agent:
         sensors = json.dumps(manifest.sensor_names)
         if self.store.get_meta("sensors") != sensors:  # no write when the disk may be full
             self.store.set_meta("sensors", sensors)
+        # With the digests of the messages applied most recently, this run or before it.
+        self.pipeline = Pipeline(
+            config, self.scorer, self.store.elapsed, self.store.recent_digests(RECENT_DIGESTS)
+        )
+        self.model_info = self.pipeline.model_info
         # Idleness on the store's elapsed running time: a clock stepped by NTP must not make
         # every asset look silent for a month (#13 item 8).
         seen_after = self.store.elapsed() - config.ingest.asset_idle_s
         self._prune_states(seen_after)
         self._restore_state(seen_after)
         self._tend_due = 0.0
-        self.counters = Counters()
-        self._last_beat = (time.monotonic(), 0, 0)  # for the heartbeat's rates
         self.latency = publish_latency()
-        self.storage_ok = True
         self.desk = Desk(config, source, manifest.sensor_names) if source else None
         if self.desk is not None and not self.desk.enabled:
             self.desk = None
+        self.telemetry = Telemetry(
+            config,
+            self.store,
+            self.model_info,
+            manifest.graph_sha256,
+            self.latency,
+            self.notifier,
+            self.desk,
+        )
+        self.counters = self.telemetry.counters
         self._pushes = PushQueue(_PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES)
         self._report_pending, self._report_due = False, 0.0
         self._drops_seen, self._ask_again_due = 0, 0.0
@@ -204,41 +136,32 @@ class Agent:
             self.store,
             f"edge-agent-{device}-upstream",
             status_topic=f"{prefix}/{device}/status",
-            status=self._status,
+            status=self.telemetry.status,
             subscriptions=self.desk.subscriptions() if self.desk else [],
             on_message=self._on_push,
             latency=self.latency,
         )
-        self._stopping = False
         self.started = False  # set once run() is consuming; a failure before is a failed start
-        # Digests of the messages applied most recently, this run or before it.
-        self._recent = OrderedDict(self.store.recent_digests(RECENT_DIGESTS))
-        self._retry: list[_Message] = []
-        self._resumed = threading.Event()
-        self._connection = 0
-        self._ack_lock = threading.Lock()
         self._warn = Throttle(log)
-        self._retry_delay = _RETRY_MIN_S
-        # Room for two full batches, and no more messages than the broker was told to send.
-        self._inbox: Inbox[_Message] = Inbox(
-            max_messages=config.local.receive_maximum,
-            max_bytes=2 * config.scoring.batch_max_bytes,
-        )
-        self.source = make_client(config.local, f"edge-agent-{device}-local", manual_ack=True)
-        self.source.on_connect = self._on_local_connect
-        self.source.on_subscribe = self._on_local_subscribe
-        self.source.on_message = self._on_message
-        self.source.on_disconnect = self._on_local_disconnect
-        self.source.on_connect_fail = self._on_local_connect_fail
-        self._local_connected = False
+        self.source = Source(config, self.counters, self.pipeline.recent.get, self._source_ready)
         self._turned = time.monotonic()  # the main loop's last turn
         self.watchdog = Watchdog(
             self.notifier,
             {"pipeline": lambda: self._turned, "forwarder": lambda: self.forwarder.turned},
         )
-        self._status_line_due = 0.0
-        self._textfile_due = 0.0
-        self.metrics_server = self._metrics_server()
+        self.telemetry.link(
+            Links(self.forwarder, lambda: self.source.connected, self.source.inbox.counts)
+        )
+        self.metrics_server = self.telemetry.metrics_server()
+
+    @property
+    def health(self) -> Health | None:
+        """The judge of a version on trial; the pipeline shows it every score."""
+        return self.pipeline.health
+
+    @health.setter
+    def health(self, judge: Health | None) -> None:
+        self.pipeline.health = judge
 
     def run(self, stop: threading.Event, reload: Reload | None = None) -> AgentConfig | None:
         """Run until `stop` is set, then shut down in order. On a `reload` request (or a fleet
@@ -261,9 +184,9 @@ class Agent:
                     next_config = reload.load()
                     if next_config is not None:
                         break
-                if self._retry and stop.wait(self._retry_delay):
+                if self.source.held and stop.wait(self.source.retry_delay):
                     break
-                self._process(self._retry or self._take(timeout=0 if self._pushes else 0.2))
+                self._process(self.source.held or self.source.take(0 if self._pushes else 0.2))
         finally:
             self._shut_down(final=next_config is None or stop.is_set())
         return next_config
@@ -271,29 +194,19 @@ class Agent:
     def _start(self) -> None:
         self._start_metrics()
         self.forwarder.start()
-        local = self.config.local
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = local.session_expiry_s
-        session.ReceiveMaximum = local.receive_maximum
-        session.MaximumPacketSize = max(
-            _LOCAL_PACKET_BYTES, 2 * self.config.ingest.max_payload_bytes
-        )
-        self.source.connect_async(
-            local.host, local.port, local.keepalive, clean_start=False, properties=session
-        )
-        self.source.loop_start()
+        self.source.start()
         log.info(
             "agent started device=%s model=%s@%s restored_assets=%d",
             self.config.device.id,
             self.scorer.manifest.model_id,
             self.scorer.manifest.version,
-            len(self.windows.assets()),
+            len(self.pipeline.windows.assets()),
         )
 
     def _shut_down(self, final: bool) -> None:
         """Commit and acknowledge what is held, disconnect, drain; `final` says offline (not
         when another pipeline takes over in this process)."""
-        self._stopping = True
+        self.source.stopping = True
         if self.desk is not None:
             self.desk.flush()
         if final:
@@ -303,13 +216,12 @@ class Agent:
         # What was queued is committed and acknowledged while the connection is still up;
         # anything that arrives after this is redelivered at the next start.
         try:
-            if self.started and not self._retry:
-                while batch := self._take(timeout=0):
+            if self.started and not self.source.held:
+                while batch := self.source.take(timeout=0):
                     self._process(batch)
         finally:
-            self._inbox.close()  # the MQTT thread must not wait for room that never comes
-        self.source.disconnect()
-        self.source.loop_stop()
+            self.source.inbox.close()  # the MQTT thread must not wait for room that never comes
+        self.source.stop()
         # On a switch the next pipeline resends what is unacknowledged; `online` stays.
         self.forwarder.stop(self.config.forward.drain_seconds if final else 0, final=final)
         if self.metrics_server is not None:
@@ -393,45 +305,11 @@ class Agent:
             self.forwarder.resubscribe()
 
     def _turn(self) -> None:
-        """Once per turn of the main loop: progress for the watchdog, a status line for
-        systemd now and then, the metrics textfile."""
+        """Once per turn of the main loop: progress for the watchdog, then telemetry's turn."""
         now = time.monotonic()
         self._turned = now
         self.watchdog.beat()
-        if self.notifier.active and now >= self._status_line_due:
-            self._status_line_due = now + _STATUS_LINE_S
-            self.notifier.status(self._status_line())
-        textfile = self.config.metrics.textfile
-        if textfile is not None and now >= self._textfile_due:
-            self._textfile_due = now + self.config.forward.status_interval_s
-            try:
-                write_textfile(textfile, render(self._snapshot()))
-            except OSError as exc:
-                self._warn.warning("textfile", "cannot write metrics to %s: %s", textfile, exc)
-
-    def _status_line(self) -> str:
-        c = self.counters
-        links = (
-            f"local {'up' if self._local_connected else 'down'}, "
-            f"upstream {'up' if self.forwarder.connected.is_set() else 'down'}"
-        )
-        storage = "storage ok" if self._storage_ok() else "STORAGE FAILING"
-        return (
-            f"{c.readings} readings, {c.alerts} alerts, {c.dead_letters} dead letters; "
-            f"{links}; {storage}"
-        )
-
-    def _metrics_server(self) -> MetricsServer | None:
-        """Bound here, so that a port already in use fails the start, not a later scrape."""
-        listen = self.config.metrics.listen
-        if listen is None:
-            return None
-        host, port = parse_host_port(listen if ":" in listen else f"127.0.0.1:{listen}")
-        try:
-            return MetricsServer(host, port, lambda: render(self._snapshot()))
-        except OSError as exc:
-            self.store.close()
-            raise ConfigError(f"metrics.listen {listen}: {exc.strerror or exc}") from None
+        self.telemetry.turn(now)
 
     def _start_metrics(self) -> None:
         if self.metrics_server is not None:
@@ -439,99 +317,18 @@ class Agent:
             host, port = self.metrics_server.server.server_address[:2]
             log.info("metrics on http://%s:%d/metrics", host, port)
 
-    def _storage_ok(self) -> bool:
-        """Commits go through and no other storage work (delivery records, expiry) fails."""
-        return self.storage_ok and self.store.problem() is None
-
-    def _snapshot(self) -> Snapshot:
-        stats = self.store.figures()
-        c = self.counters
-        return Snapshot(
-            device_id=self.config.device.id,
-            model={**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
-            started_at=c.started_at,
-            readings=c.readings,
-            scored=c.scored,
-            batches=c.batches,
-            redelivered=c.redelivered,
-            imputed=c.imputed,
-            storage_failures=c.storage_failures,
-            alerts_by_level=dict(c.alerts_by_level),
-            dead_letters_by_reason=dict(c.dead_letters_by_reason),
-            evictions_by_reason=stats["evictions_by_reason"],
-            outbox_pending=stats["alerts_pending"],
-            buffered_readings=stats["readings"],
-            database_bytes=stats["database_bytes"],
-            storage_ok=self._storage_ok(),
-            local_connected=self._local_connected,
-            upstream_connected=self.forwarder.connected.is_set(),
-            publish_latency=self.forwarder.latency,
-            inbox=self._inbox.counts(),
-            reasons=REASONS,
-            storage_incidents=dict(self.store.incident_counts),
-        )
-
-    def _status(self) -> dict[str, object]:
-        stats = self.store.figures()
-        return {
-            "device_id": self.config.device.id,
-            "model": {**self.model_info, "sha256": self.scorer.manifest.graph_sha256},
-            "storage": "ok" if self._storage_ok() else "failing",
-            "storage_problem": self.store.problem(),
-            "storage_incidents": self.store.incidents[-_STATUS_INCIDENTS:],
-            "buffer": {
-                k: stats[k]
-                for k in (
-                    "readings",
-                    "alerts_pending",
-                    "alerts_expired",
-                    "dead_letters",
-                    "evictions_by_reason",
-                    "used_bytes",
-                )
-            },
-            "config_version": 0,
-            "last_push": None,
-            "recent_pushes": [],
-            "groups": list(self.config.fleet.groups),
-            **(self.desk.status() if self.desk else {}),
-            "last_seen": now_iso(),
-            "heartbeat": self._heartbeat(),
-        }
-
-    def _heartbeat(self) -> dict[str, object]:
-        """Rates since the last status, latency and memory: what an operator watches."""
-        c, now = self.counters, time.monotonic()
-        last_at, last_readings, last_alerts = self._last_beat
-        span = max(now - last_at, 1e-3)
-        self._last_beat = (now, c.readings, c.alerts)
-        return {
-            "readings_per_s": round((c.readings - last_readings) / span, 2),
-            "alerts_per_s": round((c.alerts - last_alerts) / span, 4),
-            "scored": c.scored,
-            "dead_letters": c.dead_letters,
-            "publish_latency_p50_ms": self.latency.quantile_ms(0.5),
-            "publish_latency_p99_ms": self.latency.quantile_ms(0.99),
-            "rss_mib": round(resident_bytes() / 2**20, 1),
-            "uptime_s": round(time.time() - c.started_at, 1),
-        }
-
     def _restore_state(self, seen_after: float | None = None) -> None:
         """Windows and episodes as of the last commit (also used to undo a failed batch): at
         most `ingest.max_assets`, newest first, none idle since `seen_after`. An asset whose
         clock is beyond `ingest.max_future_s` (a future reading an older release accepted, or
         a gateway clock set back) gets its clock reset, or it would never take a reading (#13)."""
-        self.windows.clear()
-        self.tracker.clear()
         ingest = self.config.ingest
         if seen_after is None:
             seen_after = self.store.elapsed() - ingest.asset_idle_s
         states = self.store.load_states(
             self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
         )
-        for state in states:
-            self.windows.restore(state.asset, state.window)
-            self.tracker.restore(state.asset, state.episode)
+        self.pipeline.restore(states)
         self._rewind_ahead()
 
     def _rewind_ahead(self) -> None:
@@ -539,7 +336,7 @@ class Agent:
         at start (a future reading an older release accepted) and while running (the gateway
         clock stepped back, say a bad NTP source corrected, after readings stamped by it),
         or its readings would be `out_of_order` until the clock caught up (#13)."""
-        ahead = self.windows.rewind_ahead(time.time() + self.config.ingest.max_future_s)
+        ahead = self.pipeline.windows.rewind_ahead(time.time() + self.config.ingest.max_future_s)
         if ahead:
             log.warning(
                 "reset the clock of %d assets whose last reading is more than "
@@ -577,16 +374,15 @@ class Agent:
         self._rewind_ahead()
         try:
             reset = self.store.reset_requests()
-            idle = self.windows.idle(self.store.elapsed() - self.config.ingest.asset_idle_s)
+            seen_before = self.store.elapsed() - self.config.ingest.asset_idle_s
+            idle = self.pipeline.windows.idle(seen_before)
             gone = list(dict.fromkeys([*reset, *idle]))
             if gone:
                 self.store.forget_assets(gone)
         except (StorageUnavailable, sqlite3.OperationalError) as exc:
             self._warn.warning("forget", "cannot forget assets now: %s", exc)
             return
-        for asset in gone:
-            self.windows.forget(asset)
-            self.tracker.forget(asset)
+        self.pipeline.forget(gone)
         if reset:
             log.warning(
                 "reset %d assets on request (window and episode): %s", len(reset), _names(reset)
@@ -599,375 +395,46 @@ class Agent:
                 _names(idle),
             )
 
-    def _on_local_connect(
-        self, client: mqtt.Client, _u: object, flags: object, rc: ReasonCode, _p: object
-    ) -> None:
-        if rc.is_failure:
-            log.warning("local broker refused connection: %s", rc)
-            return
-        with self._ack_lock:
-            self._connection += 1
-        self._local_connected = True
-        resumed = bool(getattr(flags, "session_present", False))
-        log.info("local connected session_present=%s", resumed)
-        if resumed:
-            # The broker now sends what it kept for us, possibly a newer message first.
-            self._resumed.set()
-        client.subscribe(self.readings_topic, qos=1)
-
-    def _on_local_subscribe(
-        self, _c: object, _u: object, _mid: int, codes: list[ReasonCode], _p: object
-    ) -> None:
-        if any(code.is_failure for code in codes):
-            log.error("local broker refused subscription topic=%s: %s", self.readings_topic, codes)
-            return
-        log.info("subscribed topic=%s", self.readings_topic)
+    def _source_ready(self) -> None:
+        """In the local session's thread, once subscribed: readings flow."""
         self.forwarder.source_ready()
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(self.telemetry.status_line())
         if self.health is not None:
             self.health.consuming = True
 
-    def _on_local_connect_fail(self, _c: object, _u: object) -> None:
-        self._warn.warning("connect", "local connection failed: %s", Explained(self.config.local))
-
-    def _on_local_disconnect(
-        self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
-    ) -> None:
-        self._local_connected = False
-        if not self._stopping:
-            log.warning("local broker disconnected (%s); reconnecting", rc)
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        if self._stopping:  # not acknowledged: the broker delivers it again at the next start
-            return
-        self._inbox.put(
-            _Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection),
-            len(msg.payload),
-        )
-
-    def _take(self, timeout: float) -> list[_Message]:
-        asked = time.monotonic()
-        try:
-            batch = [self._inbox.get(timeout)]
-        except queue.Empty:
-            return []
-        streaming = time.monotonic() - asked < _STREAM_WAIT_S
-        if self._resumed.is_set():
-            self._resumed.clear()
-            return self._burst(batch[0])
-        limit, size = self.config.scoring, len(batch[0].payload)
-        lingered = False
-        while len(batch) < limit.batch_max and size < limit.batch_max_bytes:
-            try:
-                batch.append(self._inbox.get(0))
-            except queue.Empty:
-                if lingered or not streaming:
-                    break
-                # Messages are streaming in (a backlog): let the MQTT thread read more than
-                # one before this batch commits. Otherwise the two threads hand the GIL to each
-                # other after every message, and half the batches hold a single message, each
-                # paying a whole transaction (measured: 753 of 1,306 batches in a drain).
-                lingered = True
-                time.sleep(_LINGER_S)
-                continue
-            size += len(batch[-1].payload)
-        return batch
-
-    def _burst(self, first: _Message) -> list[_Message]:
-        """What a resumed session delivers at once, taken as one batch so it is put in order
-        (up to `local.receive_maximum` messages and `scoring.batch_max_bytes` of payload).
-
-        The broker first redelivers what it had in flight, often copies of messages already
-        applied: those are acknowledged at once (they come first, so acknowledgements stay in
-        order) and do not count, so that the broker can send the rest of its queue.
-        """
-        burst: list[_Message] = []
-        size, copies, message = 0, 0, first
-        while True:
-            if not burst and self._recent.get(message.digest):
-                self._acknowledge([message])
-                copies += 1
-            else:
-                burst.append(message)
-                size += len(message.payload)
-            if (
-                len(burst) >= self.config.local.receive_maximum
-                or size >= self.config.scoring.batch_max_bytes
-            ):
-                break
-            try:
-                message = self._inbox.get(timeout=_BURST_QUIET_S)
-            except queue.Empty:
-                break
-        if copies:
-            log.info("skipped %d copies of messages already applied", copies)
-            self.counters.redelivered += copies
-        return burst
-
-    def _process(self, batch: list[_Message]) -> None:
+    def _process(self, batch: list[Message]) -> None:
         if not batch:
             return
-        digests = [m.digest for m in batch]
-        fresh = self._not_applied(batch, digests)
-        blocks, dead, yielded, imputed = self._ingest(
-            [batch[i] for i in fresh], [digests[i] for i in fresh]
-        )
-        stored, alerts = self._score_and_alert(blocks)
-        states = [
-            AssetState(b.asset, self.windows.snapshot(b.asset), self.tracker.snapshot(b.asset))
-            for b in blocks
-        ]
-        applied = [(digests[i], y) for i, y in zip(fresh, yielded, strict=True)]
+        result = self.pipeline.apply(batch)
+        self.counters.scored += result.scored
         try:
-            self.store.commit_batch(Batch(stored, alerts, dead, states, applied))
+            self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:
             self._hold(batch, exc)
             return
-        self._committed(batch, applied)
-        if alerts:
+        self._committed(batch, result.batch.digests)
+        if result.batch.alerts:
             self.forwarder.notify()
-        c = self.counters
-        c.batches += 1
-        c.readings += sum(map(len, stored))
-        c.dead_letters += len(dead)
-        c.alerts += len(alerts)
-        c.alerts_by_level.update(a.level for _topic, a in alerts)
-        c.dead_letters_by_reason.update(d.reason for d in dead)
-        c.redelivered += len(batch) - len(fresh)
-        c.imputed += len(imputed)
-        for letter in dead:
-            self._warn.warning(
-                letter.reason,
-                "dead letter topic=%s reason=%s detail=%s",
-                letter.topic,
-                letter.reason,
-                letter.detail,
-            )
-        for readings in imputed:
-            self._warn.warning(
-                "imputed",
-                "imputed training mean asset=%s sensors=%s",
-                readings.asset,
-                ",".join(readings.imputed),
-            )
+        self.telemetry.batch_committed(result)
 
-    def _not_applied(self, batch: list[_Message], digests: list[bytes]) -> list[int]:
-        """Indexes of messages to apply: all but copies of messages already applied.
-
-        Copies come from the broker redelivering what was not acknowledged (DUP set, after a
-        crash or a reconnect) and from publishers resending what they saw no PUBACK for (which
-        the broker passes on as new). Both are byte-identical to the original on the same
-        topic. Without DUP, only a copy of a message that gave readings is skipped: the same
-        garbage sent twice is two dead letters.
-        """
-        fresh, in_batch = [], set()
-        for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
-            known = self._recent.get(digest)
-            if known or (message.dup and (known is not None or digest in in_batch)):
-                continue
-            in_batch.add(digest)
-            fresh.append(i)
-        if len(fresh) < len(batch):
-            log.info("skipped %d copies of messages already applied", len(batch) - len(fresh))
-        return fresh
-
-    def _committed(self, batch: list[_Message], applied: list[tuple[bytes, bool]]) -> None:
-        """Acknowledge, in arrival order as MQTT requires, and remember what was applied.
-
-        A message from an earlier connection is not acknowledged: its id may now belong to
-        another message. If the broker kept the session it redelivers it, and the copy is
-        recognised and acknowledged then.
-        """
-        self._acknowledge(batch)
-        for digest, gave_readings in applied:
-            self._recent[digest] = gave_readings
-            self._recent.move_to_end(digest)
-        while len(self._recent) > RECENT_DIGESTS:
-            self._recent.popitem(last=False)
-        if self._retry:
+    def _committed(self, batch: list[Message], applied: list[tuple[bytes, bool]]) -> None:
+        """Acknowledge (see `Source.acknowledge`), remember what was applied, and end a hold."""
+        self.source.acknowledge(batch)
+        self.pipeline.remember(applied)
+        if self.source.release():
             log.warning("storage recovered; %d held messages committed", len(batch))
-            self._retry, self._retry_delay, self.storage_ok = [], _RETRY_MIN_S, True
+            self.telemetry.storage_ok = True
             self.forwarder.status_changed()
 
-    def _acknowledge(self, messages: list[_Message]) -> None:
-        with self._ack_lock:
-            for m in messages:
-                if m.connection == self._connection:
-                    self.source.ack(m.mid, 1)
-
-    def _hold(self, batch: list[_Message], exc: StorageUnavailable) -> None:
+    def _hold(self, batch: list[Message], exc: StorageUnavailable) -> None:
         """Keep the batch unacknowledged and retry it from the last committed state."""
-        if not self._retry:
+        if not self.source.held:
             log.error("cannot store (%s); holding %d messages and retrying", exc, len(batch))
-            self.storage_ok = False
+            self.telemetry.storage_ok = False
             self.forwarder.status_changed()
         self.counters.storage_failures += 1
-        self._retry = batch
-        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+        self.source.hold(batch)
         self._restore_state()
-
-    def _ingest(
-        self, batch: list[_Message], digests: list[bytes]
-    ) -> tuple[list[_Block], list[DeadLetter], list[bool], list[Readings]]:
-        """Each asset's readings of the batch in time order, with the windows they complete;
-        the dead letters; for each message whether it held readings; what was imputed.
-
-        Sorting the batch by time absorbs reordering that happens before the agent: brokers
-        (mosquitto 2.0 after a restart) and publishers may deliver a newer reading before older
-        ones. What is still not after an asset's last reading is a dead letter.
-        """
-        by_asset: dict[str, list[tuple[Readings, int]]] = {}
-        dead: list[DeadLetter] = []
-        yielded: list[bool] = []
-        imputed: list[Readings] = []
-        copies_of: set[bytes] = set()  # digests in this batch that gave readings
-        for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
-            if digest in copies_of:  # a resend within the batch: skip it
-                yielded.append(True)
-                continue
-            readings, rejected = self.parser.parse(
-                message.topic, message.payload, message.received_at
-            )
-            dead.extend(rejected)
-            yielded.append(bool(readings))
-            if readings:
-                copies_of.add(digest)
-            for r in readings:
-                by_asset.setdefault(r.asset, []).append((r, i))
-                if r.imputed:
-                    imputed.append(r)
-        received = np.array([m.received_at for m in batch])
-        room = self.config.ingest.max_assets - len(self.windows)
-        blocks = []
-        for asset, parts in by_asset.items():
-            if asset not in self.windows:
-                if room <= 0:
-                    self._too_many_assets(parts, batch, dead)
-                    continue
-                room -= 1
-            block = self._in_order(asset, parts, batch, received, dead)
-            if block is not None:
-                blocks.append(block)
-        return blocks, dead, yielded, imputed
-
-    def _too_many_assets(
-        self, parts: list[tuple[Readings, int]], batch: list[_Message], dead: list[DeadLetter]
-    ) -> None:
-        """A new asset while `ingest.max_assets` have state: each of its messages is a dead
-        letter, and no state is made for it."""
-        ingest = self.config.ingest
-        detail = (
-            f"{ingest.max_assets} assets have state (ingest.max_assets); an asset is forgotten "
-            f"after {ingest.asset_idle_s:g}s without readings (ingest.asset_idle_s)"
-        )
-        for i in dict.fromkeys(i for _, i in parts):
-            m = batch[i]
-            dead.append(DeadLetter(m.topic, "too_many_assets", detail, m.received_at, m.payload))
-
-    def _in_order(
-        self,
-        asset: str,
-        parts: list[tuple[Readings, int]],
-        batch: list[_Message],
-        received: np.ndarray,
-        dead: list[DeadLetter],
-    ) -> _Block | None:
-        ts = np.array([t for r, _ in parts for t in r.ts], dtype=np.float64)
-        values = np.array([row for r, _ in parts for row in r.values], dtype=np.float64)
-        source = np.array([i for r, i in parts for _ in r.ts])
-        order = np.argsort(ts, kind="stable")
-        ts, values, source = ts[order], values[order], source[order]
-        last = self.windows.last_ts(asset)
-        repeat = np.concatenate([[False], ts[1:] == ts[:-1]])
-        bad = (ts <= last) | repeat
-        for j in np.flatnonzero(bad).tolist():
-            reason = "duplicate_ts" if repeat[j] or ts[j] == last else "out_of_order"
-            m = batch[source[j]]
-            dead.append(DeadLetter(m.topic, reason, f"ts {ts[j]}", m.received_at, m.payload))
-        if bad.any():
-            keep = ~bad
-            ts, values, source = ts[keep], values[keep], source[keep]
-        if not len(ts):
-            return None
-        # When the gateway heard from the asset, in the store's elapsed running time.
-        windows, first = self.windows.extend(asset, ts, values, self.store.elapsed())
-        return _Block(asset, ts, values, received[source], windows, first)
-
-    def _score_and_alert(
-        self, blocks: list[_Block]
-    ) -> tuple[list[ReadingBlock], list[tuple[str, Alert]]]:
-        stored: list[ReadingBlock] = []
-        alerts: list[tuple[str, Alert]] = []
-        for b in blocks:
-            # Block by block, from views of the window buffer: the batch's windows are never
-            # all copied at once (W times its readings).
-            if len(b.windows):
-                scores = self.scorer.score_many(b.windows)
-                score, contributions = scores.score, scores.contributions
-            else:
-                score, contributions = np.empty(0, np.float32), None
-            codes = self.tracker.thresholds.level_codes(score)
-            levels = [LEVEL_NAMES[c] for c in codes.tolist()]
-            if self.health is not None:
-                self.health.observe(score, levels)
-            alerts += self._track_block(b, score, contributions, levels)
-            unscored = b.first
-            stored.append(
-                ReadingBlock(
-                    b.asset,
-                    b.ts,
-                    b.values,
-                    np.concatenate([np.full(unscored, np.nan, np.float32), score]),
-                    np.concatenate([np.zeros(unscored, np.uint8), codes]),
-                    b.received,
-                )
-            )
-        self.counters.scored += sum(len(b.windows) for b in blocks)
-        return stored, alerts
-
-    def _track_block(
-        self, b: _Block, score: np.ndarray, contributions: np.ndarray | None, levels: list
-    ) -> list[tuple[str, Alert]]:
-        """Run the episode tracker over a block, skipping stretches where nothing can happen:
-        below `info` with no episode under way."""
-        alerts: list[tuple[str, Alert]] = []
-        hot = np.flatnonzero(np.array([level is not None for level in levels], dtype=bool))
-        j = 0
-        while j < len(levels):
-            if levels[j] is None and self.tracker.quiet(b.asset):
-                later = hot[np.searchsorted(hot, j) :]
-                if not len(later):
-                    break
-                j = int(later[0])
-                continue
-            row = b.first + j
-            alert = self.tracker.update(
-                b.asset, float(b.ts[row]), float(score[j]), contributions[j], b.values[row]
-            )
-            if alert is not None:
-                alerts.append((self.alerts_prefix + b.asset, alert))
-                log.info(
-                    "alert %s level=%s asset=%s id=%s",
-                    alert.state,
-                    alert.level,
-                    alert.asset,
-                    alert.id,
-                )
-            j += 1
-        return alerts
-
-
-@dataclass
-class _Block:
-    """One asset's accepted readings of a batch, in time order, and the windows they complete:
-    row i has window i - first (rows before `first` only fill a new asset's first window)."""
-
-    asset: str
-    ts: np.ndarray
-    values: np.ndarray
-    received: np.ndarray
-    windows: np.ndarray
-    first: int
 
 
 def _names(names: list[str]) -> str:

@@ -1,0 +1,194 @@
+"""The pipeline's stage logic called directly, with a real ONNX model: no broker, no database.
+
+Ordering and copy detection were tested only through a subprocess and a broker (#14); here the
+same rules are held one batch at a time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import AgentConfig
+from agent.model.score import Scorer
+from agent.pipeline import Applied, Message, Pipeline
+from tests.conftest import DEVICE
+
+TOPIC = f"edge/{DEVICE}/readings/"
+T0 = 1_700_000_000.0
+
+MakePipeline = Callable[..., Pipeline]
+
+
+def _config(model_path: Path, tmp_path: Path, **ingest: object) -> AgentConfig:
+    return AgentConfig.model_validate(
+        {
+            "device": {"id": DEVICE},
+            "upstream": {"host": "127.0.0.1"},
+            "model": {"path": str(model_path)},
+            "storage": {"data_dir": str(tmp_path)},
+            "ingest": ingest,
+        }
+    )
+
+
+@pytest.fixture
+def make_pipeline(model_path: Path, tmp_path: Path) -> MakePipeline:
+    scorer = Scorer.load(model_path)
+
+    def make(**ingest: object) -> Pipeline:
+        clock = iter(range(1, 1_000_000))
+        return Pipeline(_config(model_path, tmp_path, **ingest), scorer, lambda: next(clock))
+
+    return make
+
+
+class Sender:
+    """Messages as a publisher sends them: one reading each, values near the training means."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.sensors = pipeline.scorer.manifest.sensor_names
+        self.means = [s.mean for s in pipeline.scorer.manifest.sensors]
+        self.mid = 0
+
+    def payload(self, ts: float, shift: float = 0.0) -> bytes:
+        values = {name: float(m + shift) for name, m in zip(self.sensors, self.means, strict=True)}
+        return json.dumps({"ts": ts, **values}).encode()
+
+    def message(self, asset: str, payload: bytes, dup: bool = False) -> Message:
+        self.mid += 1
+        return Message(TOPIC + asset, payload, T0 + 1_000, self.mid, dup, 1)
+
+    def readings(self, asset: str, stamps: list[float], shift: float = 0.0) -> list[Message]:
+        return [self.message(asset, self.payload(T0 + ts, shift)) for ts in stamps]
+
+
+def _stored_ts(result: Applied, asset: str = "pump1") -> list[float]:
+    blocks = [b for b in result.batch.readings if b.asset == asset]
+    return [t - T0 for b in blocks for t in b.ts.tolist()]
+
+
+def _reasons(result: Applied) -> list[str]:
+    return [d.reason for d in result.batch.dead]
+
+
+def _apply(pipeline: Pipeline, messages: list[Message]) -> Applied:
+    """Apply and remember, as the runtime does once the batch has committed."""
+    result = pipeline.apply(messages)
+    pipeline.remember(result.batch.digests)
+    return result
+
+
+def test_a_batch_is_put_in_time_order_across_messages(make_pipeline: MakePipeline) -> None:
+    pipeline = make_pipeline()
+    send = Sender(pipeline)
+    result = _apply(pipeline, send.readings("pump1", [3, 1, 2]))
+    assert _stored_ts(result) == [1, 2, 3]
+    assert _reasons(result) == []
+    assert [gave for _digest, gave in result.batch.digests] == [True, True, True]
+    assert [s.asset for s in result.batch.states] == ["pump1"]
+
+
+def test_readings_not_after_the_last_are_dead_letters(make_pipeline: MakePipeline) -> None:
+    pipeline = make_pipeline()
+    send = Sender(pipeline)
+    _apply(pipeline, send.readings("pump1", [1, 2, 5]))
+    # Other values than before: not copies of the messages already applied.
+    late = [*send.readings("pump1", [3, 5, 6], 0.25), send.message("pump1", send.payload(T0 + 6))]
+    result = _apply(pipeline, late)
+    assert _stored_ts(result) == [6]
+    assert sorted(_reasons(result)) == ["duplicate_ts", "duplicate_ts", "out_of_order"]
+    assert {d.detail for d in result.batch.dead} == {f"ts {T0 + t}" for t in (3, 5, 6)}
+
+
+def test_a_copy_of_an_applied_message_is_skipped(make_pipeline: MakePipeline) -> None:
+    pipeline = make_pipeline()
+    send = Sender(pipeline)
+    first = send.readings("pump1", [1, 2])
+    _apply(pipeline, first)
+    # A publisher's resend (no DUP), in a later batch and twice within one batch.
+    again = [send.message("pump1", first[1].payload)]
+    twice = send.readings("pump1", [3])
+    result = _apply(pipeline, again + twice + twice)
+    assert result.copies == 1
+    assert _stored_ts(result) == [3]
+    assert _reasons(result) == []
+    assert len(result.batch.digests) == 2  # the copy within the batch is recorded as applied
+
+
+def test_garbage_sent_twice_is_two_dead_letters_but_a_dup_redelivery_is_skipped(
+    make_pipeline: MakePipeline,
+) -> None:
+    pipeline = make_pipeline()
+    send = Sender(pipeline)
+    garbage = send.message("pump1", b"not json")
+    assert _reasons(_apply(pipeline, [garbage])) == ["invalid_json"]
+    assert _reasons(_apply(pipeline, [send.message("pump1", b"not json")])) == ["invalid_json"]
+    redelivered = _apply(pipeline, [send.message("pump1", b"not json", dup=True)])
+    assert (_reasons(redelivered), redelivered.copies) == ([], 1)
+    # A DUP copy of a message earlier in the same batch, never applied before.
+    fresh = send.readings("pump1", [4])
+    result = _apply(pipeline, [*fresh, send.message("pump1", fresh[0].payload, dup=True)])
+    assert (_stored_ts(result), result.copies, _reasons(result)) == ([4], 1, [])
+
+
+def test_a_reading_from_the_future_is_a_dead_letter(make_pipeline: MakePipeline) -> None:
+    pipeline = make_pipeline(max_future_s=60)
+    send = Sender(pipeline)
+    result = _apply(pipeline, send.readings("pump1", [1, 1_000 + 61]))
+    assert _stored_ts(result) == [1]
+    assert _reasons(result) == ["future_ts"]
+
+
+def test_a_new_asset_beyond_max_assets_is_a_dead_letter(make_pipeline: MakePipeline) -> None:
+    pipeline = make_pipeline(max_assets=1)
+    send = Sender(pipeline)
+    result = _apply(pipeline, send.readings("pump1", [1]) + send.readings("pump2", [1, 2]))
+    assert _stored_ts(result) == [1]
+    assert _reasons(result) == ["too_many_assets", "too_many_assets"]
+    assert len(pipeline.windows) == 1
+    assert _stored_ts(_apply(pipeline, send.readings("pump1", [2]))) == [2]
+
+
+def test_windows_complete_across_batches_as_in_one(make_pipeline: MakePipeline) -> None:
+    window = make_pipeline().scorer.manifest.window
+    stamps = [float(t) for t in range(1, window + 3)]
+    whole = make_pipeline()
+    send = Sender(whole)
+    once = _apply(whole, send.readings("pump1", stamps, shift=0.5))
+    split = make_pipeline()
+    half = len(stamps) // 2
+    halves = (stamps[:half], stamps[half:])
+    parts = [_apply(split, send.readings("pump1", s, shift=0.5)) for s in halves]
+    assert once.scored == sum(p.scored for p in parts) == len(stamps) - window + 1
+    joined = np.concatenate([p.batch.readings[0].score for p in parts])
+    np.testing.assert_allclose(joined, once.batch.readings[0].score, equal_nan=True)
+    assert np.isnan(joined[: window - 1]).all() and not np.isnan(joined[window - 1 :]).any()
+
+
+def test_restore_returns_to_the_committed_state(make_pipeline: MakePipeline) -> None:
+    pipeline = make_pipeline()
+    send = Sender(pipeline)
+    committed = _apply(pipeline, send.readings("pump1", [1, 2, 3]))
+    # A batch whose commit failed: its changes are undone from the committed states.
+    pipeline.apply(send.readings("pump1", [4, 5]) + send.readings("pump2", [1]))
+    pipeline.restore(committed.batch.states)
+    assert pipeline.windows.assets() == ["pump1"]
+    retried = pipeline.apply(send.readings("pump1", [4, 5]))
+    assert (_stored_ts(retried), _reasons(retried)) == ([4, 5], [])
+    pipeline.forget(["pump1"])
+    assert len(pipeline.windows) == 0
+
+
+def test_recent_digests_are_bounded(
+    make_pipeline: MakePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.pipeline.RECENT_DIGESTS", 2)
+    pipeline = make_pipeline()
+    send = Sender(pipeline)
+    sent = send.readings("pump1", [1, 2, 3])
+    _apply(pipeline, sent)
+    assert list(pipeline.recent) == [m.digest for m in sent[1:]]
