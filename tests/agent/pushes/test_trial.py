@@ -7,7 +7,7 @@ import numpy as np
 
 from agent.pushes.desk import Desk
 from agent.pushes.trial import Trial
-from tests.agent.test_pushes import BASE, _signed, desk  # noqa: F401  (the fixture)
+from tests.agent.pushes.test_desk import BASE, _signed, desk  # noqa: F401  (the fixture)
 
 
 class Clock:

@@ -7,7 +7,7 @@ import json
 
 from agent.pushes.desk import Desk
 from agent.pushes.state import STATE_FILE, FleetState, SeenVersion
-from tests.agent.test_pushes import BASE, DEVICE, _signed, desk  # noqa: F401  (the fixture)
+from tests.agent.pushes.test_desk import BASE, DEVICE, _signed, desk  # noqa: F401  (the fixture)
 
 STREAM = f"device:{DEVICE}/config"
 
