@@ -55,6 +55,9 @@ class PushTopics:
 
 
 class Upstream:
+    """One session upstream for alerts, status and pushes: a gateway holds one connection (and
+    one Last Will) there, whatever travels over it."""
+
     def __init__(
         self,
         broker: BrokerConfig,
