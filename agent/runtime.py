@@ -7,7 +7,8 @@
     source.Source ──take()──▶ pipeline.Pipeline.apply() ──Batch──▶ store.Store.commit_batch()
          ▲                                                                  │
          └──────── acknowledge() ◀── committed ◀────────────────────────────┘
-    telemetry.Telemetry counts each committed batch; forward.Forwarder sends the outbox.
+    telemetry.Telemetry counts each committed batch; forward.Forwarder sends the outbox over
+    upstream.Upstream, the session that also sends the status and takes fleet pushes.
 
 Between batches the loop also tends assets (resets, idle ones) and takes fleet pushes.
 Sinks start first and sources last; on stop what the source queued is processed and
@@ -52,6 +53,7 @@ from agent.store import (
     Store,
 )
 from agent.telemetry import Links, Telemetry
+from agent.upstream import PushTopics, StatusReport, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +132,15 @@ class Agent:
         self._report_pending, self._report_due = False, 0.0
         self._drops_seen, self._ask_again_due = 0, 0.0
         self.health = self._health_check()
-        self.forwarder = Forwarder(
+        self.upstream = Upstream(
             config.upstream,
-            config.forward,
-            self.store,
             f"edge-agent-{device}-upstream",
-            status_topic=f"{prefix}/{device}/status",
-            status=self.telemetry.status,
-            subscriptions=self.desk.subscriptions() if self.desk else [],
-            on_message=self._on_push,
-            latency=self.latency,
+            StatusReport(
+                f"{prefix}/{device}/status", self.telemetry.status, config.forward.status_interval_s
+            ),
+            PushTopics(self.desk.subscriptions() if self.desk else [], self._on_push),
         )
+        self.forwarder = Forwarder(self.upstream, config.forward, self.store, self.latency)
         self.started = False  # set once run() is consuming; a failure before is a failed start
         self._warn = Throttle(log)
         self.source = Source(config, self.counters, self.pipeline.recent.get, self._source_ready)
@@ -243,14 +243,14 @@ class Agent:
         if self.desk is None:
             return None
         if self._take_pushes():
-            self.forwarder.status_changed()
+            self.upstream.status_changed()
             return load_effective(*self.desk.source)
         self._fleet_upkeep()
         verdict = self.trial.judge() if self.trial else None
         if verdict is None:
             return None
         self.trial, self.health = None, None
-        self.forwarder.status_changed()
+        self.upstream.status_changed()
         if verdict.passed:
             for deferred in verdict.deferred:  # pushes that waited for this trial
                 self._pushes.put(*deferred)
@@ -293,16 +293,16 @@ class Agent:
         if self.desk.expire(now) is not None:
             self._report_pending = True
         self.desk.tick(now)
-        self.forwarder.follow(self.desk.chunk_topics())
+        self.upstream.follow(self.desk.chunk_topics())
         if self._report_pending and now >= self._report_due:
             self._report_pending, self._report_due = False, now + _REPORT_EVERY_S
-            self.forwarder.status_changed()
+            self.upstream.status_changed()
         dropped = self._pushes.dropped
         if dropped > self._drops_seen and not self._pushes and now >= self._ask_again_due:
             log.info("asking for the retained pushes again (%d fleet messages dropped)",
                      dropped - self._drops_seen)  # fmt: skip
             self._drops_seen, self._ask_again_due = dropped, now + _ASK_AGAIN_S
-            self.forwarder.resubscribe()
+            self.upstream.resubscribe()
 
     def _turn(self) -> None:
         """Once per turn of the main loop: progress for the watchdog, then telemetry's turn."""
@@ -397,7 +397,7 @@ class Agent:
 
     def _source_ready(self) -> None:
         """In the local session's thread, once subscribed: readings flow."""
-        self.forwarder.source_ready()
+        self.upstream.source_ready()
         self.notifier.ready(self.telemetry.status_line())
         if self.health is not None:
             self.health.consuming = True
@@ -424,14 +424,14 @@ class Agent:
         if self.source.release():
             log.warning("storage recovered; %d held messages committed", len(batch))
             self.telemetry.storage_ok = True
-            self.forwarder.status_changed()
+            self.upstream.status_changed()
 
     def _hold(self, batch: list[Message], exc: StorageUnavailable) -> None:
         """Keep the batch unacknowledged and retry it from the last committed state."""
         if not self.source.held:
             log.error("cannot store (%s); holding %d messages and retrying", exc, len(batch))
             self.telemetry.storage_ok = False
-            self.forwarder.status_changed()
+            self.upstream.status_changed()
         self.counters.storage_failures += 1
         self.source.hold(batch)
         self._restore_state()

@@ -44,31 +44,6 @@ class Windows:
         buf = self._assets.get(asset)
         return buf.last_ts if buf is not None else float("-inf")
 
-    def order_problem(self, asset: str, ts: float) -> str | None:
-        """Why a reading at `ts` cannot join the asset's window now, or None if it can."""
-        buf = self._assets.get(asset)
-        if buf is None or ts > buf.last_ts:
-            return None
-        return "duplicate_ts" if ts == buf.last_ts else "out_of_order"
-
-    def push(self, asset: str, ts: float, values: np.ndarray) -> np.ndarray | None:
-        """Add a reading; return the full window ending at it (a view), or None while filling."""
-        buf = self._assets.get(asset)
-        if buf is None:
-            buf = self._assets[asset] = _AssetBuffer(
-                rows=np.empty((2 * self.window, self.n_sensors), dtype=np.float32)
-            )
-        if buf.filled == len(buf.rows):
-            keep = self.window - 1
-            buf.rows[:keep] = buf.rows[buf.filled - keep : buf.filled]
-            buf.filled = keep
-        buf.rows[buf.filled] = values
-        buf.filled += 1
-        buf.last_ts = ts
-        if buf.filled < self.window:
-            return None
-        return buf.rows[buf.filled - self.window : buf.filled]
-
     def extend(
         self, asset: str, ts: np.ndarray, rows: np.ndarray, seen_at: float
     ) -> tuple[np.ndarray, int]:

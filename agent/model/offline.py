@@ -23,17 +23,20 @@ def score_table(scorer: Scorer, table: Table, batch_max: int = 1024) -> Iterator
 
 
 def _scores(scorer: Scorer, values: np.ndarray, batch_max: int) -> Iterator[float | None]:
+    # Rows go through `Windows.extend`, the live pipeline's path, a block at a time; the
+    # windows are scored in batches of `batch_max`, as they were when rows went one by one.
     manifest = scorer.manifest
     windows = Windows(manifest.window, len(manifest.sensors))
     pending: list[np.ndarray] = []
-    for i, row in enumerate(values):
-        window = windows.push(_ASSET, float(i), row)
-        if window is None:
-            yield None
-            continue
-        pending.append(window.copy())
-        if len(pending) == batch_max:
-            yield from scorer.score(np.stack(pending)).score.tolist()
-            pending.clear()
+    for start in range(0, len(values), batch_max):
+        block = values[start : start + batch_max]
+        ts = np.arange(start, start + len(block), dtype=np.float64)
+        complete, first = windows.extend(_ASSET, ts, block, seen_at=0.0)
+        yield from [None] * first
+        for window in complete:
+            pending.append(window)
+            if len(pending) == batch_max:
+                yield from scorer.score(np.stack(pending)).score.tolist()
+                pending.clear()
     if pending:
         yield from scorer.score(np.stack(pending)).score.tolist()

@@ -23,6 +23,7 @@ from agent.alert import Alert
 from agent.config import BrokerConfig, ForwardConfig
 from agent.forward import Forwarder
 from agent.store import DB_NAME, Batch, Store
+from agent.upstream import StatusReport, Upstream
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv, replay
@@ -47,14 +48,7 @@ def test_alerts_delivered_on_a_full_disk_are_recorded_once_space_returns(
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     ballast = fill(small_disk)
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
-    forwarder = Forwarder(
-        BrokerConfig(port=upstream.port),
-        ForwardConfig(),
-        store,
-        "forwarder-test",
-        status_topic=f"edge/{DEVICE}/status",
-        status=dict,
-    )
+    forwarder = _forwarder(upstream.port, store)
     caplog.set_level(logging.WARNING, logger="agent.forward")
     forwarder.start()
     try:
@@ -103,14 +97,9 @@ def test_deliveries_waiting_to_be_recorded_are_bounded(
 
 
 def _forwarder(port: int, store: Store) -> Forwarder:
-    return Forwarder(
-        BrokerConfig(port=port),
-        ForwardConfig(),
-        store,
-        "forwarder-test",
-        status_topic=f"edge/{DEVICE}/status",
-        status=dict,
-    )
+    config = ForwardConfig()
+    report = StatusReport(f"edge/{DEVICE}/status", dict, config.status_interval_s)
+    return Forwarder(Upstream(BrokerConfig(port=port), "forwarder-test", report), config, store)
 
 
 def test_an_alert_raised_while_the_clock_was_a_month_behind_is_delivered(
