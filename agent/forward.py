@@ -42,7 +42,8 @@ from agent.connection import ClosedEarly, Explained, make_client
 from agent.envelope import MAX_MESSAGE_BYTES
 from agent.logs import Throttle
 from agent.metrics import Histogram
-from agent.store import StorageUnavailable, Store
+from agent.store.database import Store
+from agent.store.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
