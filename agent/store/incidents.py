@@ -38,9 +38,6 @@ class IncidentMixin(StoreCore):
         except StorageUnavailable as exc:
             log.warning("storage incident not recorded in the database (%s)", exc)
 
-    def _append_meta_list(self, key: str, item: str) -> None:
-        self.set_meta(key, json.dumps([*json.loads(self.get_meta(key) or "[]"), item]))
-
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
