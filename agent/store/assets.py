@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 
 class AssetStateMixin(StoreCore):
+    """Scoring state committed with each batch, so that a restart scores on where it stopped."""
+
     def load_states(
         self, model_sha256: str, limit: int = -1, seen_after: float = float("-inf")
     ) -> list[AssetState]:

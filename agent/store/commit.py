@@ -23,6 +23,8 @@ _DISK_ROOM_BYTES = 4 * 1024 * 1024  # more free than this: a full database is th
 
 
 class CommitMixin(StoreCore):
+    """The pipeline's side: a batch is committed whole, or not at all and then not acknowledged."""
+
     _last_digest_id: int  # the id of the last digest recorded in `ingested`
 
     def commit_batch(self, batch: Batch) -> None:

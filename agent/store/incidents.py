@@ -21,6 +21,8 @@ _INCIDENTS_KEPT = 10
 
 
 class IncidentMixin(StoreCore):
+    """Damage found at open, remembered so that the status and `buffer stats` say so."""
+
     incidents: list[dict[str, object]]
     incident_counts: dict[str, int]
 

@@ -13,6 +13,8 @@ from agent.store.incidents import _INCIDENTS
 
 
 class InspectionMixin(StoreCore):
+    """Figures for a status (kept, no scan) and stats for inspection (counted)."""
+
     def figures(self) -> dict[str, object]:
         """The buffer's figures without scanning a table: for the status and /metrics, which
         must not hold up commits. Equal to the same keys of `stats` (a test holds them so)."""

@@ -20,6 +20,8 @@ class OutboxItem:
 
 
 class OutboxMixin(StoreCore):
+    """The forwarder's side: alerts in order, each delivered at least once or expired."""
+
     def pending(self, after_seq: int, limit: int) -> list[OutboxItem]:
         """Raises StorageUnavailable when the disk cannot be read."""
         with self._storage_errors("reading the outbox"):
