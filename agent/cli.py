@@ -29,7 +29,8 @@ from agent.model.offline import score_table
 from agent.model.score import Scorer
 from agent.model.table import TableError, read_table
 from agent.pushes import discard_invalid, load_effective
-from agent.store import StorageUnavailable, open_existing, reset_asset
+from agent.store.commands import open_existing, reset_asset
+from agent.store.errors import StorageUnavailable
 from agent.supervisor import load_runnable, run_agent
 
 

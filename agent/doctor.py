@@ -18,7 +18,8 @@ from agent.config import AgentConfig, BrokerConfig, ConfigError, load_config
 from agent.connection import mqtt_problem, password, tls_context
 from agent.model.manifest import ModelFileError
 from agent.model.score import Scorer
-from agent.store import DB_NAME, open_existing
+from agent.store.commands import open_existing
+from agent.store.database import DB_NAME
 
 _MIN_FREE_BYTES = 64 * 1024 * 1024
 _EARLIEST_SANE = datetime(2025, 1, 1).timestamp()  # before this release: the clock is unset

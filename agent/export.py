@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agent.atomic import replacing
 from agent.readings import StoredReading, is_packed, stored_readings
-from agent.store import DB_NAME
+from agent.store.database import DB_NAME
 
 _BUSY_TIMEOUT_MS = 30_000
 

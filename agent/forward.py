@@ -32,7 +32,8 @@ from paho.mqtt.properties import Properties
 from agent.config import ForwardConfig
 from agent.logs import Throttle
 from agent.metrics import Histogram
-from agent.store import StorageUnavailable, Store
+from agent.store.database import Store
+from agent.store.errors import StorageUnavailable
 from agent.upstream import Upstream
 
 log = logging.getLogger(__name__)

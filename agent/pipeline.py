@@ -28,7 +28,7 @@ from agent.model.score import Scorer
 from agent.readings import LEVEL_NAMES, ReadingBlock
 
 # Data types only: the pipeline hands the store a `Batch`, it opens no database.
-from agent.store import RECENT_DIGESTS, AssetState, Batch
+from agent.store.batch import RECENT_DIGESTS, AssetState, Batch
 from agent.validate import merged_thresholds
 from agent.window import Windows
 

@@ -47,11 +47,9 @@ from agent.pipeline import Message, Pipeline
 from agent.push_queue import PushQueue
 from agent.pushes import Desk, Health, Trial, load_effective
 from agent.source import Source
-from agent.store import (
-    RECENT_DIGESTS,
-    StorageUnavailable,
-    Store,
-)
+from agent.store.batch import RECENT_DIGESTS
+from agent.store.database import Store
+from agent.store.errors import StorageUnavailable
 from agent.telemetry import Links, Telemetry
 from agent.upstream import PushTopics, StatusReport, Upstream
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from agent.metrics import Histogram, InboxCounts
     from agent.pipeline import Applied
     from agent.pushes import Desk
-    from agent.store import Store
+    from agent.store.database import Store
 
 log = logging.getLogger(__name__)
 

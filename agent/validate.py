@@ -18,7 +18,7 @@ from agent.connection import password, tls_context
 from agent.envelope import key_id, load_public_key
 from agent.model.manifest import ModelFileError, Thresholds
 from agent.model.score import Scorer
-from agent.store import DB_NAME
+from agent.store.database import DB_NAME
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -11,7 +11,8 @@ import numpy as np
 
 from agent.model.score import Scorer
 from agent.readings import ReadingBlock
-from agent.store import Batch, Store
+from agent.store.batch import Batch
+from agent.store.database import Store
 from tests.conftest import run_cli
 from trainer.simulate import SENSORS, simulate
 

@@ -18,11 +18,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import agent.forward
-import agent.store
+import agent.store.commit
 from agent.alert import Alert
 from agent.config import BrokerConfig, ForwardConfig
 from agent.forward import Forwarder
-from agent.store import DB_NAME, Batch, Store
+from agent.store.batch import Batch
+from agent.store.database import DB_NAME, Store
 from agent.upstream import StatusReport, Upstream
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
@@ -112,7 +113,7 @@ def test_an_alert_raised_while_the_clock_was_a_month_behind_is_delivered(
     month_behind = time.time() - 30 * 86400
     with monkeypatch.context() as clock:
         fake = SimpleNamespace(time=lambda: month_behind, monotonic=time.monotonic)
-        clock.setattr(agent.store, "time", fake)
+        clock.setattr(agent.store.commit, "time", fake)
         store.commit_batch(Batch(alerts=[_alert(1)]))
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
     forwarder = _forwarder(upstream.port, store)
@@ -141,7 +142,7 @@ def test_the_message_expiry_upstream_is_the_alert_s_remaining_running_time(
     six_days_behind = time.time() - 6 * 86400
     with monkeypatch.context() as clock:
         fake = SimpleNamespace(time=lambda: six_days_behind, monotonic=time.monotonic)
-        clock.setattr(agent.store, "time", fake)
+        clock.setattr(agent.store.commit, "time", fake)
         store.commit_batch(Batch(alerts=[_alert(1)]))
     expiries: list[int] = []
     got = threading.Event()

@@ -18,7 +18,10 @@ from agent.budget import MIB, Budget
 from agent.export import ExportError, export_readings
 from agent.ingest import DeadLetter
 from agent.readings import INSERT, OLD_TABLE, ReadingBlock, _block_of_rows, stored_readings
-from agent.store import _SCHEMA, DB_NAME, AssetState, Batch, Store, open_existing, reset_asset
+from agent.store.batch import AssetState, Batch
+from agent.store.commands import open_existing, reset_asset
+from agent.store.database import DB_NAME, Store
+from agent.store.schema import _SCHEMA
 from agent.window import WindowState
 from tests.conftest import ROOT
 
@@ -283,7 +286,8 @@ import os, signal, sys
 import numpy as np
 from agent.alert import Alert
 from agent.readings import ReadingBlock
-from agent.store import Batch, Store
+from agent.store.batch import Batch
+from agent.store.database import Store
 store = Store(sys.argv[1])
 for b in range(40):
     ts = np.arange(b * 20, (b + 1) * 20, dtype=np.float64)

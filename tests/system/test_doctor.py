@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.store import DB_NAME, Store
+from agent.store.database import DB_NAME, Store
 from testbed.mosquitto import free_port
 from tests.conftest import run_cli
 

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.alert import Alert
 from agent.notify import Notifier, Watchdog
-from agent.store import DB_NAME, Batch, Store
+from agent.store.batch import Batch
+from agent.store.database import DB_NAME, Store
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv

@@ -1,0 +1,68 @@
+"""Each asset's committed scoring state (window and episode): restored at start, pruned to what
+the agent may hold, forgotten when idle or reset by an operator."""
+
+from __future__ import annotations
+
+import logging
+
+from agent.store.batch import AssetState
+from agent.store.core import StoreCore
+from agent.window import WindowState
+
+log = logging.getLogger(__name__)
+
+
+class AssetStateMixin(StoreCore):
+    """Scoring state committed with each batch, so that a restart scores on where it stopped."""
+
+    def load_states(
+        self, model_sha256: str, limit: int = -1, seen_after: float = float("-inf")
+    ) -> list[AssetState]:
+        """The committed scoring state, if it was written by this same model; else none. At
+        most `limit` assets (-1: all), those the gateway heard from last first, and none not
+        heard from since `seen_after`: a restart restores no more than the agent may hold."""
+        saved = self.get_meta("state_model")
+        if saved is not None and saved != model_sha256:
+            log.warning("model changed since the last run; windows and episodes start afresh")
+            with self._lock, self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.execute("DELETE FROM asset_state")
+        if saved != model_sha256:
+            self.set_meta("state_model", model_sha256)
+        rows = self._q(
+            "SELECT asset, window_rows, window_n, last_ts, episode, seen_at FROM asset_state "
+            "WHERE seen_at >= ? ORDER BY seen_at DESC, last_ts DESC LIMIT ?",
+            (seen_after, limit),
+        )
+        return [
+            AssetState(a, WindowState(rows_, n, ts, seen), ep) for a, rows_, n, ts, ep, seen in rows
+        ]
+
+    def prune_states(self, keep: int, seen_after: float) -> int:
+        """Delete the state `load_states(…, keep, seen_after)` leaves out; return how many
+        assets went. Raises StorageUnavailable when the disk is full."""
+        idle, total = self._q(
+            "SELECT count(*) FILTER (WHERE seen_at < ?), count(*) FROM asset_state", (seen_after,)
+        )[0]
+        if not idle and total <= keep:  # no write: the disk may be full, the folder read-only
+            return 0
+        with self._storage_errors("forgetting assets"), self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            return self.conn.execute(
+                "DELETE FROM asset_state WHERE seen_at < ? OR asset NOT IN (SELECT asset FROM "
+                "asset_state WHERE seen_at >= ? ORDER BY seen_at DESC, last_ts DESC LIMIT ?)",
+                (seen_after, seen_after, keep),
+            ).rowcount
+
+    def forget_assets(self, assets: list[str]) -> None:
+        """Delete these assets' state and any reset requested for them, in one transaction.
+        Raises StorageUnavailable when the disk is full."""
+        names = [(a,) for a in assets]
+        with self._storage_errors("forgetting assets"), self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("DELETE FROM asset_state WHERE asset = ?", names)
+            self.conn.executemany("DELETE FROM asset_resets WHERE asset = ?", names)
+
+    def reset_requests(self) -> list[str]:
+        """Assets an operator reset (`edge-agent reset-asset`) since the agent last looked."""
+        return [asset for (asset,) in self._q("SELECT asset FROM asset_resets")]

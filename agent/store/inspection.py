@@ -1,0 +1,75 @@
+"""The buffer's figures as a status or a scrape reads them (`figures`, kept) and as inspection
+does (`stats`, counted from the tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.budget import used_bytes
+from agent.readings import count_readings
+from agent.store.core import StoreCore
+from agent.store.incidents import _INCIDENTS
+
+
+class InspectionMixin(StoreCore):
+    """Figures for a status (kept, no scan) and stats for inspection (counted)."""
+
+    def figures(self) -> dict[str, object]:
+        """The buffer's figures without scanning a table: for the status and /metrics, which
+        must not hold up commits. Equal to the same keys of `stats` (a test holds them so)."""
+        with self._figures_lock:
+            f = self._figures
+            counts = {
+                "readings": f.readings,
+                "alerts_pending": f.alerts_pending,
+                "alerts_delivered": f.alerts_delivered,
+                "alerts_expired": f.alerts_expired,
+                "dead_letters": f.dead_letters,
+                "evictions_by_reason": dict(f.evictions_by_reason),
+            }
+        with self._lock:  # three page-header reads
+            used = used_bytes(self.conn)
+        return {
+            **counts,
+            "used_bytes": used,
+            "database_bytes": _file_bytes(self.path) + _wal_bytes(self.path),
+        }
+
+    def stats(self) -> dict[str, object]:
+        """Everything, counted from the tables: for inspection (`buffer stats`, doctor)."""
+        with self._lock:
+            q = self.conn.execute
+            dead_by_reason = dict(q("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
+            outbox = dict(
+                q(
+                    "SELECT CASE WHEN delivered_at IS NOT NULL THEN 'delivered' "
+                    "WHEN expired_at IS NOT NULL THEN 'expired' ELSE 'pending' END, count(*) "
+                    "FROM outbox GROUP BY 1"
+                )
+            )
+            meta = dict(q("SELECT key, value FROM meta"))
+            return {
+                "readings": count_readings(self.conn),
+                "alerts_pending": outbox.get("pending", 0),
+                "alerts_delivered": outbox.get("delivered", 0),
+                "alerts_expired": outbox.get("expired", 0),
+                "dead_letters": sum(dead_by_reason.values()),
+                "dead_letters_by_reason": dead_by_reason,
+                "evictions_by_reason": dict(q("SELECT reason, count FROM evictions")),
+                "database_bytes": _file_bytes(self.path) + _wal_bytes(self.path),
+                "used_bytes": used_bytes(self.conn),
+                "budget_bytes": self.budget.max_bytes,
+                "hard_cap_bytes": self.budget.hard_cap_bytes,
+                "moved_aside": json.loads(meta.get("moved_aside", "[]")),
+                "storage_incidents": json.loads(meta.get(_INCIDENTS, "[]")),
+            }
+
+
+def _file_bytes(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _wal_bytes(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
