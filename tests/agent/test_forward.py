@@ -215,6 +215,17 @@ def read_only(path: Path) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
+def _stopped_with_two_pending(start_agent, local, upstream):
+    """An agent that ran once (its database made) and stopped, with two alerts left pending."""
+    agent = start_agent(local, upstream)
+    wait_status(upstream.port, "online")
+    assert agent.stop() == 0
+    store = Store(agent.data_dir)
+    store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
+    store.close()
+    return agent
+
+
 def test_a_read_only_database_does_not_stop_delivery_and_the_status_says_why(
     broker, start_agent, tmp_path: Path
 ):
@@ -223,12 +234,7 @@ def test_a_read_only_database_does_not_stop_delivery_and_the_status_says_why(
     the retained status still said storage ok. Now the pending alerts go upstream, the agent
     stays up and the status says storage is failing, and why."""
     local, upstream = broker("local"), broker("upstream")
-    agent = start_agent(local, upstream)
-    wait_status(upstream.port, "online")
-    assert agent.stop() == 0
-    store = Store(agent.data_dir)
-    store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
-    store.close()
+    agent = _stopped_with_two_pending(start_agent, local, upstream)
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
     try:
         with read_only(agent.data_dir / DB_NAME):
@@ -269,12 +275,7 @@ def test_a_read_only_data_folder_at_start_does_not_stop_delivery(
     the agent exited 2 at every start and its pending alerts never went. Now it opens the
     database read-only, sends them, and says storage is failing."""
     local, upstream = broker("local"), broker("upstream")
-    agent = start_agent(local, upstream)
-    wait_status(upstream.port, "online")
-    assert agent.stop() == 0
-    store = Store(agent.data_dir)
-    store.commit_batch(Batch(alerts=[_alert(1), _alert(2)]))
-    store.close()
+    agent = _stopped_with_two_pending(start_agent, local, upstream)
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
     try:
         with read_only(agent.data_dir):
