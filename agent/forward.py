@@ -141,11 +141,16 @@ class Forwarder:
                 self._publish_more()
 
     def _expire_old(self) -> None:
+        """Once a second: the elapsed time kept (whether or not alerts expire) and old alerts
+        marked expired."""
         now = time.monotonic()
-        if self.config.alert_ttl_s == 0 or now < self._next_expiry:
+        if now < self._next_expiry:
             return
         self._next_expiry = now + _EXPIRE_EVERY_S
         try:
+            self.store.keep_elapsed()
+            if self.config.alert_ttl_s == 0:
+                return
             n = self.store.expire(older_than_s=self.config.alert_ttl_s)
         except StorageUnavailable as exc:
             self._warn.warning("storage", "cannot mark old alerts expired yet (%s)", exc)

@@ -54,6 +54,16 @@ class StoreCore:
         """Seconds of agent running time this database has seen (see agent.elapsed)."""
         return self._elapsed.now()
 
+    def keep_elapsed(self) -> None:
+        """Save the elapsed time when no commit has for `_SAVE_ELAPSED_IDLE_S` (an idle agent);
+        called often, it writes at most that often. Raises StorageUnavailable as a commit."""
+        elapsed = self._elapsed.now()
+        if elapsed - self._elapsed_saved < _SAVE_ELAPSED_IDLE_S:
+            return
+        with self._storage_errors("saving the elapsed time"), self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            self._save_elapsed(self.conn, elapsed)
+
     def get_meta(self, key: str) -> str | None:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.store.core import _SAVE_ELAPSED_IDLE_S, StoreCore
+from agent.store.core import StoreCore
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,6 @@ class OutboxMixin(StoreCore):
                     "AND expired_at IS NULL AND created_elapsed < ?",
                     (time.time(), elapsed - older_than_s),
                 ).rowcount
-                if elapsed - self._elapsed_saved >= _SAVE_ELAPSED_IDLE_S:
-                    self._save_elapsed(self.conn, elapsed)
             with self._figures_lock:
                 self._figures.alerts_pending -= n
                 self._figures.alerts_expired += n

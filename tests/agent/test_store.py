@@ -482,3 +482,19 @@ def test_a_reset_deletes_the_state_and_leaves_a_request_for_a_running_agent(tmp_
     assert store.reset_requests() == ["pump-1"]
     store.forget_assets(["pump-1"])
     assert store.reset_requests() == []
+
+
+def test_an_idle_store_saves_its_elapsed_time_at_most_once_a_minute(tmp_path: Path):
+    """With no commit (no readings) and whatever the alert time to live (0 included, where
+    nothing expires), the running time still reaches the database, so a crash of an idle
+    agent forgets at most a minute of it."""
+    clock = FakeMonotonic(0.0)
+    store = Store(tmp_path, monotonic=clock)
+    saved = store.get_meta("elapsed_s")
+    clock.now += 30
+    store.keep_elapsed()
+    assert store.get_meta("elapsed_s") == saved, "not due yet: no write"
+    clock.now += 31
+    store.keep_elapsed()
+    assert float(store.get_meta("elapsed_s")) == pytest.approx(61.0)
+    store.close()
