@@ -34,6 +34,11 @@ class Chunked:
     held: int = 0  # bytes in parts
     first_missing: int = 0
 
+    @property
+    def kind(self) -> str:
+        """The kind of the topic it came on (a rollback envelope names its own)."""
+        return self.stream.rsplit("/", 1)[1]
+
     def wanted(self, window: int) -> list[int]:
         """The first `window` chunk indexes not here yet."""
         while self.first_missing in self.parts:
@@ -42,10 +47,6 @@ class Chunked:
             i for i in range(self.first_missing, self.envelope.chunks) if i not in self.parts
         )
         return list(islice(missing, window))
-
-
-def stream_of(envelope: Envelope) -> str:
-    return f"{envelope.target}/{envelope.kind}"
 
 
 def join_chunks(waiting: Chunked) -> Envelope | None:
@@ -119,14 +120,16 @@ class Reassembly:
             return None
         if waiting.held + len(data) > env.size:
             del self._waiting[stream]
-            raise ChunksRefused(f"chunks hold more than the signed {env.size} bytes", env, env.kind)
+            raise ChunksRefused(
+                f"chunks hold more than the signed {env.size} bytes", env, waiting.kind
+            )
         waiting.parts[index] = data
         waiting.held += len(data)
         try:
             joined = join_chunks(waiting)
         except PushRejected as exc:
             del self._waiting[stream]
-            raise ChunksRefused(str(exc), env, stream.rsplit("/", 1)[1]) from None
+            raise ChunksRefused(str(exc), env, waiting.kind) from None
         if joined is not None:
             del self._waiting[stream]
         return joined

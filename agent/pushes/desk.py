@@ -169,7 +169,7 @@ class Desk:
         `fleet.chunk_timeout_s` of their envelope (issue #13); None when there is none."""
         decision = None
         for waiting in self._chunks.expired(now):
-            env, kind = waiting.envelope, waiting.stream.rsplit("/", 1)[1]
+            env, kind = waiting.envelope, waiting.kind
             reason = (
                 f"{len(waiting.parts)} of {env.chunks} chunks came within "
                 f"{self.config.fleet.chunk_timeout_s:.0f}s of the envelope"
