@@ -28,7 +28,7 @@ _TS_TYPES = (float, int)  # not bool
 # past it would raise when an alert is formatted, and would push the asset's clock so far ahead
 # that every later reading were out of order; milliseconds sent as seconds land there too.
 MAX_TS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
-# Every reason a message or reading is dead-lettered for (the last three come from the runtime,
+# Every reason a message or reading is dead-lettered for (the last three come from the pipeline,
 # which knows the assets' state).
 REASONS = (
     "bad_topic",

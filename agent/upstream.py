@@ -119,13 +119,15 @@ class Upstream:
     def resubscribe(self) -> None:
         """Subscribe again: the broker sends what is retained there again (MQTT 5 retain
         handling 0), pushes dropped from a full push queue included."""
-        topics = self._topics()
-        if topics and self.connected.is_set():
-            self.client.subscribe([(topic, 1) for topic in topics])
+        if self.connected.is_set():
+            self._subscribe_all()
 
-    def _topics(self) -> list[str]:
+    def _subscribe_all(self) -> None:
+        """The push topics and the chunk topics followed now (on every connect, too)."""
         with self._follow_lock:
-            return [*self.subscriptions, *sorted(self._followed)]
+            topics = [*self.subscriptions, *sorted(self._followed)]
+        if topics:
+            self.client.subscribe([(topic, 1) for topic in topics])
 
     def status_changed(self) -> None:
         """Something the status reports changed: send it now rather than at the next refresh."""
@@ -176,9 +178,7 @@ class Upstream:
             log.warning("upstream refused connection: %s", rc)
             return
         log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
-        topics = self._topics()
-        if topics:
-            self.client.subscribe([(topic, 1) for topic in topics])
+        self._subscribe_all()
         self.connected.set()
         self.status_changed()
 

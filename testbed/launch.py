@@ -113,11 +113,14 @@ class AgentProcess:
 
     def wait_stored(self, count: int, timeout: float = 60) -> dict:
         """Until `count` readings are stored or dead-lettered; returns the stats."""
-        return wait_for(
-            lambda: (s := self.stats()) and s["readings"] + s["dead_letters"] >= count and s,
-            timeout,
-            f"{count} readings stored ({self.stats()}); agent log {self.log}",
-        )
+        try:
+            return wait_for(
+                lambda: (s := self.stats()) and s["readings"] + s["dead_letters"] >= count and s,
+                timeout,
+                f"{count} readings stored",
+            )
+        except WaitTimedOut as exc:  # say what was stored when it gave up, not when it began
+            raise WaitTimedOut(f"{exc} (at the end: {self.stats()}); log {self.log}") from None
 
     def logged(self, text: str) -> int:
         """How many of this run's log lines contain `text`."""

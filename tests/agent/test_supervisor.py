@@ -2,8 +2,8 @@
 
 Real config files, the real model through ONNX Runtime and real SQLite files; no broker,
 because building a pipeline does not connect and these decisions are taken before or after
-a pipeline runs. The same paths with a broker and signals: tests/agent/test_operations.py
-(SIGHUP) and tests/fleet/test_push.py (pushes and rollbacks).
+a pipeline runs. The same paths with a broker and signals: tests/system/test_operations.py
+(SIGHUP) and tests/system/test_push.py (pushes and rollbacks).
 """
 
 from __future__ import annotations
