@@ -446,12 +446,17 @@ def _check_paths(origin: Path, config: AgentConfig) -> None:
 
 def _files_read(origin: Path, config: AgentConfig) -> list[Path]:
     """The files the agent reads, besides those in its data folder."""
-    files: list[Path | None] = [origin, config.model.path, *config.fleet.trusted_keys]
+    return [origin, config.model.path, *secret_files(config)]
+
+
+def secret_files(config: AgentConfig) -> list[Path]:
+    """The files the agent's trust and logins are in: trusted keys, passwords, certificates."""
+    files: list[Path | None] = [*config.fleet.trusted_keys]
     for broker in (config.local, config.upstream):
         files.append(broker.password_file)
         if broker.tls is not None:
             files += [broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file]
-    return [f for f in files if f is not None]
+    return [Path(f) for f in files if f is not None]
 
 
 def path_keys(model: type[BaseModel] = AgentConfig, prefix: str = "") -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import signals
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, load_config, secret_files
 from agent.logs import configure
 from agent.model.manifest import ModelFileError
 from agent.model.score import Scorer
@@ -60,14 +60,9 @@ def load_runnable(
 def fingerprint(config: AgentConfig, scorer: Scorer) -> tuple[object, ...]:
     """What a reload compares: the config, the model, and the files its secrets are in (a
     renewed certificate or rotated password under the same path is a change)."""
-    files = [*config.fleet.trusted_keys]
-    for broker in (config.local, config.upstream):
-        files.append(broker.password_file)
-        if broker.tls is not None:
-            files += [broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file]
     digests = tuple(
-        hashlib.sha256(Path(f).read_bytes()).hexdigest() if f and Path(f).is_file() else None
-        for f in files
+        hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
+        for f in secret_files(config)
     )
     return config, scorer.manifest.graph_sha256, digests
 
