@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.budget import Budget
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConfigError
 from agent.forward import Forwarder, publish_latency
 from agent.logs import Throttle
 from agent.model.score import Scorer
@@ -148,9 +148,18 @@ class Agent:
             {"pipeline": lambda: self._turned, "forwarder": lambda: self.forwarder.turned},
         )
         self.telemetry.link(
-            Links(self.forwarder, lambda: self.source.connected, self.source.inbox.counts)
+            Links(
+                upstream_connected=self.upstream.connected.is_set,
+                local_connected=lambda: self.source.connected,
+                inbox_counts=self.source.inbox.counts,
+                holding=lambda: bool(self.source.held),
+            )
         )
-        self.metrics_server = self.telemetry.metrics_server()
+        try:
+            self.metrics_server = self.telemetry.metrics_server()
+        except ConfigError:
+            self.store.close()  # opened above; the failed start leaves nothing open
+            raise
 
     @property
     def health(self) -> Health | None:
@@ -404,7 +413,6 @@ class Agent:
         if not batch:
             return
         result = self.pipeline.apply(batch)
-        self.counters.scored += result.scored
         try:
             self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:
@@ -421,14 +429,12 @@ class Agent:
         self.pipeline.remember(applied)
         if self.source.release():
             log.warning("storage recovered; %d held messages committed", len(batch))
-            self.telemetry.storage_ok = True
             self.upstream.status_changed()
 
     def _hold(self, batch: list[Message], exc: StorageUnavailable) -> None:
         """Keep the batch unacknowledged and retry it from the last committed state."""
         if not self.source.held:
             log.error("cannot store (%s); holding %d messages and retrying", exc, len(batch))
-            self.telemetry.storage_ok = False
             self.upstream.status_changed()
         self.counters.storage_failures += 1
         self.source.hold(batch)

@@ -1,9 +1,9 @@
 """What the agent tells about itself: counters, the status document and its heartbeat, systemd's
 status line, the metrics snapshot (served on `/metrics`, written to the textfile).
 
-`Telemetry` only reads the other stages (store, forwarder, local session); the runtime calls
-`batch_committed` after each commit and `turn` once per turn of its loop, and the forwarder
-takes `status` for the retained status document.
+`Telemetry` only reads the other stages (store, upstream session, local session); the runtime
+calls `batch_committed` after each commit and `turn` once per turn of its loop, and the upstream
+session takes `status` for the retained status document.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from agent.metrics import MetricsServer, Snapshot, render, resident_bytes, write
 from agent.notify import Notifier
 
 if TYPE_CHECKING:
-    from agent.forward import Forwarder
     from agent.metrics import Histogram, InboxCounts
     from agent.pipeline import Applied
     from agent.pushes import Desk
@@ -60,11 +59,13 @@ class Counters:
 
 @dataclass
 class Links:
-    """The parts telemetry reads that are built after it (the forwarder takes `status`)."""
+    """The parts telemetry reads that are built after it (the upstream session takes
+    `status`, so it is built after telemetry)."""
 
-    forwarder: Forwarder
+    upstream_connected: Callable[[], bool]
     local_connected: Callable[[], bool]
     inbox_counts: Callable[[], InboxCounts]
+    holding: Callable[[], bool]  # a batch is held: the last commit failed
 
 
 class Telemetry:
@@ -86,7 +87,6 @@ class Telemetry:
         self.notifier = notifier
         self.desk = desk
         self.counters = Counters()
-        self.storage_ok = True  # the last commit went through
         self.links: Links | None = None  # see `link`
         self._last_beat = (time.monotonic(), 0, 0)  # for the heartbeat's rates
         self._warn = Throttle(log)
@@ -119,7 +119,7 @@ class Telemetry:
         c = self.counters
         links = (
             f"local {'up' if self._links.local_connected() else 'down'}, "
-            f"upstream {'up' if self._links.forwarder.connected.is_set() else 'down'}"
+            f"upstream {'up' if self._links.upstream_connected() else 'down'}"
         )
         storage = "storage ok" if self.storage_healthy() else "STORAGE FAILING"
         return (
@@ -136,12 +136,13 @@ class Telemetry:
         try:
             return MetricsServer(host, port, lambda: render(self.snapshot()))
         except OSError as exc:
-            self.store.close()
             raise ConfigError(f"metrics.listen {listen}: {exc.strerror or exc}") from None
 
     def storage_healthy(self) -> bool:
         """Commits go through and no other storage work (delivery records, expiry) fails."""
-        return self.storage_ok and self.store.problem() is None
+        # Also asked before `link`, for the Last Will's document: nothing is held then.
+        held = self.links is not None and self.links.holding()
+        return not held and self.store.problem() is None
 
     def snapshot(self) -> Snapshot:
         stats = self.store.figures()
@@ -164,8 +165,8 @@ class Telemetry:
             database_bytes=stats["database_bytes"],
             storage_ok=self.storage_healthy(),
             local_connected=self._links.local_connected(),
-            upstream_connected=self._links.forwarder.connected.is_set(),
-            publish_latency=self._links.forwarder.latency,
+            upstream_connected=self._links.upstream_connected(),
+            publish_latency=self.latency,
             inbox=self._links.inbox_counts(),
             reasons=REASONS,
             storage_incidents=dict(self.store.incident_counts),
@@ -221,6 +222,7 @@ class Telemetry:
         batch = applied.batch
         c = self.counters
         c.batches += 1
+        c.scored += applied.scored
         c.readings += sum(map(len, batch.readings))
         c.dead_letters += len(batch.dead)
         c.alerts += len(batch.alerts)
