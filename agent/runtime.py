@@ -83,14 +83,16 @@ class Agent:
         config: AgentConfig,
         notifier: Notifier | None = None,
         source: tuple[Path, dict[str, Any]] | None = None,
+        scorer: Scorer | None = None,
     ) -> None:
         """`notifier` tells systemd about readiness, status and progress (if it is there).
         `source` (the config file and command-line overrides) lets fleet pushes rebuild the
-        config; without it, or without trusted keys, pushes are not taken."""
+        config; without it, or without trusted keys, pushes are not taken. `scorer`: the
+        config's model, when the caller has loaded it already (its checks do)."""
         self.config = config
         self.notifier = notifier or Notifier({})
         device, prefix = config.device.id, config.topics.prefix
-        self.scorer = Scorer.load(config.model.path)
+        self.scorer = scorer or Scorer.load(config.model.path)
         manifest = self.scorer.manifest
         storage = config.storage
         self.store = Store(

@@ -105,7 +105,7 @@ class Supervisor:
         configure(self.config.log_level, self.config.log_format)
         self.current = fingerprint(self.config, scorer)
         self.notifier = notifier or Notifier()
-        self.agent = Agent(self.config, self.notifier, self.source)
+        self.agent = Agent(self.config, self.notifier, self.source, scorer)
         self.before: AgentConfig | None = None  # what ran before a switch, while it starts
 
     def run(self) -> int:
