@@ -4,11 +4,12 @@ does (`stats`, counted from the tables)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from agent.budget import used_bytes
-from agent.readings import count_readings
 from agent.store.core import StoreCore
+from agent.store.figures import _count
 from agent.store.incidents import _INCIDENTS
 
 
@@ -41,22 +42,10 @@ class InspectionMixin(StoreCore):
         with self._lock:
             q = self.conn.execute
             dead_by_reason = dict(q("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
-            outbox = dict(
-                q(
-                    "SELECT CASE WHEN delivered_at IS NOT NULL THEN 'delivered' "
-                    "WHEN expired_at IS NOT NULL THEN 'expired' ELSE 'pending' END, count(*) "
-                    "FROM outbox GROUP BY 1"
-                )
-            )
             meta = dict(q("SELECT key, value FROM meta"))
             return {
-                "readings": count_readings(self.conn),
-                "alerts_pending": outbox.get("pending", 0),
-                "alerts_delivered": outbox.get("delivered", 0),
-                "alerts_expired": outbox.get("expired", 0),
-                "dead_letters": sum(dead_by_reason.values()),
+                **asdict(_count(self.conn)),  # the same count the figures start from
                 "dead_letters_by_reason": dead_by_reason,
-                "evictions_by_reason": dict(q("SELECT reason, count FROM evictions")),
                 "database_bytes": _file_bytes(self.path) + _wal_bytes(self.path),
                 "used_bytes": used_bytes(self.conn),
                 "budget_bytes": self.budget.max_bytes,
