@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -28,7 +27,8 @@ from agent.upstream import StatusReport, Upstream
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv, replay
-from tests.conftest import DEVICE, ROOT, fill, wait_for, wait_status
+from tests.clockstep import SteppableClock
+from tests.conftest import DEVICE, fill, wait_for, wait_status
 
 ALERTS = 5
 SENSORS = ("flow_lpm", "pressure_bar", "current_a", "temperature_c", "vibration_mms")
@@ -167,11 +167,8 @@ def test_the_message_expiry_upstream_is_the_alert_s_remaining_running_time(
         store.close()
 
 
-CLOCK_SHIM = ROOT / "tests" / "clock"  # sitecustomize: a wall clock shifted for one process
-
-
 def test_alerts_of_an_agent_whose_clock_was_a_month_behind_go_upstream_after_ntp(
-    broker, start_agent, sim_data
+    broker, start_agent, sim_data, tmp_path: Path
 ):
     """#13 item 8 through the agent: it runs with its wall clock 30 days behind (a Pi without
     a real-time clock, before NTP) and raises alerts while upstream is down; it restarts with
@@ -179,11 +176,9 @@ def test_alerts_of_an_agent_whose_clock_was_a_month_behind_go_upstream_after_ntp
     they go upstream. The agent before this branch expired them all at once."""
     local, upstream = broker("local"), broker("upstream")
     upstream.stop()
-    month_behind = {
-        "PYTHONPATH": f"{CLOCK_SHIM}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "FAKE_CLOCK_OFFSET_S": str(-30 * 86400),
-    }
-    agent = start_agent(local, upstream, env=month_behind)
+    month_behind = SteppableClock(tmp_path / "clock")
+    month_behind.step(-30 * 86400)
+    agent = start_agent(local, upstream, env=month_behind.env)
     agent.wait_logged("subscribed topic")
     readings = readings_from_csv(sim_data.live_csv)
     replay(readings, "127.0.0.1", local.port, f"edge/{DEVICE}/readings/pump-1")

@@ -15,8 +15,8 @@ from pathlib import Path
 from agent.ingest import parse_ts
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv
+from tests.clockstep import SteppableClock
 from tests.conftest import DEVICE, AgentProcess, run_cli, wait_for, wait_status
-from tests.system.test_push import SteppableClock
 
 TOPIC = f"edge/{DEVICE}/readings/"
 FUTURE = "9000-01-01T00:00:00Z"

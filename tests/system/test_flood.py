@@ -16,11 +16,9 @@ from fleet.push import push_topic
 from fleet.replay import readings_from_csv, replay
 from testbed.mosquitto import Mosquitto
 from tests.conftest import SimData, run_cli, wait_status
-from tests.system import test_push
-from tests.system.test_push import GROUP, _last_push, _push_cli
+from tests.system.pushing import GROUP, last_push, push_cli
 
 # The fixtures of the push tests, shared.
-keys, fleet_agent = test_push.keys, test_push.fleet_agent
 
 # The outside check; an agent that takes no junk peaks near 90 MiB.
 PEAK_MIB = 160
@@ -70,8 +68,8 @@ def test_retained_junk_chunks_on_every_stream_hold_no_memory(
     # A signed config in chunks still applies, its chunks retained among the junk.
     overlay = tmp_path / "overlay.toml"
     overlay.write_text("[alerts]\nfire_after = 5\n" + "#" * 300 + "\n")
-    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-j", version=5, chunk_size=100)
-    _last_push(upstream, "gw-j", "applied", 5)
+    push_cli(upstream, "config", overlay, keys[0], "--device", "gw-j", version=5, chunk_size=100)
+    last_push(upstream, "gw-j", "applied", 5)
     _store_readings(agent, local, "gw-j", sim_data, slice(0, 100))
     assert agent.peak_rss_mib() <= PEAK_MIB
     # The junk is still retained: a restart takes none of it either.
@@ -96,8 +94,8 @@ def test_a_huge_retained_message_is_never_read(
     wait_status(upstream.port, "online", device="gw-h")
     overlay = tmp_path / "overlay.toml"
     overlay.write_text("[alerts]\nfire_after = 5\n")
-    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-h", version=3)
-    _last_push(upstream, "gw-h", "applied", 3)
+    push_cli(upstream, "config", overlay, keys[0], "--device", "gw-h", version=3)
+    last_push(upstream, "gw-h", "applied", 3)
     _store_readings(agent, local, "gw-h", sim_data, slice(0, 100))
     assert agent.peak_rss_mib() <= PEAK_MIB
     assert agent.stop() == 0
@@ -155,7 +153,7 @@ def test_a_push_whose_chunks_never_come_is_reported_incomplete(broker, fleet_age
     first = {"sha256": envelope["sha256"], "index": 0, "data": base64.b64encode(chunks[0]).decode()}
     _publish(upstream, [(f"{topic}/chunk/0", json.dumps(first).encode())])
     _publish(upstream, [(topic, json.dumps(envelope).encode())])
-    status = _last_push(upstream, "gw-i", "incomplete", 4, reason="1 of 4 chunks came")
+    status = last_push(upstream, "gw-i", "incomplete", 4, reason="1 of 4 chunks came")
     assert status["config_version"] == 0, "nothing was applied"
     assert agent.process.poll() is None
     assert agent.stop() == 0
@@ -170,9 +168,9 @@ def test_the_largest_messages_edge_fleet_sends_pass_the_packet_size_limit(
     # 600 KiB: two full chunks of the default (and largest) size and a bit.
     overlay = tmp_path / "overlay.toml"
     overlay.write_text("[alerts]\nfire_after = 5\n" + ("#" * 1023 + "\n") * 600)
-    sent = _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-l", version=6)
+    sent = push_cli(upstream, "config", overlay, keys[0], "--device", "gw-l", version=6)
     assert sent["chunks"] == 3
-    _last_push(upstream, "gw-l", "applied", 6)
+    last_push(upstream, "gw-l", "applied", 6)
     too_big = run_cli(
         *("fleet", "push-config", str(overlay), "--device", "gw-l", "--key", str(keys[0])),
         *("--broker", upstream.address, "--chunk-size", str(MAX_CHUNK_BYTES + 1)),

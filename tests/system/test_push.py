@@ -6,12 +6,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import socket
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
@@ -21,73 +17,10 @@ from fleet.mqtt import connect
 from fleet.push import publish_push, push_topic
 from fleet.replay import readings_from_csv, replay
 from testbed.mosquitto import Mosquitto
-from tests.conftest import AgentProcess, SimData, launch_agent, run_cli, wait_for, wait_status
+from tests.clockstep import SteppableClock
+from tests.conftest import SimData, run_cli, wait_for, wait_status
+from tests.system.pushing import GROUP, last_push, push_cli
 from trainer.train import TrainOptions, train, write_model
-
-GROUP = "line-1"
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> tuple[Path, Path]:
-    return write_keypair(tmp_path / "keys")
-
-
-@pytest.fixture
-def fleet_agent(
-    tmp_path: Path, model_path: Path, keys: tuple[Path, Path]
-) -> Iterator[Callable[..., AgentProcess]]:
-    started: list[AgentProcess] = []
-
-    def start(
-        local: Mosquitto,
-        upstream: Mosquitto,
-        device: str,
-        health_s: float = 2,
-        args: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
-        fleet: str = "",
-    ) -> AgentProcess:
-        """`fleet`: more `[fleet]` lines."""
-        extra = (
-            f'[fleet]\ntrusted_keys = ["{keys[1]}"]\ngroups = ["{GROUP}"]\n'
-            f"health_check_s = {health_s}\nhealth_min_windows = 20\n{fleet}"
-            "[forward]\nstatus_interval_s = 0.5\n"
-        )
-        agent = launch_agent(
-            tmp_path / device, local, upstream, model_path, extra, env=env, device=device, args=args
-        )
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.kill()
-
-
-def _push_cli(upstream: Mosquitto, kind: str, file: Path, key: Path, *target: str, **opts):
-    args = ["fleet", f"push-{kind}", str(file), "--broker", upstream.address, "--key", str(key)]
-    args += list(target)
-    for name, value in opts.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
-    done = run_cli(*args)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def _last_push(
-    upstream: Mosquitto, device: str, status: str, version: int | None = None, reason: str = ""
-) -> dict:
-    """The device's status once its last push has this status (version, reason)."""
-
-    def matches(s: dict) -> bool:
-        push = s.get("last_push") or {}
-        return (
-            push.get("status") == status
-            and (version is None or push["version"] == version)
-            and reason in push.get("reason", "")
-        )
-
-    return wait_status(upstream.port, "online", device=device, where=matches)
 
 
 def test_a_group_push_is_applied_by_every_member(broker, fleet_agent, keys, tmp_path: Path):
@@ -99,10 +32,10 @@ def test_a_group_push_is_applied_by_every_member(broker, fleet_agent, keys, tmp_
         wait_status(upstream.port, "online", device=device)
     overlay = tmp_path / "overlay.toml"
     overlay.write_text("[alerts]\nfire_after = 5\n")
-    sent = _push_cli(upstream, "config", overlay, keys[0], "--group", GROUP, version=7)
+    sent = push_cli(upstream, "config", overlay, keys[0], "--group", GROUP, version=7)
     assert sent["topic"] == f"edge/fleet/group/{GROUP}/config"
     for device in devices:
-        status = _last_push(upstream, device, "applied", 7)
+        status = last_push(upstream, device, "applied", 7)
         assert status["config_version"] == 7
     shown = run_cli("fleet", "status", "--broker", upstream.address, "--json")
     assert shown.returncode == 0, shown.stderr
@@ -126,34 +59,34 @@ def test_bad_pushes_are_rejected_and_reported_while_scoring_goes_on(
     good.write_text("[alerts]\nresolve_after = 12\n")
 
     # Signed by a key the device does not trust.
-    _push_cli(upstream, "config", good, rogue[0], *target, version=10)
+    push_cli(upstream, "config", good, rogue[0], *target, version=10)
     # An untrusted envelope's claims (its version too) are not believed, nor reported.
-    _last_push(upstream, "gw-a", "rejected", reason="signed by an untrusted key")
+    last_push(upstream, "gw-a", "rejected", reason="signed by an untrusted key")
     # A config with an unknown field.
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('[alerts]\ncolour = "red"\n')
-    _push_cli(upstream, "config", unknown, keys[0], *target, version=11)
-    _last_push(upstream, "gw-a", "rejected", 11, reason="alerts.colour")
+    push_cli(upstream, "config", unknown, keys[0], *target, version=11)
+    last_push(upstream, "gw-a", "rejected", 11, reason="alerts.colour")
     # A config that would cut the device off.
     cut_off = tmp_path / "cut_off.toml"
     cut_off.write_text("[upstream]\nport = 1\n")
-    _push_cli(upstream, "config", cut_off, keys[0], *target, version=12)
-    _last_push(upstream, "gw-a", "rejected", 12, reason="[upstream] cannot be pushed")
+    push_cli(upstream, "config", cut_off, keys[0], *target, version=12)
+    last_push(upstream, "gw-a", "rejected", 12, reason="[upstream] cannot be pushed")
     # A corrupt model, signed with the trusted key.
     broker_config = BrokerConfig(port=upstream.port)
     publish_push(broker_config, "edge", "device:gw-a", "model", b"\x08corrupt", keys[0], 12)
-    status = _last_push(upstream, "gw-a", "rejected", 12, reason="model:")
+    status = last_push(upstream, "gw-a", "rejected", 12, reason="model:")
     assert status["last_push"]["kind"] == "model"
     # A good push, then a replay of the older one (v12) captured on the wire.
     captured = _retained(upstream, push_topic("edge", "device:gw-a", "config"))
-    _push_cli(upstream, "config", good, keys[0], *target, version=13)
-    assert _last_push(upstream, "gw-a", "applied", 13)["config_version"] == 13
+    push_cli(upstream, "config", good, keys[0], *target, version=13)
+    assert last_push(upstream, "gw-a", "applied", 13)["config_version"] == 13
     client = connect("127.0.0.1", upstream.port)
     client.publish(push_topic("edge", "device:gw-a", "config"), captured, qos=1, retain=True)
     client.publish(push_topic("edge", "device:gw-a", "config"), captured, qos=1).wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
-    status = _last_push(upstream, "gw-a", "rejected", 12, reason="stale")
+    status = last_push(upstream, "gw-a", "rejected", 12, reason="stale")
     assert status["config_version"] == 13
 
     readings = readings_from_csv(sim_data.live_csv)[:100]
@@ -201,7 +134,7 @@ def test_a_model_that_fails_its_health_check_is_rolled_back(
     before = wait_status(upstream.port, "online", device="gw-h")["model"]["sha256"]
     storm = _storm_model(sim_data, tmp_path)
     # In chunks, to carry the model the way a large one would travel.
-    _push_cli(upstream, "model", storm, keys[0], "--device", "gw-h", version=21, chunk_size=4096)
+    push_cli(upstream, "model", storm, keys[0], "--device", "gw-h", version=21, chunk_size=4096)
     # The pushed model runs while on trial.
     wait_status(
         upstream.port,
@@ -236,7 +169,7 @@ def test_an_agent_killed_during_its_health_check_rolls_back_when_it_restarts(
     wait_status(upstream.port, "online", device="gw-k")
     overlay = tmp_path / "overlay.toml"
     overlay.write_text("[alerts]\ntop_sensors = 2\n")
-    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-k", version=31)
+    push_cli(upstream, "config", overlay, keys[0], "--device", "gw-k", version=31)
     wait_status(
         upstream.port,
         "online",
@@ -247,7 +180,7 @@ def test_an_agent_killed_during_its_health_check_rolls_back_when_it_restarts(
     )
     agent.kill()
     fleet_agent(local, upstream, "gw-k", health_s=120)
-    status = _last_push(upstream, "gw-k", "rolled_back", 31, reason="stopped during the health")
+    status = last_push(upstream, "gw-k", "rolled_back", 31, reason="stopped during the health")
     assert status["config_version"] == 0, "back on the local config"
 
 
@@ -260,15 +193,15 @@ def test_an_operator_rollback_returns_to_the_last_known_good(
     for version, fire_after in ((41, 5), (42, 6)):
         overlay = tmp_path / f"v{version}.toml"
         overlay.write_text(f"[alerts]\nfire_after = {fire_after}\n")
-        _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-r", version=version)
-        _last_push(upstream, "gw-r", "applied", version)
+        push_cli(upstream, "config", overlay, keys[0], "--device", "gw-r", version=version)
+        last_push(upstream, "gw-r", "applied", version)
     # Only back to v41 if that is the last known good: v7 is refused, and nothing changes.
     wrong = run_cli(
         "fleet", "rollback", "--kind", "config", "--device", "gw-r", "--to-version", "7",
         "--key", str(keys[0]), "--broker", upstream.address, "--version", "43",
     )  # fmt: skip
     assert wrong.returncode == 0, wrong.stderr
-    status = _last_push(upstream, "gw-r", "rejected", 43, reason="cannot roll back to v7")
+    status = last_push(upstream, "gw-r", "rejected", 43, reason="cannot roll back to v7")
     assert status["config_version"] == 42
     done = run_cli(
         "fleet", "rollback", "--kind", "config", "--device", "gw-r", "--to-version", "41",
@@ -297,8 +230,8 @@ def test_levels_that_clash_with_the_model_are_rejected_and_the_agent_lives(
     wait_status(upstream.port, "online", device="gw-l")
     overlay = tmp_path / "levels.toml"
     overlay.write_text("[alerts.levels]\ncritical = 0.0\n")
-    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-l", version=51)
-    status = _last_push(upstream, "gw-l", "rejected", 51, reason="alerts.levels: critical = 0.0")
+    push_cli(upstream, "config", overlay, keys[0], "--device", "gw-l", version=51)
+    status = last_push(upstream, "gw-l", "rejected", 51, reason="alerts.levels: critical = 0.0")
     assert status["config_version"] == 0
     readings = readings_from_csv(sim_data.live_csv)[:50]
     replay(readings, "127.0.0.1", local.port, "edge/gw-l/readings/pump-1")
@@ -322,12 +255,12 @@ def test_a_pipeline_that_cannot_start_is_rolled_back_with_its_reason_kept(
         port = taken.getsockname()[1]
         overlay = tmp_path / "metrics.toml"
         overlay.write_text(f'[metrics]\nlisten = "{port}"\n')
-        _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-p", version=61)
-        _last_push(upstream, "gw-p", "rolled_back", 61, reason=f"metrics.listen {port}")
+        push_cli(upstream, "config", overlay, keys[0], "--device", "gw-p", version=61)
+        last_push(upstream, "gw-p", "rolled_back", 61, reason=f"metrics.listen {port}")
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('[alerts]\ncolour = "red"\n')
-    _push_cli(upstream, "config", unknown, keys[0], "--group", GROUP, version=62)
-    status = _last_push(upstream, "gw-p", "rejected", 62, reason="alerts.colour")
+    push_cli(upstream, "config", unknown, keys[0], "--group", GROUP, version=62)
+    status = last_push(upstream, "gw-p", "rejected", 62, reason="alerts.colour")
     outcomes = [(p["version"], p["status"]) for p in status["recent_pushes"]]
     assert outcomes == [(61, "rolled_back"), (62, "rejected")]
     assert f"metrics.listen {port}" in status["recent_pushes"][0]["reason"]
@@ -344,8 +277,8 @@ def test_a_pushed_textfile_at_the_database_is_rejected(
     wait_status(upstream.port, "online", device="gw-t")
     overlay = tmp_path / "textfile.toml"
     overlay.write_text(f'[metrics]\ntextfile = "{agent.data_dir / "agent.db"}"\n')
-    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-t", version=71)
-    _last_push(upstream, "gw-t", "rejected", 71, reason="metrics.textfile cannot be pushed")
+    push_cli(upstream, "config", overlay, keys[0], "--device", "gw-t", version=71)
+    last_push(upstream, "gw-t", "rejected", 71, reason="metrics.textfile cannot be pushed")
     readings = readings_from_csv(sim_data.live_csv)[:50]
     replay(readings, "127.0.0.1", local.port, "edge/gw-t/readings/pump-1")
     assert agent.wait_stored(len(readings))["readings"] == len(readings)
@@ -369,46 +302,12 @@ def test_a_pushed_model_overrides_the_command_line(
     assert status["model"]["sha256"] == sha[override]
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08corrupt")
-    _push_cli(upstream, "model", corrupt, keys[0], "--device", "gw-m", version=81)
-    status = _last_push(upstream, "gw-m", "rejected", 81, reason="model")
+    push_cli(upstream, "model", corrupt, keys[0], "--device", "gw-m", version=81)
+    status = last_push(upstream, "gw-m", "rejected", 81, reason="model")
     assert status["model"]["sha256"] == sha[override]
-    _push_cli(upstream, "model", model_path, keys[0], "--group", GROUP, version=82)
-    status = _last_push(upstream, "gw-m", "applied", 82)
+    push_cli(upstream, "model", model_path, keys[0], "--group", GROUP, version=82)
+    status = last_push(upstream, "gw-m", "applied", 82)
     assert status["model"]["sha256"] == sha[model_path], "the pushed model is running"
-
-
-_STEPPED_TIME = '''"""Test shim: this process's wall clock is stepped by the seconds in a
-file, as NTP steps a gateway's clock; the monotonic clock is not."""
-import os
-import time
-
-_wall = time.time
-
-
-def _stepped() -> float:
-    with open(os.environ["EDGE_TEST_CLOCK_STEP"]) as f:
-        return _wall() + float(f.read())
-
-
-time.time = _stepped
-'''
-
-
-class SteppableClock:
-    """The wall clock of an agent process, stepped from the test: a `sitecustomize` module on
-    the agent's PYTHONPATH adds the seconds written in a file to `time.time`."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True)
-        (folder / "sitecustomize.py").write_text(_STEPPED_TIME)
-        self.file = folder / "step"
-        self.step(0)
-        path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
-        self.env = {"PYTHONPATH": path, "EDGE_TEST_CLOCK_STEP": str(self.file)}
-
-    def step(self, seconds: float) -> None:
-        self.file.with_suffix(".new").write_text(str(seconds))
-        self.file.with_suffix(".new").replace(self.file)  # never read half written
 
 
 def _on_trial(upstream: Mosquitto, device: str, version: int) -> dict:
@@ -434,7 +333,7 @@ def test_a_forward_clock_step_does_not_end_a_trial(
     wait_status(upstream.port, "online", device="gw-f")
     overlay = tmp_path / "overlay.toml"
     overlay.write_text("[alerts]\nfire_after = 4\n")
-    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-f", version=91)
+    push_cli(upstream, "config", overlay, keys[0], "--device", "gw-f", version=91)
     _on_trial(upstream, "gw-f", 91)
     clock.step(MONTH_S)  # a Pi without RTC, a month behind, meets NTP
     # Two rounds of readings: the second is taken in a later turn of the agent's loop than
@@ -461,10 +360,10 @@ def test_a_backward_clock_step_does_not_stretch_a_trial(broker, fleet_agent, key
     wait_status(upstream.port, "online", device="gw-b")
     overlay = tmp_path / "overlay.toml"
     overlay.write_text("[alerts]\nfire_after = 4\n")
-    _push_cli(upstream, "config", overlay, keys[0], "--device", "gw-b", version=92)
+    push_cli(upstream, "config", overlay, keys[0], "--device", "gw-b", version=92)
     _on_trial(upstream, "gw-b", 92)
     clock.step(-MONTH_S)
-    status = _last_push(upstream, "gw-b", "applied", 92)  # after 3 s, not a month and 3 s
+    status = last_push(upstream, "gw-b", "applied", 92)  # after 3 s, not a month and 3 s
     assert status["config_version"] == 92
     assert agent.stop() == 0
 
@@ -490,7 +389,7 @@ def test_a_pushed_config_refused_today_is_set_aside_at_start(
     assert checked.returncode == 0, checked.stderr
     assert "pushed config v5 set aside: metrics.textfile cannot be pushed" in checked.stderr
     agent = fleet_agent(local, upstream, "gw-o")
-    status = _last_push(upstream, "gw-o", "rolled_back", 5, reason="no longer passes the checks")
+    status = last_push(upstream, "gw-o", "rolled_back", 5, reason="no longer passes the checks")
     assert "metrics.textfile" in status["last_push"]["reason"]
     assert status["config_version"] == 0
     readings = readings_from_csv(sim_data.live_csv)[:50]
