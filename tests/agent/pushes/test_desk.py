@@ -6,39 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import pytest
 
-from agent.envelope import _signed_bytes, load_private_key, seal, write_keypair
-from agent.model.score import Scorer
-from agent.pushes.compose import load_effective
+from agent.envelope import _signed_bytes, seal
 from agent.pushes.desk import Desk
 from agent.pushes.state import RECENT_PUSHES
 from agent.pushes.trial import Health
+from tests.agent.pushes.conftest import BASE, DEVICE, signed
 from tests.conftest import ROOT
-
-DEVICE = "gw-d"
-BASE = f"edge/fleet/device/{DEVICE}"
-
-
-@pytest.fixture
-def desk(tmp_path: Path, model_path: Path):
-    private, public = write_keypair(tmp_path / "keys")
-    config_path = tmp_path / "agent.toml"
-    config_path.write_text(
-        f'[device]\nid = "{DEVICE}"\n[upstream]\nport = 1884\n[model]\npath = "{model_path}"\n'
-        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[fleet]\ntrusted_keys = ["{public}"]\nhealth_check_s = 5\n'
-    )
-    config = load_effective(config_path)
-    sensors = Scorer.load(model_path).manifest.sensor_names
-    return Desk(config, (config_path, {}), sensors), load_private_key(private)
-
-
-def _signed(key, kind: str, version: int, content: bytes, target: str = f"device:{DEVICE}"):
-    doc, chunks = seal(key, kind, target, version, content)
-    return json.dumps(doc).encode(), doc, chunks
 
 
 def _resign(key, doc: dict) -> bytes:
@@ -74,11 +50,11 @@ def test_signed_but_malformed_content_is_rejected(desk):
         (b"[alerts\n", "not valid TOML"),
     ]
     for version, (content, reason) in enumerate(cases, start=1):
-        payload, _, _ = _signed(key, "config", version, content)
+        payload, _, _ = signed(key, "config", version, content)
         decision = d.offer(f"{BASE}/config", payload)
         assert decision is not None and decision.status == "rejected", content
         assert reason in decision.reason, (content, decision.reason)
-    _, doc, _ = _signed(key, "config", 10, b"x = 1\n")
+    _, doc, _ = signed(key, "config", 10, b"x = 1\n")
     doc["content"] = "!!not base64!!"
     decision = d.offer(f"{BASE}/config", _resign(key, doc))
     assert decision is not None and "not base64" in decision.reason
@@ -106,16 +82,16 @@ def test_a_missing_chunk_index_is_waited_for_not_assumed(desk):
 
 def test_a_rollback_cannot_be_moved_to_the_other_kind(desk):
     d, key = desk
-    payload, _, _ = _signed(key, "rollback", 7, json.dumps({"kind": "config"}).encode())
+    payload, _, _ = signed(key, "rollback", 7, json.dumps({"kind": "config"}).encode())
     decision = d.offer(f"{BASE}/model", payload)
     assert decision is not None and "a rollback of 'config' on a model topic" in decision.reason
 
 
 def test_a_push_of_the_other_kind_waits_for_the_trial(desk):
     d, key = desk
-    payload, _, _ = _signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
+    payload, _, _ = signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", payload).switch
-    model_push, _, _ = _signed(key, "model", 6, b"\x08not yet looked at")
+    model_push, _, _ = signed(key, "model", 6, b"\x08not yet looked at")
     assert d.offer(f"{BASE}/model", model_push) is None
     assert d.deferred == [(f"{BASE}/model", model_push)]
     assert d.state.pending["kind"] == "config"
@@ -124,14 +100,14 @@ def test_a_push_of_the_other_kind_waits_for_the_trial(desk):
 def test_a_copy_of_a_full_local_config_is_refused_for_its_local_sections(desk):
     d, key = desk
     local_config = (ROOT / "device_configs" / "default.toml").read_bytes()
-    payload, _, _ = _signed(key, "config", 1, local_config)
+    payload, _, _ = signed(key, "config", 1, local_config)
     decision = d.offer(f"{BASE}/config", payload)
     assert decision is not None and decision.status == "rejected"
     assert decision.reason.startswith(
         "[device], [local], [upstream], [topics], [model] cannot be pushed"
     ), decision.reason
     # A top-level setting on its own is no table, and may be pushed.
-    payload, _, _ = _signed(key, "config", 2, b'log_level = "debug"\n')
+    payload, _, _ = signed(key, "config", 2, b'log_level = "debug"\n')
     assert d.offer(f"{BASE}/config", payload).switch
 
 
@@ -145,7 +121,7 @@ def test_a_copy_of_a_full_local_config_is_refused_for_its_local_sections(desk):
 )
 def test_a_pushed_config_may_not_name_files(desk, content: bytes):
     d, key = desk
-    payload, _, _ = _signed(key, "config", 1, content)
+    payload, _, _ = signed(key, "config", 1, content)
     decision = d.offer(f"{BASE}/config", payload)
     assert decision is not None and decision.status == "rejected"
     assert "cannot be pushed: a push may not name files" in decision.reason
@@ -155,7 +131,7 @@ def test_a_pushed_config_may_not_name_files(desk, content: bytes):
 def test_levels_that_clash_with_the_model_are_rejected_before_the_switch(desk):
     """The model's own levels are merged with the overlay's and checked, as `run` builds them."""
     d, key = desk
-    payload, _, _ = _signed(key, "config", 1, b"[alerts.levels]\ncritical = 0.0\n")
+    payload, _, _ = signed(key, "config", 1, b"[alerts.levels]\ncritical = 0.0\n")
     decision = d.offer(f"{BASE}/config", payload)
     assert decision is not None and decision.status == "rejected"
     assert "alerts.levels: critical = 0.0 with the model's levels" in decision.reason
@@ -166,18 +142,18 @@ def test_recent_push_outcomes_survive_later_reports(desk):
     """A rollback's reason stays in the status (and the saved state) when later pushes are
     rejected, up to a bound."""
     d, key = desk
-    payload, _, _ = _signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
+    payload, _, _ = signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", payload).switch
     d.roll_back("could not start: port in use")
     for version in range(2, 1 + RECENT_PUSHES):
-        payload, _, _ = _signed(key, "config", version, b'[alerts]\ncolour = "red"\n')
+        payload, _, _ = signed(key, "config", version, b'[alerts]\ncolour = "red"\n')
         assert d.offer(f"{BASE}/config", payload).status == "rejected"
     d.flush()  # rejections are written at most once per interval
     status = Desk(d.config, d.source, d.sensors).status()  # from the saved state
     assert status["last_push"]["status"] == "rejected"
     assert status["recent_pushes"][0]["reason"] == "could not start: port in use"
     assert [p["status"] for p in status["recent_pushes"][1:]] == ["rejected"] * (RECENT_PUSHES - 1)
-    payload, _, _ = _signed(key, "config", 99, b'[alerts]\ncolour = "red"\n')
+    payload, _, _ = signed(key, "config", 99, b'[alerts]\ncolour = "red"\n')
     d.offer(f"{BASE}/config", payload)
     recent = d.status()["recent_pushes"]
     assert len(recent) == RECENT_PUSHES and recent[-1]["version"] == 99, "bounded, newest last"
@@ -264,7 +240,7 @@ def test_rejections_are_written_at_most_once_per_interval_accepted_pushes_at_onc
     d.tick(time.monotonic() + 11)
     assert _saved(d)["last_push"]["reason"].startswith("not a JSON envelope"), "written when due"
     d.offer(f"{BASE}/config", b"not json either")
-    payload, _, _ = _signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
+    payload, _, _ = signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", payload).switch
     assert _saved(d)["last_push"]["status"] == "checking", "an accepted push is never held back"
 
@@ -272,7 +248,7 @@ def test_rejections_are_written_at_most_once_per_interval_accepted_pushes_at_onc
 def test_a_flood_of_unsigned_junk_does_not_push_a_rollback_out_of_recent_pushes(desk):
     """Anyone can publish on push topics: what fails verification shows in last_push only."""
     d, key = desk
-    payload, _, _ = _signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
+    payload, _, _ = signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", payload).switch
     d.roll_back("could not start: port in use")
     for _ in range(2 * RECENT_PUSHES):
@@ -289,17 +265,17 @@ def test_replayed_signed_pushes_do_not_push_a_rollback_out_of_recent_pushes(desk
     was an outcome in recent_pushes, and eight of them hid a rollback's reason. A replay shows
     in last_push only."""
     d, key = desk
-    old, _, _ = _signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
+    old, _, _ = signed(key, "config", 1, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", old).switch
     d.passed()
-    payload, _, _ = _signed(key, "config", 2, b"[alerts]\nfire_after = 5\n")
+    payload, _, _ = signed(key, "config", 2, b"[alerts]\nfire_after = 5\n")
     assert d.offer(f"{BASE}/config", payload).switch
     d.roll_back("could not start: port in use")
     for _ in range(2 * RECENT_PUSHES):
         assert d.offer(f"{BASE}/config", old).status == "rejected"
     assert d.status()["last_push"]["reason"].startswith("stale: version 1")
     # Another device's signed push, copied onto this device's topic.
-    elsewhere, _, _ = _signed(key, "config", 9, b"[alerts]\nfire_after = 6\n", "device:gw-x")
+    elsewhere, _, _ = signed(key, "config", 9, b"[alerts]\nfire_after = 6\n", "device:gw-x")
     for _ in range(2 * RECENT_PUSHES):
         assert d.offer(f"{BASE}/config", elsewhere).status == "rejected"
     assert d.status()["last_push"]["reason"].startswith("envelope for device:gw-x/config")
@@ -324,7 +300,7 @@ def test_replayed_signed_pushes_do_not_push_a_rollback_out_of_recent_pushes(desk
 def test_a_push_may_bind_metrics_to_loopback_only(desk, listen: str, accepted: bool):
     """Anyone holding the fleet key must not be able to open /metrics to the network."""
     d, key = desk
-    payload, _, _ = _signed(key, "config", 1, f'[metrics]\nlisten = "{listen}"\n'.encode())
+    payload, _, _ = signed(key, "config", 1, f'[metrics]\nlisten = "{listen}"\n'.encode())
     decision = d.offer(f"{BASE}/config", payload)
     assert decision is not None
     if accepted:

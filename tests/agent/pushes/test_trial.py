@@ -7,7 +7,7 @@ import numpy as np
 
 from agent.pushes.desk import Desk
 from agent.pushes.trial import Trial
-from tests.agent.pushes.test_desk import BASE, _signed, desk  # noqa: F401  (the fixture)
+from tests.agent.pushes.conftest import BASE, signed
 
 
 class Clock:
@@ -22,9 +22,9 @@ class Clock:
 
 def _on_trial(d: Desk, key) -> tuple[Trial, Clock, bytes]:
     """Config v5 accepted and switched to; a model push waiting for its trial; the trial."""
-    payload, _, _ = _signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
+    payload, _, _ = signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", payload).switch
-    model_push, _, _ = _signed(key, "model", 6, b"\x08not yet looked at")
+    model_push, _, _ = signed(key, "model", 6, b"\x08not yet looked at")
     assert d.offer(f"{BASE}/model", model_push) is None
     assert d.state.pending is not None
     clock = Clock(float(d.state.pending["monotonic"]))
@@ -33,17 +33,17 @@ def _on_trial(d: Desk, key) -> tuple[Trial, Clock, bytes]:
     return trial, clock, model_push
 
 
-def test_there_is_no_trial_without_a_switch_made_by_this_process(desk):  # noqa: F811
+def test_there_is_no_trial_without_a_switch_made_by_this_process(desk):
     d, key = desk
     assert Trial.begun_here(d, d.config.fleet) is None
-    payload, _, _ = _signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
+    payload, _, _ = signed(key, "config", 5, b"[alerts]\nfire_after = 4\n")
     assert d.offer(f"{BASE}/config", payload).switch
     assert Trial.begun_here(d, d.config.fleet) is not None
     d.state.pending = {**d.state.pending, "process": "1-another-process"}
     assert Trial.begun_here(d, d.config.fleet) is None, "recover_interrupted's, not ours"
 
 
-def test_a_healthy_version_passes_and_hands_back_the_waiting_pushes(desk):  # noqa: F811
+def test_a_healthy_version_passes_and_hands_back_the_waiting_pushes(desk):
     d, key = desk
     trial, clock, model_push = _on_trial(d, key)
     trial.health.consuming = True
@@ -61,7 +61,7 @@ def test_a_healthy_version_passes_and_hands_back_the_waiting_pushes(desk):  # no
     assert trial.judge() is None, "one verdict per trial"
 
 
-def test_non_finite_scores_roll_the_version_back_at_once(desk):  # noqa: F811
+def test_non_finite_scores_roll_the_version_back_at_once(desk):
     d, key = desk
     trial, _, _ = _on_trial(d, key)
     trial.health.observe(np.array([np.nan, 0.1]), [None, None])
@@ -77,7 +77,7 @@ def test_non_finite_scores_roll_the_version_back_at_once(desk):  # noqa: F811
     assert trial.judge() is None
 
 
-def test_a_critical_storm_rolls_the_version_back(desk):  # noqa: F811
+def test_a_critical_storm_rolls_the_version_back(desk):
     d, key = desk
     trial, _, _ = _on_trial(d, key)
     windows = d.config.fleet.health_min_windows
@@ -89,7 +89,7 @@ def test_a_critical_storm_rolls_the_version_back(desk):  # noqa: F811
     assert d.state.current == {}
 
 
-def test_a_version_not_consuming_by_the_end_is_rolled_back(desk):  # noqa: F811
+def test_a_version_not_consuming_by_the_end_is_rolled_back(desk):
     d, key = desk
     trial, clock, _ = _on_trial(d, key)
     clock.now += d.config.fleet.health_check_s
