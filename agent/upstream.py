@@ -110,11 +110,13 @@ class Upstream:
         with self._follow_lock:
             new, gone = topics - self._followed, self._followed - topics
             self._followed = set(topics)
-        # Not connected: paho refuses, and the next connect subscribes to them.
-        if new:
-            self.client.subscribe([(topic, 1) for topic in sorted(new)])
+        # Not connected: paho refuses, and the next connect subscribes to them. Gone first: a
+        # message of a new topic then says the broker has dropped the old ones (packets of one
+        # client are handled in order).
         if gone:
             self.client.unsubscribe(sorted(gone))
+        if new:
+            self.client.subscribe([(topic, 1) for topic in sorted(new)])
 
     def resubscribe(self) -> None:
         """Subscribe again: the broker sends what is retained there again (MQTT 5 retain
