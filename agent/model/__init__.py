@@ -13,6 +13,8 @@ runs:
   `Table`, `TableError`).
 - `agent.model.offline`: scoring a table through the agent's own window and score stages
   (`score_table`), which `edge-agent score` and the trainer's evaluate and benchmark share.
+- `agent.model.stream`: the per-asset layer learned online over the graph's score (`Stream`,
+  `StreamParams`, `StreamState`), run by the agent and by offline scoring alike.
 
 Nothing else of `agent` is theirs to import, apart from the few exceptions that
 tests/test_boundaries.py lists with a reason. This package imports no submodule itself, so that

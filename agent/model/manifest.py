@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.model.stream import StreamParams
+
 MANIFEST_KEY = "edge_manifest"
 SCHEMA_VERSION = 1
 INPUT_NAME = "window"
@@ -97,6 +99,7 @@ class Manifest(_Strict):
     thresholds: Thresholds
     training: TrainingSummary
     parity: Parity
+    stream: StreamParams = Field(default_factory=StreamParams)
     graph_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     @property
