@@ -43,7 +43,7 @@ from agent.forward import Forwarder, publish_latency
 from agent.logs import Throttle
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
-from agent.pipeline import Message, Pipeline
+from agent.pipeline import Message, Pipeline, stream_key
 from agent.push_queue import PushQueue
 from agent.pushes import Desk, Health, Trial, load_effective
 from agent.source import Source
@@ -327,15 +327,16 @@ class Agent:
             log.info("metrics on http://%s:%d/metrics", host, port)
 
     def _restore_state(self, seen_after: float | None = None) -> None:
-        """Windows and episodes as of the last commit (also used to undo a failed batch): at
+        """Windows, streams and episodes as of the last commit (also used to undo a failed batch): at
         most `ingest.max_assets`, newest first, none idle since `seen_after`. An asset whose
         clock is beyond `ingest.max_future_s` (a future reading an older release accepted, or
         a gateway clock set back) gets its clock reset, or it would never take a reading (#13)."""
         ingest = self.config.ingest
         if seen_after is None:
             seen_after = self.store.elapsed() - ingest.asset_idle_s
+        manifest = self.scorer.manifest
         states = self.store.load_states(
-            self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
+            manifest.graph_sha256, ingest.max_assets, seen_after, stream_key(manifest)
         )
         self.pipeline.restore(states)
         self._rewind_ahead()
