@@ -216,6 +216,15 @@ class AlertsConfig(_Section):
     top_sensors: int = Field(
         default=3, ge=1, description="Sensors named in an alert, by contribution."
     )
+    drift_level: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Drift (0: the recent raw scores are distributed as in training, 1: "
+        "entirely apart) at or above which the status counts an asset as drifted. Reporting "
+        "only: it changes no score and no alert. 0.5: half of the score distribution has "
+        "moved, a stale model rather than noise.",
+    )
     levels: LevelOverrides = Field(
         default_factory=LevelOverrides,
         description="Override the model's level thresholds (`[alerts.levels]`, scores in [0, 1]).",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ class Pipeline:
 
     def _update_drift(self, asset: str) -> None:
         drift = self.stream.drift(self.streams[asset])
-        if drift is None:
+        if drift is None or not math.isfinite(drift):  # not reported (or not a number)
             self.drifts.pop(asset, None)
         else:
             self.drifts[asset] = drift

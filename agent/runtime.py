@@ -155,6 +155,9 @@ class Agent:
                 local_connected=lambda: self.source.connected,
                 inbox_counts=self.source.inbox.counts,
                 holding=lambda: bool(self.source.held),
+                # Copied whole under the GIL: the pipeline thread writes it between batches.
+                drifts=lambda: dict(self.pipeline.drifts),
+                stream_states_replaced=lambda: self.pipeline.stream_states_replaced,
             )
         )
         try:
@@ -327,10 +330,11 @@ class Agent:
             log.info("metrics on http://%s:%d/metrics", host, port)
 
     def _restore_state(self, seen_after: float | None = None) -> None:
-        """Windows, streams and episodes as of the last commit (also used to undo a failed batch): at
-        most `ingest.max_assets`, newest first, none idle since `seen_after`. An asset whose
-        clock is beyond `ingest.max_future_s` (a future reading an older release accepted, or
-        a gateway clock set back) gets its clock reset, or it would never take a reading (#13)."""
+        """Windows, streams and episodes as of the last commit (also used to undo a failed
+        batch): at most `ingest.max_assets`, newest first, none idle since `seen_after`. An
+        asset whose clock is beyond `ingest.max_future_s` (a future reading an older release
+        accepted, or a gateway clock set back) gets its clock reset, or it would never take a
+        reading (#13)."""
         ingest = self.config.ingest
         if seen_after is None:
             seen_after = self.store.elapsed() - ingest.asset_idle_s
