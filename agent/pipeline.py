@@ -100,9 +100,11 @@ class Pipeline:
         self.windows = Windows(manifest.window, len(manifest.sensors))
         self.stream = Stream(manifest.stream, manifest.window, len(manifest.sensors))
         self.streams: dict[str, StreamState] = {}  # the same assets as `windows`
-        # Each asset's last `Stream.drift`, for telemetry (read from other threads: a dict
-        # copied whole under the GIL); only assets whose layer reports one.
+        # Each asset's `Stream.drift` as of the last `refresh_drifts`, for telemetry (read
+        # from other threads: a dict copied whole under the GIL); only assets whose layer
+        # reports one. `_stepped`: assets whose layer has moved since.
         self.drifts: dict[str, float] = {}
+        self._stepped: set[str] = set()
         self.stream_states_replaced = 0  # saved states that failed to load (see `restore`)
         self.model_info = {"id": manifest.model_id, "version": manifest.version}
         self.tracker = AlertTracker(
@@ -167,7 +169,8 @@ class Pipeline:
             self.windows.restore(state.asset, state.window)
             self.tracker.restore(state.asset, state.episode)
             self.streams[state.asset] = self._load_stream(state, replaced)
-            self._update_drift(state.asset)
+        self._stepped = set(self.streams)
+        self.refresh_drifts()
         if replaced:
             self.stream_states_replaced += len(replaced)
             names = [asset for asset, _ in replaced]
@@ -195,13 +198,19 @@ class Pipeline:
             self.tracker.forget(asset)
             self.streams.pop(asset, None)
             self.drifts.pop(asset, None)
+            self._stepped.discard(asset)
 
-    def _update_drift(self, asset: str) -> None:
-        drift = self.stream.drift(self.streams[asset])
-        if drift is None or not math.isfinite(drift):  # not reported (or not a number)
-            self.drifts.pop(asset, None)
-        else:
-            self.drifts[asset] = drift
+    def refresh_drifts(self) -> None:
+        """`drifts` brought up to date for the assets whose layer moved since the last call:
+        the runtime calls it once a second, not once a batch, so that a drift that compares
+        distributions costs nothing per reading (and a status or scrape never computes one)."""
+        for asset in self._stepped:
+            drift = self.stream.drift(self.streams[asset])
+            if drift is None or not math.isfinite(drift):  # not reported (or not a number)
+                self.drifts.pop(asset, None)
+            else:
+                self.drifts[asset] = drift
+        self._stepped.clear()
 
     def _not_applied(self, batch: list[Message], digests: list[bytes]) -> list[int]:
         """Indexes of messages to apply: all but copies of messages already applied.
@@ -324,7 +333,7 @@ class Pipeline:
                 scores = self.scorer.score_many(b.windows)
                 score = self.stream.step(self.streams[b.asset], scores.score, b.windows)
                 contributions = scores.contributions
-                self._update_drift(b.asset)
+                self._stepped.add(b.asset)
             else:
                 score, contributions = np.empty(0, np.float32), None
             codes = self.tracker.thresholds.level_codes(score)

@@ -377,7 +377,8 @@ class Agent:
             )
 
     def _tend_assets(self) -> None:
-        """Between batches, once a second: drop the assets an operator reset (`edge-agent
+        """Between batches, once a second: bring the drift figures up to date; drop the
+        assets an operator reset (`edge-agent
         reset-asset`) and those silent for over `ingest.asset_idle_s`, from memory and
         database, so that made-up asset names cannot hold memory or places for good (#13);
         and reset the clocks a gateway clock stepped back left ahead of it."""
@@ -385,6 +386,7 @@ class Agent:
         if now < self._tend_due:
             return
         self._tend_due = now + _TEND_ASSETS_S
+        self.pipeline.refresh_drifts()
         self._rewind_ahead()
         try:
             reset = self.store.reset_requests()
@@ -399,7 +401,9 @@ class Agent:
         self.pipeline.forget(gone)
         if reset:
             log.warning(
-                "reset %d assets on request (window and episode): %s", len(reset), _names(reset)
+                "reset %d assets on request (window, stream and episode): %s",
+                len(reset),
+                _names(reset),
             )
         if idle:
             log.info(

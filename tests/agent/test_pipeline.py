@@ -348,21 +348,27 @@ def test_levels_health_and_stored_readings_take_the_layer_score(
 def test_drift_follows_each_layer_and_only_numbers_are_reported(
     make_pipeline: MakePipeline, counting: type[CountingStream]
 ) -> None:
+    """Drift is brought up to date by `refresh_drifts` (the runtime's, once a second) for the
+    layers that moved, and restored layers report at once."""
     pipeline = make_pipeline()
     send = Sender(pipeline)
     window = pipeline.scorer.manifest.window
     _apply(pipeline, send.readings("pump1", [float(t) for t in range(1, window)]))
+    pipeline.refresh_drifts()
     assert pipeline.drifts == {}, "no window scored yet: None"
     _apply(pipeline, send.readings("pump1", [float(window)]))
+    pipeline.refresh_drifts()
     assert pipeline.drifts == {}, "NaN is not reported"
     _apply(pipeline, send.readings("pump1", [window + 1.0, window + 2.0]))
     _apply(pipeline, send.readings("pump2", [float(t) for t in range(1, window + 4)]))
+    assert pipeline.drifts == {}, "not before the refresh"
+    pipeline.refresh_drifts()
     assert pipeline.drifts == {"pump1": 0.03, "pump2": 0.04}
     pipeline.forget(["pump1"])
     assert pipeline.drifts == {"pump2": 0.04}
     states = _apply(pipeline, send.readings("pump2", [window + 4.0])).batch.states
     pipeline.restore(states)
-    assert pipeline.drifts == {"pump2": 0.05}, "restored layers report again"
+    assert pipeline.drifts == {"pump2": 0.05}, "restored layers report at once"
 
 
 def test_offline_scoring_runs_the_same_layer_as_the_pipeline(
