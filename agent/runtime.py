@@ -378,10 +378,10 @@ class Agent:
 
     def _tend_assets(self) -> None:
         """Between batches, once a second: bring the drift figures up to date; drop the
-        assets an operator reset (`edge-agent
-        reset-asset`) and those silent for over `ingest.asset_idle_s`, from memory and
-        database, so that made-up asset names cannot hold memory or places for good (#13);
-        and reset the clocks a gateway clock stepped back left ahead of it."""
+        assets an operator reset (`edge-agent reset-asset`) and those silent for over
+        `ingest.asset_idle_s`, from memory and database, so that made-up asset names cannot
+        hold memory or places for good (#13); and reset the clocks a gateway clock stepped
+        back left ahead of it."""
         now = time.monotonic()
         if now < self._tend_due:
             return
