@@ -32,7 +32,9 @@ class AssetStateMixin(StoreCore):
         episodes, and each asset's layer starts anew."""
         saved = self.get_meta("state_model")
         if saved is not None and saved != model_sha256:
-            log.warning("model changed since the last run; windows and episodes start afresh")
+            log.warning(
+                "model changed since the last run; windows, streams and episodes start afresh"
+            )
             with self._lock, self.conn:
                 self.conn.execute("BEGIN")
                 self.conn.execute("DELETE FROM asset_state")
