@@ -173,18 +173,20 @@ class IngestConfig(_Section):
     max_assets: int = Field(
         default=1000,
         ge=1,
-        description="Most assets with a window and episode in memory (and in `asset_state`); a "
-        "reading for one more is dead-lettered as `too_many_assets` until one goes idle. A "
-        "gateway serves dozens of machines; 1,000 costs about 1 KiB plus 8 x window x sensors "
-        "bytes each, and stops a publisher inventing asset names from filling the memory.",
+        description="Most assets with a window, streaming-layer state and episode in memory "
+        "(and in `asset_state`); a reading for one more is dead-lettered as `too_many_assets` "
+        "until one goes idle. A gateway serves dozens of machines; 1,000 costs about 1 KiB plus "
+        "8 x window x sensors bytes each (and the layer's state), and stops a publisher "
+        "inventing asset names from filling the memory.",
     )
     asset_idle_s: float = Field(
         default=86400.0,
         ge=1,
         description="An asset with no reading for this long (the agent's running time, which clock "
         "steps do not move; time stopped does not count) is forgotten: its "
-        "window and episode leave memory and the database, and its next reading starts a new "
-        "window. Also how long made-up asset names can hold places in `ingest.max_assets`.",
+        "window, streaming-layer state and episode leave memory and the database, and its next "
+        "reading starts a new window. Also how long made-up asset names can hold places in "
+        "`ingest.max_assets`.",
     )
 
     @model_validator(mode="after")
@@ -215,6 +217,15 @@ class AlertsConfig(_Section):
     )
     top_sensors: int = Field(
         default=3, ge=1, description="Sensors named in an alert, by contribution."
+    )
+    drift_level: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Drift (0: the recent raw scores are distributed as in training, 1: "
+        "entirely apart) at or above which the status counts an asset as drifted. Reporting "
+        "only: it changes no score and no alert. 0.5: half of the score distribution has "
+        "moved, a stale model rather than noise.",
     )
     levels: LevelOverrides = Field(
         default_factory=LevelOverrides,

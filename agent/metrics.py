@@ -99,6 +99,8 @@ class Snapshot:
     levels: tuple[str, ...] = ("info", "warning", "critical")
     reasons: tuple[str, ...] = field(default_factory=tuple)
     storage_incidents: Mapping[str, int] = field(default_factory=dict)  # across restarts
+    drift: Mapping[str, float] = field(default_factory=dict)  # by asset, those reporting it
+    stream_states_replaced: int = 0
 
 
 def render(s: Snapshot) -> str:
@@ -186,6 +188,20 @@ def render(s: Snapshot) -> str:
         "(what could be read was salvaged) or a damaged WAL whose commits SQLite discarded "
         "(kept across restarts).",
         by("kind", s.storage_incidents, ("corrupt", "wal_damaged")),
+    )
+    metric(
+        "edge_agent_score_drift",
+        "gauge",
+        "How far the asset's recent raw scores have moved from training, 0 to 1 (assets whose "
+        "model reports it).",
+        {f'{{asset="{_escape(a)}"}}': round(d, 6) for a, d in sorted(s.drift.items())},
+    )
+    metric(
+        "edge_agent_stream_states_replaced_total",
+        "counter",
+        "Saved stream states that did not load at start (corrupt or another model's) and "
+        "started afresh.",
+        {"": s.stream_states_replaced},
     )
     metric(
         "edge_agent_broker_connected",

@@ -1,19 +1,28 @@
 """The pipeline's stage logic, pure: parse, drop copies, order, window, score, alert.
 
     messages ─▶ copies skipped ─▶ parse ─▶ per asset: sort by time, dead-letter what is not
-    after the asset's last reading ─▶ windows ─▶ score (ONNX, block by block) ─▶ episodes
+    after the asset's last reading ─▶ windows ─▶ score (ONNX, block by block) ─▶ stream
+    (each asset's layer over the raw score, agent.model.stream) ─▶ episodes
 
 `Pipeline.apply` takes one micro-batch of messages and returns what it changes (readings,
 alerts, dead letters, asset state, digests) for the store to commit in one transaction. It
 talks to no broker, opens no database and starts no thread: the runtime feeds it, commits its
 result, and only then calls `remember` and lets the source acknowledge. When a commit fails,
-`restore` puts the windows and episodes back to the last commit.
+`restore` puts the windows, streams and episodes back to the last commit.
+
+Each asset's streaming state lives beside its window: made with it, bounded by the same
+`ingest.max_assets`, committed with it (`AssetState.stream`), forgotten with it. The alert
+levels, a trial's health check and the stored readings all take the layer's score; the raw
+graph score is not stored: the readings are, and the same graph gives the same raw scores
+again (retraining and drift analysis recompute them), so keeping it would cost 4 bytes a
+reading of the buffer for nothing that cannot be had otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +33,9 @@ import numpy as np
 from agent.alert import Alert, AlertTracker
 from agent.config import AgentConfig
 from agent.ingest import DeadLetter, Parser, Readings
+from agent.model.manifest import Manifest
 from agent.model.score import Scorer
+from agent.model.stream import Stream, StreamState, StreamStateError
 from agent.readings import LEVEL_NAMES, ReadingBlock
 
 # Data types only: the pipeline hands the store a `Batch`, it opens no database.
@@ -87,6 +98,14 @@ class Pipeline:
             [s.mean for s in manifest.sensors],
         )
         self.windows = Windows(manifest.window, len(manifest.sensors))
+        self.stream = Stream(manifest.stream, manifest.window, len(manifest.sensors))
+        self.streams: dict[str, StreamState] = {}  # the same assets as `windows`
+        # Each asset's `Stream.drift` as of the last `refresh_drifts`, for telemetry (read
+        # from other threads: a dict copied whole under the GIL); only assets whose layer
+        # reports one. `_stepped`: assets whose layer has moved since.
+        self.drifts: dict[str, float] = {}
+        self._stepped: set[str] = set()
+        self.stream_states_replaced = 0  # saved states that failed to load (see `restore`)
         self.model_info = {"id": manifest.model_id, "version": manifest.version}
         self.tracker = AlertTracker(
             device_id=device,
@@ -111,7 +130,12 @@ class Pipeline:
         )
         stored, alerts = self._score_and_alert(blocks)
         states = [
-            AssetState(b.asset, self.windows.snapshot(b.asset), self.tracker.snapshot(b.asset))
+            AssetState(
+                b.asset,
+                self.windows.snapshot(b.asset),
+                self.tracker.snapshot(b.asset),
+                self.stream.dump(self.streams[b.asset]),
+            )
             for b in blocks
         ]
         applied = [(digests[i], y) for i, y in zip(fresh, yielded, strict=True)]
@@ -131,18 +155,62 @@ class Pipeline:
             self.recent.popitem(last=False)
 
     def restore(self, states: Iterable[AssetState]) -> None:
-        """Windows and episodes as committed: all others are dropped."""
+        """Windows, streams and episodes as committed: all others are dropped.
+
+        A saved stream state that does not load (corrupt, or another model's that slipped
+        past the store's key) is replaced by a new one, counted in `stream_states_replaced`
+        and logged once per restore: the asset keeps being scored."""
         self.windows.clear()
         self.tracker.clear()
+        self.streams.clear()
+        self.drifts.clear()
+        replaced: list[tuple[str, str]] = []  # (asset, why)
         for state in states:
             self.windows.restore(state.asset, state.window)
             self.tracker.restore(state.asset, state.episode)
+            self.streams[state.asset] = self._load_stream(state, replaced)
+        self._stepped = set(self.streams)
+        self.refresh_drifts()
+        if replaced:
+            self.stream_states_replaced += len(replaced)
+            names = [asset for asset, _ in replaced]
+            log.warning(
+                "%d saved stream states did not load and start afresh (%s%s): %s",
+                len(replaced),
+                ",".join(names[:10]),
+                f" and {len(names) - 10} more" if len(names) > 10 else "",
+                replaced[0][1],
+            )
+
+    def _load_stream(self, state: AssetState, replaced: list[tuple[str, str]]) -> StreamState:
+        if state.stream is None:  # a row of an older release, or of another layer
+            return self.stream.new_state()
+        try:
+            return self.stream.load(state.stream)
+        except StreamStateError as exc:
+            replaced.append((state.asset, str(exc)))
+            return self.stream.new_state()
 
     def forget(self, assets: list[str]) -> None:
-        """Drop these assets' windows and episodes (reset or idle)."""
+        """Drop these assets' windows, streams and episodes (reset or idle)."""
         for asset in assets:
             self.windows.forget(asset)
             self.tracker.forget(asset)
+            self.streams.pop(asset, None)
+            self.drifts.pop(asset, None)
+            self._stepped.discard(asset)
+
+    def refresh_drifts(self) -> None:
+        """`drifts` brought up to date for the assets whose layer moved since the last call:
+        the runtime calls it once a second, not once a batch, so that a drift that compares
+        distributions costs nothing per reading (and a status or scrape never computes one)."""
+        for asset in self._stepped:
+            drift = self.stream.drift(self.streams[asset])
+            if drift is None or not math.isfinite(drift):  # not reported (or not a number)
+                self.drifts.pop(asset, None)
+            else:
+                self.drifts[asset] = drift
+        self._stepped.clear()
 
     def _not_applied(self, batch: list[Message], digests: list[bytes]) -> list[int]:
         """Indexes of messages to apply: all but copies of messages already applied.
@@ -249,6 +317,8 @@ class Pipeline:
             return None
         # When the gateway heard from the asset, in the store's elapsed running time.
         windows, first = self.windows.extend(asset, ts, values, self.elapsed())
+        if asset not in self.streams:  # a new asset, made beside its window
+            self.streams[asset] = self.stream.new_state()
         return _Block(asset, ts, values, received[source], windows, first)
 
     def _score_and_alert(
@@ -261,7 +331,9 @@ class Pipeline:
             # all copied at once (W times its readings).
             if len(b.windows):
                 scores = self.scorer.score_many(b.windows)
-                score, contributions = scores.score, scores.contributions
+                score = self.stream.step(self.streams[b.asset], scores.score, b.windows)
+                contributions = scores.contributions
+                self._stepped.add(b.asset)
             else:
                 score, contributions = np.empty(0, np.float32), None
             codes = self.tracker.thresholds.level_codes(score)
@@ -325,3 +397,12 @@ class _Block:
     received: np.ndarray
     windows: np.ndarray
     first: int
+
+
+def stream_key(manifest: Manifest) -> str:
+    """What a saved stream state belongs to: the graph whose raw scores it learned and the
+    layer's parameters. A model switch (restart, SIGHUP, push) to a model with another key
+    starts every asset's layer anew; the same key (the same file, or one re-exported with
+    only other thresholds) carries the states on."""
+    stream = manifest.stream.model_dump_json()
+    return hashlib.sha256(f"{manifest.graph_sha256}\0{stream}".encode()).hexdigest()

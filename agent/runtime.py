@@ -43,7 +43,7 @@ from agent.forward import Forwarder, publish_latency
 from agent.logs import Throttle
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
-from agent.pipeline import Message, Pipeline
+from agent.pipeline import Message, Pipeline, stream_key
 from agent.push_queue import PushQueue
 from agent.pushes import Desk, Health, Trial, load_effective
 from agent.source import Source
@@ -155,6 +155,9 @@ class Agent:
                 local_connected=lambda: self.source.connected,
                 inbox_counts=self.source.inbox.counts,
                 holding=lambda: bool(self.source.held),
+                # Copied whole under the GIL: the pipeline thread writes it between batches.
+                drifts=lambda: dict(self.pipeline.drifts),
+                stream_states_replaced=lambda: self.pipeline.stream_states_replaced,
             )
         )
         try:
@@ -327,15 +330,17 @@ class Agent:
             log.info("metrics on http://%s:%d/metrics", host, port)
 
     def _restore_state(self, seen_after: float | None = None) -> None:
-        """Windows and episodes as of the last commit (also used to undo a failed batch): at
-        most `ingest.max_assets`, newest first, none idle since `seen_after`. An asset whose
-        clock is beyond `ingest.max_future_s` (a future reading an older release accepted, or
-        a gateway clock set back) gets its clock reset, or it would never take a reading (#13)."""
+        """Windows, streams and episodes as of the last commit (also used to undo a failed
+        batch): at most `ingest.max_assets`, newest first, none idle since `seen_after`. An
+        asset whose clock is beyond `ingest.max_future_s` (a future reading an older release
+        accepted, or a gateway clock set back) gets its clock reset, or it would never take a
+        reading (#13)."""
         ingest = self.config.ingest
         if seen_after is None:
             seen_after = self.store.elapsed() - ingest.asset_idle_s
+        manifest = self.scorer.manifest
         states = self.store.load_states(
-            self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
+            manifest.graph_sha256, ingest.max_assets, seen_after, stream_key(manifest)
         )
         self.pipeline.restore(states)
         self._rewind_ahead()
@@ -372,14 +377,16 @@ class Agent:
             )
 
     def _tend_assets(self) -> None:
-        """Between batches, once a second: drop the assets an operator reset (`edge-agent
-        reset-asset`) and those silent for over `ingest.asset_idle_s`, from memory and
-        database, so that made-up asset names cannot hold memory or places for good (#13);
-        and reset the clocks a gateway clock stepped back left ahead of it."""
+        """Between batches, once a second: bring the drift figures up to date; drop the
+        assets an operator reset (`edge-agent reset-asset`) and those silent for over
+        `ingest.asset_idle_s`, from memory and database, so that made-up asset names cannot
+        hold memory or places for good (#13); and reset the clocks a gateway clock stepped
+        back left ahead of it."""
         now = time.monotonic()
         if now < self._tend_due:
             return
         self._tend_due = now + _TEND_ASSETS_S
+        self.pipeline.refresh_drifts()
         self._rewind_ahead()
         try:
             reset = self.store.reset_requests()
@@ -394,7 +401,9 @@ class Agent:
         self.pipeline.forget(gone)
         if reset:
             log.warning(
-                "reset %d assets on request (window and episode): %s", len(reset), _names(reset)
+                "reset %d assets on request (window, stream and episode): %s",
+                len(reset),
+                _names(reset),
             )
         if idle:
             log.info(

@@ -42,6 +42,7 @@ _META_KEYS = (
     "elapsed_s",
     "sensors",
     "state_model",
+    "state_stream",
     "budget",
     "moved_aside",
     "storage_incidents",

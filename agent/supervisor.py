@@ -58,13 +58,15 @@ def load_runnable(
 
 
 def fingerprint(config: AgentConfig, scorer: Scorer) -> tuple[object, ...]:
-    """What a reload compares: the config, the model, and the files its secrets are in (a
-    renewed certificate or rotated password under the same path is a change)."""
+    """What a reload compares: the config, the model (its graph and its manifest: a file
+    re-exported with other stream parameters or thresholds around the same graph is a
+    change), and the files its secrets are in (a renewed certificate or rotated password
+    under the same path is a change)."""
     digests = tuple(
         hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
         for f in secret_files(config)
     )
-    return config, scorer.manifest.graph_sha256, digests
+    return config, scorer.manifest, digests
 
 
 def recover(path: Path, overrides: dict[str, Any]) -> None:

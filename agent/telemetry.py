@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig, ConfigError, parse_host_port
+from agent.drift import summary
 from agent.ingest import REASONS
 from agent.isotime import now_iso
 from agent.logs import Throttle
@@ -66,6 +67,8 @@ class Links:
     local_connected: Callable[[], bool]
     inbox_counts: Callable[[], InboxCounts]
     holding: Callable[[], bool]  # a batch is held: the last commit failed
+    drifts: Callable[[], dict[str, float]]  # each asset's Stream.drift, where reported
+    stream_states_replaced: Callable[[], int]
 
 
 class Telemetry:
@@ -170,6 +173,8 @@ class Telemetry:
             inbox=self._links.inbox_counts(),
             reasons=REASONS,
             storage_incidents=dict(self.store.incident_counts),
+            drift=self._links.drifts(),
+            stream_states_replaced=self._links.stream_states_replaced(),
         )
 
     def status(self) -> dict[str, object]:
@@ -195,10 +200,18 @@ class Telemetry:
             "last_push": None,
             "recent_pushes": [],
             "groups": list(self.config.fleet.groups),
+            "drift": self._drift(),
             **(self.desk.status() if self.desk else {}),
             "last_seen": now_iso(),
             "heartbeat": self._heartbeat(),
         }
+
+    def _drift(self) -> dict[str, object] | None:
+        """A summary of fixed size (agent.drift); None before `link` (the Last Will's
+        document)."""
+        if self.links is None:
+            return None
+        return summary(self.links.drifts(), self.config.alerts.drift_level)
 
     def _heartbeat(self) -> dict[str, object]:
         """Rates since the last status, latency and memory: what an operator watches."""

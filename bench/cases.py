@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.model.score import Scorer
+from agent.model.stream import Stream
 from agent.model.table import read_table
 from bench.harness import DEVICE, ROOT, Models, agent_run, brokers, status_watch, wait_until
 from fleet.mqtt import connect
@@ -55,6 +56,47 @@ def score_latency(models: Models, calls: int) -> dict[str, dict[str, float]]:
             scorer.score(window)
             times.append((time.perf_counter_ns() - t) / 1000)
         out[algorithm] = _percentiles(times)
+    return out
+
+
+def stream_cost(models: Models, calls: int) -> dict[str, dict[str, float]]:
+    """µs per reading of the streaming layer over the graph's score (#15: at most 5), per
+    shipped model: one window at a time, as the pipeline treats a live reading (the step and
+    the dump committed with the batch; median, p99), and `batched` in blocks of 512, as a
+    backlog drains; and `drift_us`, one drift figure (the runtime takes one per moving asset
+    per second, not per reading). The graph's scores are taken first: only the layer is timed."""
+    data = _train_matrix(models).astype(np.float32)
+    out = {}
+    for algorithm, path in models.paths.items():
+        scorer = Scorer.load(path)
+        manifest = scorer.manifest
+        w = manifest.window
+        windows = np.lib.stride_tricks.sliding_window_view(data[: calls + w - 1], w, axis=0)
+        windows = np.ascontiguousarray(windows.transpose(0, 2, 1))
+        raw = scorer.score_many(windows).score
+        stream = Stream(manifest.stream, w, len(manifest.sensors))
+        ones = [(raw[i : i + 1], windows[i : i + 1]) for i in range(len(raw))]
+        warm = stream.new_state()
+        for one in ones[:200]:
+            stream.step(warm, *one)
+            stream.dump(warm)
+        state, times, drifts = stream.new_state(), [], []
+        for one in ones:
+            t = time.perf_counter_ns()
+            stream.step(state, *one)
+            stream.dump(state)
+            times.append((time.perf_counter_ns() - t) / 1000)
+            t = time.perf_counter_ns()
+            stream.drift(state)
+            drifts.append((time.perf_counter_ns() - t) / 1000)
+        state = stream.new_state()
+        t = time.perf_counter_ns()
+        for i in range(0, len(raw), 512):
+            stream.step(state, raw[i : i + 512], windows[i : i + 512])
+            stream.dump(state)
+        batched = (time.perf_counter_ns() - t) / 1000 / len(raw)
+        drift_us = statistics.median(drifts)
+        out[algorithm] = {**_percentiles(times), "batched": batched, "drift_us": drift_us}
     return out
 
 

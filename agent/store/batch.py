@@ -18,11 +18,14 @@ class AssetState:
     asset: str
     window: WindowState
     episode: str  # AlertTracker.snapshot
+    # Stream.dump of the asset's streaming layer (agent.model.stream); None: start a new one
+    # (a row of a release before #15, or of another model's layer).
+    stream: bytes | None = None
 
     def row(self) -> tuple[object, ...]:
         """As `asset_state` stores it."""
         w = self.window
-        return (self.asset, w.rows, w.n_rows, w.last_ts, self.episode, w.seen_at)
+        return (self.asset, w.rows, w.n_rows, w.last_ts, self.episode, w.seen_at, self.stream)
 
 
 @dataclass

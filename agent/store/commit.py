@@ -109,7 +109,7 @@ class CommitMixin(StoreCore):
             ).rowcount
             c.executemany(
                 "INSERT OR REPLACE INTO asset_state (asset, window_rows, window_n, last_ts, "
-                "episode, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "episode, seen_at, stream) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [s.row() for s in batch.states],
             )
             self._record_digests(c, batch.digests)

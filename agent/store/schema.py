@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS "asset_state" (
    "window_n" INTEGER,
    "last_ts" REAL,
    "episode" TEXT,
-   "seen_at" REAL
+   "seen_at" REAL,
+   "stream" BLOB
 );
 CREATE TABLE IF NOT EXISTS "asset_resets" (
    "asset" TEXT PRIMARY KEY,
@@ -101,6 +102,9 @@ def _create(conn: sqlite3.Connection, pack: bool) -> None:
             'UPDATE "asset_state" SET "seen_at" = coalesce((SELECT CAST(value AS REAL) FROM '
             "meta WHERE key = 'elapsed_s'), 0)"
         )
+    if "stream" not in _columns(conn, "asset_state"):  # from before the streaming layer (#15)
+        # NULL: each asset's layer starts anew, its window and episode carry on.
+        conn.execute('ALTER TABLE "asset_state" ADD COLUMN "stream" BLOB')
     if "created_elapsed" not in _columns(conn, "outbox"):
         # Alerts of a release that aged them by the wall clock start their time to live anew
         # (the database's elapsed time starts at 0 too): a clock that was wrong then cannot

@@ -498,3 +498,50 @@ def test_an_idle_store_saves_its_elapsed_time_at_most_once_a_minute(tmp_path: Pa
     store.keep_elapsed()
     assert float(store.get_meta("elapsed_s")) == pytest.approx(61.0)
     store.close()
+
+
+def _streamed(asset: str, stream: bytes | None) -> AssetState:
+    return AssetState(asset, WindowState(b"\x00" * 8, 1, 2.0, 3.0), '{"above": 1}', stream)
+
+
+def test_stream_states_are_kept_under_their_key_and_dropped_under_another(tmp_path: Path):
+    """#15: the layer's state is committed with the window. A model with the same graph but
+    other stream parameters (another key) keeps windows and episodes and starts each layer
+    anew; another graph drops everything, as before."""
+    store = Store(tmp_path)
+    store.load_states("graph-a", stream_key="key-1")
+    store.commit_batch(Batch(states=[_streamed("p1", b"\x01" * 16), _streamed("p2", None)]))
+    store.close()
+    again = Store(tmp_path)
+
+    def loaded(graph: str, key: str) -> list[AssetState]:
+        return sorted(again.load_states(graph, stream_key=key), key=lambda s: s.asset)
+
+    assert loaded("graph-a", "key-1") == [_streamed("p1", b"\x01" * 16), _streamed("p2", None)]
+    assert loaded("graph-a", "key-2") == [_streamed("p1", None), _streamed("p2", None)], (
+        "windows and episodes carry on; the layer starts anew"
+    )
+    again.commit_batch(Batch(states=[_streamed("p1", b"\x02" * 16)]))
+    assert loaded("graph-a", "key-2") == [_streamed("p1", b"\x02" * 16), _streamed("p2", None)]
+    assert again.load_states("graph-b", stream_key="key-2") == []
+
+
+def test_asset_state_from_before_the_streaming_layer_gets_a_new_layer(tmp_path: Path):
+    """A database of the release before #15: its rows load with no stream state (the pipeline
+    starts a new one), and the migrated table takes the new column."""
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute(
+            "CREATE TABLE asset_state (asset TEXT PRIMARY KEY, window_rows BLOB, "
+            "window_n INTEGER, last_ts REAL, episode TEXT, seen_at REAL)"
+        )
+        db.execute("INSERT INTO asset_state VALUES ('p1', ?, 1, 2.0, '{\"above\": 1}', 3.0)",
+                   (b"\x00" * 8,))  # fmt: skip
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO meta VALUES ('state_model', 'graph-a')")
+    store = Store(tmp_path)
+    assert store.load_states("graph-a", stream_key="key-1") == [_streamed("p1", None)]
+    store.commit_batch(Batch(states=[_streamed("p1", b"\x03" * 16)]))
+    store.close()
+    assert Store(tmp_path).load_states("graph-a", stream_key="key-1") == [
+        _streamed("p1", b"\x03" * 16)
+    ]

@@ -16,6 +16,9 @@ def test_a_quick_benchmark_run_reports_every_measure(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
     assert set(results["score_us"]) == set(DETECTORS)
+    assert set(results["stream_us"]) == set(DETECTORS)
+    assert all(s["batched"] > 0 for s in results["stream_us"].values())
+    assert "stream layer per reading" in done.stdout
     for case in ("drain_single", "drain_batched"):
         assert results[case]["agent_readings_per_s"] > 0 < results[case]["ceiling_readings_per_s"]
         assert results[case]["peak_rss_mib"] > 0
