@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument(
         "--json", action="store_true", help="JSON (with every file's scores) instead of a table"
     )
+    nab.add_argument(
+        "--scores-dir",
+        type=Path,
+        help="also write each row's score there, as NAB's result files (for NAB's own scorer)",
+    )
 
     tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")
     tr.add_argument("data", type=Path, help="CSV of readings (separator sniffed)")
@@ -261,7 +266,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _benchmark_nab(args: argparse.Namespace) -> int:
     from trainer.nab import run as nab
 
-    results = nab.run(args.folder, args.algorithm or [DEFAULT_ALGORITHM], args.window, _say)
+    algorithms = args.algorithm or [DEFAULT_ALGORITHM]
+    results = nab.run(args.folder, algorithms, args.window, _say, args.scores_dir)
     print(json.dumps(results) if args.json else nab.render(results))
     return 0
 

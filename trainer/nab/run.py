@@ -21,6 +21,7 @@ import numpy as np
 from agent.model.offline import score_table
 from agent.model.score import Scorer
 from trainer.nab.corpus import Corpus, Series, load_corpus
+from trainer.nab.results import write_results
 from trainer.nab.score import PROFILES, normalised, optimise, probationary_rows, score_at
 from trainer.train import ExportError, TrainOptions, train_values
 
@@ -73,8 +74,10 @@ def run(
     algorithms: list[str],
     window: int | None = None,
     progress: Callable[[str], None] | None = None,
+    scores_dir: Path | None = None,
 ) -> dict[str, object]:
-    """Every algorithm over the corpus; a JSON-ready result with the per-file scores."""
+    """Every algorithm over the corpus; a JSON-ready result with the per-file scores. With
+    `scores_dir`, each row's score is written there as NAB's result files."""
     corpus = load_corpus(root)
     return {
         "corpus": {
@@ -82,7 +85,9 @@ def run(
             "files": len(corpus.series),
             "windows": len(corpus.scoring.window_file),
         },
-        "algorithms": {a: run_algorithm(corpus, a, window, progress) for a in algorithms},
+        "algorithms": {
+            a: run_algorithm(corpus, a, window, progress, scores_dir) for a in algorithms
+        },
         "published_standard": PUBLISHED_STANDARD,
     }
 
@@ -92,6 +97,7 @@ def run_algorithm(
     algorithm: str,
     window: int | None = None,
     progress: Callable[[str], None] | None = None,
+    scores_dir: Path | None = None,
 ) -> dict[str, object]:
     started = time.monotonic()
     runs: dict[str, SeriesScores] = {}
@@ -101,6 +107,8 @@ def run_algorithm(
         runs[name] = series_scores(series, algorithm, window)
     seconds = time.monotonic() - started
     scores = {name: r.scores for name, r in runs.items()}
+    if scores_dir is not None:
+        write_results(scores_dir, corpus, algorithm, scores)
     files: dict[str, dict[str, object]] = {
         name: {
             "rows": len(series.values),
@@ -164,7 +172,7 @@ def render(results: dict) -> str:
         total = "".join(f"{profiles[p]['normalised']:>12.1f}" for p in names)
         lines.append(f"{'  total':<50}{total}")
         thresholds = "".join(_threshold_cell(profiles[p]) for p in names)
-        lines.append(f"{'  threshold (never: no threshold beats never alerting)':<50}{thresholds}")
+        lines.append(f"{'  threshold (never: none beats never alerting)':<50}{thresholds}")
         for name, f in result["files"].items():
             if f["failed"]:
                 lines.append(f"  failed: {name}: {f['failed']}")
