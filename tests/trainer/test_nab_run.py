@@ -51,8 +51,8 @@ def daily(rows: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """Four series in three categories: a level shift for 20 rows, a spike, noise with no anomaly, and one
-    too short to train (9 probationary rows for a window of 20)."""
+    """Four series in three categories: a level shift for 20 rows, a spike, noise with no
+    anomaly, and one too short to train (9 probationary rows for a window of 20)."""
     root = tmp_path_factory.mktemp("nab")
     jump = daily(600, 1)
     jump[450:470] += 3.0
