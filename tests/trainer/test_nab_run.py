@@ -102,6 +102,7 @@ def test_the_run_scores_every_file_and_normalises_against_null_and_perfect(bench
         null, perfect = -weights * 3, 3.0
         assert result["normalised"] == pytest.approx(100 * (raw - null) / (perfect - null))
         assert result["categories"]["quiet"]["normalised"] is None  # no window to normalise by
+        assert result["best_alerting"]["normalised"] <= result["normalised"]
     # a 30-sigma level shift is found by the default detector
     assert files["synthetic/jump.csv"]["standard"]["tp"] >= 1
 

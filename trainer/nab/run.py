@@ -22,7 +22,14 @@ from agent.model.offline import score_table
 from agent.model.score import Scorer
 from trainer.nab.corpus import Corpus, Series, load_corpus
 from trainer.nab.results import write_results
-from trainer.nab.score import PROFILES, normalised, optimise, probationary_rows, score_at
+from trainer.nab.score import (
+    PROFILES,
+    corpus_totals,
+    normalised,
+    optimise,
+    probationary_rows,
+    score_at,
+)
 from trainer.train import ExportError, TrainOptions, train_values
 
 # NAB's scoreboard, normalised standard profile, full 58-file corpus.
@@ -121,6 +128,7 @@ def run_algorithm(
     profiles = {}
     for profile in PROFILES:
         best = optimise(corpus.scoring, scores, profile)
+        thresholds, totals = corpus_totals(corpus.scoring, scores, profile)
         at_best = score_at(corpus.scoring, scores, best.threshold, profile)
         for name, f in at_best.files.items():
             files[name][profile] = {"raw": f.raw, "tp": f.tp, "tn": f.tn, "fp": f.fp, "fn": f.fn}
@@ -139,10 +147,24 @@ def run_algorithm(
             "normalised": normalised(at_best.raw, corpus.scoring, profile),
             # rows flagged at the threshold: 0 when never alerting scores best
             "detections": sum(f.tp + f.fp for f in at_best.files.values()),
+            # how close alerting at all comes, when never alerting wins
+            "best_alerting": _best_alerting(thresholds, totals, corpus, profile),
             "categories": categories,
         }
     failed = sum(1 for r in runs.values() if r.failure)
     return {"profiles": profiles, "files": files, "failed": failed, "seconds": seconds}
+
+
+def _best_alerting(
+    thresholds: np.ndarray, totals: np.ndarray, corpus: Corpus, profile: str
+) -> dict[str, float] | None:
+    if len(totals) < 2:
+        return None
+    i = 1 + int(np.argmax(totals[1:]))
+    return {
+        "threshold": float(thresholds[i]),
+        "normalised": normalised(float(totals[i]), corpus.scoring, profile),
+    }
 
 
 def render(results: dict) -> str:
@@ -173,6 +195,9 @@ def render(results: dict) -> str:
         lines.append(f"{'  total':<50}{total}")
         thresholds = "".join(_threshold_cell(profiles[p]) for p in names)
         lines.append(f"{'  threshold (never: none beats never alerting)':<50}{thresholds}")
+        if any(profiles[p]["detections"] == 0 for p in names):
+            alerting = "".join(_alerting_cell(profiles[p]) for p in names)
+            lines.append(f"{'  best total of a threshold that alerts':<50}{alerting}")
         for name, f in result["files"].items():
             if f["failed"]:
                 lines.append(f"  failed: {name}: {f['failed']}")
@@ -184,3 +209,10 @@ def render(results: dict) -> str:
 
 def _threshold_cell(profile: dict) -> str:
     return f"{'never':>12}" if profile["detections"] == 0 else f"{profile['threshold']:>12.4g}"
+
+
+def _alerting_cell(profile: dict) -> str:
+    best = profile["best_alerting"]
+    if best is None or best["normalised"] is None:
+        return f"{'-':>12}"
+    return f"{best['normalised']:>12.1f}"

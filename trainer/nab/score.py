@@ -239,6 +239,15 @@ def score_at(
 
 def optimise(corpus: ScoringCorpus, scores: Mapping[str, np.ndarray], profile: str) -> Optimum:
     """The threshold with the best corpus total, over every distinct score (and "nothing")."""
+    thresholds, totals = corpus_totals(corpus, scores, profile)
+    best = int(np.argmax(totals >= totals.max() - _TIE))
+    return Optimum(float(thresholds[best]), float(totals[best]))
+
+
+def corpus_totals(
+    corpus: ScoringCorpus, scores: Mapping[str, np.ndarray], profile: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The corpus's raw total at every candidate threshold, highest first ("nothing" first)."""
     weights = _profile(profile)
     thresholds, sweep = threshold_sweep(corpus, scores)
     totals = (
@@ -247,8 +256,7 @@ def optimise(corpus: ScoringCorpus, scores: Mapping[str, np.ndarray], profile: s
         + weights.tp / _MAX_TP * sweep.tp_reward
         + weights.fp * sweep.fp_cost
     )
-    best = int(np.argmax(totals >= totals.max() - _TIE))
-    return Optimum(float(thresholds[best]), float(totals[best]))
+    return thresholds, totals
 
 
 @dataclass(frozen=True)
