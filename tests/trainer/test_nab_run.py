@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import run_cli
 from trainer.nab.corpus import CorpusError, load_corpus
-from trainer.nab.run import series_scores
+from trainer.nab.run import render, run, series_scores
 from trainer.nab.score import probationary_rows, score_at
 
 START = datetime(2020, 1, 1)
@@ -205,7 +205,9 @@ def test_a_folder_that_is_not_nab_is_a_clear_error(tmp_path: Path):
         ({"a/x.csv": [], "a/y.csv": []}, None, "labelled files missing: a/y.csv"),
         ({"a/x.csv": [window(10, 5)]}, None, "holds no row"),
         ({"a/x.csv": [window(700, 800)]}, None, "holds no row"),
-        ({"a/x.csv": [window(10, 30), window(20, 40)]}, None, "window rows 20..40"),
+        ({"a/x.csv": [window(10, 30), window(20, 40)]}, None, "overlaps or precedes"),
+        ({"a/x.csv": [window(50, 60), window(10, 20)]}, None, "overlaps or precedes"),
+        ({"a/x.csv": [window(5, 5)] * 101}, None, "101 windows for 100 rows"),
         ({"a/x.csv": [[1, 2]]}, None, "windows must be"),
         ({"a/x.csv": []}, "timestamp,value\n2020-01-01 00:00:00,high\n", "not a number"),
         ({"a/x.csv": []}, "timestamp,reading\n2020-01-01 00:00:00,1\n", "timestamp,value"),
@@ -238,3 +240,23 @@ def test_a_timestamp_out_of_order_is_read_as_it_is(tmp_path: Path):
     path.write_text("\n".join(lines) + "\n")
     write_windows(tmp_path, {"a/x.csv": [window(20, 60)]})
     assert load_corpus(tmp_path).series["a/x.csv"].windows == ((20, 60),)
+
+
+def test_a_corpus_without_windows_renders_without_a_normalised_score(tmp_path: Path):
+    write_series(tmp_path, "a/x.csv", daily(200, 0))
+    write_windows(tmp_path, {"a/x.csv": []})
+    results = run(tmp_path, ["pca"])
+    assert results["algorithms"]["pca"]["profiles"]["standard"]["normalised"] is None
+    total = next(line for line in render(results).splitlines() if line.startswith("  total"))
+    assert total.split()[1:] == ["-", "-", "-"]
+
+
+def test_a_flood_of_windows_is_refused_at_once(tmp_path: Path):
+    """A labels file naming 100,000 windows for one short file is refused before any is
+    placed, rather than placed one by one."""
+    write_series(tmp_path, "a/x.csv", daily(100, 0))
+    (tmp_path / "labels").mkdir()
+    spans = json.dumps([window(1, 2)] * 100_000)
+    (tmp_path / "labels" / "combined_windows.json").write_text(f'{{"a/x.csv": {spans}}}')
+    with pytest.raises(CorpusError, match="100000 windows for 100 rows"):
+        load_corpus(tmp_path)

@@ -96,12 +96,16 @@ def _read_series(name: str, path: Path, spans: list[tuple[str, str]]) -> Series:
         raise CorpusError(f"{path}: expected columns timestamp,value; found {table.header}")
     values = table.matrix(["value"])[:, 0]
     stamps = _times(path, table.timestamps())
-    rows = []
+    if len(spans) > len(stamps):
+        raise CorpusError(f"{path}: {len(spans)} windows for {len(stamps)} rows")
+    rows: list[tuple[int, int]] = []
     for start, end in spans:
         a = _row_at(stamps, _times(path, [start])[0], 0)
         b = _row_at(stamps, _times(path, [end])[0], a, after=True) if a < len(stamps) else a
         if not a <= b < len(stamps):
             raise CorpusError(f"{path}: window [{start}, {end}] holds no row")
+        if rows and a <= rows[-1][1]:
+            raise CorpusError(f"{path}: window [{start}, {end}] overlaps or precedes the last")
         rows.append((a, b))
     return Series(name, table, values, tuple(rows))
 

@@ -189,9 +189,9 @@ def render(results: dict) -> str:
                 label += " raw, no windows"
                 row = "".join(f"{c['raw']:>12.2f}" for c in cells)
             else:
-                row = "".join(f"{c['normalised']:>12.1f}" for c in cells)
+                row = "".join(_normalised_cell(c["normalised"]) for c in cells)
             lines.append(f"{label:<50}{row}")
-        total = "".join(f"{profiles[p]['normalised']:>12.1f}" for p in names)
+        total = "".join(_normalised_cell(profiles[p]["normalised"]) for p in names)
         lines.append(f"{'  total':<50}{total}")
         thresholds = "".join(_threshold_cell(profiles[p]) for p in names)
         lines.append(f"{'  threshold (never: none beats never alerting)':<50}{thresholds}")
@@ -213,6 +213,9 @@ def _threshold_cell(profile: dict) -> str:
 
 def _alerting_cell(profile: dict) -> str:
     best = profile["best_alerting"]
-    if best is None or best["normalised"] is None:
-        return f"{'-':>12}"
-    return f"{best['normalised']:>12.1f}"
+    return _normalised_cell(None if best is None else best["normalised"])
+
+
+def _normalised_cell(value: float | None) -> str:
+    """A corpus without windows has no normalised score (perfect equals never alerting)."""
+    return f"{'-':>12}" if value is None else f"{value:>12.1f}"

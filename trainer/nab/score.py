@@ -151,7 +151,7 @@ class Optimum:
 @dataclass
 class ScoringCorpus:
     """Files' layouts with their scored rows laid end to end, so that a corpus scores in a few
-    numpy calls. Made once per corpus (`prepare`); `subset` for cross-validation."""
+    numpy calls. Made once per corpus; `subset` for cross-validation."""
 
     layouts: dict[str, FileLayout]
     names: list[str] = field(init=False)
@@ -199,10 +199,6 @@ class ScoringCorpus:
                 raise ScoringError(f"{name}: scores must be finite numbers")
             parts.append(values[lay.probation :])
         return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def prepare(layouts: Mapping[str, FileLayout]) -> ScoringCorpus:
-    return ScoringCorpus(dict(layouts))
 
 
 def score_at(
