@@ -20,6 +20,7 @@ from trainer.nab.score import (
     null_raw,
     optimise,
     perfect_raw,
+    prepare,
     probationary_rows,
     scaled_sigmoid,
     score_at,
@@ -102,9 +103,7 @@ def test_a_detection_is_a_score_at_or_above_the_threshold():
 
 
 def test_normalisation_puts_never_alerting_at_0_and_window_starts_at_100():
-    corpus = ScoringCorpus(
-        {"a/x.csv": layout(200, [(40, 49), (120, 139)]), "b/y.csv": layout(100, [])}
-    )
+    corpus = prepare({"a/x.csv": layout(200, [(40, 49), (120, 139)]), "b/y.csv": layout(100, [])})
     perfect = {"a/x.csv": np.isin(np.arange(200), [40, 120]) * 1.0, "b/y.csv": np.zeros(100)}
     for profile in PROFILES:
         raw = score_at(corpus, perfect, 0.5, profile).raw

@@ -13,6 +13,9 @@ How to call it (everything is numpy; a corpus is prepared once, then scored many
     result = score_at(nab.scoring, scores, best.threshold, "standard")  # per-file scores
     normalised(result.raw, nab.scoring, "standard")   # 100 = perfect, 0 = never alert
 
+Without the corpus reader: `prepare({name: layout(n_rows, [(first, last), ...]), ...})`, with
+each window as an inclusive range of row indices.
+
 `scores` maps each file's name (``category/file.csv``) to one anomaly score per row, probationary
 rows included (they are not scored). For cross-validation, `nab.scoring.subset(names)` is the
 same corpus restricted to some files: optimise on the training files, then `score_at` the
@@ -199,6 +202,11 @@ class ScoringCorpus:
                 raise ScoringError(f"{name}: scores must be finite numbers")
             parts.append(values[lay.probation :])
         return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def prepare(layouts: Mapping[str, FileLayout]) -> ScoringCorpus:
+    """A corpus from files' layouts, for scores whose rows were read elsewhere."""
+    return ScoringCorpus(dict(layouts))
 
 
 def score_at(
