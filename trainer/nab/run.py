@@ -11,6 +11,7 @@ abort the run.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from trainer.nab.score import (
     score_at,
 )
 from trainer.train import ExportError, TrainOptions, train_values
+
+log = logging.getLogger(__name__)
 
 # NAB's scoreboard, normalised standard profile, full 58-file corpus.
 PUBLISHED_STANDARD = {
@@ -66,13 +69,15 @@ def series_scores(series: Series, algorithm: str, window: int | None) -> SeriesS
         scorer = Scorer.from_bytes(trained.model_bytes, Path(series.name))
         scores = np.array([0.0 if s is None else s for s in score_table(scorer, series.table)])
     except (ExportError, ValueError, ArithmeticError) as exc:
-        return _failed(series, f"{type(exc).__name__}: {exc}")
+        return _failed(series, algorithm, f"{type(exc).__name__}: {exc}")
     if not np.isfinite(scores).all():
-        return _failed(series, f"{int((~np.isfinite(scores)).sum())} scores are not finite")
+        bad = int((~np.isfinite(scores)).sum())
+        return _failed(series, algorithm, f"{bad} scores are not finite")
     return SeriesScores(scores, None)
 
 
-def _failed(series: Series, reason: str) -> SeriesScores:
+def _failed(series: Series, algorithm: str, reason: str) -> SeriesScores:
+    log.warning("nab: %s on %s failed (never alerting): %s", algorithm, series.name, reason)
     return SeriesScores(np.zeros(len(series.values)), reason)
 
 
@@ -125,34 +130,39 @@ def run_algorithm(
         }
         for name, series in corpus.series.items()
     }
-    profiles = {}
-    for profile in PROFILES:
-        best = optimise(corpus.scoring, scores, profile)
-        thresholds, totals = corpus_totals(corpus.scoring, scores, profile)
-        at_best = score_at(corpus.scoring, scores, best.threshold, profile)
-        for name, f in at_best.files.items():
-            files[name][profile] = {"raw": f.raw, "tp": f.tp, "tn": f.tn, "fp": f.fp, "fn": f.fn}
-        categories = {}
-        for category, names in corpus.categories().items():
-            part = corpus.scoring.subset(names)
-            raw = sum(at_best.files[n].raw for n in names)
-            categories[category] = {
-                "files": len(names),
-                "raw": raw,
-                "normalised": normalised(raw, part, profile),
-            }
-        profiles[profile] = {
-            "threshold": best.threshold,
-            "raw": at_best.raw,
-            "normalised": normalised(at_best.raw, corpus.scoring, profile),
-            # rows flagged at the threshold: 0 when never alerting scores best
-            "detections": sum(f.tp + f.fp for f in at_best.files.values()),
-            # how close alerting at all comes, when never alerting wins
-            "best_alerting": _best_alerting(thresholds, totals, corpus, profile),
-            "categories": categories,
-        }
+    profiles = {p: _profile_result(corpus, scores, p, files) for p in PROFILES}
     failed = sum(1 for r in runs.values() if r.failure)
     return {"profiles": profiles, "files": files, "failed": failed, "seconds": seconds}
+
+
+def _profile_result(
+    corpus: Corpus, scores: dict[str, np.ndarray], profile: str, files: dict[str, dict]
+) -> dict[str, object]:
+    """The optimised threshold, the total and each category at it; each file's score at it is
+    added to `files`."""
+    best = optimise(corpus.scoring, scores, profile)
+    at_best = score_at(corpus.scoring, scores, best.threshold, profile)
+    for name, f in at_best.files.items():
+        files[name][profile] = {"raw": f.raw, "tp": f.tp, "tn": f.tn, "fp": f.fp, "fn": f.fn}
+    categories = {}
+    for category, names in corpus.categories().items():
+        raw = sum(at_best.files[n].raw for n in names)
+        categories[category] = {
+            "files": len(names),
+            "raw": raw,
+            "normalised": normalised(raw, corpus.scoring.subset(names), profile),
+        }
+    thresholds, totals = corpus_totals(corpus.scoring, scores, profile)
+    return {
+        "threshold": best.threshold,
+        "raw": at_best.raw,
+        "normalised": normalised(at_best.raw, corpus.scoring, profile),
+        # rows flagged at the threshold: 0 when never alerting scores best
+        "detections": sum(f.tp + f.fp for f in at_best.files.values()),
+        # how close alerting at all comes, when never alerting wins
+        "best_alerting": _best_alerting(thresholds, totals, corpus, profile),
+        "categories": categories,
+    }
 
 
 def _best_alerting(

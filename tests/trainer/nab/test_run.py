@@ -189,7 +189,8 @@ def test_the_table_names_categories_failures_and_the_scoreboard(folder: Path):
         "70.1",
     ):
         assert expected in done.stdout
-    assert "nab: pca 5/5" in done.stderr  # progress goes to stderr
+    assert "nab: pca 5/5" in done.stderr  # progress and failures go to stderr
+    assert "nab: pca on short/tiny.csv failed" in done.stderr
 
 
 def test_a_folder_that_is_not_nab_is_a_clear_error(tmp_path: Path):
