@@ -218,7 +218,7 @@ def render(results: dict) -> str:
 
 
 def _threshold_cell(profile: dict) -> str:
-    return f"{'never':>12}" if profile["detections"] == 0 else f"{profile['threshold']:>12.4g}"
+    return f"{'never':>12}" if profile["detections"] == 0 else f"{profile['threshold']:>12.4f}"
 
 
 def _alerting_cell(profile: dict) -> str:
