@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument(
         "--scores-dir",
         type=Path,
-        help="also write each row's score there, as NAB's result files (for NAB's own scorer)",
+        help="also write each row's score there, laid out as NAB's result files",
     )
 
     tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")

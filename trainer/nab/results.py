@@ -1,4 +1,4 @@
-"""Per-row scores written as NAB's own result files, so that NAB's scorer can check ours.
+"""Per-row scores written in the layout of NAB's own result files, to compare with NAB's.
 
 Layout as NAB's `results/` folder: `<dir>/<detector>/<category>/<detector>_<file>.csv` with the
 columns timestamp, value, anomaly_score, label (1 inside a labelled window).
