@@ -245,3 +245,31 @@ def test_the_sweep_agrees_with_scoring_each_threshold_on_numenta(nab):
         best = optimise(nab.scoring, scores, profile)
         published = float(reference_table("numenta", profile)[0]["Threshold"])
         assert best.raw >= score_at(nab.scoring, scores, published, profile).raw - 1e-9
+
+
+def reference_rows(nab, detector: str, name: str) -> list[dict[str, str]]:
+    category, file = name.split("/")
+    path = NAB / "reference_results" / detector / category / f"{detector}_{file}"
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@needs_nab
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_each_window_and_false_alarm_earns_what_nab_wrote_for_it(nab, profile: str):
+    """NAB's result files put, in their `S(t)_<profile>` column, each window's credit on the
+    window's first row and each false alarm's cost on its own row: ours, row by row."""
+    w = PROFILES[profile]
+    threshold = float(reference_table("numenta", profile)[0]["Threshold"])
+    for name, series in nab.series.items():
+        rows = reference_rows(nab, "numenta", name)
+        lay = nab.scoring.layouts[name]
+        flagged = np.array([float(r["anomaly_score"]) >= threshold for r in rows])
+        flagged[: lay.probation] = False
+        ours = np.where(flagged & (lay.window_of < 0), w.fp * lay.reward, 0.0)
+        for a, b in series.windows:
+            hits = np.flatnonzero(flagged[a : b + 1])
+            credit = lay.reward[a + hits[0]] * w.tp / MAX_TP if len(hits) else -w.fn
+            ours[a] = credit if b >= lay.probation else 0.0
+        theirs = np.array([float(r[f"S(t)_{profile}"]) for r in rows])
+        assert ours == pytest.approx(theirs, abs=1e-6), name
