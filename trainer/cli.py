@@ -79,6 +79,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", type=int, help="readings per window (default: each detector's own)"
     )
     skab.add_argument("--json", action="store_true", help="JSON instead of a table")
+    nab = bm_sub.add_parser(
+        "nab",
+        help="NAB: fit on each series' probationary rows, score in order, NAB's scorer",
+    )
+    nab.add_argument(
+        "folder", type=Path, help="NAB's folder with data/ and labels/ (e.g. ../shared/data/nab)"
+    )
+    nab.add_argument(
+        "--algorithm",
+        action="append",
+        choices=sorted(DETECTORS),
+        help=f"detector to run (repeatable; default {DEFAULT_ALGORITHM})",
+    )
+    nab.add_argument(
+        "--window", type=int, help="readings per window (default: each detector's own)"
+    )
+    nab.add_argument(
+        "--json", action="store_true", help="JSON (with every file's scores) instead of a table"
+    )
+    nab.add_argument(
+        "--scores-dir",
+        type=Path,
+        help="also write each row's score there, laid out as NAB's result files",
+    )
 
     tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")
     tr.add_argument("data", type=Path, help="CSV of readings (separator sniffed)")
@@ -231,9 +255,20 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    if args.benchmark == "nab":
+        return _benchmark_nab(args)
     algorithms = args.algorithm or sorted(DETECTORS)
     results = benchmark.run(args.folder, algorithms, args.train_rows, args.window)
     print(json.dumps(results) if args.json else benchmark.render(results))
+    return 0
+
+
+def _benchmark_nab(args: argparse.Namespace) -> int:
+    from trainer.nab import run as nab
+
+    algorithms = args.algorithm or [DEFAULT_ALGORITHM]
+    results = nab.run(args.folder, algorithms, args.window, _say, args.scores_dir)
+    print(json.dumps(results) if args.json else nab.render(results))
     return 0
 
 
