@@ -34,7 +34,7 @@ import numpy as np
 from agent.atomic import write_atomically
 from agent.model.manifest import Manifest
 from agent.model.score import Scorer, read_model
-from trainer.detectors import Param, default_settings
+from trainer.detectors import Param, chosen_options, default_settings, is_sequence_detector
 from trainer.detectors.ensemble import DEFAULT_MEMBERS
 from trainer.features import SEQUENCE, sliding_windows
 from trainer.train import TrainOptions, train_values
@@ -124,6 +124,12 @@ class AnomalyDetector:
         (`y` is accepted so the call reads like scikit-learn's). `sensors` names an array's
         columns (a DataFrame's are its column names)."""
         values, sensors = _readings(X, _names("sensors", sensors))
+        if is_sequence_detector(self.algorithm) and self.window < 2:
+            raise ValueError(
+                f"{self.algorithm} reads sequences of consecutive rows: give it a window, "
+                f"e.g. AnomalyDetector(algorithm={self.algorithm!r}, window="
+                f"{default_settings(self.algorithm).window})"
+            )
         options = TrainOptions(
             sensors=sensors,
             algorithm=self.algorithm,
@@ -165,6 +171,7 @@ class AnomalyDetector:
             else m.features,
             members=_chosen_members(m),
             threshold_factor=_chosen_factor(m),
+            **chosen_options(m.algorithm.name, m.algorithm.params),
         )
         detector._model, detector._scorer = data, scorer
         return detector

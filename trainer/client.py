@@ -218,9 +218,7 @@ def _settings(
     if algorithm not in DETECTORS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose from {sorted(DETECTORS)}")
     if is_sequence_detector(algorithm) and not time_series:
-        raise ValueError(
-            f"{algorithm} reads sequences of consecutive rows: pass time_series=True"
-        )
+        raise ValueError(f"{algorithm} reads sequences of consecutive rows: pass time_series=True")
     window = default_settings(algorithm).window if time_series else 1
     return {
         "algorithm": algorithm,

@@ -164,4 +164,3 @@ class AnomalyMetrics:
         """The figures as `edge-trainer evaluate` names them (an undefined AUC is None)."""
         auc = {"roc_auc": self.roc_auc, "pr_auc": self.pr_auc}
         return {**self.counts, **{k: None if np.isnan(v) else v for k, v in auc.items()}}
-

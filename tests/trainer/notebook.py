@@ -48,7 +48,7 @@ def run(path: Path) -> list[Outcome]:
         first = next((ln.strip() for ln in block.splitlines() if ln.strip()), "")
         try:
             exec(compile(rewrite_imports(block), f"{path.name}#block{i}", "exec"), namespace)
-        except Exception as exc:  # a block's failure is the outcome being recorded
+        except Exception as exc:  # noqa: BLE001 - any failure is the outcome recorded
             exc.__notes__ = [traceback.format_exc(limit=-3)]
             outcomes.append(Outcome(i, first, exc))
         else:

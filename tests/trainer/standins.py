@@ -61,7 +61,9 @@ def network_logs(rows: int, rng: np.random.Generator) -> pd.DataFrame:
             "timestamp": (pd.Timestamp("2024-01-15") + pd.to_timedelta(seconds, "s")).astype(str),
             "src_ip": [f"192.168.1.{i}" for i in rng.integers(2, 200, rows)],
             "dst_ip": [f"10.0.0.{i}" for i in rng.integers(2, 60, rows)],
-            "dst_port": rng.choice([80, 443, 22, 53, 8080, 3389], rows, p=[0.3, 0.4, 0.1, 0.1, 0.05, 0.05]),
+            "dst_port": rng.choice(
+                [80, 443, 22, 53, 8080, 3389], rows, p=[0.3, 0.4, 0.1, 0.1, 0.05, 0.05]
+            ),
             "protocol": rng.choice(["TCP", "UDP", "ICMP"], rows, p=[0.8, 0.15, 0.05]),
             "duration": np.round(rng.exponential(30.0, rows), 2),
             "bytes": rng.lognormal(8, 1.2, rows).astype(int),

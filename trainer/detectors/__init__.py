@@ -97,5 +97,18 @@ def is_sequence_detector(name: str) -> bool:
 
 def detector_options(name: str) -> list[str]:
     """The keyword options a plain detector's constructor takes (its tunable parameters)."""
+    return list(_defaults(name))
+
+
+def chosen_options(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
+    """Of a manifest's recorded parameters, the options set away from their defaults: what
+    recreates the detector (a loaded model refits as it was fitted)."""
+    if name in ENSEMBLES or name not in DETECTORS:
+        return {}
+    defaults = _defaults(name)
+    return {k: v for k, v in params.items() if k in defaults and v != defaults[k]}
+
+
+def _defaults(name: str) -> dict[str, object]:
     signature = inspect.signature(DETECTORS[name])
-    return [p for p in signature.parameters if p != "self"]
+    return {p.name: p.default for p in signature.parameters.values() if p.name != "self"}
