@@ -246,13 +246,19 @@ def _too_few(rows: int, settings: dict[str, Any]) -> str:
 
 def _fit(values: np.ndarray, columns: list[str], settings: dict[str, Any]) -> AnomalyDetector:
     # threshold_factor 1: `contamination` is the share of rows flagged, as the tutorials read it.
-    detector = AnomalyDetector(threshold_factor=1.0, **settings)
+    detector = AnomalyDetector(**{"threshold_factor": 1.0, **settings})
     return detector.fit(values, sensors=columns)
 
 
 def _results(
     detector: AnomalyDetector, values: np.ndarray, columns: list[str], explain: bool
 ) -> dict[str, Any]:
+    window = detector.manifest.window
+    if len(values) < window:
+        raise ValueError(
+            f"{len(values)} row(s) are fewer than the model's window of {window} consecutive "
+            "rows: pass at least that many recent rows (the last row's score is the newest)"
+        )
     sensors = detector.sensors
     rows = values[:, [columns.index(s) for s in sensors]]
     score = detector.score(rows)

@@ -92,6 +92,14 @@ def test_time_series_scores_windows_and_sequence_detectors_require_it(client):
     assert results["detector"].manifest.window == 10
     with pytest.raises(ValueError, match="pass time_series=True"):
         client.detect_anomalies(df, algorithm="lstm_autoencoder")
+    # Against that history, a few rows are too few for one window: said, not scored as 0.
+    recent = df.tail(3).to_dict("records")
+    with pytest.raises(ValueError, match="fewer than the model's window of 10 consecutive"):
+        client.detect_anomalies(recent, algorithm="lstm_autoencoder", time_series=True)
+    last = client.detect_anomalies(
+        df.tail(12).to_dict("records"), algorithm="lstm_autoencoder", time_series=True
+    )
+    assert len(last["scores"]) == 12 and last["scores"][-1] > 0
 
 
 @pytest.mark.parametrize(
