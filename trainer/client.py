@@ -166,7 +166,10 @@ def table_of(data: Any) -> tuple[list[str], np.ndarray]:
     row, the same keys in each) or a 2-D array (columns named x0, x1, ...)."""
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):
         columns = [str(c) for c in data.columns]
-        text = [str(c) for c in data.columns if data[c].dtype.kind not in "biuf"]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"more than one column is named {repeated}")
+        text = [c for c, t in zip(columns, data.dtypes, strict=True) if t.kind not in "biuf"]
         if text:
             raise ValueError(
                 f"column(s) {text} do not hold numbers: encode them (say with "
@@ -217,6 +220,8 @@ def _settings(
 ) -> dict[str, Any]:
     if algorithm not in DETECTORS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose from {sorted(DETECTORS)}")
+    if not 0 < contamination < 0.5:
+        raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     if is_sequence_detector(algorithm) and not time_series:
         raise ValueError(f"{algorithm} reads sequences of consecutive rows: pass time_series=True")
     window = default_settings(algorithm).window if time_series else 1

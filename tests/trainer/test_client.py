@@ -114,11 +114,18 @@ def test_time_series_scores_windows_and_sequence_detectors_require_it(client):
         (pd.DataFrame(), "rows and columns"),
         ([], "2-D"),
         (np.array([[np.inf, 1.0]] * 100), "row 0 is inf"),
+        (pd.DataFrame([[1.0, 2.0]] * 100, columns=["a", "a"]), r"named \['a'\]"),
     ],
 )
 def test_bad_data_is_named(client, data, message):
     with pytest.raises(ValueError, match=message):
         client.detect_anomalies(data)
+
+
+@pytest.mark.parametrize("contamination", [0.0, -0.1, 0.5, 2.0])
+def test_a_contamination_out_of_range_is_named(client, contamination):
+    with pytest.raises(ValueError, match=r"contamination must be in \(0, 0.5\)"):
+        client.detect_anomalies([{"a": 1.0}], contamination=contamination)
 
 
 def test_unknown_algorithm_lists_the_known_ones(client):
