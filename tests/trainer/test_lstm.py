@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
 
+from tests.conftest import run_cli
 from trainer import AnomalyDetector
 from trainer.detectors import make_detector
 from trainer.lstm import SequenceAutoencoder, Training, train
@@ -79,3 +82,26 @@ def test_it_cannot_join_an_ensemble_of_feature_detectors():
 def test_its_options_are_checked_by_name():
     with pytest.raises(ValueError, match=r"no option\(s\) \['layers'\]; its options are"):
         make_detector("lstm_autoencoder", params={"layers": 2})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--algorithm", "lstm_autoencoder", "--features", "last"],
+            "its features are \\['sequence'\\]",
+        ),
+        (
+            ["--algorithm", "pca", "--features", "sequence"],
+            "not the 'sequence' of a sequence model",
+        ),
+        (["--algorithm", "lstm_autoencoder", "--window", "1"], "windows of 2 or more readings"),
+    ],
+)
+def test_the_command_line_names_a_sequence_mismatch(sim_data, tmp_path, args, message):
+    done = run_cli(
+        "trainer", "train", str(sim_data.train_csv), *args, "--out", str(tmp_path / "m.onnx")
+    )
+    assert done.returncode == 2
+    assert re.search(message, done.stderr), done.stderr
+    assert not (tmp_path / "m.onnx").exists()
