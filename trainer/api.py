@@ -34,9 +34,9 @@ import numpy as np
 from agent.atomic import write_atomically
 from agent.model.manifest import Manifest
 from agent.model.score import Scorer, read_model
-from trainer.detectors import default_settings
+from trainer.detectors import Param, chosen_options, default_settings, is_sequence_detector
 from trainer.detectors.ensemble import DEFAULT_MEMBERS
-from trainer.features import sliding_windows
+from trainer.features import SEQUENCE, sliding_windows
 from trainer.train import TrainOptions, train_values
 
 ArrayLike = Any  # a numpy array, a list of rows, or a pandas DataFrame
@@ -85,6 +85,7 @@ class AnomalyDetector:
         features: Sequence[str] | None = None,
         members: Sequence[str] | None = None,
         threshold_factor: float | None = None,
+        **options: Param,
     ) -> None:
         self.algorithm = algorithm
         self.contamination = contamination
@@ -93,6 +94,7 @@ class AnomalyDetector:
         self.features = _names("features", features)
         self.members = _names("members", members)
         self.threshold_factor = threshold_factor
+        self.options = dict(options)  # the detector's own options, e.g. n_estimators=200
         self._model: bytes | None = None
         self._scorer: Scorer | None = None
 
@@ -110,14 +112,24 @@ class AnomalyDetector:
             shown.append(f"members={self.members!r}")
         if self.threshold_factor is not None:
             shown.append(f"threshold_factor={self.threshold_factor!r}")
+        shown += [f"{k}={v!r}" for k, v in self.options.items()]
         return f"AnomalyDetector({', '.join(shown)})"
 
     # -- fitting and persistence -------------------------------------------------------------
 
-    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> AnomalyDetector:
+    def fit(
+        self, X: ArrayLike, y: ArrayLike | None = None, sensors: Sequence[str] | None = None
+    ) -> AnomalyDetector:
         """Fit on X, export the graph and check it against the reference; labels are ignored
-        (`y` is accepted so the call reads like scikit-learn's)."""
-        values, sensors = _readings(X, None)
+        (`y` is accepted so the call reads like scikit-learn's). `sensors` names an array's
+        columns (a DataFrame's are its column names)."""
+        values, sensors = _readings(X, _names("sensors", sensors))
+        if is_sequence_detector(self.algorithm) and self.window < 2:
+            raise ValueError(
+                f"{self.algorithm} reads sequences of consecutive rows: give it a window, "
+                f"e.g. AnomalyDetector(algorithm={self.algorithm!r}, window="
+                f"{default_settings(self.algorithm).window})"
+            )
         options = TrainOptions(
             sensors=sensors,
             algorithm=self.algorithm,
@@ -130,6 +142,7 @@ class AnomalyDetector:
             threshold_factor=self.threshold_factor,
             model_id="anomaly_detector",
             members=self.members,
+            params=self.options or None,
         )
         result = train_values(values, sensors, options, source="AnomalyDetector.fit")
         self._model = result.model_bytes
@@ -158,6 +171,7 @@ class AnomalyDetector:
             else m.features,
             members=_chosen_members(m),
             threshold_factor=_chosen_factor(m),
+            **chosen_options(m.algorithm.name, m.algorithm.params),
         )
         detector._model, detector._scorer = data, scorer
         return detector
@@ -170,6 +184,12 @@ class AnomalyDetector:
     @property
     def sensors(self) -> list[str]:
         return self.manifest.sensor_names
+
+    @property
+    def model(self) -> FittedModel:
+        """The fitted estimator's parameters as attributes (`detector.model.n_estimators`),
+        read from the manifest, so a loaded model shows the same as a freshly fitted one."""
+        return FittedModel(self.manifest.algorithm.name, dict(self.manifest.algorithm.params))
 
     # -- scoring -----------------------------------------------------------------------------
 
@@ -198,6 +218,31 @@ class AnomalyDetector:
         if self._scorer is None:
             raise NotFittedError("this AnomalyDetector is not fitted yet: call fit(X) or load()")
         return self._scorer
+
+
+class FittedModel:
+    """A read-only view of a fitted detector's parameters; an unknown name says which exist."""
+
+    def __init__(self, algorithm: str, params: dict[str, Param]) -> None:
+        self._algorithm = algorithm
+        self._params = params
+
+    def __getattr__(self, name: str) -> Param:
+        params = self.__dict__.get("_params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(
+            f"the fitted {self.__dict__.get('_algorithm')} model has no parameter {name!r}; "
+            f"it has {sorted(params)}"
+        )
+
+    def get_params(self) -> dict[str, Param]:
+        """All parameters, as scikit-learn's estimators give them."""
+        return dict(self._params)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"FittedModel({self._algorithm}: {shown})"
 
 
 def _names(what: str, names: Sequence[str] | None) -> list[str] | None:
@@ -235,7 +280,8 @@ def _chosen_factor(m: Manifest) -> float | None:
 def _implied_features(algorithm: str, window: int) -> list[str]:
     """What `fit` uses when no features are given: row by row (window 1) the reading itself,
     otherwise the detector's own choice."""
-    return ["last"] if window == 1 else list(default_settings(algorithm).features)
+    own = list(default_settings(algorithm).features)
+    return ["last"] if window == 1 and own != [SEQUENCE] else own
 
 
 def _readings(X: ArrayLike, sensors: list[str] | None) -> tuple[np.ndarray, list[str]]:

@@ -86,6 +86,9 @@ FEATURES: dict[str, Feature] = {
 }
 # The shipped default; `min` and `max` are there to be chosen (`--features`).
 DEFAULT_FEATURES = ("last", "mean", "std", "deviation", "rate_of_change")
+# Not a feature: the window itself, [batch, window, n_sensors], for detectors that read
+# sequences (`sequence = True`, the LSTM autoencoder); it stands alone.
+SEQUENCE = "sequence"
 
 
 def layout(names: list[str]) -> list[str]:
@@ -95,6 +98,10 @@ def layout(names: list[str]) -> list[str]:
 
 
 def check_names(names: list[str]) -> list[str]:
+    if SEQUENCE in names:
+        if names != [SEQUENCE]:
+            raise ValueError(f"{SEQUENCE!r} is the whole window and cannot be combined: {names}")
+        return names
     unknown = [n for n in names if n not in FEATURES]
     if unknown:
         raise ValueError(f"unknown feature(s) {unknown}; choose from {list(FEATURES)}")
@@ -113,6 +120,8 @@ def reference_features(windows: np.ndarray, names: list[str], exact: bool = Fals
     rounding and the graph saves two casts.
     """
     w = windows.astype(np.float32).astype(np.float64)
+    if names == [SEQUENCE]:
+        return w
     x = np.concatenate([FEATURES[n].reference(w) for n in layout(names)], axis=1)
     return x if exact else x.astype(np.float32)
 
@@ -123,6 +132,8 @@ def onnx_features(
     """[batch, len(names), n_sensors] in `layout` order (flattened, that is the reference's
     column order)."""
     w = g.op("Cast", window_input, to=TensorProto.DOUBLE)
+    if names == [SEQUENCE]:
+        return w
     order = layout(names)
     rows = [FEATURES[n].weights(window) for n in order if FEATURES[n].weights is not None]
     parts = (

@@ -111,3 +111,56 @@ def _flags(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if len(out[0]) != len(out[1]):
         raise ValueError(f"y_true has {len(out[0])} rows, y_pred {len(out[1])}")
     return out[0], out[1]
+
+
+class AnomalyMetrics:
+    """Every figure `edge-trainer evaluate` prints, for labels and a detector's output.
+
+    `flags` are 0/1 (or bool) with 1 an anomaly, like the labels; for `predict`'s 1/-1 use
+    `from_predict` (an array of ones means "all normal" there and "all anomalies" here, so the
+    two are never guessed at). `scores` are higher for more anomalous rows
+    (`AnomalyDetector.score`) and give the AUCs.
+
+    >>> m = AnomalyMetrics.from_predict([0, 0, 1, 1], [1, -1, -1, -1], scores=[0.1, 0.6, 0.7, 0.9])
+    >>> m.precision, m.recall, m.roc_auc
+    (0.6666666666666666, 1.0, 1.0)
+    """
+
+    def __init__(
+        self, labels: np.ndarray, flags: np.ndarray, scores: np.ndarray | None = None
+    ) -> None:
+        y, flagged = _flags(labels, flags)
+        self.counts = classification_metrics(y, flagged)
+        self.roc_auc = self.pr_auc = float("nan")
+        if scores is not None:
+            s = np.asarray(scores, dtype=np.float64)
+            if s.shape != y.shape:
+                raise ValueError(f"{len(y)} labels but scores of shape {s.shape}")
+            self.roc_auc, self.pr_auc = roc_auc(y, s), pr_auc(y, s)
+
+    @classmethod
+    def from_predict(
+        cls, labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray | None = None
+    ) -> AnomalyMetrics:
+        """From `predict`'s output: 1 normal, -1 anomaly."""
+        p = np.asarray(predicted)
+        if not np.isin(p, (1, -1)).all():
+            raise ValueError("predict()'s output holds 1 (normal) and -1 (anomaly) only")
+        return cls(labels, p == -1, scores)
+
+    @property
+    def precision(self) -> float:
+        return self.counts["precision"]
+
+    @property
+    def recall(self) -> float:
+        return self.counts["recall"]
+
+    @property
+    def f1(self) -> float:
+        return self.counts["f1"]
+
+    def report(self) -> dict[str, float | None]:
+        """The figures as `edge-trainer evaluate` names them (an undefined AUC is None)."""
+        auc = {"roc_auc": self.roc_auc, "pr_auc": self.pr_auc}
+        return {**self.counts, **{k: None if np.isnan(v) else v for k, v in auc.items()}}

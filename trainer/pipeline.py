@@ -7,6 +7,7 @@ graph. Contributions are each sensor's share of the detector's per-feature attri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +16,9 @@ from onnx import TensorProto
 
 from agent.model.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
 from trainer.calibration import Calibration
-from trainer.detectors import Detector, make_detector
-from trainer.detectors.base import attribution, needs_float32, onnx_attribution
-from trainer.features import onnx_features, reference_features
+from trainer.detectors import Detector, Param, make_detector
+from trainer.detectors.base import attribution, is_sequence, needs_float32, onnx_attribution
+from trainer.features import SEQUENCE, onnx_features, reference_features
 from trainer.graph import GraphBuilder, float_input
 
 
@@ -33,8 +34,10 @@ class Scaler:
 
     @classmethod
     def fit(cls, features: np.ndarray, exact: bool) -> Scaler:
-        mean = features.mean(axis=0, dtype=np.float64)
-        std = features.std(axis=0, dtype=np.float64)
+        # Per column; a sequence [batch, window, sensors] per sensor over every position.
+        axes = tuple(range(features.ndim - 1))
+        mean = features.mean(axis=axes, dtype=np.float64)
+        std = features.std(axis=axes, dtype=np.float64)
         std = np.where(std > 1e-9 * np.maximum(1.0, np.abs(mean)), std, 1.0)
         if exact:
             return cls(mean, std, exact)
@@ -68,9 +71,16 @@ class Pipeline:
         seed: int,
         members: list[str] | None = None,
         threshold_factor: float = 1.0,
+        params: Mapping[str, Param] | None = None,
     ) -> tuple[Pipeline, np.ndarray]:
         """The fitted pipeline and its raw scores on the training windows."""
-        detector = make_detector(algorithm, members)
+        detector = make_detector(algorithm, members, params)
+        if is_sequence(detector) != (features == [SEQUENCE]):
+            raise ValueError(
+                f"{algorithm} reads the window as a sequence: its features are [{SEQUENCE!r}]"
+                if is_sequence(detector)
+                else f"{algorithm} reads window features, not the {SEQUENCE!r} of a sequence model"
+            )
         exact = not needs_float32(detector)
         x = reference_features(windows, features, exact)
         scaler = Scaler.fit(x, exact)
@@ -115,7 +125,8 @@ class Pipeline:
             g.op("Sub", feats, g.const(self.scaler.mean.reshape(grid), "mu", dtype)),
             g.const(self.scaler.std.reshape(grid), "sigma", dtype),
         )
-        scaled = g.op("Flatten", standardized, axis=1)
+        sequence = self.features == [SEQUENCE]
+        scaled = standardized if sequence else g.op("Flatten", standardized, axis=1)
         calibrated = self.calibration.onnx(g, self.detector.onnx_scores(g, scaled))
         # float32 out: a saturated score reads 1.0, not 0.99999999997, in alerts and CSVs.
         g.rename(g.op("Cast", calibrated, to=TensorProto.FLOAT), OUTPUT_SCORE)

@@ -75,7 +75,7 @@ def build(
         _section("Model", _model_table(scored)),
         _section(
             "Sensors over time",
-            _img(_sensors_figure(scored), "each sensor over time with flagged points")
+            _img(sensors_figure(scored), "each sensor over time with flagged points")
             + _drawn_note(scored)
             + "<p>Red dots: rows scored at or above the alert threshold. Shaded red: rows "
             "labelled anomalous. Shaded grey: rows before <code>--from-row</code>, "
@@ -83,9 +83,9 @@ def build(
         ),
         _section(
             "Score over time",
-            _img(_score_figure(scored), "the score over time with the level thresholds"),
+            _img(score_figure(scored), "the score over time with the level thresholds"),
         ),
-        _section("Score histogram", _img(_histogram_figure(scored), "histogram of the scores")),
+        _section("Score histogram", _img(histogram_figure(scored), "histogram of the scores")),
         _section("Top alerts", _episodes_html(scored, episodes)),
     ]
     if scored.labels is not None:
@@ -182,7 +182,7 @@ def shown_sensors(s: Scored) -> list[int]:
     return sorted(int(j) for j in top)
 
 
-def _sensors_figure(s: Scored) -> bytes:
+def sensors_figure(s: Scored) -> Figure:
     names = s.manifest.sensor_names
     drawn = shown_sensors(s)
     fig = Figure(figsize=(_WIDTH, 1.6 * len(drawn) + 0.6))
@@ -196,10 +196,10 @@ def _sensors_figure(s: Scored) -> bytes:
         ax.tick_params(labelsize=7)
     axes[-1].set_xlabel(s.x_label)
     fig.align_ylabels(axes)
-    return _png(fig)
+    return fig
 
 
-def _score_figure(s: Scored) -> bytes:
+def score_figure(s: Scored) -> Figure:
     fig = Figure(figsize=(_WIDTH, 3.2))
     ax = fig.subplots()
     _shade(ax, s)
@@ -209,10 +209,10 @@ def _score_figure(s: Scored) -> bytes:
     ax.set_ylabel("score")
     ax.set_xlabel(s.x_label)
     ax.legend(loc="upper left", fontsize=8, ncols=4)
-    return _png(fig)
+    return fig
 
 
-def _histogram_figure(s: Scored) -> bytes:
+def histogram_figure(s: Scored) -> Figure:
     fig = Figure(figsize=(_WIDTH / 2, 3.2))
     ax = fig.subplots()
     counted = s.score[max(s.from_row, s.manifest.window - 1) :]
@@ -221,7 +221,7 @@ def _histogram_figure(s: Scored) -> bytes:
     ax.set_xlabel("score")
     ax.set_ylabel("rows (log scale)")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def _level_lines(draw: object, m: Manifest) -> None:
@@ -229,7 +229,7 @@ def _level_lines(draw: object, m: Manifest) -> None:
         draw(value, ls="--", lw=1, color=_LEVEL_COLOURS.get(level, "#7f8c8d"), label=level)
 
 
-def _contributions_figure(s: Scored, episodes: list[Episode]) -> bytes:
+def contributions_figure(s: Scored, episodes: list[Episode]) -> Figure:
     names = s.manifest.sensor_names
     fig = Figure(figsize=(_WIDTH, 0.12 * len(names) * len(episodes) + 1.2))
     ax = fig.subplots()
@@ -246,10 +246,10 @@ def _contributions_figure(s: Scored, episodes: list[Episode]) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("share of the score's attribution")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return fig
 
 
-def _confusion_figure(counts: np.ndarray) -> bytes:
+def confusion_figure(counts: np.ndarray) -> Figure:
     fig = Figure(figsize=(3.6, 3.2))
     ax = fig.subplots()
     ax.imshow(counts, cmap="Blues")
@@ -260,10 +260,10 @@ def _confusion_figure(counts: np.ndarray) -> bytes:
     ax.set_yticks([0, 1], ["normal", "anomaly"])
     ax.set_xlabel("flagged")
     ax.set_ylabel("labelled")
-    return _png(fig)
+    return fig
 
 
-def _pr_figure(labels: np.ndarray, score: np.ndarray, operating: tuple[float, float]) -> bytes:
+def pr_figure(labels: np.ndarray, score: np.ndarray, operating: tuple[float, float]) -> Figure:
     precision, recall, _ = precision_recall_curve(labels, score)
     fig = Figure(figsize=(4.4, 3.6))
     ax = fig.subplots()
@@ -275,14 +275,14 @@ def _pr_figure(labels: np.ndarray, score: np.ndarray, operating: tuple[float, fl
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.legend(fontsize=8, loc="lower left")
-    return _png(fig)
+    return fig
 
 
 # -- HTML --------------------------------------------------------------------------------------
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
+def _img(fig: Figure, alt: str) -> str:
+    data = base64.b64encode(_png(fig)).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -350,7 +350,7 @@ def _episodes_html(s: Scored, episodes: list[Episode]) -> str:
         "<code>top_sensors</code> come from (what a share means for each detector: "
         "<code>docs/model-file.md</code>, <em>Contributions</em>).</p>"
     )
-    figure = _img(_contributions_figure(s, episodes), "per-sensor contributions of the top alerts")
+    figure = _img(contributions_figure(s, episodes), "per-sensor contributions of the top alerts")
     return table + note + figure
 
 
@@ -361,8 +361,8 @@ def _labelled_html(s: Scored) -> str:
     counts = np.array([[np.sum(~y & ~p), np.sum(~y & p)], [np.sum(y & ~p), np.sum(y & p)]])
     shown = [(k, _metric(k, v)) for k, v in metrics.items()]
     shown = [(k + (" %" if k in ("far", "mar") else ""), v) for k, v in shown]
-    pictures = _img(_confusion_figure(counts), "confusion matrix") + _img(
-        _pr_figure(labels, score, (metrics["recall"], metrics["precision"])),
+    pictures = _img(confusion_figure(counts), "confusion matrix") + _img(
+        pr_figure(labels, score, (metrics["recall"], metrics["precision"])),
         "precision-recall curve",
     )
     return _table(shown) + f'<div class="row">{pictures}</div>'

@@ -28,7 +28,7 @@ from agent.model.manifest import (
 from agent.model.score import Scorer
 from agent.model.table import Table, read_table
 from trainer.calibration import ALERT_THRESHOLD, LEVELS
-from trainer.detectors import DEFAULT_ALGORITHM, default_settings
+from trainer.detectors import DEFAULT_ALGORITHM, Param, default_settings
 from trainer.features import check_names, sliding_windows
 from trainer.metrics import classification_metrics
 from trainer.pipeline import Pipeline
@@ -65,6 +65,7 @@ class TrainOptions:
     model_id: str = "detector"
     model_version: str = "1"
     members: list[str] | None = None  # an ensemble's detectors (default pca, gaussian_mixture)
+    params: dict[str, Param] | None = None  # a plain detector's own options (n_estimators, ...)
 
 
 @dataclass
@@ -128,6 +129,7 @@ def train_values(
             options.seed,
             options.members,
             options.threshold_factor,
+            options.params,
         )
         all_windows = sliding_windows(values, options.window)
         step.begin(f"scoring {len(all_windows)} windows for the training metrics")

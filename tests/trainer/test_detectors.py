@@ -11,7 +11,7 @@ from agent.model.score import Scorer
 from agent.model.table import read_table
 from trainer.calibration import Calibration
 from trainer.detectors import DETECTORS, default_settings, make_detector
-from trainer.detectors.base import attribution
+from trainer.detectors.base import attribution, is_sequence
 from trainer.detectors.isolation_forest import average_path_length
 from trainer.features import sliding_windows
 from trainer.metrics import roc_auc
@@ -80,7 +80,9 @@ def test_detector_defaults_are_not_shared_between_instances(algorithm, sim_data)
     """Fitting one instance leaves a fresh one as it was (no mutable defaults shared)."""
     fresh = make_detector(algorithm).params()
     fitted = make_detector(algorithm)
-    features = np.random.default_rng(0).normal(size=(300, 6))
+    # A sequence detector reads [windows, window, sensors]; the others [windows, features].
+    shape = (300, 10, 6) if is_sequence(fitted) else (300, 6)
+    features = np.random.default_rng(0).normal(size=shape)
     fitted.fit(features, seed=1)
     assert make_detector(algorithm).params() == fresh
     with pytest.raises(RuntimeError, match="fit the detector first"):
@@ -122,7 +124,7 @@ def test_contributions_point_at_the_faulty_sensor(algorithm, sim_data):
     assert named and all(named.values()), named
 
 
-@pytest.mark.parametrize("algorithm", ["pca", "autoencoder"])
+@pytest.mark.parametrize("algorithm", ["pca", "autoencoder", "lstm_autoencoder"])
 def test_sum_detectors_split_their_raw_score_exactly_over_the_features(algorithm, sim_data):
     result = train(sim_data.train_csv, TrainOptions(algorithm=algorithm, model_id=algorithm))
     pipeline = result.pipeline

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from trainer.detectors.autoencoder import AutoencoderDetector
@@ -11,6 +12,7 @@ from trainer.detectors.ensemble import EnsembleDetector, VotingEnsembleDetector
 from trainer.detectors.gaussian_mixture import GaussianMixtureDetector
 from trainer.detectors.isolation_forest import IsolationForestDetector
 from trainer.detectors.local_outlier_factor import LocalOutlierFactorDetector
+from trainer.detectors.lstm_autoencoder import LstmAutoencoderDetector
 from trainer.detectors.one_class_svm import OneClassSVMDetector
 from trainer.detectors.pca import PCADetector
 from trainer.detectors.zscore import ZScoreDetector
@@ -23,6 +25,7 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     GaussianMixtureDetector.name: GaussianMixtureDetector,
     IsolationForestDetector.name: IsolationForestDetector,
     LocalOutlierFactorDetector.name: LocalOutlierFactorDetector,
+    LstmAutoencoderDetector.name: LstmAutoencoderDetector,
     OneClassSVMDetector.name: OneClassSVMDetector,
     PCADetector.name: PCADetector,
     ZScoreDetector.name: ZScoreDetector,
@@ -53,16 +56,30 @@ def default_settings(name: str) -> Settings:
 ENSEMBLES = (EnsembleDetector.name, VotingEnsembleDetector.name)
 
 
-def make_detector(name: str, members: list[str] | None = None) -> Detector:
+Param = float | int | str | bool | None
+
+
+def make_detector(
+    name: str, members: list[str] | None = None, params: Mapping[str, Param] | None = None
+) -> Detector:
     """A fresh detector; `members` chooses an ensemble's detectors (two or more, none of them
-    an ensemble)."""
+    an ensemble); `params` sets a plain detector's own options (say `n_estimators` of the
+    isolation forest), checked against the names its constructor takes."""
     if name not in DETECTORS:
         raise ValueError(f"unknown algorithm {name!r}; choose from {sorted(DETECTORS)}")
+    if params:
+        if name in ENSEMBLES:
+            raise ValueError(f"{name} takes no detector options (got {sorted(params)})")
+        accepted = detector_options(name)
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"{name} has no option(s) {unknown}; its options are {accepted}")
+        return DETECTORS[name](**params)
     if members is None:
         return DETECTORS[name]()
     if name not in ENSEMBLES:
         raise ValueError(f"members are chosen for {' and '.join(ENSEMBLES)} only, not {name!r}")
-    plain = sorted(set(DETECTORS) - set(ENSEMBLES))
+    plain = sorted(n for n in set(DETECTORS) - set(ENSEMBLES) if not is_sequence_detector(n))
     bad = [m for m in members if m not in plain]
     if bad or len(members) < 2:
         raise ValueError(f"ensemble members {members}: choose two or more of {plain}")
@@ -70,3 +87,28 @@ def make_detector(name: str, members: list[str] | None = None) -> Detector:
         raise ValueError(f"ensemble members {members} repeat: a repeated member would count twice")
     combine = "vote" if name == VotingEnsembleDetector.name else "mean"
     return EnsembleDetector(combine=combine, members=tuple(members), name=name)
+
+
+def is_sequence_detector(name: str) -> bool:
+    """Whether `name` reads windows as sequences (it cannot join an ensemble of feature
+    detectors, and it needs consecutive rows)."""
+    return bool(getattr(DETECTORS.get(name), "sequence", False))
+
+
+def detector_options(name: str) -> list[str]:
+    """The keyword options a plain detector's constructor takes (its tunable parameters)."""
+    return list(_defaults(name))
+
+
+def chosen_options(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
+    """Of a manifest's recorded parameters, the options set away from their defaults: what
+    recreates the detector (a loaded model refits as it was fitted)."""
+    if name in ENSEMBLES or name not in DETECTORS:
+        return {}
+    defaults = _defaults(name)
+    return {k: v for k, v in params.items() if k in defaults and v != defaults[k]}
+
+
+def _defaults(name: str) -> dict[str, object]:
+    signature = inspect.signature(DETECTORS[name])
+    return {p.name: p.default for p in signature.parameters.values() if p.name != "self"}

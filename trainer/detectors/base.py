@@ -57,6 +57,11 @@ def needs_float32(detector: Detector) -> bool:
     return bool(getattr(detector, "float32_features", False))
 
 
+def is_sequence(detector: Detector) -> bool:
+    """Whether the detector reads the window as a sequence rather than window features."""
+    return bool(getattr(detector, "sequence", False))
+
+
 def attribution(detector: Detector, features: np.ndarray) -> np.ndarray:
     """[batch, n_features] >= 0: what each feature adds to the window's raw score.
 
