@@ -3,6 +3,12 @@
 `reference` computes it with numpy and scikit-learn; `to_onnx` writes the same function as one
 graph. Contributions are each sensor's share of the detector's per-feature attribution
 (`detectors.base.attribution`), summed over that sensor's features.
+
+A feature that did not move while training (a valve stuck at one position, the rate of change of
+a constant reading) is scaled by the float32 resolution of its sensor's readings rather than by
+its standard deviation of 0, so leaving that value is many standard units away for every
+detector; and since a tree never splits on a constant feature, the `StuckGuard` turns such a
+departure into a score of its own, whatever the detector saw (issue 15).
 """
 
 from __future__ import annotations
@@ -14,28 +20,50 @@ import onnx
 from onnx import TensorProto
 
 from agent.model.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
-from trainer.calibration import Calibration
+from trainer.calibration import CRITICAL_LOGIT, Calibration, onnx_squash, squash
 from trainer.detectors import Detector, make_detector
 from trainer.detectors.base import attribution, needs_float32, onnx_attribution
 from trainer.features import onnx_features, reference_features
 from trainer.graph import GraphBuilder, float_input
+
+# A feature's scale is at least this many float32 epsilons of its sensor's largest reading:
+# readings travel as float32, so a change smaller than a few of their ulps is rounding, and
+# anything larger is a real move of the sensor.
+RESOLUTION_ULPS = 16
+# Below this magnitude a sensor's resolution stops shrinking (a sensor stuck at exactly 0):
+# keeps a departure's standardized size finite in float32 for any float32 reading.
+_SMALLEST_MAGNITUDE = 1e-6
+# Added to every sensor's attribution: below it an attribution is rounding (attributions are in
+# squared standard units, about 1 for a typical window), so a window whose features sit exactly
+# on their training means (a constant series) shares evenly instead of by rounding noise, which
+# differs between numpy and the graph (a share of 0 against 1).
+ATTRIBUTION_FLOOR = 1e-12
+
+
+def feature_resolution(windows: np.ndarray, n_features: int) -> np.ndarray:
+    """[n_features * n_sensors]: the smallest meaningful change of each feature column, from
+    the float32 resolution of its sensor's readings (feature f of sensor s at f * n + s)."""
+    magnitude = np.abs(windows.astype(np.float64)).max(axis=(0, 1))
+    per_sensor = RESOLUTION_ULPS * float(np.finfo(np.float32).eps)
+    per_sensor = per_sensor * np.maximum(magnitude, _SMALLEST_MAGNITUDE)
+    return np.tile(per_sensor, n_features)
 
 
 @dataclass
 class Scaler:
     """Standardizes the features. `exact`: in float64 throughout, for detectors that compute
     in float64 anyway; otherwise rounded once to float32, so that a tree's split sees the same
-    value from the graph as from the reference (an ulp can flip a split)."""
+    value from the graph as from the reference (an ulp can flip a split). No scale is below the
+    feature's resolution (`feature_resolution`): a constant feature is measured in it."""
 
     mean: np.ndarray
     std: np.ndarray
     exact: bool
 
     @classmethod
-    def fit(cls, features: np.ndarray, exact: bool) -> Scaler:
+    def fit(cls, features: np.ndarray, exact: bool, resolution: np.ndarray) -> Scaler:
         mean = features.mean(axis=0, dtype=np.float64)
-        std = features.std(axis=0, dtype=np.float64)
-        std = np.where(std > 1e-9 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        std = np.maximum(features.std(axis=0, dtype=np.float64), resolution)
         if exact:
             return cls(mean, std, exact)
         return cls(mean.astype(np.float32), std.astype(np.float32), exact)
@@ -49,6 +77,44 @@ class Scaler:
 
 
 @dataclass
+class StuckGuard:
+    """Scores leaving a value that did not move while training, in the calibration's logit
+    domain: z = ln 9 · (|x| − r − 1) over the stuck columns (x standardized, r the largest |x|
+    seen while training), so a window at most at its training range scores at most 0.1, one
+    resolution unit past it 0.5 (the alert threshold), two units 0.9. The window's logit is the
+    larger of the detector's and the guard's."""
+
+    columns: np.ndarray  # int64 indices of the feature columns that did not move
+    reach: np.ndarray  # float64: the largest |standardized value| of each while training
+
+    @classmethod
+    def fit(cls, features: np.ndarray, scaled: np.ndarray, resolution: np.ndarray) -> StuckGuard:
+        stuck = features.std(axis=0, dtype=np.float64) <= resolution
+        columns = np.flatnonzero(stuck).astype(np.int64)
+        reach = np.abs(scaled[:, columns].astype(np.float64)).max(axis=0, initial=0.0)
+        return cls(columns, reach)
+
+    def logit(self, scaled: np.ndarray) -> np.ndarray | None:
+        if not len(self.columns):
+            return None
+        away = np.abs(scaled[:, self.columns].astype(np.float64)) - self.reach - 1.0
+        return CRITICAL_LOGIT * away.max(axis=1)
+
+    def onnx_logit(self, g: GraphBuilder, scaled: str) -> str | None:
+        if not len(self.columns):
+            return None
+        f64 = np.float64
+        picked = g.op("Gather", scaled, g.const(self.columns, "stuck_cols", np.int64), axis=1)
+        away = g.op(
+            "Sub",
+            g.op("Abs", g.op("Cast", picked, to=TensorProto.DOUBLE)),
+            g.const(self.reach + 1.0, "stuck_reach", f64),
+        )
+        worst = g.op("ReduceMax", away, axes=[1], keepdims=0)
+        return g.op("Mul", worst, g.const(CRITICAL_LOGIT, "stuck_ln", f64))
+
+
+@dataclass
 class Pipeline:
     sensors: list[str]
     window: int
@@ -56,6 +122,7 @@ class Pipeline:
     scaler: Scaler
     detector: Detector
     calibration: Calibration
+    guard: StuckGuard
 
     @classmethod
     def fit(
@@ -73,12 +140,14 @@ class Pipeline:
         detector = make_detector(algorithm, members)
         exact = not needs_float32(detector)
         x = reference_features(windows, features, exact)
-        scaler = Scaler.fit(x, exact)
+        resolution = feature_resolution(windows, len(features))
+        scaler = Scaler.fit(x, exact, resolution)
         scaled = scaler.apply(x)
         detector.fit(scaled, seed)
         raw = detector.reference_scores(scaled)
         calibration = Calibration.fit(raw, contamination, threshold_factor)
-        pipeline = cls(sensors, windows.shape[1], features, scaler, detector, calibration)
+        guard = StuckGuard.fit(x, scaled, resolution)
+        pipeline = cls(sensors, windows.shape[1], features, scaler, detector, calibration, guard)
         return pipeline, raw
 
     def scaled(self, windows: np.ndarray) -> np.ndarray:
@@ -87,13 +156,20 @@ class Pipeline:
 
     def reference_scores(self, windows: np.ndarray) -> np.ndarray:
         """Scores [batch] alone by numpy and scikit-learn (no contributions: cheaper)."""
-        return self.calibration.apply(self.detector.reference_scores(self.scaled(windows)))
+        return squash(self.reference_logit(self.scaled(windows)))
+
+    def reference_logit(self, scaled: np.ndarray) -> np.ndarray:
+        """The calibrated logit [batch] of standardized features: the detector's, or the
+        guard's where a stuck feature left its value further."""
+        z = self.calibration.logit(self.detector.reference_scores(scaled))
+        guard = self.guard.logit(scaled)
+        return z if guard is None else np.maximum(z, guard)
 
     def reference(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(score [batch], contributions [batch, n_sensors]) by numpy and scikit-learn."""
         scaled = self.scaled(windows)
-        score = self.calibration.apply(self.detector.reference_scores(scaled))
-        per_sensor = attribution(self.detector, scaled) @ self._per_sensor()
+        score = squash(self.reference_logit(scaled))
+        per_sensor = attribution(self.detector, scaled) @ self._per_sensor() + ATTRIBUTION_FLOOR
         total = per_sensor.sum(axis=1, keepdims=True)
         shares = np.divide(per_sensor, total, out=np.zeros_like(per_sensor), where=total > 0)
         return score, shares
@@ -116,21 +192,25 @@ class Pipeline:
             g.const(self.scaler.std.reshape(grid), "sigma", dtype),
         )
         scaled = g.op("Flatten", standardized, axis=1)
-        calibrated = self.calibration.onnx(g, self.detector.onnx_scores(g, scaled))
-        # float32 out: a saturated score reads 1.0, not 0.99999999997, in alerts and CSVs.
-        g.rename(g.op("Cast", calibrated, to=TensorProto.FLOAT), OUTPUT_SCORE)
+        z = self.calibration.onnx_logit(g, self.detector.onnx_scores(g, scaled))
+        guard = self.guard.onnx_logit(g, scaled)
+        if guard is not None:
+            z = g.op("Max", z, guard)
+        # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
+        g.rename(onnx_squash(g, z), OUTPUT_SCORE)
         per_sensor = g.op(
-            "MatMul",
+            "Gemm",
             onnx_attribution(self.detector, g, scaled),
             g.const(self._per_sensor(), "per_sensor", np.float64),
+            g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64),
         )
-        # L1 over non-negative shares: each row divided by its sum (a zero row stays zero).
+        # L1 over positive shares: each row divided by its sum.
         shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
         g.rename(shares, OUTPUT_CONTRIBUTIONS)  # float64, as computed: a cast would cost a node
         return g.model(
             [float_input(INPUT_NAME, ["batch", self.window, n])],
             [
-                float_input(OUTPUT_SCORE, ["batch"]),
+                float_input(OUTPUT_SCORE, ["batch"], TensorProto.DOUBLE),
                 float_input(OUTPUT_CONTRIBUTIONS, ["batch", n], TensorProto.DOUBLE),
             ],
         )

@@ -113,8 +113,9 @@ def train_values(
     API's way in). `labels` (0/1 per row) only feed the metrics."""
     options = resolved(options)
     _check_shape(values, sensors, options)
+    _check_train_rows(len(values), options, source)
     with _Stages(progress) as step:
-        fit_rows = values[: options.train_rows] if options.train_rows else values
+        fit_rows = values if options.train_rows is None else values[: options.train_rows]
         windows = sliding_windows(fit_rows, options.window)
         step.begin(
             f"fitting {options.algorithm} on {len(windows)} windows of {len(sensors)} sensors"
@@ -279,9 +280,25 @@ def _check_shape(values: np.ndarray, sensors: list[str], options: TrainOptions) 
         raise TrainInputError("--contamination must be in (0, 0.5)")
     if not options.threshold_factor > 0:
         raise TrainInputError("--threshold-factor must be positive")
-    rows = min(options.train_rows or len(values), len(values))
-    if rows < options.window + 10:
-        raise TrainInputError(f"{rows} training rows are too few for a window of {options.window}")
+
+
+def _check_train_rows(rows: int, options: TrainOptions, source: str) -> None:
+    """--train-rows must lie within the data; it used to fall back silently to every row when
+    0, negative or past the end (issue 15). Ten windows past the first is the least to fit."""
+    wanted = options.train_rows
+    if wanted is not None and not 1 <= wanted <= rows:
+        raise TrainInputError(
+            f"--train-rows {wanted} is out of range: {source} has {rows} rows "
+            f"(give 1 to {rows}, or leave it out to fit on every row)"
+        )
+    fit = rows if wanted is None else wanted
+    least = options.window + 10
+    if fit < least:
+        which = f"--train-rows {wanted}" if wanted is not None else f"{source}'s {rows} rows"
+        raise TrainInputError(
+            f"{which} are too few for a window of {options.window}: "
+            f"at least {least} rows are needed ({source} has {rows} rows)"
+        )
 
 
 def _metrics(
