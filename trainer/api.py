@@ -213,7 +213,8 @@ class AnomalyDetector:
         >>> for name, level in (("a.csv", 0.0), ("b.csv", 8.0)):
         ...     rows = [f"2026-01-01T00:{m:02d}:00Z,{np.sin(m / 5) / 2 + level}" for m in range(60)]
         ...     _ = (folder / name).write_text("ts,sensor_0\\n" + "\\n".join(rows) + "\\n")
-        >>> detector = AnomalyDetector(algorithm="pca").fit(np.sin(np.arange(700) / 5).reshape(-1, 1))
+        >>> X = np.sin(np.arange(700) / 5).reshape(-1, 1)
+        >>> detector = AnomalyDetector(algorithm="pca").fit(X)
         >>> [(f.path.name, f.timestamps[0], float((f.score >= 0.5).mean()))
         ...  for f in detector.score_files([folder / "a.csv", folder / "b.csv"])]
         [('a.csv', '2026-01-01T00:00:00Z', 0.0), ('b.csv', '2026-01-01T00:00:00Z', 1.0)]

@@ -79,39 +79,69 @@ class Scaler:
 @dataclass
 class StuckGuard:
     """Scores leaving a value that did not move while training, in the calibration's logit
-    domain: z = ln 9 · (|x| − r − 1) over the stuck columns (x standardized, r the largest |x|
-    seen while training), so a window at most at its training range scores at most 0.1, one
-    resolution unit past it 0.5 (the alert threshold), two units 0.9. The window's logit is the
-    larger of the detector's and the guard's."""
+    domain: z = ln 9 · (e − 1), e = max over the stuck columns of |x| − r (x standardized, r the
+    largest |x| seen while training), so a window within its training range scores at most 0.1,
+    one resolution unit past it 0.5 (the alert threshold), two units 0.9. The window's logit is
+    the larger of the detector's and the guard's. Its attribution is at least e² per stuck
+    column, so the sensor that moved is named even by a detector blind to it (a tree)."""
 
     columns: np.ndarray  # int64 indices of the feature columns that did not move
     reach: np.ndarray  # float64: the largest |standardized value| of each while training
+    n_features: int  # all feature columns, stuck or not
 
     @classmethod
     def fit(cls, features: np.ndarray, scaled: np.ndarray, resolution: np.ndarray) -> StuckGuard:
         stuck = features.std(axis=0, dtype=np.float64) <= resolution
         columns = np.flatnonzero(stuck).astype(np.int64)
         reach = np.abs(scaled[:, columns].astype(np.float64)).max(axis=0, initial=0.0)
-        return cls(columns, reach)
+        return cls(columns, reach, features.shape[1])
+
+    def _excess(self, scaled: np.ndarray) -> np.ndarray:
+        return np.abs(scaled[:, self.columns].astype(np.float64)) - self.reach
 
     def logit(self, scaled: np.ndarray) -> np.ndarray | None:
         if not len(self.columns):
             return None
-        away = np.abs(scaled[:, self.columns].astype(np.float64)) - self.reach - 1.0
-        return CRITICAL_LOGIT * away.max(axis=1)
+        return CRITICAL_LOGIT * (self._excess(scaled).max(axis=1) - 1.0)
+
+    def attribution(self, scaled: np.ndarray, detector_terms: np.ndarray) -> np.ndarray:
+        if not len(self.columns):
+            return detector_terms
+        excess = np.maximum(self._excess(scaled), 0.0)
+        return np.maximum(detector_terms, (excess * excess) @ self._spread())
+
+    def _spread(self) -> np.ndarray:
+        """[stuck, n_features]: puts each stuck column back in its place (one MatMul)."""
+        out = np.zeros((len(self.columns), self.n_features))
+        out[np.arange(len(self.columns)), self.columns] = 1.0
+        return out
+
+    def _onnx_excess(self, g: GraphBuilder, scaled: str) -> str:
+        def build() -> str:
+            cols = g.const(self.columns, "stuck_cols", np.int64)
+            picked = g.op("Cast", g.op("Gather", scaled, cols, axis=1), to=TensorProto.DOUBLE)
+            return g.op("Sub", g.op("Abs", picked), g.const(self.reach, "stuck_reach", np.float64))
+
+        return g.once(f"stuck_excess_{id(self)}", build)
 
     def onnx_logit(self, g: GraphBuilder, scaled: str) -> str | None:
         if not len(self.columns):
             return None
         f64 = np.float64
-        picked = g.op("Gather", scaled, g.const(self.columns, "stuck_cols", np.int64), axis=1)
-        away = g.op(
-            "Sub",
-            g.op("Abs", g.op("Cast", picked, to=TensorProto.DOUBLE)),
-            g.const(self.reach + 1.0, "stuck_reach", f64),
+        worst = g.op("ReduceMax", self._onnx_excess(g, scaled), axes=[1], keepdims=0)
+        away = g.op("Sub", worst, g.const(1.0, "stuck_one", f64))
+        return g.op("Mul", away, g.const(CRITICAL_LOGIT, "stuck_ln", f64))
+
+    def onnx_attribution(self, g: GraphBuilder, scaled: str, detector_terms: str) -> str:
+        if not len(self.columns):
+            return detector_terms
+        excess = g.op("Relu", self._onnx_excess(g, scaled))
+        placed = g.op(
+            "MatMul",
+            g.op("Mul", excess, excess),
+            g.const(self._spread(), "stuck_spread", np.float64),
         )
-        worst = g.op("ReduceMax", away, axes=[1], keepdims=0)
-        return g.op("Mul", worst, g.const(CRITICAL_LOGIT, "stuck_ln", f64))
+        return g.op("Max", detector_terms, placed)
 
 
 @dataclass
@@ -169,7 +199,8 @@ class Pipeline:
         """(score [batch], contributions [batch, n_sensors]) by numpy and scikit-learn."""
         scaled = self.scaled(windows)
         score = squash(self.reference_logit(scaled))
-        per_sensor = attribution(self.detector, scaled) @ self._per_sensor() + ATTRIBUTION_FLOOR
+        terms = self.guard.attribution(scaled, attribution(self.detector, scaled))
+        per_sensor = terms @ self._per_sensor() + ATTRIBUTION_FLOOR
         total = per_sensor.sum(axis=1, keepdims=True)
         shares = np.divide(per_sensor, total, out=np.zeros_like(per_sensor), where=total > 0)
         return score, shares
@@ -200,7 +231,7 @@ class Pipeline:
         g.rename(onnx_squash(g, z), OUTPUT_SCORE)
         per_sensor = g.op(
             "Gemm",
-            onnx_attribution(self.detector, g, scaled),
+            self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled)),
             g.const(self._per_sensor(), "per_sensor", np.float64),
             g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64),
         )
