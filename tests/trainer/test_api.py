@@ -214,9 +214,7 @@ def test_score_files_scores_many_files_with_one_session(model_path, sim_data, tm
     for f in scored:
         table = read_table(f.path)
         assert f.timestamps == table.timestamps()
-        np.testing.assert_array_equal(
-            f.score, detector.score(table.matrix(detector.sensors))
-        )
+        np.testing.assert_array_equal(f.score, detector.score(table.matrix(detector.sensors)))
     missing = tmp_path / "missing.csv"
-    with pytest.raises(TableError, match="missing.csv: cannot read"):
+    with pytest.raises(TableError, match=r"missing\.csv: cannot read"):
         list(detector.score_files([missing]))
