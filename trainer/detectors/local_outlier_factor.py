@@ -1,21 +1,25 @@
 """Local outlier factor in novelty mode: raw score = the window's LOF against the training
-windows (near 1 inside a cluster, larger outside), scikit-learn's definition with its 1e-10 in
-the local reachability density replaced by 1e-3 (see `_LRD_EPS`).
+windows (near 1 inside a cluster, larger outside), scikit-learn's definition but for two
+choices below that make it well defined under rounding.
 
-Exported with the `cdist`-style trick to find the neighbours rather than a node per neighbour:
-distances to every kept training window as one Gemm (|x|² - 2 x·t + |t|²) and `TopK` for the k
-nearest. That expansion loses the small distances to cancellation (a window equal to a training
-window comes out at about 1e-8 instead of 0), and LOF divides by them: on series with repeated
-windows (integer counts) a distance of 0 against 1e-8 moved lrd by orders of magnitude, and the
-export was refused (issue 15). So the k neighbours' distances are computed again exactly, as
-differences, from the gathered windows, and the reference (numpy, not scikit-learn, whose
-distances take the same shortcut) computes every distance as differences too.
-
-Ties: integer-valued series (tweet counts) put two training windows at exactly the same distance
-from a window, often right at the k-th place, and which one was kept depended on rounding (the
-other refusals of issue 15). The neighbourhood is therefore the paper's (Breunig et al., 2000):
-every training window no further than the k-th nearest, ties included, taken from 2k candidates.
+Exported with the `cdist`-style trick rather than a node per neighbour: squared distances to
+every kept training window as one Gemm (|x|² - 2 x·t + |t|²), `TopK` for the k nearest, and the
+training windows' k-distances and local reachability densities gathered by index, in float64.
 Fitted on at most `max_train` windows (a seeded sample), which bounds the graph's work.
+
+Why the two choices (issue 15: four NAB series refused by 0.00025-0.039):
+- *Cancellation.* The expansion gives a distance of about 1e-7 for a window equal to a training
+  window (0 exactly in the reference), and LOF divides by reachability distances: on series of
+  repeated windows (integer counts) lrd moved by orders of magnitude. So a reachability
+  distance is never below `_REACH_FLOOR` (a thousandth of a standard unit): below it both
+  computations agree exactly, whatever the rounding.
+- *Ties.* Integer counts put two training windows at exactly the same distance, often at the
+  k-th place, and rounding chose which one was kept. So training window j's squared distance
+  carries j × `_TIE_STEP` (folded into the Gemm's bias, no extra node): equal distances go to the
+  lower index on both sides, while the step is far above the Gemm's rounding and far below
+  `_REACH_FLOOR`² in total.
+The reference (numpy, not scikit-learn, whose distances take the same shortcut) computes the
+distances as differences, exactly.
 """
 
 from __future__ import annotations
@@ -25,15 +29,12 @@ from onnx import TensorProto
 
 from trainer.graph import GraphBuilder, squared_distances
 
-# lrd = 1 / (mean reach distance + _LRD_EPS), in standard units of the features. scikit-learn
-# adds 1e-10, below the rounding of a feature computed in two ways (about 1e-10 standard units
-# once a constant feature is measured in its float32 resolution), so in a cluster of repeated
-# windows lrd was rounding noise; a thousandth of a standard deviation is far above that noise
-# and changes the LOF of windows whose neighbours are further than 0.1 apart by under 1 %.
-_LRD_EPS = 1e-3
-# Squared distances within a billionth of the k-th count as ties: two ways of summing a few
-# dozen squares differ by under 1e-14, distinct windows of float32 readings by far more.
-_TIE = 1e-9
+# A reachability distance is at least this, in standard units of the features (see above).
+_REACH_FLOOR = 1e-3
+# Added to the squared distance to training window j, times j: with at most a few hundred
+# windows it adds under 1e-8 (1 % of _REACH_FLOOR²), and it stays above the Gemm's rounding
+# (~1e-16 of |x|² + |t|²) for windows within about 300 standard units.
+_TIE_STEP = 1e-11
 _CHUNK = 128  # reference windows per block of exact distances (bounds its memory)
 
 
@@ -56,78 +57,59 @@ class LocalOutlierFactorDetector:
             x = x[np.sort(rows)]
         if len(x) < 2:
             raise ValueError("local_outlier_factor needs at least 2 training windows")
-        self._fit = (x, np.zeros(len(x)), np.zeros(len(x)))
-        d_sq = exact_squared_distances(x, x)
+        k = min(self.n_neighbors, len(x) - 1)
+        d_sq = _ordered(exact_squared_distances(x, x))
         np.fill_diagonal(d_sq, np.inf)  # a training window is not its own neighbour
-        index, near_sq, member = self._neighbourhoods(d_sq)
-        k_distance_sq = np.where(member, near_sq, 0.0).max(axis=1)
-        reach = np.sqrt(np.maximum(near_sq, k_distance_sq[index]))
-        lrd = 1.0 / (_masked_mean(reach, member) + _LRD_EPS)
+        index = np.argsort(d_sq, axis=1, kind="stable")[:, :k]
+        near_sq = np.take_along_axis(d_sq, index, axis=1)
+        k_distance_sq = near_sq[:, -1]
+        lrd = 1.0 / _reach(near_sq, k_distance_sq[index]).mean(axis=1)
         self._fit = (x, k_distance_sq, lrd)
 
     def reference_scores(self, features: np.ndarray) -> np.ndarray:
         fit_x, k_distance_sq, lrd = self._fitted()
+        k = self._k()
         x = features.astype(np.float64)
         out = np.empty(len(x))
         for start in range(0, len(x), _CHUNK):
-            index, near_sq, member = self._neighbourhoods(
-                exact_squared_distances(x[start : start + _CHUNK], fit_x)
-            )
-            reach = np.sqrt(np.maximum(near_sq, k_distance_sq[index]))
-            mean_reach = _masked_mean(reach, member)
-            out[start : start + _CHUNK] = _masked_mean(lrd[index], member) * (mean_reach + _LRD_EPS)
+            d_sq = _ordered(exact_squared_distances(x[start : start + _CHUNK], fit_x))
+            index = np.argsort(d_sq, axis=1, kind="stable")[:, :k]
+            near_sq = np.take_along_axis(d_sq, index, axis=1)
+            mean_reach = _reach(near_sq, k_distance_sq[index]).mean(axis=1)
+            out[start : start + _CHUNK] = lrd[index].mean(axis=1) * mean_reach
         return out
-
-    def _neighbourhoods(self, d_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(candidate index, exact squared distance, in the neighbourhood) [rows, candidates]:
-        the candidates are the nearest, lower index first on ties; the neighbourhood is every
-        candidate no further than the k-th (ties included, as in Breunig et al.)."""
-        index = np.argsort(d_sq, axis=1, kind="stable")[:, : self._candidates()]
-        near_sq = np.take_along_axis(d_sq, index, axis=1)
-        kth = near_sq[:, self._k() - 1 : self._k()]
-        return index, near_sq, near_sq <= kth + kth * _TIE
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
         fit_x, k_distance_sq, lrd = self._fitted()
-        f64, i64 = np.float64, np.int64
+        f64 = np.float64
         x = g.op("Cast", features, to=TensorProto.DOUBLE)
-        # Candidates by the Gemm's squared distance, nearest first, lower index first on ties.
-        _, index = g.op_multi(
+        # The k nearest by squared distance (+ j × _TIE_STEP), in order, then one root.
+        near_sq, index = g.op_multi(
             "TopK",
-            [squared_distances(g, x, fit_x, "lof"), g.const([self._candidates()], "lof_c", i64)],
+            [
+                squared_distances(g, x, fit_x, "lof", _TIE_STEP * np.arange(len(fit_x))),
+                g.const([self._k()], "lof_k", np.int64),
+            ],
             2,
             axis=1,
             largest=0,
             sorted=1,
         )
-        # Their distances again, exactly: [batch, candidates, features] differences.
-        neighbours = g.op("Gather", g.const(fit_x, "lof_fit", f64), index, axis=0)
-        diff = g.op("Sub", neighbours, g.op("Unsqueeze", x, g.const([1], "lof_ax1", i64)))
-        near_sq = g.op("ReduceSum", g.op("Mul", diff, diff), g.const([2], "lof_ax2", i64))
-        near_sq = g.op("Squeeze", near_sq, g.const([2], "lof_ax2s", i64))
-        # The neighbourhood: candidates no further than the k-th nearest (the largest of the k
-        # smallest), ties included.
-        smallest, _ = g.op_multi(
-            "TopK", [near_sq, g.const([self._k()], "lof_k", i64)], 2, axis=1, largest=0
+        # reach = max(d, k-distance, floor) = sqrt(max(d², k-distance², floor²)): one root,
+        # and no clamp for a d² that rounding took a hair below 0.
+        reach = g.op(
+            "Sqrt",
+            g.op(
+                "Max",
+                near_sq,
+                g.op("Gather", g.const(k_distance_sq, "lof_kdist_sq", f64), index, axis=0),
+                g.const(_REACH_FLOOR**2, "lof_floor_sq", f64),
+            ),
         )
-        kth = g.op("ReduceMax", smallest, axes=[1], keepdims=1)
-        # kth + kth·tie, not kth·(1 + tie): ONNX Runtime's optimizer drops a Mul by a constant
-        # within float32 rounding of 1 as a no-op (seen with 1.32), which lost the ties again.
-        bound = g.op("Add", kth, g.op("Mul", kth, g.const(_TIE, "lof_tie", f64)))
-        member = g.op("Cast", g.op("LessOrEqual", near_sq, bound), to=TensorProto.DOUBLE)
-        size = g.op("ReduceSum", member, g.const([1], "lof_ax1r", i64), keepdims=0)
-        # reach = max(d, k-distance) = sqrt(max(d², k-distance²)): one root.
-        kd_sq = g.op("Gather", g.const(k_distance_sq, "lof_kdist_sq", f64), index, axis=0)
-        reach = g.op("Sqrt", g.op("Max", near_sq, kd_sq))
+        mean_reach = g.op("ReduceMean", reach, axes=[1], keepdims=0)
+        # LOF = mean(lrd of the neighbours) / lrd, with lrd = 1 / mean reach.
         neighbours_lrd = g.op("Gather", g.const(lrd, "lof_lrd", f64), index, axis=0)
-        # LOF = mean(lrd of the neighbours) / lrd, with lrd = 1 / (mean reach + _LRD_EPS).
-        mean_reach = g.op("Div", _onnx_masked_sum(g, reach, member), size)
-        mean_lrd = g.op("Div", _onnx_masked_sum(g, neighbours_lrd, member), size)
-        return g.op("Mul", mean_lrd, g.op("Add", mean_reach, g.const(_LRD_EPS, "lof_eps", f64)))
-
-    def _candidates(self) -> int:
-        """Rows looked at per window: twice k, so up to k ties at the k-th are all counted."""
-        return min(2 * self._k(), len(self._fitted()[0]) - 1)
+        return g.op("Mul", g.op("ReduceMean", neighbours_lrd, axes=[1], keepdims=0), mean_reach)
 
     def _k(self) -> int:
         return min(self.n_neighbors, len(self._fitted()[0]) - 1)
@@ -145,11 +127,10 @@ def exact_squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ijk,ijk->ij", diff, diff)
 
 
-def _masked_mean(values: np.ndarray, member: np.ndarray) -> np.ndarray:
-    return np.where(member, values, 0.0).sum(axis=1) / member.sum(axis=1)
+def _ordered(d_sq: np.ndarray) -> np.ndarray:
+    """Squared distances plus j × _TIE_STEP for training window j (the graph's tie-break)."""
+    return d_sq + _TIE_STEP * np.arange(d_sq.shape[1])
 
 
-def _onnx_masked_sum(g: GraphBuilder, values: str, member: str) -> str:
-    return g.op(
-        "ReduceSum", g.op("Mul", values, member), g.const([1], "lof_ax1m", np.int64), keepdims=0
-    )
+def _reach(near_sq: np.ndarray, k_distance_sq: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(np.maximum(near_sq, k_distance_sq), _REACH_FLOOR**2))
