@@ -33,6 +33,10 @@ RESOLUTION_ULPS = 16
 # Below this magnitude a sensor's resolution stops shrinking (a sensor stuck at exactly 0):
 # keeps a departure's standardized size finite in float32 for any float32 reading.
 _SMALLEST_MAGNITUDE = 1e-6
+# Standardized float32 features are clipped to ±this: a reading near float32's largest over a
+# stuck sensor's tiny scale would overflow to inf, and inf² / inf in the contributions is NaN.
+# Far beyond any real standardized value; its square is finite in float64.
+FLOAT32_BOUND = 1e30
 # Added to every sensor's attribution: below it an attribution is rounding (attributions are in
 # squared standard units, about 1 for a typical window), so a window whose features sit exactly
 # on their training means (a constant series) shares evenly instead of by rounding noise, which
@@ -73,7 +77,8 @@ class Scaler:
         return np.float64 if self.exact else np.float32
 
     def apply(self, features: np.ndarray) -> np.ndarray:
-        return (features.astype(self.dtype) - self.mean) / self.std
+        scaled = (features.astype(self.dtype) - self.mean) / self.std
+        return scaled if self.exact else np.clip(scaled, -FLOAT32_BOUND, FLOAT32_BOUND)
 
 
 @dataclass
@@ -222,6 +227,14 @@ class Pipeline:
             g.op("Sub", feats, g.const(self.scaler.mean.reshape(grid), "mu", dtype)),
             g.const(self.scaler.std.reshape(grid), "sigma", dtype),
         )
+        if not self.scaler.exact:  # float32: a huge reading over a tiny scale would be inf
+            bound = FLOAT32_BOUND
+            standardized = g.op(
+                "Clip",
+                standardized,
+                g.const(-bound, "clip_lo", np.float32),
+                g.const(bound, "clip_hi", np.float32),
+            )
         scaled = g.op("Flatten", standardized, axis=1)
         z = self.calibration.onnx_logit(g, self.detector.onnx_scores(g, scaled))
         guard = self.guard.onnx_logit(g, scaled)

@@ -45,6 +45,14 @@ def test_leaving_a_constant_sensor_s_value_scores_high(algorithm):
     assert moved_scores.score[-1] >= max(LEVELS["critical"], normal_scores.max())
     assert int(np.argmax(moved_scores.contributions[-1])) == 1, "the valve is named"
 
+    # Hostile: the largest float32 readings over the valve's tiny scale stay finite, named.
+    huge = np.stack([normal[-window:]] * 3)
+    huge[:, -1, 1] = [3e38, -3e38, 1e-30]
+    out = scorer.score(huge)
+    assert np.isfinite(out.score).all() and np.isfinite(out.contributions).all()
+    assert (out.score[:2] >= LEVELS["critical"]).all()
+    assert (np.argmax(out.contributions[:2], axis=1) == 1).all()
+
 
 @pytest.mark.parametrize("algorithm", sorted(DETECTORS))
 def test_a_constant_series_trains_and_flags_a_departure(algorithm, tmp_path: Path):
