@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.atomic import replacing
 from agent.config import (
     IDENTIFIER_PATTERN,
     IDENTIFIER_RULE,
@@ -25,8 +26,8 @@ from agent.export import ExportError, export_readings, vacuum
 from agent.ingest import parse_ts
 from agent.logs import configure
 from agent.model.manifest import ModelFileError
-from agent.model.offline import score_table
 from agent.model.score import Scorer
+from agent.model.score_csv import write_scores
 from agent.model.table import TableError, read_table
 from agent.pushes import discard_invalid, load_effective
 from agent.store.commands import open_existing, reset_asset
@@ -52,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("config", type=Path, help="agent config file (TOML)")
     _add_overrides(doctor)
 
-    score = sub.add_parser("score", help="score a CSV offline; prints `score,anomaly` per row")
+    score = sub.add_parser("score", help="score a CSV offline; prints `TIME,score,anomaly` per row")
     score.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
     score.add_argument("data", type=Path, help="CSV with the model's sensor columns")
+    score.add_argument(
+        "--out",
+        type=Path,
+        help="write the CSV to this file (atomically) instead of stdout; TIME is the data's "
+        "time column (or `row`, the row number, when it has none)",
+    )
 
     buffer = sub.add_parser("buffer", help="inspect the agent's SQLite buffer")
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
@@ -189,12 +196,12 @@ def _describe(broker: BrokerConfig) -> str:
 def _score(args: argparse.Namespace) -> int:
     scorer = Scorer.load(args.model)
     table = read_table(args.data)
-    threshold = scorer.manifest.alert_threshold
-    scores = score_table(scorer, table)
-    out = sys.stdout
-    out.write("score,anomaly\n")
-    for score in scores:
-        out.write(",0\n" if score is None else f"{score:.6f},{int(score >= threshold)}\n")
+    if args.out is None:
+        write_scores(scorer, table, sys.stdout)
+        return 0
+    with replacing(args.out, "w", newline="", encoding="utf-8") as out:
+        rows = write_scores(scorer, table, out)
+    print(f"edge-agent: wrote {rows} scores to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -25,7 +25,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,23 @@ import numpy as np
 from agent.atomic import write_atomically
 from agent.model.manifest import Manifest
 from agent.model.score import Scorer, read_model
+from agent.model.table import read_table
 from trainer.detectors import Param, chosen_options, default_settings, is_sequence_detector
 from trainer.detectors.ensemble import DEFAULT_MEMBERS
 from trainer.features import SEQUENCE, sliding_windows
 from trainer.train import TrainOptions, train_values
 
 ArrayLike = Any  # a numpy array, a list of rows, or a pandas DataFrame
+
+
+@dataclass(frozen=True)
+class ScoredFile:
+    """One file's scores: `timestamps` as the file's time column holds them (row numbers when
+    it has none), `score` one per row (0 before the first full window)."""
+
+    path: Path
+    timestamps: list[str]
+    score: np.ndarray
 
 
 class NotFittedError(RuntimeError):
@@ -209,6 +221,30 @@ class AnomalyDetector:
         """[rows, sensors]: each sensor's share in the row's score (rows sum to 1), the same
         attribution an alert's `sensors` list is taken from."""
         return self._scores(X)[1]
+
+    def score_files(self, paths: Iterable[str | Path]) -> Iterator[ScoredFile]:
+        """Score CSV files one after another with this detector's one ONNX Runtime session (no
+        reload per file), each file read as `edge-agent score` reads it (its sensor columns by
+        name, its time column) and scored from its own first row; one `ScoredFile` per path,
+        in order, as each is done.
+
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> for name, level in (("a.csv", 0.0), ("b.csv", 8.0)):
+        ...     rows = [f"2026-01-01T00:{m:02d}:00Z,{np.sin(m / 5) / 2 + level}" for m in range(60)]
+        ...     _ = (folder / name).write_text("ts,sensor_0\\n" + "\\n".join(rows) + "\\n")
+        >>> X = np.sin(np.arange(700) / 5).reshape(-1, 1)
+        >>> detector = AnomalyDetector(algorithm="pca").fit(X)
+        >>> [(f.path.name, f.timestamps[0], float((f.score >= 0.5).mean()))
+        ...  for f in detector.score_files([folder / "a.csv", folder / "b.csv"])]
+        [('a.csv', '2026-01-01T00:00:00Z', 0.0), ('b.csv', '2026-01-01T00:00:00Z', 1.0)]
+        """
+        scorer = self._fitted()
+        for path in paths:
+            table = read_table(path)
+            values = table.matrix(scorer.manifest.sensor_names)
+            score, _ = score_rows(scorer, values)
+            yield ScoredFile(Path(path), table.timestamps(), score)
 
     def _scores(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         scorer = self._fitted()

@@ -14,11 +14,19 @@ from agent.logs import configure
 from agent.model.manifest import ModelFileError
 from agent.model.table import TableError
 from trainer import benchmark
+from trainer.buffer_db import parse_time
 from trainer.detectors import DEFAULT_ALGORITHM, DETECTORS
 from trainer.evaluate import evaluate
 from trainer.features import DEFAULT_FEATURES, FEATURES
 from trainer.simulate import FAULT_KINDS, parse_faults, simulate, write_csv
-from trainer.train import ExportError, TrainOptions, train, write_model
+from trainer.train import (
+    ExportError,
+    TrainOptions,
+    TrainResult,
+    train,
+    train_from_db,
+    write_model,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,9 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write each row's score there, laid out as NAB's result files",
     )
 
-    tr = sub.add_parser("train", help="train a detector on a CSV and export one ONNX file")
-    tr.add_argument("data", type=Path, help="CSV of readings (separator sniffed)")
+    tr = sub.add_parser(
+        "train",
+        help="train a detector on a CSV or an agent's buffer database; export one ONNX file",
+    )
+    tr.add_argument("data", type=Path, nargs="?", help="CSV of readings (separator sniffed)")
     tr.add_argument("--out", required=True, type=Path, help="ONNX file to write")
+    db = tr.add_argument_group(
+        "from an agent's buffer database (instead of DATA)",
+        "one asset's readings in [--since, --until), its alert episodes and a window of "
+        "readings around each left out; read-only, safe beside a running agent",
+    )
+    db.add_argument(
+        "--from-db", type=Path, help="the agent's database file (agent.db) or its data dir"
+    )
+    db.add_argument("--asset", help="the asset whose readings to fit (required with --from-db)")
+    db.add_argument("--since", help="from this time (ISO 8601, UTC unless a zone is given)")
+    db.add_argument("--until", help="before this time (ISO 8601, UTC unless a zone is given)")
     tr.add_argument(
         "--sensors",
         help="comma list of sensor columns (default: every numeric "
@@ -212,7 +234,7 @@ def _train(args: argparse.Namespace) -> int:
         model_version=args.model_version,
         members=[m.strip() for m in args.members.split(",") if m.strip()] if args.members else None,
     )
-    result = train(args.data, options, progress=_say)
+    result = _fit(args, options)
     write_model(result, args.out)
     summary = result.summary()
     if args.json:
@@ -231,6 +253,28 @@ def _train(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{k} {v:.3g}" for k, v in m.training.metrics.items())
     print(f"metrics: {metrics}")
     return 0
+
+
+def _fit(args: argparse.Namespace, options: TrainOptions) -> TrainResult:
+    """From DATA, or from --from-db: exactly one of them."""
+    if (args.data is None) == (args.from_db is None):
+        raise ValueError("give either DATA (a CSV) or --from-db DATABASE, not both or neither")
+    if args.from_db is None:
+        if args.asset or args.since or args.until:
+            raise ValueError("--asset, --since and --until go with --from-db")
+        return train(args.data, options, progress=_say)
+    if not args.asset:
+        raise ValueError("--from-db needs --asset (the asset whose readings to fit)")
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    if since is not None and until is not None and not since < until:
+        raise ValueError(f"--since {args.since} is not before --until {args.until}")
+    result, data = train_from_db(args.from_db, args.asset, since, until, options, _say)
+    _say(
+        f"{data.in_range} readings of {args.asset} in the range, {len(data.ts)} kept after "
+        f"leaving out {data.episodes} alert episode(s)"
+    )
+    return result
 
 
 def _say(line: str) -> None:

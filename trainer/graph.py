@@ -72,15 +72,18 @@ def float_input(
     return helper.make_tensor_value_info(name, elem_type, shape)
 
 
-def squared_distances(g: GraphBuilder, x: str, points: np.ndarray, hint: str) -> str:
-    """[batch, n_points] squared Euclidean distances from float64 rows `x` to fixed `points`:
-    |x|² + (-2 x·p + |p|²), the bracket one Gemm (may dip a hair below 0 by rounding)."""
+def squared_distances(
+    g: GraphBuilder, x: str, points: np.ndarray, hint: str, offset: np.ndarray | float = 0.0
+) -> str:
+    """[batch, n_points] squared Euclidean distances from float64 rows `x` to fixed `points`,
+    plus `offset` per point: |x|² + (-2 x·p + |p|² + offset), the bracket one Gemm (may dip a
+    hair below 0 by rounding)."""
     f64 = np.float64
     x_sq = g.op("ReduceSum", g.op("Mul", x, x), g.const([1], "ax", np.int64), keepdims=1)
     cross = g.op(
         "Gemm",
         x,
         g.const(-2.0 * points.T, f"{hint}_pt", f64),
-        g.const((points**2).sum(axis=1), f"{hint}_sq", f64),
+        g.const((points**2).sum(axis=1) + offset, f"{hint}_sq", f64),
     )
     return g.op("Add", cross, x_sq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from agent.model.manifest import (
 )
 from agent.model.score import Scorer
 from agent.model.table import Table, read_table
+from trainer.buffer_db import BufferReadings, read_buffer
 from trainer.calibration import ALERT_THRESHOLD, LEVELS
 from trainer.detectors import DEFAULT_ALGORITHM, Param, default_settings
 from trainer.features import check_names, sliding_windows
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Largest |ONNX score - reference score| export accepts, over every window of the file checked.
 PARITY_TOLERANCE = 1e-4
+# The fewest training windows: one more than the ten past the first that --train-rows needs.
+_LEAST_WINDOWS = 11
 _PARITY_MAX_WINDOWS = 50_000
 
 
@@ -109,14 +113,26 @@ def train_values(
     source: str,
     labels: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
+    starts: np.ndarray | None = None,
 ) -> TrainResult:
     """`train` on readings already in memory: [rows, sensors] in `sensors` order (the Python
-    API's way in). `labels` (0/1 per row) only feed the metrics."""
+    API's way in). `labels` (0/1 per row) only feed the metrics. `starts`: rows where a new
+    stretch of consecutive readings begins (readings left out between), windows are cut
+    within a stretch only; None is one stretch."""
     options = resolved(options)
     _check_shape(values, sensors, options)
+    if starts is None:
+        _check_train_rows(len(values), options, source)
+    elif options.train_rows is not None or labels is not None:
+        raise TrainInputError("--train-rows and labels need one stretch of readings")
     with _Stages(progress) as step:
-        fit_rows = values[: options.train_rows] if options.train_rows else values
-        windows = sliding_windows(fit_rows, options.window)
+        fit_rows = values if options.train_rows is None else values[: options.train_rows]
+        windows = _windows(fit_rows, options.window, starts)
+        if len(windows) < _LEAST_WINDOWS:
+            raise TrainInputError(
+                f"{source}: {len(windows)} windows of {options.window} readings within the "
+                f"kept stretches are too few (at least {_LEAST_WINDOWS} are needed)"
+            )
         step.begin(
             f"fitting {options.algorithm} on {len(windows)} windows of {len(sensors)} sensors"
         )
@@ -131,7 +147,7 @@ def train_values(
             options.threshold_factor,
             options.params,
         )
-        all_windows = sliding_windows(values, options.window)
+        all_windows = _windows(values, options.window, starts)
         step.begin(f"scoring {len(all_windows)} windows for the training metrics")
         metrics = _metrics(pipeline, raw, all_windows, labels, options)
         step.begin("building the ONNX graph")
@@ -178,6 +194,41 @@ def train_values(
         manifest = manifest.model_copy(update={"parity": parity})
         step.end()
     return TrainResult(pipeline, manifest, _with_manifest(graph, manifest))
+
+
+def train_from_db(
+    database: str | Path,
+    asset: str,
+    since: float | None,
+    until: float | None,
+    options: TrainOptions,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[TrainResult, BufferReadings]:
+    """Refit on an asset's readings in an agent's buffer database, its alert episodes left
+    out (`trainer.buffer_db`); sensors default to those stored with the readings."""
+    if options.train_rows is not None:
+        raise TrainInputError(
+            "--train-rows does not apply to --from-db: choose the readings with --since/--until"
+        )
+    if options.label_column is not None:
+        raise TrainInputError("--label-column does not apply to --from-db (no labels stored)")
+    window = resolved(options).window
+    data = read_buffer(database, asset, since, until, margin=window)
+    sensors = options.sensors or data.sensors
+    unknown = [s for s in sensors if s not in data.sensors]
+    if unknown:
+        raise TrainInputError(f"sensor(s) {unknown} are not stored; stored: {data.sensors}")
+    columns = [data.sensors.index(s) for s in sensors]
+    if len(data.ts) < window:
+        raise TrainInputError(
+            f"{data.source}: {data.in_range} readings in the range, {len(data.ts)} left after "
+            f"leaving out {data.episodes} alert episode(s) and {window} readings around each: "
+            f"fewer than one window of {window}"
+        )
+    result = train_values(
+        data.values[:, columns], sensors, options, data.source, None, progress, data.starts
+    )
+    return result, data
 
 
 class _Stages:
@@ -281,9 +332,40 @@ def _check_shape(values: np.ndarray, sensors: list[str], options: TrainOptions) 
         raise TrainInputError("--contamination must be in (0, 0.5)")
     if not options.threshold_factor > 0:
         raise TrainInputError("--threshold-factor must be positive")
-    rows = min(options.train_rows or len(values), len(values))
-    if rows < options.window + 10:
-        raise TrainInputError(f"{rows} training rows are too few for a window of {options.window}")
+
+
+def _check_train_rows(rows: int, options: TrainOptions, source: str) -> None:
+    """--train-rows must lie within the data; it used to fall back silently to every row when
+    0, negative or past the end (issue 15). Ten windows past the first is the least to fit."""
+    wanted = options.train_rows
+    if wanted is not None and not 1 <= wanted <= rows:
+        raise TrainInputError(
+            f"--train-rows {wanted} is out of range: {source} has {rows} rows "
+            f"(give 1 to {rows}, or leave it out to fit on every row)"
+        )
+    fit = rows if wanted is None else wanted
+    least = options.window + 10
+    if fit < least:
+        which = f"--train-rows {wanted}" if wanted is not None else f"{source}'s {rows} rows"
+        raise TrainInputError(
+            f"{which} are too few for a window of {options.window}: "
+            f"at least {least} rows are needed ({source} has {rows} rows)"
+        )
+
+
+def _windows(values: np.ndarray, window: int, starts: np.ndarray | None) -> np.ndarray:
+    """Every full window within each stretch (`train_values`)."""
+    if starts is None:
+        return sliding_windows(values, window)
+    bounds = [*starts.tolist(), len(values)]
+    parts = [
+        sliding_windows(values[a:b], window)
+        for a, b in itertools.pairwise(bounds)
+        if b - a >= window
+    ]
+    if not parts:
+        return np.empty((0, window, values.shape[1]))
+    return np.concatenate(parts)
 
 
 def _metrics(

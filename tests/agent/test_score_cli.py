@@ -44,3 +44,52 @@ def test_score_cli_rejects_a_file_that_is_not_a_model(tmp_path, sim_data):
     result = run_cli("agent", "score", str(fake), str(sim_data.live_csv))
     assert result.returncode == 2
     assert "fake.onnx" in result.stderr
+
+
+def test_score_cli_prints_the_time_column_and_writes_out_atomically(model_path, sim_data, tmp_path):
+    printed = run_cli("agent", "score", str(model_path), str(sim_data.live_csv))
+    assert printed.returncode == 0, printed.stderr
+    rows = list(csv.DictReader(io.StringIO(printed.stdout)))
+    assert list(rows[0]) == ["timestamp", "score", "anomaly"]  # the file's own time column
+    assert [r["timestamp"] for r in rows] == read_table(sim_data.live_csv).timestamps()
+
+    out = tmp_path / "scores" / "live.csv"
+    written = run_cli("agent", "score", str(model_path), str(sim_data.live_csv), "--out", str(out))
+    assert written.returncode == 0, written.stderr
+    assert written.stdout == "" and f"wrote {len(rows)} scores" in written.stderr
+    assert out.read_text() == printed.stdout
+    assert [p.name for p in out.parent.iterdir()] == ["live.csv"]  # no temp file left
+
+
+def test_score_cli_numbers_rows_of_a_file_without_a_time_column(model_path, sim_data, tmp_path):
+    table = read_table(sim_data.live_csv)
+    names = table.sensor_columns("anomaly")
+    bare = tmp_path / "bare.csv"
+    lines = [",".join(names)] + [
+        ",".join(table.text[n][i] for n in names) for i in range(table.rows)
+    ]
+    bare.write_text("\n".join(lines) + "\n")
+    result = run_cli("agent", "score", str(model_path), str(bare))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["row"] for r in rows] == [str(i) for i in range(table.rows)]
+
+
+def test_score_cli_out_of_a_missing_sensor_leaves_no_file(model_path, tmp_path):
+    data = tmp_path / "other.csv"
+    data.write_text("timestamp,speed\n2026-01-01T00:00:00Z,1\n")
+    out = tmp_path / "scores.csv"
+    result = run_cli("agent", "score", str(model_path), str(data), "--out", str(out))
+    assert result.returncode == 2 and "flow_lpm" in result.stderr
+    assert list(tmp_path.iterdir()) == [data]
+
+
+def test_score_text_keeps_scores_near_one_apart():
+    from agent.model.score_csv import score_text
+
+    near = [0.9995, 0.99999, 0.9999999, 0.999999912, 0.9999999999]
+    texts = [score_text(s) for s in near]
+    assert len(set(texts)) == len(texts)
+    assert [float(t) for t in texts] == sorted(float(t) for t in texts)
+    assert all(abs(float(t) - s) <= (1 - s) * 1e-5 for t, s in zip(texts, near, strict=True))
+    assert score_text(0.123456789) == "0.123457"

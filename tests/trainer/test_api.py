@@ -13,7 +13,7 @@ import pytest
 
 import trainer.api
 import trainer.metrics
-from agent.model.table import read_table
+from agent.model.table import TableError, read_table
 from fleet.alerts import AlertSubscriber
 from fleet.replay import replay
 from tests.conftest import DEVICE, run_cli, wait_for, wait_status
@@ -203,3 +203,21 @@ def test_a_model_saved_from_the_api_runs_on_the_gateway(broker, start_agent, tmp
     wait_for(lambda: subscriber.alerts, 30, "an alert for the shifted rows")
     assert subscriber.alerts[0]["top_sensors"][0]["sensor"] in detector.sensors
     subscriber.close()
+
+
+def test_score_files_scores_many_files_with_one_session(model_path, sim_data, tmp_path):
+    detector = AnomalyDetector.load(model_path)
+    session = detector._fitted().session
+    second = tmp_path / "second.csv"
+    second.write_text(sim_data.train_csv.read_text())
+    files = [sim_data.live_csv, second, sim_data.live_csv]
+    scored = list(detector.score_files(files))
+    assert [f.path for f in scored] == files
+    assert detector._fitted().session is session  # no reload per file
+    for f in scored:
+        table = read_table(f.path)
+        assert f.timestamps == table.timestamps()
+        np.testing.assert_array_equal(f.score, detector.score(table.matrix(detector.sensors)))
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(TableError, match=r"missing\.csv: cannot read"):
+        list(detector.score_files([missing]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -26,9 +28,9 @@ def test_evaluate_reports_the_metrics_of_the_agents_own_scores(model_path: Path,
     assert got["n"] == table.rows - 100
 
     scored = run_cli("agent", "score", str(model_path), str(sim_data.live_csv))
-    rows = [line.split(",") for line in scored.stdout.splitlines()[1:]]
-    scores = np.array([float(s) if s else 0.0 for s, _ in rows])[100:]
-    flagged = np.array([int(a) for _, a in rows])[100:]
+    rows = list(csv.DictReader(io.StringIO(scored.stdout)))
+    scores = np.array([float(r["score"] or 0.0) for r in rows])[100:]
+    flagged = np.array([int(r["anomaly"]) for r in rows])[100:]
     labels = table.labels("anomaly")[100:]
     assert got["precision"] == pytest.approx(precision_score(labels, flagged), abs=1e-6)
     assert got["f1"] == pytest.approx(f1_score(labels, flagged), abs=1e-6)

@@ -38,7 +38,8 @@ class PCADetector(AdditiveScore):
         mean = x.mean(axis=0)
         _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
         eig = s**2 / max(len(x) - 1, 1)
-        share = np.cumsum(eig) / eig.sum()
+        total = eig.sum()  # 0 for features that never moved (a constant series)
+        share = np.cumsum(eig) / total if total > 0 else np.ones_like(eig)
         # At least one component; at most all but one, so Q has a residual to measure (with a
         # single feature there is none: Q is 0 and T² does the work).
         k = int(max(1, min(np.searchsorted(share, self.variance) + 1, len(eig) - 1)))
