@@ -137,7 +137,7 @@ def test_the_written_scores_are_what_train_and_edge_agent_score_give(
     assert trained.returncode == 0, trained.stderr
     scored = run_cli("agent", "score", str(model), str(source))
     assert scored.returncode == 0, scored.stderr
-    theirs = [float(line.split(",")[0] or 0) for line in scored.stdout.splitlines()[1:]]
+    theirs = [float(r["score"] or 0) for r in csv.DictReader(scored.stdout.splitlines())]
     written = scores_dir / name / "synthetic" / f"{name}_jump.csv"
     with written.open(newline="") as f:
         rows = list(csv.DictReader(f))
