@@ -8,6 +8,7 @@ folder.
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -337,6 +338,67 @@ class FleetConfig(_Section):
     )
 
 
+class SparkplugConfig(_Section):
+    groups: list[Identifier] = Field(
+        default_factory=list,
+        description="Sparkplug B group ids to read (`spBv1.0/<group>/...`). Empty: every group.",
+    )
+    asset: Literal["device", "node", "node_device"] = Field(
+        default="device",
+        description="Which topic level names the asset: `device` (a DBIRTH/DDATA's device id; "
+        "a node's own metrics go to the node id), `node` (the edge node id, its devices' "
+        "metrics together), or `node_device` (`<node>.<device>`).",
+    )
+    metrics: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric name -> model sensor name. A metric named like a sensor needs no "
+        "entry; metrics that map to no sensor are ignored.",
+    )
+    max_nodes: int = Field(
+        default=256,
+        ge=1,
+        description="Most edge nodes whose births are kept; one more forgets the node silent "
+        "longest (it is asked to rebirth when it speaks again). Bounds what a publisher making "
+        "up node ids can hold.",
+    )
+    max_devices: int = Field(
+        default=64, ge=1, description="Most devices kept per edge node (the same way)."
+    )
+    max_metrics: int = Field(
+        default=512,
+        ge=1,
+        description="Most metrics a birth may declare; a larger birth is dead-lettered "
+        "(`sparkplug_oversized_birth`).",
+    )
+    rebirth_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="At most one rebirth request (NCMD `Node Control/Rebirth`) per edge node in "
+        "this many seconds, however many messages need one: a node flooding unknown aliases "
+        "cannot make the agent flood the broker.",
+    )
+
+    @model_validator(mode="after")
+    def _protobuf_installed(self) -> SparkplugConfig:
+        if importlib.util.find_spec("google.protobuf") is None:
+            raise ValueError(
+                "Sparkplug B needs the protobuf runtime: "
+                "pip install 'edge-anomaly-agent[sparkplug]'"
+            )
+        return self
+
+
+class HomeAssistantConfig(_Section):
+    discovery_prefix: Identifier = Field(
+        default="homeassistant",
+        description="Home Assistant's MQTT discovery prefix (its own default).",
+    )
+    node_id: Identifier | None = Field(
+        default=None,
+        description="The `<node_id>` level of the discovery topics. Default: the device id.",
+    )
+
+
 class AgentConfig(_Section):
     device: DeviceConfig
     local: LocalBrokerConfig = Field(
@@ -362,6 +424,16 @@ class AgentConfig(_Section):
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig,
         description="Prometheus metrics (see Operations).",
+    )
+    sparkplug: SparkplugConfig | None = Field(
+        default=None,
+        description="Read Sparkplug B edge nodes on the local broker (see Sparkplug B). Absent: "
+        "off. Needs the `sparkplug` extra.",
+    )
+    home_assistant: HomeAssistantConfig | None = Field(
+        default=None,
+        description="Announce each asset to Home Assistant by MQTT discovery on the upstream "
+        "broker (see Home Assistant). Absent: off.",
     )
     log_level: str = Field(
         default="info",
