@@ -47,6 +47,12 @@ REASONS = (
     "duplicate_ts",
     "out_of_order",
     "too_many_assets",
+    # Sparkplug B (agent.sparkplug.decoder): a payload that is not one, data from a node or
+    # device with no birth, an alias no birth declared, a birth over sparkplug.max_metrics.
+    "sparkplug_bad_payload",
+    "sparkplug_no_birth",
+    "sparkplug_unknown_alias",
+    "sparkplug_oversized_birth",
 )
 
 

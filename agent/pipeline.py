@@ -33,7 +33,9 @@ from agent.validate import merged_thresholds
 from agent.window import Windows
 
 if TYPE_CHECKING:
+    from agent.model.manifest import Manifest
     from agent.pushes import Health
+    from agent.sparkplug.decoder import Decoder
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class Pipeline:
             config.ingest,
             [s.mean for s in manifest.sensors],
         )
+        self.sparkplug = _sparkplug(config, manifest)
         self.windows = Windows(manifest.window, len(manifest.sensors))
         self.model_info = {"id": manifest.model_id, "version": manifest.version}
         self.tracker = AlertTracker(
@@ -183,9 +186,10 @@ class Pipeline:
             if digest in copies_of:  # a resend within the batch: skip it
                 yielded.append(True)
                 continue
-            readings, rejected = self.parser.parse(
-                message.topic, message.payload, message.received_at
-            )
+            parser = self.parser
+            if self.sparkplug is not None and self.sparkplug.accepts(message.topic):
+                parser = self.sparkplug
+            readings, rejected = parser.parse(message.topic, message.payload, message.received_at)
             dead.extend(rejected)
             yielded.append(bool(readings))
             if readings:
@@ -325,3 +329,15 @@ class _Block:
     received: np.ndarray
     windows: np.ndarray
     first: int
+
+
+def _sparkplug(config: AgentConfig, manifest: Manifest) -> Decoder | None:
+    """The Sparkplug B decoder when the config asks for one; imported only then, since it
+    needs the optional protobuf runtime."""
+    if config.sparkplug is None:
+        return None
+    from agent.sparkplug.decoder import Decoder
+
+    return Decoder(
+        manifest.sensor_names, config.sparkplug, config.ingest, [s.mean for s in manifest.sensors]
+    )

@@ -143,7 +143,14 @@ class Agent:
         self.forwarder = Forwarder(self.upstream, config.forward, self.store, self.latency)
         self.started = False  # set once run() is consuming; a failure before is a failed start
         self._warn = Throttle(log)
-        self.source = Source(config, self.counters, self.pipeline.recent.get, self._source_ready)
+        sparkplug = self.pipeline.sparkplug
+        self.source = Source(
+            config,
+            self.counters,
+            self.pipeline.recent.get,
+            self._source_ready,
+            sparkplug.subscriptions() if sparkplug else None,
+        )
         self._turned = time.monotonic()  # the main loop's last turn
         self.watchdog = Watchdog(
             self.notifier,
@@ -415,6 +422,8 @@ class Agent:
         if not batch:
             return
         result = self.pipeline.apply(batch)
+        if self.pipeline.sparkplug is not None:
+            self.source.publish(self.pipeline.sparkplug.take_requests())
         try:
             self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:

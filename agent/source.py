@@ -51,16 +51,19 @@ class Source:
         counters: Counters,
         applied_before: Callable[[bytes], bool | None],
         on_subscribed: Callable[[], None],
+        extra_topics: list[str] | None = None,
     ) -> None:
         """`applied_before(digest)`: True if a message with this digest gave readings and was
         applied (False: applied, gave none; None: not known). `on_subscribed`: called in the
-        paho thread once readings flow."""
+        paho thread once readings flow. `extra_topics`: filters read besides our own readings
+        topic (Sparkplug B)."""
         self.config = config
         self.counters = counters
         self.applied_before = applied_before
         self.on_subscribed = on_subscribed
         device, prefix = config.device.id, config.topics.prefix
         self.readings_topic = f"{prefix}/{device}/readings/+"
+        self.topics = [self.readings_topic, *(extra_topics or [])]
         self.stopping = False  # set at shutdown: what comes now is left to the next start
         self.held: list[Message] = []  # a batch whose commit failed, retried as is
         self.retry_delay = _RETRY_MIN_S
@@ -99,6 +102,12 @@ class Source:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def publish(self, messages: list[tuple[str, bytes]]) -> None:
+        """Send to the local broker at QoS 0 (Sparkplug B rebirth requests): lost when not
+        connected, and asked for again by the next message that needs one."""
+        for topic, payload in messages:
+            self.client.publish(topic, payload, qos=0)
+
     def hold(self, batch: list[Message]) -> None:
         """Keep `batch` unacknowledged, to retry after a longer delay than the last time."""
         self.held = batch
@@ -125,15 +134,15 @@ class Source:
         if resumed:
             # The broker now sends what it kept for us, possibly a newer message first.
             self._resumed.set()
-        client.subscribe(self.readings_topic, qos=1)
+        client.subscribe([(topic, 1) for topic in self.topics])
 
     def _on_local_subscribe(
         self, _c: object, _u: object, _mid: int, codes: list[ReasonCode], _p: object
     ) -> None:
         if any(code.is_failure for code in codes):
-            log.error("local broker refused subscription topic=%s: %s", self.readings_topic, codes)
+            log.error("local broker refused subscription topics=%s: %s", self.topics, codes)
             return
-        log.info("subscribed topic=%s", self.readings_topic)
+        log.info("subscribed topics=%s", ",".join(self.topics))
         self.on_subscribed()
 
     def _on_local_connect_fail(self, _c: object, _u: object) -> None:

@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -34,15 +35,9 @@ from agent.sparkplug import schema
 
 NAMESPACE = "spBv1.0"
 REBIRTH_METRIC = "Node Control/Rebirth"
-# Reasons only Sparkplug messages are dead-lettered for (the rest are ingest's).
-REASONS = (
-    "sparkplug_bad_payload",
-    "sparkplug_no_birth",
-    "sparkplug_unknown_alias",
-    "sparkplug_oversized_birth",
-)
 _REBIRTHS_PER_S = 20.0  # all nodes together: a flood of node ids cannot flood the broker
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+K, V = TypeVar("K"), TypeVar("V")
 _TYPES = {"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD"}
 
 
@@ -56,9 +51,10 @@ class Problem(Exception):
 
 @dataclass
 class _Scope:
-    """What one birth declared: alias -> metric name."""
+    """What one birth declared: alias -> metric name; and whether data followed it."""
 
     aliases: dict[int, str] = field(default_factory=dict)
+    reported: bool = False
 
 
 @dataclass
@@ -70,6 +66,7 @@ class _Node:
     # Last value of each model sensor, per asset this node reports for (Sparkplug reports by
     # exception: a data message carries only what changed).
     values: dict[str, dict[str, float]] = field(default_factory=dict)
+    reported: bool = False  # a data message of the node or one of its devices came
 
 
 @dataclass(frozen=True)
@@ -195,7 +192,7 @@ class Decoder:
         self.nodes.move_to_end(key)
         self._born_values(Topic(key[0], "NBIRTH", key[1], None), node, message)
         while len(self.nodes) > self.config.max_nodes:
-            self.nodes.popitem(last=False)
+            del self.nodes[_evictable(self.nodes, lambda n: n.reported)]
             self.stats.nodes_evicted += 1
 
     def _node_death(self, key: tuple[str, str], message: object) -> None:
@@ -215,7 +212,8 @@ class Decoder:
         node.devices.move_to_end(device)
         self._born_values(where, node, message)
         while len(node.devices) > self.config.max_devices:
-            gone, _ = node.devices.popitem(last=False)
+            gone = _evictable(node.devices, lambda scope: scope.reported)
+            del node.devices[gone]
             node.values.pop(self._asset(Topic(where.group, "DDATA", where.node, gone)), None)
             self.stats.devices_evicted += 1
 
@@ -260,6 +258,7 @@ class Decoder:
         if scope is None:
             self._ask_rebirth(where)
             raise Problem("sparkplug_no_birth", f"no DBIRTH from device {where.device}")
+        scope.reported = node.reported = True
         asset = self._asset(where)
         if not _IDENTIFIER.fullmatch(asset):
             raise Problem("bad_topic", f"asset {asset!r} is not an identifier")
@@ -323,6 +322,13 @@ class Decoder:
         self._requests.append(
             (f"{NAMESPACE}/{where.group}/NCMD/{where.node}", rebirth_payload(time.time()))
         )
+
+
+def _evictable(entries: OrderedDict[K, V], proven: Callable[[V], bool]) -> K:
+    """What to forget when full: the entry silent longest among those never followed by data
+    (births alone cost a publisher nothing, so a flood of made-up ids pushes out its own
+    first), else the one silent longest."""
+    return next((k for k, v in entries.items() if not proven(v)), next(iter(entries)))
 
 
 def rebirth_payload(now: float) -> bytes:

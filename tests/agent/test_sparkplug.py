@@ -251,6 +251,22 @@ def test_a_flood_of_nodes_and_devices_stays_bounded() -> None:
     assert dec.stats.nodes_evicted == 180
 
 
+def test_a_flood_of_births_does_not_push_out_a_node_that_reports() -> None:
+    dec = decoder(max_nodes=4, max_devices=2)
+    honest = EdgeNode("g", "honest", ["flow", "pressure"])
+    born(dec, honest)
+    assert dec.parse(*honest.device_data("pump-1", T0 + 1, {"flow": 3.0}), NOW)[1] == []
+    for n in range(100):
+        fake = EdgeNode("g", f"fake-{n}", ["flow", "pressure"])
+        dec.parse(*fake.node_birth(T0), NOW)
+        dec.parse(*fake.device_birth("pump-1", T0, [0.0, 0.0]), NOW)
+        for d in range(5):
+            dec.parse(*honest.device_birth(f"extra-{n}-{d}", T0, [0.0, 0.0]), NOW)
+    readings, dead = dec.parse(*honest.device_data("pump-1", T0 + 2, {"flow": 4.0}), NOW)
+    assert dead == [] and readings[0].values == [[4.0, 2.0]]
+    assert len(dec.nodes) == 4 and len(dec.nodes[("g", "honest")].devices) == 2
+
+
 def test_topic_parse() -> None:
     assert parse_topic("spBv1.0/g/DDATA/n/d").device == "d"
     assert parse_topic("spBv1.0/g/NDATA/n").device is None
