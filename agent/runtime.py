@@ -40,6 +40,7 @@ from typing import Any
 from agent.budget import Budget
 from agent.config import AgentConfig, ConfigError
 from agent.forward import Forwarder, publish_latency
+from agent.homeassistant import Discovery
 from agent.logs import Throttle
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
@@ -141,6 +142,7 @@ class Agent:
             PushTopics(self.desk.subscriptions() if self.desk else [], self._on_push),
         )
         self.forwarder = Forwarder(self.upstream, config.forward, self.store, self.latency)
+        self.discovery = self._discovery()
         self.started = False  # set once run() is consuming; a failure before is a failed start
         self._warn = Throttle(log)
         sparkplug = self.pipeline.sparkplug
@@ -388,6 +390,8 @@ class Agent:
             return
         self._tend_due = now + _TEND_ASSETS_S
         self._rewind_ahead()
+        if self.discovery is not None:  # the assets forgotten last time go now
+            self.discovery.sync(self.pipeline.windows.assets())
         try:
             reset = self.store.reset_requests()
             seen_before = self.store.elapsed() - self.config.ingest.asset_idle_s
@@ -410,6 +414,16 @@ class Agent:
                 self.config.ingest.asset_idle_s,
                 _names(idle),
             )
+
+    def _discovery(self) -> Discovery | None:
+        """Home Assistant discovery on the upstream session, when configured."""
+        if self.config.home_assistant is None:
+            return None
+        discovery = Discovery(
+            self.config, self.config.home_assistant, self.upstream.publish_retained
+        )
+        self.upstream.connect_hooks.append(discovery.reconnected)
+        return discovery
 
     def _source_ready(self) -> None:
         """In the local session's thread, once subscribed: readings flow."""

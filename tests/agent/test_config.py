@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from agent.config_doc import render_reference
@@ -151,3 +153,20 @@ def test_expiry_intervals_mqtt_cannot_send_are_refused(tmp_path, model_path):
         config = _config_with(tmp_path, model_path, extra)
         checked = run_cli("agent", "check-config", str(config))
         assert checked.returncode == 2 and field in checked.stderr, checked.stderr
+
+
+def test_sparkplug_without_protobuf_fails_check_config_with_the_extra_named(tmp_path, model_path):
+    """A gateway installed without the `sparkplug` extra: check-config says what to install
+    (protobuf hidden from the subprocess, as if it were not installed)."""
+    config = _config_with(tmp_path, model_path, '[sparkplug]\ngroups = ["plant"]\n')
+    hide = (
+        "import sys; sys.modules['google.protobuf'] = None; "
+        "from agent.__main__ import main; sys.argv[0] = 'edge-agent'; sys.exit(main())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide, "check-config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "sparkplug" in result.stderr and "edge-anomaly-agent[sparkplug]" in result.stderr
+    assert run_cli("agent", "check-config", str(config)).returncode == 0
