@@ -57,9 +57,7 @@ class HomeAssistantView:
         self.client.loop_stop()
 
 
-def test_home_assistant_sees_assets_alerts_and_availability(
-    broker, start_agent, sim_data, trained
-):
+def test_home_assistant_sees_assets_alerts_and_availability(broker, start_agent, sim_data, trained):
     local, upstream = broker("local"), broker("upstream")
     agent = start_agent(local, upstream, extra="[home_assistant]\n")
     wait_status(upstream.port, "online")
@@ -83,8 +81,10 @@ def test_home_assistant_sees_assets_alerts_and_availability(
     reset = run_cli("agent", "reset-asset", "--config", str(agent.config), "pump-7")
     assert reset.returncode == 0, reset.stderr
     wait_for(
-        lambda: ha.config("binary_sensor", "pump-7", "problem") is None
-        and ha.config("sensor", "pump-7", "score") is None,
+        lambda: (
+            ha.config("binary_sensor", "pump-7", "problem") is None
+            and ha.config("sensor", "pump-7", "score") is None
+        ),
         30,
         "both configs removed",
     )
