@@ -173,6 +173,47 @@ class TimestampConfig(_Section):
         return self
 
 
+class SparkplugConfig(_Section):
+    groups: list[Identifier] = Field(
+        default_factory=list,
+        description="Sparkplug B group ids to read (`spBv1.0/<group>/...`). Empty: every group.",
+    )
+    asset: Literal["device", "node", "node_device"] = Field(
+        default="device",
+        description="Which topic level names the asset: `device` (a DBIRTH/DDATA's device id; "
+        "a node's own metrics go to the node id), `node` (the edge node id, its devices' "
+        "metrics together), or `node_device` (`<node>.<device>`).",
+    )
+    metrics: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric name -> model sensor name. A metric named like a sensor needs no "
+        "entry; metrics that map to no sensor are ignored.",
+    )
+    max_nodes: int = Field(
+        default=256,
+        ge=1,
+        description="Most edge nodes whose births are kept; one more forgets the node silent "
+        "longest (it is asked to rebirth when it speaks again). Bounds what a publisher making "
+        "up node ids can hold.",
+    )
+    max_devices: int = Field(
+        default=64, ge=1, description="Most devices kept per edge node (the same way)."
+    )
+    max_metrics: int = Field(
+        default=512,
+        ge=1,
+        description="Most metrics a birth may declare; a larger birth is dead-lettered "
+        "(`sparkplug_oversized_birth`).",
+    )
+    rebirth_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="At most one rebirth request (NCMD `Node Control/Rebirth`) per edge node in "
+        "this many seconds, however many messages need one: a node flooding unknown aliases "
+        "cannot make the agent flood the broker.",
+    )
+
+
 class SourceConfig(_Section):
     name: Identifier = Field(description="The source's name, in logs and dead letters.")
     topic: str = Field(
@@ -217,6 +258,11 @@ class SourceConfig(_Section):
         "a reading waits at most this long (received time) for its other sensors, then is "
         "taken with what it has (`ingest.missing_sensor`).",
     )
+    sparkplug: SparkplugConfig | None = Field(
+        default=None,
+        description="Options of a `sparkplug_b` source (see Sparkplug B); its `metrics` "
+        "mapping is this source's `sensors`, and its `groups` its topic.",
+    )
     join_window_s: float = Field(
         default=1.0,
         ge=0,
@@ -237,7 +283,13 @@ class SourceConfig(_Section):
         for name in ("{asset}", "{sensor}"):
             if levels.count(name) > 1:
                 raise ValueError(f"topic {self.topic!r}: {name} appears twice")
-        if ("{asset}" in levels) == (self.asset is not None):
+        if self.format == "sparkplug_b":
+            if "{asset}" in levels or "{sensor}" in levels or self.asset is not None:
+                raise ValueError(
+                    "a `sparkplug_b` source's assets are its edge nodes or devices "
+                    "(`sparkplug.asset`): no `{asset}`, `{sensor}` nor `asset`"
+                )
+        elif ("{asset}" in levels) == (self.asset is not None):
             raise ValueError("give the asset in the topic (`{asset}`) or as `asset`, not both")
         if self.format == "value" and "{sensor}" not in levels:
             raise ValueError("a `value` source names its sensor in the topic: `{sensor}`")
@@ -464,56 +516,6 @@ class FleetConfig(_Section):
     )
 
 
-class SparkplugConfig(_Section):
-    groups: list[Identifier] = Field(
-        default_factory=list,
-        description="Sparkplug B group ids to read (`spBv1.0/<group>/...`). Empty: every group.",
-    )
-    asset: Literal["device", "node", "node_device"] = Field(
-        default="device",
-        description="Which topic level names the asset: `device` (a DBIRTH/DDATA's device id; "
-        "a node's own metrics go to the node id), `node` (the edge node id, its devices' "
-        "metrics together), or `node_device` (`<node>.<device>`).",
-    )
-    metrics: dict[str, str] = Field(
-        default_factory=dict,
-        description="Metric name -> model sensor name. A metric named like a sensor needs no "
-        "entry; metrics that map to no sensor are ignored.",
-    )
-    max_nodes: int = Field(
-        default=256,
-        ge=1,
-        description="Most edge nodes whose births are kept; one more forgets the node silent "
-        "longest (it is asked to rebirth when it speaks again). Bounds what a publisher making "
-        "up node ids can hold.",
-    )
-    max_devices: int = Field(
-        default=64, ge=1, description="Most devices kept per edge node (the same way)."
-    )
-    max_metrics: int = Field(
-        default=512,
-        ge=1,
-        description="Most metrics a birth may declare; a larger birth is dead-lettered "
-        "(`sparkplug_oversized_birth`).",
-    )
-    rebirth_interval_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="At most one rebirth request (NCMD `Node Control/Rebirth`) per edge node in "
-        "this many seconds, however many messages need one: a node flooding unknown aliases "
-        "cannot make the agent flood the broker.",
-    )
-
-    @model_validator(mode="after")
-    def _protobuf_installed(self) -> SparkplugConfig:
-        if importlib.util.find_spec("google.protobuf") is None:
-            raise ValueError(
-                "Sparkplug B needs the protobuf runtime: "
-                "pip install 'edge-anomaly-agent[sparkplug]'"
-            )
-        return self
-
-
 class HomeAssistantConfig(_Section):
     discovery_prefix: Identifier = Field(
         default="homeassistant",
@@ -570,6 +572,15 @@ class AgentConfig(_Section):
         default="kv",
         description="stderr log lines: `kv` (key=value) or `json` (one object per line).",
     )
+
+    @model_validator(mode="after")
+    def _protobuf_installed(self) -> AgentConfig:
+        if self.sparkplug is not None and importlib.util.find_spec("google.protobuf") is None:
+            raise ValueError(
+                "sparkplug: Sparkplug B needs the protobuf runtime: "
+                "pip install 'edge-anomaly-agent[sparkplug]'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _levels_ordered(self) -> AgentConfig:

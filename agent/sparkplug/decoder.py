@@ -70,6 +70,15 @@ class _Node:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One reading: asset, unix seconds, model sensor -> value (the sensors known so far)."""
+
+    asset: str
+    ts: float
+    values: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Topic:
     group: str
     kind: str
@@ -139,15 +148,29 @@ class Decoder:
         requests, self._requests = self._requests, []
         return requests
 
+    def rows(
+        self, topic: str, payload: bytes, received_at: float
+    ) -> tuple[list[Row], tuple[str, str] | None]:
+        """The readings one message gives, each with the last known value of every sensor
+        (those never reported are absent), or why it gives none (reason, detail)."""
+        try:
+            return self._parse(topic, payload, received_at), None
+        except Problem as problem:
+            return [], (problem.reason, problem.detail)
+
     def parse(
         self, topic: str, payload: bytes, received_at: float
     ) -> tuple[list[Readings], list[DeadLetter]]:
+        """As `rows`, as whole readings in the model's order (`ingest.missing_sensor` applied)."""
+        rows, problem = self.rows(topic, payload, received_at)
         try:
-            return self._parse(topic, payload, received_at), []
-        except Problem as problem:
-            return [], [DeadLetter(topic, problem.reason, problem.detail, received_at, payload)]
+            if problem is None:
+                return [self._reading(row) for row in rows], []
+        except Problem as missing:
+            problem = (missing.reason, missing.detail)
+        return [], [DeadLetter(topic, *problem, received_at, payload)]
 
-    def _parse(self, topic: str, payload: bytes, received_at: float) -> list[Readings]:
+    def _parse(self, topic: str, payload: bytes, received_at: float) -> list[Row]:
         where = parse_topic(topic)
         if where is None:
             raise Problem("bad_topic", f"expected {NAMESPACE}/<group>/<type>/<node>[/<device>]")
@@ -251,9 +274,7 @@ class Decoder:
             self.stats.sequence_gaps += 1
             self._ask_rebirth(where)
 
-    def _data(
-        self, where: Topic, node: _Node, message: object, received_at: float
-    ) -> list[Readings]:
+    def _data(self, where: Topic, node: _Node, message: object, received_at: float) -> list[Row]:
         scope = node.scope if where.device is None else node.devices.get(where.device)
         if scope is None:
             self._ask_rebirth(where)
@@ -281,13 +302,14 @@ class Decoder:
             if ts > latest:
                 raise Problem("future_ts", f"timestamp {ts:.3f} s is ahead of the gateway clock")
         known = node.values.setdefault(asset, {})
-        readings = []
+        rows = []
         for ts in sorted(updates):
             known.update(updates[ts])
-            readings.append(self._reading(asset, ts, known))
-        return readings
+            rows.append(Row(asset, ts, dict(known)))
+        return rows
 
-    def _reading(self, asset: str, ts: float, known: dict[str, float]) -> Readings:
+    def _reading(self, row: Row) -> Readings:
+        asset, ts, known = row.asset, row.ts, row.values
         missing = [s for s in self.sensors if s not in known]
         if missing and not self.impute:
             raise Problem("missing_sensor", f"no value yet for sensor {missing[0]!r}")

@@ -272,3 +272,49 @@ def test_topic_parse() -> None:
     assert parse_topic("spBv1.0/g/NDATA/n").device is None
     assert parse_topic("spBv1.0/g/NDATA/n/d") is None
     assert parse_topic("other/g/NDATA/n") is None
+
+
+def test_as_a_source_format() -> None:
+    """`format = "sparkplug_b"` in `[[ingest.sources]]`: rows in seconds with the sensors
+    known so far, dead letters as reasons, rebirth requests as replies."""
+    from agent.config import SourceConfig
+    from agent.sources import Incoming, Seconds
+    from agent.sources.registry import decoder_factory
+
+    source = SourceConfig(
+        name="plc",
+        topic="spBv1.0/plant/#",
+        format="sparkplug_b",
+        sensors={"flow": "Inputs/Flow"},
+        sparkplug=SparkplugConfig(asset="node_device"),
+    )
+    dec = decoder_factory("sparkplug_b")(source, SENSORS, IngestConfig())
+    node = EdgeNode("plant", "gw", ["Inputs/Flow", "pressure"])
+
+    def send(message: tuple[str, bytes]):
+        return dec.decode(Incoming(message[0], None, None, message[1], NOW))
+
+    early = send(node.device_data("p1", T0, {"pressure": 1.0}, by_alias=False))
+    assert early.dead == [("sparkplug_no_birth", "no NBIRTH from plant/gw")]
+    assert [r.topic for r in early.replies] == ["spBv1.0/plant/NCMD/gw"]
+    node.seq = -1
+    assert send(node.node_birth(T0)).rows == []
+    send(node.device_birth("p1", T0, [1.0, 2.0]))
+    decoded = send(node.device_data("p1", T0 + 500, {"Inputs/Flow": 3.0}))
+    (row,) = decoded.rows
+    assert (row.asset, row.values) == ("gw.p1", {"flow": 3.0, "pressure": 2.0})
+    assert isinstance(row.ts, Seconds) and row.ts == (T0 + 500) / 1000
+    assert decoded.dead == [] and decoded.replies == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"topic": "spBv1.0/{asset}/#"}, {"topic": "spBv1.0/plant/#", "asset": "a"}],
+)
+def test_a_sparkplug_source_takes_no_asset_binding(fields: dict) -> None:
+    from pydantic import ValidationError
+
+    from agent.config import SourceConfig
+
+    with pytest.raises(ValidationError, match="sparkplug_b"):
+        SourceConfig(name="plc", format="sparkplug_b", **fields)
