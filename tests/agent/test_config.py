@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,17 @@ def test_sparkplug_without_protobuf_fails_check_config_with_the_extra_named(tmp_
     assert result.returncode != 0
     assert "sparkplug" in result.stderr and "edge-anomaly-agent[sparkplug]" in result.stderr
     assert run_cli("agent", "check-config", str(config)).returncode == 0
+
+
+def _toml_blocks(page: str) -> list[str]:
+    text = (ROOT / "docs" / page).read_text()
+    return re.findall(r"(?ms)^```toml\n(.*?)^```", text)
+
+
+def test_the_sparkplug_and_home_assistant_pages_configs_pass_check_config(tmp_path, model_path):
+    """The copy-paste configs of docs/sparkplug.md and docs/home-assistant.md, as printed."""
+    blocks = _toml_blocks("sparkplug.md") + _toml_blocks("home-assistant.md")
+    assert len(blocks) == 2
+    config = _config_with(tmp_path, model_path, "\n".join(blocks))
+    result = run_cli("agent", "check-config", str(config))
+    assert result.returncode == 0, result.stderr
