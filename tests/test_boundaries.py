@@ -31,6 +31,8 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "bench": {
         "agent.config": "bench/fleet.py gives fleet.push its BrokerConfig, as edge-fleet does",
         "agent.envelope": "bench/fleet.py makes the operator's signing key as edge-fleet does",
+        "agent.sparkplug.decoder": "bench/sparkplug.py times the Sparkplug B decoder alone",
+        "agent.sparkplug.edge": "bench/sparkplug.py sends the agent a Sparkplug B edge node's data",
     },
     "demo": {},
     "testbed": {
