@@ -27,6 +27,7 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
         "agent.config": "--broker settings, TLS and logins are checked by the agent's own schema",
         "agent.connection": "one MQTT client setup (TLS, logins, MQTT 5) for agent and operator",
         "agent.envelope": "the signed push envelope: edge-fleet seals what the agent verifies",
+        "agent.sparkplug.edge": "edge-fleet replay --sparkplug: Sparkplug B as the agent reads it",
     },
     "bench": {
         "agent.config": "bench/fleet.py gives fleet.push its BrokerConfig, as edge-fleet does",

@@ -57,3 +57,16 @@ class EdgeNode:
         payload = schema.Payload()
         payload.metrics.add(name="bdSeq", datatype=schema.INT64, long_value=self.bd_seq)
         return self.topic("NDEATH"), payload.SerializeToString()
+
+
+def is_rebirth_request(payload: bytes) -> bool:
+    """An NCMD asking the node to publish its births again (garbage is not)."""
+    from google.protobuf.message import DecodeError
+
+    from agent.sparkplug.decoder import REBIRTH_METRIC
+
+    try:
+        request = schema.Payload.FromString(payload)
+    except DecodeError:
+        return False
+    return any(m.name == REBIRTH_METRIC and m.boolean_value for m in request.metrics)

@@ -4,66 +4,32 @@ the hostile variant, where the agent must keep reading the honest node."""
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 
-import paho.mqtt.client as mqtt
-
 from agent.sparkplug import schema
-from agent.sparkplug.decoder import REBIRTH_METRIC
 from agent.sparkplug.edge import EdgeNode
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv
+from fleet.sparkplug import SparkplugNode
 from testbed.mosquitto import Mosquitto
-from tests.conftest import DEVICE, wait_for, wait_status
+from tests.conftest import DEVICE, run_cli, wait_for, wait_status
 
 CONFIG = '[sparkplug]\ngroups = ["plant"]\nmax_nodes = 8\nmax_devices = 4\n'
 
 
-class SimulatedNode:
-    """An edge node on the local broker that answers rebirth requests with its births."""
+def simulated_node(broker: Mosquitto, sensors: list[str]) -> SparkplugNode:
+    """The edge node of `edge-fleet replay --sparkplug`: answers rebirth requests."""
+    return SparkplugNode("127.0.0.1", broker.port, "plant/line-1/pump-7", sensors)
 
-    def __init__(self, broker: Mosquitto, sensors: list[str]) -> None:
-        self.node = EdgeNode("plant", "line-1", sensors)
-        self.values = [0.0] * len(sensors)
-        self.rebirths = 0
-        self.lock = threading.Lock()
-        self.client = connect(
-            "127.0.0.1",
-            broker.port,
-            subscribe=self.node.topic("NCMD"),
-            on_message=self._on_command,
-        )
 
-    def _on_command(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        request = schema.Payload.FromString(msg.payload)
-        if any(m.name == REBIRTH_METRIC and m.boolean_value for m in request.metrics):
-            with self.lock:
-                self.rebirths += 1
-                self.send(self.node.node_birth(self.now_ms))
-                self.send(self.node.device_birth("pump-7", self.now_ms, self.values))
-
-    now_ms = 0
-
-    def send(self, message: tuple[str, bytes]) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(*message, qos=1)
-
-    def data(self, ts_ms: int, reading: dict[str, float]) -> mqtt.MQTTMessageInfo:
-        """Report by exception: only the sensors that changed since the last message."""
-        with self.lock:
-            self.now_ms = ts_ms
-            changed = {
-                name: value
-                for i, (name, value) in enumerate(reading.items())
-                if value != self.values[i]
-            }
-            self.values = list(reading.values())
-            return self.send(self.node.device_data("pump-7", ts_ms, changed))
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def _send(node: SparkplugNode, ts_ms: int, metric: dict) -> None:
+    """A DDATA with one hand-made metric (by alias), in the node's sequence."""
+    with node._lock:
+        bad = schema.Payload(timestamp=ts_ms, seq=(node.node.seq + 1) % 256)
+        node.node.seq = bad.seq
+        bad.metrics.add(**metric)
+        node._send((node.node.topic("DDATA", "pump-7"), bad.SerializeToString()))
 
 
 def _readings(sim_data, sensors: list[str]) -> list[tuple[int, dict[str, float]]]:
@@ -80,14 +46,14 @@ def test_sparkplug_edge_node_end_to_end(broker, start_agent, sim_data, trained):
     subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
     agent = start_agent(local, upstream, extra=CONFIG)
     wait_status(upstream.port, "online")
-    node = SimulatedNode(local, sensors)
+    node = simulated_node(local, sensors)
     readings = _readings(sim_data, sensors)
     # The agent has never seen a birth: the first message is a dead letter and asks for one.
-    node.data(*readings[0]).wait_for_publish(10)
+    node.data(*readings[0])
     wait_for(lambda: node.rebirths == 1, 30, "a rebirth request")
     for reading in readings[1:]:
-        info = node.data(*reading)
-    info.wait_for_publish(30)
+        node.data(*reading)
+    node.wait_acked(30)
 
     stats = agent.wait_stored(len(readings))
     assert stats["dead_letters_by_reason"] == {"sparkplug_no_birth": 1}
@@ -111,11 +77,11 @@ def test_sparkplug_hostile_publishers(broker, start_agent, sim_data, trained):
     sensors = trained.manifest.sensor_names
     agent = start_agent(local, upstream, extra=CONFIG)
     wait_status(upstream.port, "online")
-    node = SimulatedNode(local, sensors)
+    node = simulated_node(local, sensors)
     readings = _readings(sim_data, sensors)[:200]
-    node.data(*readings[0]).wait_for_publish(10)
+    node.data(*readings[0])
     wait_for(lambda: node.rebirths == 1, 30, "a rebirth request")
-    node.data(*readings[1]).wait_for_publish(10)  # it reports before the flood
+    node.data(*readings[1])  # it reports before the flood
     agent.wait_stored(2)
 
     hostile = connect("127.0.0.1", local.port)
@@ -132,27 +98,17 @@ def test_sparkplug_hostile_publishers(broker, start_agent, sim_data, trained):
     honest = 1
     for i, reading in enumerate(readings[2:], 2):
         if i % 20 == 0:  # the honest node itself sends an alias it never declared
-            with node.lock:
-                bad = schema.Payload(timestamp=reading[0], seq=(node.node.seq + 1) % 256)
-                node.node.seq = bad.seq
-                bad.metrics.add(alias=999, datatype=schema.DOUBLE, double_value=1.0)
-                node.send((node.node.topic("DDATA", "pump-7"), bad.SerializeToString()))
+            _send(node, reading[0], {"alias": 999, "datatype": schema.DOUBLE, "double_value": 1.0})
             sent["sparkplug_unknown_alias"] += 1
         elif i % 20 == 10:  # a text where a number should be
-            with node.lock:
-                bad = schema.Payload(timestamp=reading[0], seq=(node.node.seq + 1) % 256)
-                node.node.seq = bad.seq
-                bad.metrics.add(alias=1, datatype=schema.STRING, string_value="hot")
-                node.send((node.node.topic("DDATA", "pump-7"), bad.SerializeToString()))
+            _send(node, reading[0], {"alias": 1, "datatype": schema.STRING, "string_value": "hot"})
             sent["not_numeric"] += 1
-        elif i % 50 == 25:  # a lost message: a sequence gap (still read, rebirth asked)
-            node.node.seq += 1
-            info = node.data(*reading)
-            honest += 1
         else:
-            info = node.data(*reading)
+            if i % 50 == 25:  # a lost message: a sequence gap (still read, rebirth asked)
+                node.node.seq += 1
+            node.data(*reading)
             honest += 1
-    info.wait_for_publish(30)
+    node.wait_acked(30)
 
     total = 1 + sum(sent.values()) + honest
     stats = agent.wait_stored(total, timeout=120)
@@ -166,4 +122,21 @@ def test_sparkplug_hostile_publishers(broker, start_agent, sim_data, trained):
     assert status["heartbeat"]["rss_mib"] < 200
     hostile.disconnect()
     node.close()
+    assert agent.stop() == 0
+
+
+def test_edge_fleet_replay_speaks_sparkplug(broker, start_agent, sim_data):
+    """`edge-fleet replay --sparkplug`, as a user runs it, into the agent."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=CONFIG)
+    wait_status(upstream.port, "online")
+    done = run_cli(
+        "fleet", "replay", str(sim_data.live_csv), "--broker", local.address,
+        "--sparkplug", "plant/line-1/pump-7",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = len(readings_from_csv(sim_data.live_csv))
+    assert f"published {rows} readings as Sparkplug B plant/line-1/pump-7" in done.stderr
+    stats = agent.wait_stored(rows)
+    assert stats["readings"] == rows and stats["dead_letters"] == 0
     assert agent.stop() == 0
