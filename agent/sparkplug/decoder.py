@@ -19,6 +19,7 @@ a rebirth.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -31,7 +32,10 @@ from google.protobuf.message import DecodeError
 
 from agent.config import IDENTIFIER_PATTERN, IngestConfig, SparkplugConfig
 from agent.ingest import MAX_TS, DeadLetter, Readings
+from agent.logs import Throttle
 from agent.sparkplug import schema
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "spBv1.0"
 REBIRTH_METRIC = "Node Control/Rebirth"
@@ -130,6 +134,7 @@ class Decoder:
         self.groups = frozenset(config.groups)
         self.nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
         self.stats = Stats()
+        self._warn = Throttle(log)
         self._requests: list[tuple[str, bytes]] = []
         # Last rebirth request per node, bounded like the nodes (a node unknown here asks too).
         self._asked: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -192,7 +197,7 @@ class Decoder:
             return []
         node = self.nodes.get(key)
         if node is None:
-            self._ask_rebirth(where)
+            self._ask_rebirth(where, "no NBIRTH")
             raise Problem("sparkplug_no_birth", f"no NBIRTH from {where.group}/{where.node}")
         self.nodes.move_to_end(key)
         self._check_seq(where, node, message)
@@ -217,6 +222,13 @@ class Decoder:
         while len(self.nodes) > self.config.max_nodes:
             del self.nodes[_evictable(self.nodes, lambda n: n.reported)]
             self.stats.nodes_evicted += 1
+            self._warn.warning(
+                "evicted",
+                "sparkplug: more than sparkplug.max_nodes (%d) edge nodes; forgot the one "
+                "silent longest (nodes_evicted=%d)",
+                self.config.max_nodes,
+                self.stats.nodes_evicted,
+            )
 
     def _node_death(self, key: tuple[str, str], message: object) -> None:
         """Forget the node, unless the death is the Last Will of an older session (its bdSeq
@@ -272,12 +284,12 @@ class Decoder:
             node.seq = seq
         if seq != expected:
             self.stats.sequence_gaps += 1
-            self._ask_rebirth(where)
+            self._ask_rebirth(where, f"seq {seq} after {(expected - 1) % 256}")
 
     def _data(self, where: Topic, node: _Node, message: object, received_at: float) -> list[Row]:
         scope = node.scope if where.device is None else node.devices.get(where.device)
         if scope is None:
-            self._ask_rebirth(where)
+            self._ask_rebirth(where, f"no DBIRTH from {where.device}")
             raise Problem("sparkplug_no_birth", f"no DBIRTH from device {where.device}")
         scope.reported = node.reported = True
         asset = self._asset(where)
@@ -290,7 +302,7 @@ class Decoder:
         for metric in message.metrics:  # type: ignore[attr-defined]
             name = metric.name or scope.aliases.get(metric.alias)
             if name is None:
-                self._ask_rebirth(where)
+                self._ask_rebirth(where, f"alias {metric.alias} never born")
                 raise Problem("sparkplug_unknown_alias", f"alias {metric.alias} was never born")
             sensor = self.to_sensor.get(name)
             if sensor is None:
@@ -324,7 +336,7 @@ class Decoder:
             return where.node
         return where.device if mode == "device" else f"{where.node}.{where.device}"
 
-    def _ask_rebirth(self, where: Topic) -> None:
+    def _ask_rebirth(self, where: Topic, why: str) -> None:
         key = (where.group, where.node)
         now = self.clock()
         self._tokens = min(_REBIRTHS_PER_S, self._tokens + (now - self._refilled) * _REBIRTHS_PER_S)
@@ -339,6 +351,9 @@ class Decoder:
         while len(self._asked) > self.config.max_nodes:
             self._asked.popitem(last=False)
         self.stats.rebirth_requests += 1
+        self._warn.warning(
+            "rebirth", "sparkplug: asking %s/%s to rebirth (%s)", where.group, where.node, why
+        )
         if len(self._requests) >= _REBIRTHS_PER_S:  # nobody took them: the oldest go
             del self._requests[0]
         self._requests.append(
