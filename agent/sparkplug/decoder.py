@@ -13,8 +13,8 @@ all; `take_requests` hands them to the session that publishes them. Everything k
 `max_nodes` nodes (the one silent longest is forgotten first), `max_devices` per node,
 `max_metrics` per birth.
 
-The state lives in memory only: after a restart, the first data message of each node asks for
-a rebirth.
+`snapshot` and `restore` keep the state across restarts (agent.sparkplug.state): the runtime
+writes it to the database now and then.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from google.protobuf.message import DecodeError
 from agent.config import IDENTIFIER_PATTERN, IngestConfig, SparkplugConfig
 from agent.ingest import MAX_TS, DeadLetter, Readings
 from agent.logs import Throttle
-from agent.sparkplug import schema
+from agent.sparkplug import schema, state
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class Decoder:
         self.groups = frozenset(config.groups)
         self.nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
         self.stats = Stats()
+        self.changed = False  # the state changed since the last `snapshot`
         self._warn = Throttle(log)
         self._requests: list[tuple[str, bytes]] = []
         # Last rebirth request per node, bounded like the nodes (a node unknown here asks too).
@@ -147,6 +148,17 @@ class Decoder:
     def subscriptions(self) -> list[str]:
         groups = sorted(self.groups) or ["+"]
         return [f"{NAMESPACE}/{g}/#" for g in groups]
+
+    def snapshot(self) -> str:
+        """The state to keep across a restart (agent.sparkplug.state)."""
+        self.changed = False
+        return state.dump(self.nodes)
+
+    def restore(self, snapshot: str) -> None:
+        self.nodes = state.load(snapshot)
+        while len(self.nodes) > self.config.max_nodes:
+            self.nodes.popitem(last=False)
+        self.changed = False
 
     def take_requests(self) -> list[tuple[str, bytes]]:
         """Rebirth requests (topic, payload) to publish on the local broker."""
@@ -189,6 +201,7 @@ class Decoder:
         except DecodeError as exc:
             raise Problem("sparkplug_bad_payload", f"not a Sparkplug B payload: {exc}") from None
         key = (where.group, where.node)
+        self.changed = True
         if where.kind == "NBIRTH":
             self._node_birth(key, message)
             return []

@@ -318,3 +318,48 @@ def test_a_sparkplug_source_takes_no_asset_binding(fields: dict) -> None:
 
     with pytest.raises(ValidationError, match="sparkplug_b"):
         SourceConfig(name="plc", format="sparkplug_b", **fields)
+
+
+def test_state_survives_a_snapshot() -> None:
+    dec, node = decoder(), EdgeNode("g", "n", ["flow", "pressure"], bd_seq=7)
+    born(dec, node)
+    dec.parse(*node.device_data("pump-1", T0 + 1, {"flow": 5.0}), NOW)
+    assert dec.changed
+    kept = dec.snapshot()
+    assert not dec.changed
+    later = decoder()
+    later.restore(kept)
+    readings, dead = later.parse(*node.device_data("pump-1", T0 + 2, {"pressure": 6.0}), NOW)
+    assert dead == [] and readings[0].values == [[5.0, 6.0]]
+    assert later.stats.sequence_gaps == 0 and rebirths(later) == []
+    later.parse(*node.node_death(), NOW)  # bdSeq 7 was kept: the death is the birth's
+    assert later.nodes == {}
+
+
+@pytest.mark.parametrize(
+    "kept", ["", "{", "[]", '{"v": 99, "nodes": []}', '{"v": 1, "nodes": [[1, 2]]}', "null"]
+)
+def test_a_damaged_snapshot_is_no_state(kept: str) -> None:
+    dec = decoder()
+    dec.restore(kept)
+    assert dec.nodes == {}
+
+
+def test_the_snapshot_is_bounded_and_holds_only_nodes_that_reported() -> None:
+    dec = decoder(max_nodes=50, max_devices=4, max_metrics=512)
+    names = [f"a-rather-long-metric-name-{i}" for i in range(512)]
+    for n in range(50):
+        node = EdgeNode("g", f"n{n}", names)
+        dec.parse(*node.node_birth(T0), NOW)
+        for d in range(4):
+            dec.parse(*node.device_birth(f"d{d}", T0, [1.0] * 512), NOW)
+        if n % 2:
+            dec.parse(*node.device_data("d0", T0 + 1, {names[0]: 2.0}), NOW)
+    kept = dec.snapshot()
+    from agent.sparkplug import state
+
+    assert len(kept) <= state.MAX_BYTES + 100
+    restored = decoder(max_nodes=50)
+    restored.restore(kept)
+    assert 0 < len(restored.nodes) <= 25
+    assert all(int(name[1:]) % 2 for _, name in restored.nodes)

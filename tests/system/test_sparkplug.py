@@ -140,3 +140,30 @@ def test_edge_fleet_replay_speaks_sparkplug(broker, start_agent, sim_data):
     stats = agent.wait_stored(rows)
     assert stats["readings"] == rows and stats["dead_letters"] == 0
     assert agent.stop() == 0
+
+
+def test_a_restart_reads_the_backlog_queued_while_down(broker, start_agent, sim_data, trained):
+    """The births outlive the agent process: the data queued in its session while it was
+    stopped is read after the start, not dead-lettered until the node rebirths."""
+    local, upstream = broker("local"), broker("upstream")
+    sensors = trained.manifest.sensor_names
+    agent = start_agent(local, upstream, extra=CONFIG)
+    wait_status(upstream.port, "online")
+    node = simulated_node(local, sensors)
+    readings = _readings(sim_data, sensors)[:300]
+    node.data(*readings[0])
+    wait_for(lambda: node.rebirths == 1, 30, "a rebirth request")
+    for reading in readings[1:100]:
+        node.data(*reading)
+    agent.wait_stored(100)
+    assert agent.stop() == 0
+    for reading in readings[100:]:  # queued by the broker for the agent's session
+        node.data(*reading)
+    node.wait_acked(30)
+    agent.start()
+    stats = agent.wait_stored(len(readings))
+    assert stats["dead_letters_by_reason"] == {"sparkplug_no_birth": 1}
+    assert stats["readings"] == len(readings) - 1
+    assert node.rebirths == 1
+    node.close()
+    assert agent.stop() == 0
