@@ -33,6 +33,18 @@ class SparkplugSource:
             replies=[Reply(topic, payload) for topic, payload in self.decoder.take_requests()],
         )
 
+    def snapshot(self) -> str:
+        """The births and last values, for the runtime to keep across a restart (see
+        agent.sparkplug.state); `changed` says whether there is anything new to keep."""
+        return self.decoder.snapshot()
+
+    def restore(self, snapshot: str) -> None:
+        self.decoder.restore(snapshot)
+
+    @property
+    def changed(self) -> bool:
+        return self.decoder.changed
+
 
 def make_decoder(
     source: SourceConfig, sensors: Sequence[str], ingest: IngestConfig
