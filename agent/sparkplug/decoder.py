@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "spBv1.0"
 REBIRTH_METRIC = "Node Control/Rebirth"
+_STATE = f"{NAMESPACE}/STATE/"
 _REBIRTHS_PER_S = 20.0  # all nodes together: a flood of node ids cannot flood the broker
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 K, V = TypeVar("K"), TypeVar("V")
@@ -188,6 +189,8 @@ class Decoder:
         return [], [DeadLetter(topic, *problem, received_at, payload)]
 
     def _parse(self, topic: str, payload: bytes, received_at: float) -> list[Row]:
+        if topic.startswith(_STATE):
+            return []  # a host application's online state (Sparkplug 3.0), not an edge node's
         where = parse_topic(topic)
         if where is None:
             raise Problem("bad_topic", f"expected {NAMESPACE}/<group>/<type>/<node>[/<device>]")

@@ -223,6 +223,7 @@ def test_groups_filter_and_commands_are_not_readings() -> None:
     assert dec.parse(*node.node_birth(T0), NOW) == ([], [])
     assert dec.nodes == {}
     assert dec.parse("spBv1.0/plant/NCMD/n", b"\xff", NOW) == ([], [])
+    assert dec.parse("spBv1.0/STATE/scada-1", b'{"online": true}', NOW) == ([], [])
     assert dec.subscriptions() == ["spBv1.0/plant/#"]
 
 
