@@ -236,7 +236,7 @@ class Decoder:
         self.nodes.move_to_end(key)
         self._born_values(Topic(key[0], "NBIRTH", key[1], None), node, message)
         while len(self.nodes) > self.config.max_nodes:
-            del self.nodes[_evictable(self.nodes, lambda n: n.reported)]
+            del self.nodes[_evictable(self.nodes, lambda n: n.reported, key)]
             self.stats.nodes_evicted += 1
             self._warn.warning(
                 "evicted",
@@ -263,7 +263,7 @@ class Decoder:
         node.devices.move_to_end(device)
         self._born_values(where, node, message)
         while len(node.devices) > self.config.max_devices:
-            gone = _evictable(node.devices, lambda scope: scope.reported)
+            gone = _evictable(node.devices, lambda scope: scope.reported, device)
             del node.devices[gone]
             node.values.pop(self._asset(Topic(where.group, "DDATA", where.node, gone)), None)
             self.stats.devices_evicted += 1
@@ -377,11 +377,12 @@ class Decoder:
         )
 
 
-def _evictable(entries: OrderedDict[K, V], proven: Callable[[V], bool]) -> K:
-    """What to forget when full: the entry silent longest among those never followed by data
-    (births alone cost a publisher nothing, so a flood of made-up ids pushes out its own
-    first), else the one silent longest."""
-    return next((k for k, v in entries.items() if not proven(v)), next(iter(entries)))
+def _evictable(entries: OrderedDict[K, V], proven: Callable[[V], bool], new: K) -> K:
+    """What to forget when full, never the `new` entry just born: the entry silent longest
+    among those never followed by data (births alone cost a publisher nothing, so a flood of
+    made-up ids pushes out its own first), else the one silent longest."""
+    unproven = (k for k, v in entries.items() if k != new and not proven(v))
+    return next(unproven, next(k for k in entries if k != new))
 
 
 def rebirth_payload(now: float) -> bytes:

@@ -364,3 +364,16 @@ def test_the_snapshot_is_bounded_and_holds_only_nodes_that_reported() -> None:
     restored.restore(kept)
     assert 0 < len(restored.nodes) <= 25
     assert all(int(name[1:]) % 2 for _, name in restored.nodes)
+
+
+def test_a_new_node_gets_in_when_every_place_holds_a_node_that_reports() -> None:
+    dec = decoder(max_nodes=3, max_devices=1)
+    nodes = [EdgeNode("g", f"n{i}", ["flow", "pressure"]) for i in range(4)]
+    for node in nodes[:3]:
+        born(dec, node)
+        assert dec.parse(*node.device_data("pump-1", T0 + 1, {"flow": 1.0}), NOW)[1] == []
+    born(dec, nodes[3])  # the node silent longest (n0) makes room, not the newcomer
+    assert dec.parse(*nodes[3].device_data("pump-1", T0 + 1, {"flow": 1.0}), NOW)[1] == []
+    assert set(dec.nodes) == {("g", "n1"), ("g", "n2"), ("g", "n3")}
+    dec.parse(*nodes[3].device_birth("pump-2", T0, [1.0, 2.0]), NOW)  # n3's second device
+    assert list(dec.nodes[("g", "n3")].devices) == ["pump-2"]
