@@ -575,6 +575,13 @@ class AgentConfig(_Section):
 
     @model_validator(mode="after")
     def _protobuf_installed(self) -> AgentConfig:
+        if self.sparkplug is not None and any(
+            source.format == "sparkplug_b" for source in self.ingest.sources
+        ):
+            raise ValueError(
+                "sparkplug: Sparkplug B is read either by [sparkplug] or by a `sparkplug_b` "
+                "source in [[ingest.sources]], not both (each would read every message)"
+            )
         if self.sparkplug is not None and importlib.util.find_spec("google.protobuf") is None:
             raise ValueError(
                 "sparkplug: Sparkplug B needs the protobuf runtime: "

@@ -185,3 +185,12 @@ def test_the_sparkplug_and_home_assistant_pages_configs_pass_check_config(tmp_pa
     config = _config_with(tmp_path, model_path, "\n".join(blocks))
     result = run_cli("agent", "check-config", str(config))
     assert result.returncode == 0, result.stderr
+
+
+def test_sparkplug_is_read_one_way_only(tmp_path, model_path):
+    both = (
+        '[sparkplug]\n[[ingest.sources]]\nname = "plc"\ntopic = "spBv1.0/p/#"\n'
+        'format = "sparkplug_b"\n'
+    )
+    result = run_cli("agent", "check-config", str(_config_with(tmp_path, model_path, both)))
+    assert result.returncode != 0 and "not both" in result.stderr
