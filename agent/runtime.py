@@ -143,7 +143,13 @@ class Agent:
         self.forwarder = Forwarder(self.upstream, config.forward, self.store, self.latency)
         self.started = False  # set once run() is consuming; a failure before is a failed start
         self._warn = Throttle(log)
-        self.source = Source(config, self.counters, self.pipeline.recent.get, self._source_ready)
+        self.source = Source(
+            config,
+            self.counters,
+            self.pipeline.recent.get,
+            self._source_ready,
+            self.pipeline.sources,
+        )
         self._turned = time.monotonic()  # the main loop's last turn
         self.watchdog = Watchdog(
             self.notifier,
@@ -337,7 +343,7 @@ class Agent:
         states = self.store.load_states(
             self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
         )
-        self.pipeline.restore(states)
+        self.pipeline.restore(states, self.store.load_joins())
         self._rewind_ahead()
 
     def _rewind_ahead(self) -> None:
@@ -412,15 +418,22 @@ class Agent:
             self.health.consuming = True
 
     def _process(self, batch: list[Message]) -> None:
+        now = None
         if not batch:
-            return
-        result = self.pipeline.apply(batch)
+            # No message came: readings waiting to be joined are due by the gateway's clock,
+            # once subscribed (after a restart the broker first delivers what it kept).
+            now = time.time()
+            if not (self.source.subscribed and self.pipeline.joins_due(now)):
+                return
+        result = self.pipeline.apply(batch, now)
         try:
             self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:
             self._hold(batch, exc)
             return
         self._committed(batch, result.batch.digests)
+        for reply in result.replies:
+            self.source.publish(reply.topic, reply.payload)
         if result.batch.alerts:
             self.forwarder.notify()
         self.telemetry.batch_committed(result)
