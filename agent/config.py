@@ -8,7 +8,6 @@ folder.
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 import zoneinfo
 from pathlib import Path
@@ -174,27 +173,18 @@ class TimestampConfig(_Section):
 
 
 class SparkplugConfig(_Section):
-    groups: list[Identifier] = Field(
-        default_factory=list,
-        description="Sparkplug B group ids to read (`spBv1.0/<group>/...`). Empty: every group.",
-    )
     asset: Literal["device", "node", "node_device"] = Field(
         default="device",
         description="Which topic level names the asset: `device` (a DBIRTH/DDATA's device id; "
         "a node's own metrics go to the node id), `node` (the edge node id, its devices' "
         "metrics together), or `node_device` (`<node>.<device>`).",
     )
-    metrics: dict[str, str] = Field(
-        default_factory=dict,
-        description="Metric name -> model sensor name. A metric named like a sensor needs no "
-        "entry; metrics that map to no sensor are ignored.",
-    )
     max_nodes: int = Field(
         default=256,
         ge=1,
         description="Most edge nodes whose births are kept; one more forgets the node silent "
-        "longest (it is asked to rebirth when it speaks again). Bounds what a publisher making "
-        "up node ids can hold.",
+        "longest among those that never sent data, else the one silent longest (it is asked to "
+        "rebirth when it speaks again). Bounds what a publisher making up node ids can hold.",
     )
     max_devices: int = Field(
         default=64, ge=1, description="Most devices kept per edge node (the same way)."
@@ -260,8 +250,8 @@ class SourceConfig(_Section):
     )
     sparkplug: SparkplugConfig | None = Field(
         default=None,
-        description="Options of a `sparkplug_b` source (see Sparkplug B); its `metrics` "
-        "mapping is this source's `sensors`, and its `groups` its topic.",
+        description="Options of a `sparkplug_b` source (see Sparkplug B). Its metric names "
+        "map to the model's sensors by `sensors`, its groups are chosen by `topic`.",
     )
     join_window_s: float = Field(
         default=1.0,
@@ -553,11 +543,6 @@ class AgentConfig(_Section):
         default_factory=MetricsConfig,
         description="Prometheus metrics (see Operations).",
     )
-    sparkplug: SparkplugConfig | None = Field(
-        default=None,
-        description="Read Sparkplug B edge nodes on the local broker (see Sparkplug B). Absent: "
-        "off. Needs the `sparkplug` extra.",
-    )
     home_assistant: HomeAssistantConfig | None = Field(
         default=None,
         description="Announce each asset to Home Assistant by MQTT discovery on the upstream "
@@ -572,22 +557,6 @@ class AgentConfig(_Section):
         default="kv",
         description="stderr log lines: `kv` (key=value) or `json` (one object per line).",
     )
-
-    @model_validator(mode="after")
-    def _protobuf_installed(self) -> AgentConfig:
-        if self.sparkplug is not None and any(
-            source.format == "sparkplug_b" for source in self.ingest.sources
-        ):
-            raise ValueError(
-                "sparkplug: Sparkplug B is read either by [sparkplug] or by a `sparkplug_b` "
-                "source in [[ingest.sources]], not both (each would read every message)"
-            )
-        if self.sparkplug is not None and importlib.util.find_spec("google.protobuf") is None:
-            raise ValueError(
-                "sparkplug: Sparkplug B needs the protobuf runtime: "
-                "pip install 'edge-anomaly-agent[sparkplug]'"
-            )
-        return self
 
     @model_validator(mode="after")
     def _levels_ordered(self) -> AgentConfig:

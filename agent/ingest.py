@@ -47,7 +47,6 @@ REASONS = (
     "duplicate_ts",
     "out_of_order",
     "too_many_assets",
-    "unmatched_topic",
     "unknown_sensor",
     # Sparkplug B (agent.sparkplug.decoder): a payload that is not one, data from a node or
     # device with no birth, an alias no birth declared, a birth over sparkplug.max_metrics.
@@ -172,9 +171,9 @@ class Parser:
         row = [item.get(name) for name in self.sensors]
         if all(type(v) is float for v in row) and all(map(math.isfinite, row)):
             return Readings(asset, [ts], [row])
-        return self._careful(asset, ts, item)
+        return self.careful(asset, ts, item)
 
-    def _careful(self, asset: str, ts: float, item: dict) -> Readings | tuple[str, str]:
+    def careful(self, asset: str, ts: float, item: dict) -> Readings | tuple[str, str]:
         """Sensor by sensor: name the first problem, or impute what is missing."""
         values = np.empty(len(self.sensors), dtype=np.float64)
         imputed: list[str] = []

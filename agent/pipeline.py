@@ -12,20 +12,22 @@ result, and only then calls `remember` and lets the source acknowledge. When a c
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent.alert import Alert, AlertTracker
 from agent.config import AgentConfig
 from agent.ingest import DeadLetter, Parser, Readings
+from agent.message import Message
 from agent.model.score import Scorer
 from agent.readings import LEVEL_NAMES, ReadingBlock
+from agent.sources import Reply
+from agent.sources.router import Parsed, Sources
 
 # Data types only: the pipeline hands the store a `Batch`, it opens no database.
 from agent.store.batch import RECENT_DIGESTS, AssetState, Batch
@@ -33,24 +35,9 @@ from agent.validate import merged_thresholds
 from agent.window import Windows
 
 if TYPE_CHECKING:
-    from agent.model.manifest import Manifest
     from agent.pushes import Health
-    from agent.sparkplug.decoder import Decoder
 
 log = logging.getLogger(__name__)
-
-
-class Message(NamedTuple):
-    topic: str
-    payload: bytes
-    received_at: float
-    mid: int
-    dup: bool  # the broker is redelivering it
-    connection: int  # which local connection delivered it: its mid means nothing on another
-
-    @property
-    def digest(self) -> bytes:
-        return hashlib.blake2b(self.topic.encode() + b"\0" + self.payload, digest_size=16).digest()
 
 
 @dataclass
@@ -63,6 +50,7 @@ class Applied:
     imputed: list[Readings]
     copies: int
     scored: int
+    replies: list[Reply] = field(default_factory=list)  # to publish once `batch` commits
 
 
 class Pipeline:
@@ -88,7 +76,13 @@ class Pipeline:
             config.ingest,
             [s.mean for s in manifest.sensors],
         )
-        self.sparkplug = _sparkplug(config, manifest)
+        self.readings_prefix = f"{prefix}/{device}/readings/"
+        # The configured sources, besides the readings topic (None: none, the default).
+        self.sources = (
+            Sources(config.ingest, manifest.sensor_names, [s.mean for s in manifest.sensors])
+            if config.ingest.sources
+            else None
+        )
         self.windows = Windows(manifest.window, len(manifest.sensors))
         self.model_info = {"id": manifest.model_id, "version": manifest.version}
         self.tracker = AlertTracker(
@@ -104,13 +98,14 @@ class Pipeline:
         # At most RECENT_DIGESTS, the oldest dropped first (see `remember`).
         self.recent: OrderedDict[bytes, bool] = OrderedDict(recent)
 
-    def apply(self, messages: list[Message]) -> Applied:
+    def apply(self, messages: list[Message], now: float | None = None) -> Applied:
         """Everything `messages` change, in memory; the caller commits `batch`, then calls
-        `remember(batch.digests)`, or `restore`s the last commit if it cannot."""
+        `remember(batch.digests)`, or `restore`s the last commit if it cannot. `now`: the
+        clock joined readings wait on, when no message brings one (agent.sources.join)."""
         digests = [m.digest for m in messages]
         fresh = self._not_applied(messages, digests)
         blocks, dead, yielded, imputed = self._ingest(
-            [messages[i] for i in fresh], [digests[i] for i in fresh]
+            [messages[i] for i in fresh], [digests[i] for i in fresh], now
         )
         stored, alerts = self._score_and_alert(blocks)
         states = [
@@ -118,12 +113,19 @@ class Pipeline:
             for b in blocks
         ]
         applied = [(digests[i], y) for i, y in zip(fresh, yielded, strict=True)]
+        joins = self.sources.joiner.snapshots() if self.sources else []
         return Applied(
-            Batch(stored, alerts, dead, states, applied),
+            Batch(stored, alerts, dead, states, applied, joins),
             imputed,
             copies=len(messages) - len(fresh),
             scored=sum(len(b.windows) for b in blocks),
+            replies=self.sources.replies if self.sources else [],
         )
+
+    def joins_due(self, now: float) -> bool:
+        """Whether a joined reading has waited long enough by `now` (agent.sources.join)."""
+        due = self.sources.joiner.next_due() if self.sources else None
+        return due is not None and due <= now
 
     def remember(self, applied: list[tuple[bytes, bool]]) -> None:
         """After the commit: these digests (and whether each gave readings) were applied."""
@@ -133,19 +135,26 @@ class Pipeline:
         while len(self.recent) > RECENT_DIGESTS:
             self.recent.popitem(last=False)
 
-    def restore(self, states: Iterable[AssetState]) -> None:
-        """Windows and episodes as committed: all others are dropped."""
+    def restore(
+        self, states: Iterable[AssetState], joins: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Windows, episodes and readings waiting to be joined as committed: all others are
+        dropped."""
         self.windows.clear()
         self.tracker.clear()
         for state in states:
             self.windows.restore(state.asset, state.window)
             self.tracker.restore(state.asset, state.episode)
+        if self.sources is not None:
+            self.sources.joiner.restore(joins or [])
 
     def forget(self, assets: list[str]) -> None:
         """Drop these assets' windows and episodes (reset or idle)."""
         for asset in assets:
             self.windows.forget(asset)
             self.tracker.forget(asset)
+        if self.sources is not None:
+            self.sources.joiner.forget(assets)
 
     def _not_applied(self, batch: list[Message], digests: list[bytes]) -> list[int]:
         """Indexes of messages to apply: all but copies of messages already applied.
@@ -154,11 +163,17 @@ class Pipeline:
         crash or a reconnect) and from publishers resending what they saw no PUBACK for (which
         the broker passes on as new). Both are byte-identical to the original on the same
         topic. Without DUP, only a copy of a message that gave readings is skipped: the same
-        garbage sent twice is two dead letters.
+        garbage sent twice is two dead letters. A message whose readings are stamped on
+        receipt is skipped only as a redelivery (DUP, same packet id): the same value sent twice
+        is two readings.
         """
         fresh, in_batch = [], set()
         for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
             known = self.recent.get(digest)
+            if known and message.by_receipt and not message.dup:
+                # Same bytes, packet id and topic, not redelivered: a new reading on a wrapped
+                # packet id (its time is its receipt; see agent.message).
+                known = None
             if known or (message.dup and (known is not None or digest in in_batch)):
                 continue
             in_batch.add(digest)
@@ -168,7 +183,7 @@ class Pipeline:
         return fresh
 
     def _ingest(
-        self, batch: list[Message], digests: list[bytes]
+        self, batch: list[Message], digests: list[bytes], now: float | None
     ) -> tuple[list[_Block], list[DeadLetter], list[bool], list[Readings]]:
         """Each asset's readings of the batch in time order, with the windows they complete;
         the dead letters; for each message whether it held readings; what was imputed.
@@ -182,22 +197,43 @@ class Pipeline:
         yielded: list[bool] = []
         imputed: list[Readings] = []
         copies_of: set[bytes] = set()  # digests in this batch that gave readings
+        # The messages readings come from: the batch's, then one made for each joined reading.
+        origins = batch
+        if self.sources is not None:
+            self.sources.begin()
+            origins = []
         for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
             if digest in copies_of:  # a resend within the batch: skip it
                 yielded.append(True)
                 continue
-            parser = self.parser
-            if self.sparkplug is not None and self.sparkplug.accepts(message.topic):
-                parser = self.sparkplug
-            readings, rejected = parser.parse(message.topic, message.payload, message.received_at)
+            here = i
+            if self.sources is not None:
+                origins.append(message)
+                here = len(origins) - 1
+            if self.sources is not None and not message.topic.startswith(self.readings_prefix):
+                parsed = self.sources.parse(message, self.windows.last_ts)
+                self._add_parsed(parsed, origins, by_asset, dead, imputed)
+                yielded.append(parsed.kept)
+                if parsed.kept:
+                    copies_of.add(digest)
+                continue
+            readings, rejected = self.parser.parse(
+                message.topic, message.payload, message.received_at
+            )
             dead.extend(rejected)
             yielded.append(bool(readings))
             if readings:
                 copies_of.add(digest)
             for r in readings:
-                by_asset.setdefault(r.asset, []).append((r, i))
+                by_asset.setdefault(r.asset, []).append((r, here))
                 if r.imputed:
                     imputed.append(r)
+        if self.sources is not None:
+            # The join's clock: the newest message's receipt, else the caller's.
+            clock = max((m.received_at for m in batch), default=now)
+            if clock is not None:
+                self._add_parsed(self.sources.due(clock), origins, by_asset, dead, imputed)
+        batch = origins
         received = np.array([m.received_at for m in batch])
         room = self.config.ingest.max_assets - len(self.windows)
         blocks = []
@@ -211,6 +247,25 @@ class Pipeline:
             if block is not None:
                 blocks.append(block)
         return blocks, dead, yielded, imputed
+
+    @staticmethod
+    def _add_parsed(
+        parsed: Parsed,
+        origins: list[Message],
+        by_asset: dict[str, list[tuple[Readings, int]]],
+        dead: list[DeadLetter],
+        imputed: list[Readings],
+    ) -> None:
+        """A configured source's result into the batch's. A reading keeps the index in
+        `origins` of the message it comes from: the batch's last one, or for a joined reading
+        one made for it and added."""
+        dead.extend(parsed.dead)
+        for r, origin in parsed.readings:
+            if not origins or origins[-1] is not origin:
+                origins.append(origin)
+            by_asset.setdefault(r.asset, []).append((r, len(origins) - 1))
+            if r.imputed:
+                imputed.append(r)
 
     def _too_many_assets(
         self, parts: list[tuple[Readings, int]], batch: list[Message], dead: list[DeadLetter]
@@ -329,15 +384,3 @@ class _Block:
     received: np.ndarray
     windows: np.ndarray
     first: int
-
-
-def _sparkplug(config: AgentConfig, manifest: Manifest) -> Decoder | None:
-    """The Sparkplug B decoder when the config asks for one; imported only then, since it
-    needs the optional protobuf runtime."""
-    if config.sparkplug is None:
-        return None
-    from agent.sparkplug.decoder import Decoder
-
-    return Decoder(
-        manifest.sensor_names, config.sparkplug, config.ingest, [s.mean for s in manifest.sensors]
-    )

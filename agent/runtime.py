@@ -39,6 +39,7 @@ from typing import Any
 
 from agent.budget import Budget
 from agent.config import AgentConfig, ConfigError
+from agent.decoder_state import DecoderStates
 from agent.forward import Forwarder, publish_latency
 from agent.homeassistant import Discovery
 from agent.logs import Throttle
@@ -65,7 +66,6 @@ _NAMES_LOGGED = 10  # assets named in one log line
 _PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES = 256, 4 * 1024 * 1024
 _FLEET_TURN_MESSAGES, _FLEET_TURN_S = 32, 0.05
 _REPORT_EVERY_S = 1.0  # rejections reach the status at most this often
-_SPARKPLUG_STATE, _SPARKPLUG_KEEP_S = "sparkplug_state", 1.0
 _ASK_AGAIN_S = 5.0  # after drops from a full push queue, retained pushes are asked for again
 
 
@@ -110,11 +110,8 @@ class Agent:
             config, self.scorer, self.store.elapsed, self.store.recent_digests(RECENT_DIGESTS)
         )
         self.model_info = self.pipeline.model_info
-        self._sparkplug_kept = 0.0  # monotonic time the Sparkplug state was last written
-        if self.pipeline.sparkplug is not None:
-            kept = self.store.get_meta(_SPARKPLUG_STATE)
-            if kept:
-                self.pipeline.sparkplug.restore(kept)
+        self.decoder_states = DecoderStates(self.store, self.pipeline.sources)
+        self.decoder_states.restore()
         # Idleness on the store's elapsed running time: a clock stepped by NTP must not make
         # every asset look silent for a month (#13 item 8).
         seen_after = self.store.elapsed() - config.ingest.asset_idle_s
@@ -151,13 +148,12 @@ class Agent:
         self.discovery = self._discovery()
         self.started = False  # set once run() is consuming; a failure before is a failed start
         self._warn = Throttle(log)
-        sparkplug = self.pipeline.sparkplug
         self.source = Source(
             config,
             self.counters,
             self.pipeline.recent.get,
             self._source_ready,
-            sparkplug.subscriptions() if sparkplug else None,
+            self.pipeline.sources,
         )
         self._turned = time.monotonic()  # the main loop's last turn
         self.watchdog = Watchdog(
@@ -250,7 +246,7 @@ class Agent:
         self.forwarder.stop(self.config.forward.drain_seconds if final else 0, final=final)
         if self.metrics_server is not None:
             self.metrics_server.close()
-        self._keep_sparkplug(force=True)
+        self.decoder_states.keep(force=True)
         log.info("agent stopped %s", self.counters)
         self.store.close()
 
@@ -353,7 +349,7 @@ class Agent:
         states = self.store.load_states(
             self.scorer.manifest.graph_sha256, ingest.max_assets, seen_after
         )
-        self.pipeline.restore(states)
+        self.pipeline.restore(states, self.store.load_joins())
         self._rewind_ahead()
 
     def _rewind_ahead(self) -> None:
@@ -422,23 +418,6 @@ class Agent:
                 _names(idle),
             )
 
-    def _keep_sparkplug(self, force: bool) -> None:
-        """Write the Sparkplug births and last values when they changed, at most once per
-        _SPARKPLUG_KEEP_S (and at stop), so that a restart reads the backlog instead of
-        dead-lettering it until each node rebirths. Not in the batch's transaction: a crash
-        in between leaves state a second old, whose sequence gap asks for a rebirth."""
-        decoder = self.pipeline.sparkplug
-        now = time.monotonic()
-        if decoder is None or not decoder.changed:
-            return
-        if not force and now - self._sparkplug_kept < _SPARKPLUG_KEEP_S:
-            return
-        self._sparkplug_kept = now
-        try:
-            self.store.set_meta(_SPARKPLUG_STATE, decoder.snapshot())
-        except (StorageUnavailable, sqlite3.Error) as exc:
-            self._warn.warning("sparkplug", "cannot keep the Sparkplug B state now: %s", exc)
-
     def _discovery(self) -> Discovery | None:
         """Home Assistant discovery on the upstream session, when configured."""
         if self.config.home_assistant is None:
@@ -457,18 +436,23 @@ class Agent:
             self.health.consuming = True
 
     def _process(self, batch: list[Message]) -> None:
+        now = None
         if not batch:
-            return
-        result = self.pipeline.apply(batch)
-        if self.pipeline.sparkplug is not None:
-            self.source.publish(self.pipeline.sparkplug.take_requests())
+            # No message came: readings waiting to be joined are due by the gateway's clock,
+            # once subscribed (after a restart the broker first delivers what it kept).
+            now = time.time()
+            if not (self.source.subscribed and self.pipeline.joins_due(now)):
+                return
+        result = self.pipeline.apply(batch, now)
         try:
             self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:
             self._hold(batch, exc)
             return
         self._committed(batch, result.batch.digests)
-        self._keep_sparkplug(force=False)
+        for reply in result.replies:
+            self.source.publish(reply.topic, reply.payload)
+        self.decoder_states.keep()
         if result.batch.alerts:
             self.forwarder.notify()
         self.telemetry.batch_committed(result)

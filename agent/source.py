@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -25,8 +26,11 @@ from agent.config import AgentConfig
 from agent.connection import Explained, make_client
 from agent.inbox import Inbox
 from agent.logs import Throttle
-from agent.pipeline import Message
+from agent.message import Message
 from agent.telemetry import Counters
+
+if TYPE_CHECKING:
+    from agent.sources.router import Sources
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +55,22 @@ class Source:
         counters: Counters,
         applied_before: Callable[[bytes], bool | None],
         on_subscribed: Callable[[], None],
-        extra_topics: list[str] | None = None,
+        sources: Sources | None = None,
     ) -> None:
         """`applied_before(digest)`: True if a message with this digest gave readings and was
         applied (False: applied, gave none; None: not known). `on_subscribed`: called in the
-        paho thread once readings flow. `extra_topics`: filters read besides our own readings
-        topic (Sparkplug B)."""
+        paho thread once readings flow. `sources`: the configured sources, whose topic filters
+        are subscribed to as well."""
         self.config = config
         self.counters = counters
         self.applied_before = applied_before
         self.on_subscribed = on_subscribed
         device, prefix = config.device.id, config.topics.prefix
         self.readings_topic = f"{prefix}/{device}/readings/+"
-        self.topics = [self.readings_topic, *(extra_topics or [])]
+        self.topics = [self.readings_topic, *(sources.filters() if sources else [])]
+        self.by_receipt = sources.by_receipt if sources else None
+        self.subscribed = False  # readings flow: set once subscribed, cleared on disconnect
+        self._last_received = 0.0
         self.stopping = False  # set at shutdown: what comes now is left to the next start
         self.held: list[Message] = []  # a batch whose commit failed, retried as is
         self.retry_delay = _RETRY_MIN_S
@@ -102,12 +109,6 @@ class Source:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def publish(self, messages: list[tuple[str, bytes]]) -> None:
-        """Send to the local broker at QoS 0 (Sparkplug B rebirth requests): lost when not
-        connected, and asked for again by the next message that needs one."""
-        for topic, payload in messages:
-            self.client.publish(topic, payload, qos=0)
-
     def hold(self, batch: list[Message]) -> None:
         """Keep `batch` unacknowledged, to retry after a longer delay than the last time."""
         self.held = batch
@@ -142,7 +143,8 @@ class Source:
         if any(code.is_failure for code in codes):
             log.error("local broker refused subscription topics=%s: %s", self.topics, codes)
             return
-        log.info("subscribed topics=%s", ",".join(self.topics))
+        log.info("subscribed topic=%s", ",".join(self.topics))
+        self.subscribed = True
         self.on_subscribed()
 
     def _on_local_connect_fail(self, _c: object, _u: object) -> None:
@@ -151,15 +153,21 @@ class Source:
     def _on_local_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
-        self.connected = False
+        self.connected = self.subscribed = False
         if not self.stopping:
             log.warning("local broker disconnected (%s); reconnecting", rc)
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         if self.stopping:  # not acknowledged: the broker delivers it again at the next start
             return
+        # Received times rise: a reading stamped on receipt never shares its time with another.
+        received = self._last_received = max(time.time(), self._last_received + 1e-6)
+        topic = msg.topic
+        by_receipt = self.by_receipt is not None and self.by_receipt(topic)
         self.inbox.put(
-            Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection),
+            Message(
+                topic, msg.payload, received, msg.mid, bool(msg.dup), self._connection, by_receipt
+            ),
             len(msg.payload),
         )
 
@@ -224,6 +232,10 @@ class Source:
             log.info("skipped %d copies of messages already applied", copies)
             self.counters.redelivered += copies
         return burst
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """A decoder's reply on the local broker (a Sparkplug rebirth request), QoS 0."""
+        self.client.publish(topic, payload, qos=0)
 
     def acknowledge(self, messages: list[Message]) -> None:
         """In arrival order, as MQTT requires; only after what they changed has committed.

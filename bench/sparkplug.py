@@ -15,7 +15,7 @@ from agent.sparkplug.edge import EdgeNode
 from bench.harness import Models, agent_run, brokers, status_watch, wait_until
 from fleet.mqtt import connect
 
-CONFIG = '[sparkplug]\ngroups = ["bench"]\n'
+CONFIG = '[[ingest.sources]]\nname = "plc"\ntopic = "spBv1.0/bench/#"\nformat = "sparkplug_b"\n'
 _T0_MS = 1_767_225_600_000
 
 

@@ -19,11 +19,10 @@ from agent.sparkplug.decoder import Decoder
 class SparkplugSource:
     def __init__(self, source: SourceConfig, sensors: Sequence[str], ingest: IngestConfig) -> None:
         options = source.sparkplug or SparkplugConfig()
-        # `sensors` maps model sensor -> metric name, as for every source.
-        metrics = {**options.metrics, **{metric: s for s, metric in source.sensors.items()}}
-        options = options.model_copy(update={"metrics": metrics})
-        # Training means are the framework's business (`ingest.missing_sensor`): not used here.
-        self.decoder = Decoder(list(sensors), options, ingest, [0.0] * len(sensors))
+        # `sensors` maps model sensor -> metric name, as for every source. Training means are
+        # the framework's business (`ingest.missing_sensor`): not used here.
+        metrics = {metric: sensor for sensor, metric in source.sensors.items()}
+        self.decoder = Decoder(list(sensors), options, ingest, [0.0] * len(sensors), metrics)
 
     def decode(self, message: Incoming) -> Decoded:
         rows, problem = self.decoder.rows(message.topic, message.payload, message.received_at)

@@ -121,9 +121,11 @@ class Decoder:
         config: SparkplugConfig,
         ingest: IngestConfig,
         training_means: list[float],
+        metrics: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`clock` (monotonic seconds) paces the rebirth requests."""
+        """`metrics`: metric name -> model sensor, for metrics not named like their sensor;
+        `clock` (monotonic seconds) paces the rebirth requests."""
         self.sensors = sensors
         self.config = config
         self.clock = clock
@@ -131,8 +133,7 @@ class Decoder:
         self.means = dict(zip(sensors, training_means, strict=True))
         self.impute = ingest.missing_sensor == "impute"
         self.to_sensor = {name: name for name in sensors}
-        self.to_sensor.update({k: v for k, v in config.metrics.items() if v in set(sensors)})
-        self.groups = frozenset(config.groups)
+        self.to_sensor.update({k: v for k, v in (metrics or {}).items() if v in set(sensors)})
         self.nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
         self.stats = Stats()
         self.changed = False  # the state changed since the last `snapshot`
@@ -141,14 +142,6 @@ class Decoder:
         # Last rebirth request per node, bounded like the nodes (a node unknown here asks too).
         self._asked: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._tokens, self._refilled = _REBIRTHS_PER_S, clock()
-
-    def accepts(self, topic: str) -> bool:
-        """A topic this decoder reads (the other ones go to the JSON parser)."""
-        return topic.startswith(NAMESPACE + "/")
-
-    def subscriptions(self) -> list[str]:
-        groups = sorted(self.groups) or ["+"]
-        return [f"{NAMESPACE}/{g}/#" for g in groups]
 
     def snapshot(self) -> str:
         """The state to keep across a restart (agent.sparkplug.state)."""
@@ -194,7 +187,7 @@ class Decoder:
         where = parse_topic(topic)
         if where is None:
             raise Problem("bad_topic", f"expected {NAMESPACE}/<group>/<type>/<node>[/<device>]")
-        if where.kind in ("NCMD", "DCMD") or (self.groups and where.group not in self.groups):
+        if where.kind in ("NCMD", "DCMD"):
             return []  # commands (our own rebirth requests among them) are not readings
         limit = self.ingest.max_payload_bytes
         if len(payload) > limit:

@@ -159,7 +159,8 @@ def test_expiry_intervals_mqtt_cannot_send_are_refused(tmp_path, model_path):
 def test_sparkplug_without_protobuf_fails_check_config_with_the_extra_named(tmp_path, model_path):
     """A gateway installed without the `sparkplug` extra: check-config says what to install
     (protobuf hidden from the subprocess, as if it were not installed)."""
-    config = _config_with(tmp_path, model_path, '[sparkplug]\ngroups = ["plant"]\n')
+    source = '[[ingest.sources]]\nname = "plc"\ntopic = "spBv1.0/p/#"\nformat = "sparkplug_b"\n'
+    config = _config_with(tmp_path, model_path, source)
     hide = (
         "import sys; sys.modules['google.protobuf'] = None; "
         "from agent.__main__ import main; sys.argv[0] = 'edge-agent'; sys.exit(main())"
@@ -185,12 +186,3 @@ def test_the_sparkplug_and_home_assistant_pages_configs_pass_check_config(tmp_pa
     config = _config_with(tmp_path, model_path, "\n".join(blocks))
     result = run_cli("agent", "check-config", str(config))
     assert result.returncode == 0, result.stderr
-
-
-def test_sparkplug_is_read_one_way_only(tmp_path, model_path):
-    both = (
-        '[sparkplug]\n[[ingest.sources]]\nname = "plc"\ntopic = "spBv1.0/p/#"\n'
-        'format = "sparkplug_b"\n'
-    )
-    result = run_cli("agent", "check-config", str(_config_with(tmp_path, model_path, both)))
-    assert result.returncode != 0 and "not both" in result.stderr

@@ -21,7 +21,8 @@ def decoder(**options: object) -> Decoder:
     """A decoder whose rebirth pacing sees a clock that stands still."""
     ingest = IngestConfig(**{k: v for k, v in options.items() if k in IngestConfig.model_fields})
     spb = SparkplugConfig(**{k: v for k, v in options.items() if k in SparkplugConfig.model_fields})
-    return Decoder(SENSORS, spb, ingest, [10.0, 20.0], clock=lambda: 100.0)
+    metrics = options.get("metrics")
+    return Decoder(SENSORS, spb, ingest, [10.0, 20.0], metrics, clock=lambda: 100.0)
 
 
 def born(dec: Decoder, node: EdgeNode, device: str = "pump-1") -> None:
@@ -217,14 +218,11 @@ def test_oversized_birth() -> None:
     ]
 
 
-def test_groups_filter_and_commands_are_not_readings() -> None:
-    dec = decoder(groups=["plant"])
-    node = EdgeNode("elsewhere", "n", ["flow", "pressure"])
-    assert dec.parse(*node.node_birth(T0), NOW) == ([], [])
-    assert dec.nodes == {}
+def test_commands_and_host_states_are_not_readings() -> None:
+    dec = decoder()
     assert dec.parse("spBv1.0/plant/NCMD/n", b"\xff", NOW) == ([], [])
+    assert dec.parse("spBv1.0/plant/DCMD/n/d", b"\xff", NOW) == ([], [])
     assert dec.parse("spBv1.0/STATE/scada-1", b'{"online": true}', NOW) == ([], [])
-    assert dec.subscriptions() == ["spBv1.0/plant/#"]
 
 
 def test_a_flood_of_nodes_and_devices_stays_bounded() -> None:

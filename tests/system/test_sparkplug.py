@@ -15,7 +15,10 @@ from fleet.sparkplug import SparkplugNode
 from testbed.mosquitto import Mosquitto
 from tests.conftest import DEVICE, run_cli, wait_for, wait_status
 
-CONFIG = '[sparkplug]\ngroups = ["plant"]\nmax_nodes = 8\nmax_devices = 4\n'
+CONFIG = (
+    '[[ingest.sources]]\nname = "plc"\ntopic = "spBv1.0/plant/#"\nformat = "sparkplug_b"\n'
+    "[ingest.sources.sparkplug]\nmax_nodes = 8\nmax_devices = 4\n"
+)
 
 
 def simulated_node(broker: Mosquitto, sensors: list[str]) -> SparkplugNode:
