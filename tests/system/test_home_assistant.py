@@ -6,6 +6,7 @@ the agent dies (its Last Will), removed when the asset is forgotten."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import paho.mqtt.client as mqtt
@@ -77,6 +78,15 @@ def test_home_assistant_sees_assets_alerts_and_availability(broker, start_agent,
     )
     assert "ON" in states and states[-1] == "OFF", states  # fired, and resolved at the end
     assert ha.available(problem) is True
+
+    # A name HA does not allow in a topic level: announced under a safe, distinct object id.
+    replay(readings[:3], "127.0.0.1", local.port, f"edge/{DEVICE}/readings/line.3:pump")
+    odd = wait_for(
+        lambda: [t for t in ha.configs if "line_3_pump_" in t and ha.configs[t]], 30, "odd name"
+    )
+    assert len(odd) == 2 and all(re.fullmatch(r"[\w/-]+", t) for t in odd), odd
+    odd_config = json.loads(ha.configs[odd[0]])
+    assert odd_config["state_topic"] == f"edge/{DEVICE}/alerts/line.3:pump"
 
     reset = run_cli("agent", "reset-asset", "--config", str(agent.config), "pump-7")
     assert reset.returncode == 0, reset.stderr
