@@ -8,6 +8,7 @@ sends after a restart or a lost message). Metric names are the CSV's column name
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from datetime import datetime
 
 import paho.mqtt.client as mqtt
 
-from agent.config import BrokerConfig
+from agent.config import IDENTIFIER_PATTERN, IDENTIFIER_RULE, BrokerConfig
 from agent.sparkplug.edge import EdgeNode, is_rebirth_request
 from fleet.mqtt import FleetError, connect
 
@@ -31,8 +32,8 @@ class SparkplugNode:
     ) -> None:
         """`where`: `GROUP/NODE/DEVICE`."""
         parts = where.split("/")
-        if len(parts) != 3 or not all(parts):
-            raise ValueError(f"expected GROUP/NODE/DEVICE, got {where!r}")
+        if len(parts) != 3 or not all(re.fullmatch(IDENTIFIER_PATTERN, part) for part in parts):
+            raise ValueError(f"expected GROUP/NODE/DEVICE, each {IDENTIFIER_RULE}, got {where!r}")
         group, node, self.device = parts
         self.node = EdgeNode(group, node, list(sensors))
         self.values: dict[str, float] = {}
