@@ -24,7 +24,8 @@ from agent.model.table import TableError
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
 from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push
-from fleet.replay import readings_from_csv, replay
+from fleet.replay import publish_messages, readings_from_csv, replay
+from fleet.sources import encode, load_source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--sensors", help="comma list of columns (default: every numeric non-label column)"
     )
     rp.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+    rp.add_argument(
+        "--source-config",
+        type=Path,
+        metavar="FILE.toml",
+        help="publish as a configured source's publishers do: the agent config (or any TOML) "
+        "holding the [[ingest.sources]] entry named by --source",
+    )
+    rp.add_argument("--source", metavar="NAME", help="the source's name in --source-config")
 
     al = sub.add_parser(
         "alerts", help="print live alerts, one JSON object per line, duplicates dropped"
@@ -155,6 +164,21 @@ def _replay(args: argparse.Namespace) -> int:
         raise ValueError("--batch must be at least 1")
     host, port = parse_host_port(args.broker)
     readings = readings_from_csv(args.data, args.sensors.split(",") if args.sensors else None)
+    if (args.source_config is None) != (args.source is None):
+        raise ValueError("--source-config and --source go together")
+    if args.source_config is not None:
+        source = load_source(args.source_config, args.source)
+        if args.batch != 1:
+            raise ValueError("--batch is for the readings topic; a source sends as it is set up")
+        messages = encode(source, args.asset, readings)
+        rate = args.rate * len(messages) / max(1, len(readings))  # --rate stays per reading
+        publish_messages(messages, host, port, rate, security=_broker(args))
+        print(
+            f"published {len(readings)} readings as {len(messages)} messages of source "
+            f"{source.name!r} ({source.format})",
+            file=sys.stderr,
+        )
+        return 0
     topic = f"{args.prefix}/{args.device}/readings/{args.asset}"
     sent = replay(
         readings, host, port, topic, rate=args.rate, batch=args.batch, security=_broker(args)
