@@ -6,8 +6,8 @@ agent's decoders, written from the same `[[ingest.sources]]` entry.
   (`ENERGY.Power` nests), the time at `ts_field` unless the source stamps on receipt, written
   as the source's devices write it: local time without an offset when the source has a
   `timestamps.zone`, integer milliseconds when its `unit` is `ms`;
-- `value`: one message per sensor, the bare number on the topic with `{sensor}` filled in
-  (the time is the agent's receipt).
+- `value`: one message per sensor on the topic with `{sensor}` filled in: the bare number
+  when the source stamps on receipt, else `{"value": ..., "<ts_field>": ...}`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def encode(source: SourceConfig, asset: str, readings: list[dict[str, object]]) 
         return [(topic, _json(source, r)) for r in readings]
     if source.format == "value":
         return [
-            (topic.replace("{sensor}", source.sensors.get(name, name)), repr(float(v)).encode())
+            (topic.replace("{sensor}", source.sensors.get(name, name)), _value(source, r, v))
             for r in readings
             for name, v in r.items()
             if name != "ts"
@@ -71,6 +71,15 @@ def _json(source: SourceConfig, reading: dict[str, object]) -> bytes:
                 _put(doc, source.ts_field, _device_time(source, value))
         else:
             _put(doc, source.sensors.get(name, name), value)
+    return json.dumps(doc).encode()
+
+
+def _value(source: SourceConfig, reading: dict[str, object], value: object) -> bytes:
+    """A bare number, or with the reading's time when the source reads times from payloads."""
+    if source.stamps.policy == "received":
+        return repr(float(value)).encode()  # type: ignore[arg-type]
+    doc = {"value": value}
+    _put(doc, source.ts_field, _device_time(source, reading["ts"]))
     return json.dumps(doc).encode()
 
 

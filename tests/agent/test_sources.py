@@ -145,6 +145,19 @@ def _value_source(**extra: object) -> dict:
     return {"name": "plant", "topic": "plant/{asset}/{sensor}", "format": "value", **extra}
 
 
+def test_values_with_their_own_time_join_on_it(make):
+    """`{"value": x, "ts": t}` per sensor topic: joined on the payload's time, which the
+    reading keeps (the same times as one JSON object would give)."""
+    feed = Feed(make([_value_source(timestamps={"policy": "payload_else_received"})]))
+    messages = [
+        feed.message(f"plant/p1/{name}", json.dumps({"value": mean, "ts": T0 + second}), T0 + 9)
+        for second in range(2)
+        for name, mean in zip(feed.sensors, feed.means, strict=True)
+    ]
+    applied = feed.apply(messages)
+    assert _readings(applied) == [("p1", T0, feed.means), ("p1", T0 + 1, feed.means)]
+
+
 def test_values_one_per_topic_are_joined_into_one_reading(make):
     feed = Feed(make([_value_source()]))
     messages = [
@@ -206,7 +219,8 @@ def test_hostile_values_are_dead_letters_and_state_stays_bounded(make):
         b"": "empty",
         b"9" * 100: "oversized",
         b"\xff\xfe": "not_numeric",
-        b'{"v": 1}': "not_numeric",
+        b'{"v": 1}': "missing_sensor",
+        b'{"value": "1"}': "not_numeric",
     }
     applied = feed.apply([feed.message(f"plant/p1/{sensor}", k, T0) for k in bad])
     assert _reasons(applied) == list(bad.values())
