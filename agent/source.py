@@ -68,7 +68,10 @@ class Source:
         device, prefix = config.device.id, config.topics.prefix
         self.readings_topic = f"{prefix}/{device}/readings/+"
         self.topics = [self.readings_topic, *(sources.filters() if sources else [])]
-        self.by_receipt = sources.by_receipt if sources else None
+        self.readings_prefix = self.readings_topic[:-1]
+        # Whether a topic's readings may be stamped on receipt (see agent.message).
+        self.default_by_receipt = config.ingest.timestamps.policy != "payload"
+        self.sources_by_receipt = sources.by_receipt if sources else None
         self.subscribed = False  # readings flow: set once subscribed, cleared on disconnect
         self._last_received = 0.0
         self.stopping = False  # set at shutdown: what comes now is left to the next start
@@ -163,7 +166,10 @@ class Source:
         # Received times rise: a reading stamped on receipt never shares its time with another.
         received = self._last_received = max(time.time(), self._last_received + 1e-6)
         topic = msg.topic
-        by_receipt = self.by_receipt is not None and self.by_receipt(topic)
+        if topic.startswith(self.readings_prefix):
+            by_receipt = self.default_by_receipt
+        else:
+            by_receipt = self.sources_by_receipt is not None and self.sources_by_receipt(topic)
         self.inbox.put(
             Message(
                 topic, msg.payload, received, msg.mid, bool(msg.dup), self._connection, by_receipt

@@ -24,7 +24,8 @@ from agent.model.table import TableError
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
 from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push
-from fleet.replay import readings_from_csv, replay
+from fleet.replay import publish_messages, readings_from_csv, replay
+from fleet.sources import encode, load_source, sparkplug_route
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish as a Sparkplug B edge node instead (births, DDATA by alias, rebirths on "
         "request); metric names are the CSV's columns",
     )
+    rp.add_argument(
+        "--source-config",
+        type=Path,
+        metavar="FILE.toml",
+        help="publish as a configured source's publishers do: the agent config (or any TOML) "
+        "holding the [[ingest.sources]] entry named by --source",
+    )
+    rp.add_argument("--source", metavar="NAME", help="the source's name in --source-config")
 
     al = sub.add_parser(
         "alerts", help="print live alerts, one JSON object per line, duplicates dropped"
@@ -164,12 +173,25 @@ def _replay(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.broker)
     readings = readings_from_csv(args.data, args.sensors.split(",") if args.sensors else None)
     if args.sparkplug:
-        from fleet.sparkplug import replay_sparkplug  # needs protobuf: the `sparkplug` extra
-
-        sent = replay_sparkplug(
-            readings, host, port, args.sparkplug, args.rate, security=_broker(args)
+        return _replay_sparkplug(args, readings, args.sparkplug, {})
+    if (args.source_config is None) != (args.source is None):
+        raise ValueError("--source-config and --source go together")
+    if args.source_config is not None:
+        source = load_source(args.source_config, args.source)
+        if not args.asset:
+            raise ValueError("--asset is required with --source-config")
+        if source.format == "sparkplug_b":
+            return _replay_sparkplug(args, readings, *sparkplug_route(source, args.asset))
+        if args.batch != 1:
+            raise ValueError("--batch is for the readings topic; a source sends as it is set up")
+        messages = encode(source, args.asset, readings)
+        rate = args.rate * len(messages) / max(1, len(readings))  # --rate stays per reading
+        publish_messages(messages, host, port, rate, security=_broker(args))
+        print(
+            f"published {len(readings)} readings as {len(messages)} messages of source "
+            f"{source.name!r} ({source.format})",
+            file=sys.stderr,
         )
-        print(f"published {sent} readings as Sparkplug B {args.sparkplug}", file=sys.stderr)
         return 0
     if not args.device or not args.asset:
         raise ValueError("--device and --asset are required (or --sparkplug)")
@@ -178,6 +200,23 @@ def _replay(args: argparse.Namespace) -> int:
         readings, host, port, topic, rate=args.rate, batch=args.batch, security=_broker(args)
     )
     print(f"published {sent} readings to {topic}", file=sys.stderr)
+    return 0
+
+
+def _replay_sparkplug(
+    args: argparse.Namespace,
+    readings: list[dict[str, object]],
+    where: str,
+    metrics: dict[str, str],
+) -> int:
+    """As a Sparkplug B edge node at `where` (GROUP/NODE/DEVICE), columns renamed to their
+    metric names by `metrics`."""
+    from fleet.sparkplug import replay_sparkplug  # needs protobuf: the `sparkplug` extra
+
+    host, port = parse_host_port(args.broker)
+    renamed = [{metrics.get(k, k): v for k, v in r.items()} for r in readings]
+    sent = replay_sparkplug(renamed, host, port, where, args.rate, security=_broker(args))
+    print(f"published {sent} readings as Sparkplug B {where}", file=sys.stderr)
     return 0
 
 

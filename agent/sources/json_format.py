@@ -11,7 +11,7 @@ from agent.config import IngestConfig, SourceConfig
 from agent.ingest import decode_json
 from agent.sources import Decoded, Incoming, Row
 
-_ABSENT = object()
+ABSENT = object()
 
 
 class JsonDecoder:
@@ -48,21 +48,21 @@ class JsonDecoder:
             values = {}
             for name, path in self.paths:
                 value = lookup(item, path)
-                if value is not _ABSENT:
+                if value is not ABSENT:
                     values[name] = value
             ts = lookup(item, self.ts_field)
-            out.rows.append(Row(message.asset, None if ts is _ABSENT else ts, values))
+            out.rows.append(Row(message.asset, None if ts is ABSENT else ts, values))
         return out
 
 
 def lookup(doc: dict, path: str) -> object:
-    """The value at a dotted path, or _ABSENT."""
+    """The value at a dotted path, or ABSENT."""
     if path in doc:
         return doc[path]
     node: object = doc
     for key in path.split("."):
         if not isinstance(node, dict) or key not in node:
-            return _ABSENT
+            return ABSENT
         node = node[key]
     return node
 

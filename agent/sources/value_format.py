@@ -1,8 +1,10 @@
-"""`value`: one bare number per message (`23.4`), the sensor named by the topic's `{sensor}`
-(`plant/pump1/temperature`). `sensors` maps model sensors to the topic's names; a name that
-maps to no model sensor is `unknown_sensor`. No time in the payload: by default the reading is
-stamped when the agent received it. The values of an asset are joined into readings
-(agent.sources.join)."""
+"""`value`: one number per message, the sensor named by the topic's `{sensor}`
+(`plant/pump1/temperature`): bare (`23.4`), or a JSON object with the number at `value` and
+the time at `ts_field` (`{"value": 23.4, "ts": 1700000000}`). `sensors` maps model sensors to
+the topic's names; a name that maps to no model sensor is `unknown_sensor`. A bare number has
+no time: by default a reading is stamped when the agent received it (`timestamps.policy =
+"payload_else_received"` takes an object's time). The values of an asset are joined into
+readings (agent.sources.join)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from collections.abc import Sequence
 import orjson
 
 from agent.config import IngestConfig, SourceConfig
+from agent.ingest import decode_json
 from agent.sources import Decoded, Incoming, Value
+from agent.sources.json_format import ABSENT, lookup
 
 _MAX_BYTES = 64  # the longest number anyone sends, with room for spaces
 
@@ -19,6 +23,9 @@ _MAX_BYTES = 64  # the longest number anyone sends, with room for spaces
 class ValueDecoder:
     def __init__(self, source: SourceConfig, sensors: Sequence[str], ingest: IngestConfig) -> None:
         self.sensor_of = {source.sensors.get(name, name): name for name in sensors}
+        self.ts_field = source.ts_field
+        self.limit = ingest.max_payload_bytes
+        self.max_depth = ingest.max_depth
 
     def decode(self, message: Incoming) -> Decoded:
         out = Decoded()
@@ -31,6 +38,8 @@ class ValueDecoder:
         if not text:
             out.dead.append(("empty", "no payload"))
             return out
+        if text.startswith(b"{"):
+            return self._object(message, sensor, text, out)
         if len(text) > _MAX_BYTES:
             out.dead.append(("oversized", f"{len(text)} bytes > {_MAX_BYTES} for one number"))
             return out
@@ -39,6 +48,24 @@ class ValueDecoder:
         except orjson.JSONDecodeError:
             value = _lenient(text)
         out.values.append(Value(message.asset, sensor, None, value))
+        return out
+
+    def _object(self, message: Incoming, sensor: str, text: bytes, out: Decoded) -> Decoded:
+        if len(text) > self.limit:
+            out.dead.append(("oversized", f"{len(text)} bytes > {self.limit}"))
+            return out
+        doc, problem = decode_json(text, self.max_depth)
+        if problem:
+            out.dead.append(problem)
+            return out
+        if not isinstance(doc, dict) or message.asset is None:  # `{` starts only an object
+            out.dead.append(("not_object", "expected a number or a JSON object"))
+            return out
+        value, ts = lookup(doc, "value"), lookup(doc, self.ts_field)
+        if value is ABSENT:
+            out.dead.append(("missing_sensor", f"no 'value' for sensor {sensor!r}"))
+            return out
+        out.values.append(Value(message.asset, sensor, None if ts is ABSENT else ts, value))
         return out
 
 

@@ -128,20 +128,34 @@ def test_sparkplug_hostile_publishers(broker, start_agent, sim_data, trained):
     assert agent.stop() == 0
 
 
-def test_edge_fleet_replay_speaks_sparkplug(broker, start_agent, sim_data):
-    """`edge-fleet replay --sparkplug`, as a user runs it, into the agent."""
+def test_edge_fleet_replay_speaks_sparkplug(broker, start_agent, sim_data, trained):
+    """`edge-fleet replay`, as a user runs it, into the agent: by an explicit edge node
+    address (metric names = columns), and through the agent's own source entry, whose
+    `sensors` give the metrics other names (`Inputs/<sensor>`)."""
     local, upstream = broker("local"), broker("upstream")
-    agent = start_agent(local, upstream, extra=CONFIG)
+    sensors = trained.manifest.sensor_names
+    mapping = "".join(f'{s} = "Inputs/{s}"\n' for s in sensors)
+    extra = (
+        '[[ingest.sources]]\nname = "plain"\ntopic = "spBv1.0/plant/#"\nformat = "sparkplug_b"\n'
+        '[[ingest.sources]]\nname = "mapped"\ntopic = "spBv1.0/mapped/#"\n'
+        f'format = "sparkplug_b"\n[ingest.sources.sensors]\n{mapping}'
+    )
+    agent = start_agent(local, upstream, extra=extra)
     wait_status(upstream.port, "online")
-    done = run_cli(
-        "fleet", "replay", str(sim_data.live_csv), "--broker", local.address,
-        "--sparkplug", "plant/line-1/pump-7",
+    csv, rows = str(sim_data.live_csv), len(readings_from_csv(sim_data.live_csv))
+    plain = run_cli(
+        "fleet", "replay", csv, "--broker", local.address, "--sparkplug", "plant/line-1/pump-7"
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert f"published {rows} readings as Sparkplug B plant/line-1/pump-7" in plain.stderr
+    mapped = run_cli(
+        "fleet", "replay", csv, "--broker", local.address, "--asset", "pump-8",
+        "--source-config", str(agent.config), "--source", "mapped",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    rows = len(readings_from_csv(sim_data.live_csv))
-    assert f"published {rows} readings as Sparkplug B plant/line-1/pump-7" in done.stderr
-    stats = agent.wait_stored(rows)
-    assert stats["readings"] == rows and stats["dead_letters"] == 0
+    assert mapped.returncode == 0, mapped.stderr
+    assert "as Sparkplug B mapped/edge-fleet/pump-8" in mapped.stderr
+    stats = agent.wait_stored(2 * rows)
+    assert stats["readings"] == 2 * rows and stats["dead_letters"] == 0
     assert agent.stop() == 0
 
 
