@@ -9,6 +9,7 @@ folder.
 from __future__ import annotations
 
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -140,6 +141,160 @@ class ScoringConfig(_Section):
     )
 
 
+class TimestampConfig(_Section):
+    policy: Literal["payload", "received", "payload_else_received"] = Field(
+        default="payload",
+        description="Where a reading's time comes from: `payload` (its `ts`; none is `bad_ts`), "
+        "`received` (when the agent received the message; a `ts` in it is ignored), or "
+        "`payload_else_received` (its `ts` if it has one). Received times are made to rise per "
+        "asset (see Sources).",
+    )
+    zone: str | None = Field(
+        default=None,
+        description="IANA time zone (e.g. `Europe/Berlin`) that times without an offset "
+        "(`2020-03-09 10:34:33`) are read in. Default: such times are `bad_ts`.",
+    )
+    unit: Literal["auto", "s", "ms"] = Field(
+        default="s",
+        description="A numeric `ts`: unix seconds (`s`), milliseconds (`ms`), or `auto`: "
+        "milliseconds when above 1e11 (the year 5138 in seconds), else seconds.",
+    )
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> TimestampConfig:
+        if self.zone is not None:
+            try:
+                zoneinfo.ZoneInfo(self.zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(
+                    f"zone {self.zone!r} is not an IANA time zone name (e.g. Europe/Berlin)"
+                ) from exc
+        return self
+
+
+class SparkplugConfig(_Section):
+    asset: Literal["device", "node", "node_device"] = Field(
+        default="device",
+        description="Which topic level names the asset: `device` (a DBIRTH/DDATA's device id; "
+        "a node's own metrics go to the node id), `node` (the edge node id, its devices' "
+        "metrics together), or `node_device` (`<node>.<device>`).",
+    )
+    max_nodes: int = Field(
+        default=256,
+        ge=1,
+        description="Most edge nodes whose births are kept; one more forgets the node silent "
+        "longest among those that never sent data, else the one silent longest (it is asked to "
+        "rebirth when it speaks again). Bounds what a publisher making up node ids can hold.",
+    )
+    max_devices: int = Field(
+        default=64, ge=1, description="Most devices kept per edge node (the same way)."
+    )
+    max_metrics: int = Field(
+        default=512,
+        ge=1,
+        description="Most metrics a birth may declare; a larger birth is dead-lettered "
+        "(`sparkplug_oversized_birth`).",
+    )
+    rebirth_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="At most one rebirth request (NCMD `Node Control/Rebirth`) per edge node in "
+        "this many seconds, however many messages need one: a node flooding unknown aliases "
+        "cannot make the agent flood the broker.",
+    )
+
+
+class SourceConfig(_Section):
+    name: Identifier = Field(description="The source's name, in logs and dead letters.")
+    topic: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Topic filter the agent subscribes to, whose whole levels `{asset}` and "
+        "`{sensor}` name the asset and the sensor (`zigbee2mqtt/{asset}`, "
+        "`plant/{asset}/{sensor}`); `+` and a last `#` match without naming.",
+    )
+    format: str = Field(
+        default="json",
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="Payload format: `json` (an object, or an array of them; `sensors` are "
+        "field paths), `value` (one bare number: the `{sensor}` of the topic), `sparkplug_b` "
+        "(needs the `sparkplug` extra).",
+    )
+    asset: Identifier | None = Field(
+        default=None, description="The asset, when the topic has no `{asset}`."
+    )
+    sensors: dict[str, str] = Field(
+        default_factory=dict,
+        description="Model sensor = what this source calls it: a field path for `json` "
+        "(`ENERGY.Temperature`, dots into nested objects), a topic's `{sensor}` for `value`. "
+        "Empty: the model's sensor names as they are.",
+    )
+    ts_field: str = Field(
+        default="ts",
+        min_length=1,
+        max_length=128,
+        description="Field path of a `json` payload's time (`time`, `meta.ts`).",
+    )
+    timestamps: TimestampConfig | None = Field(
+        default=None,
+        description="How this source's times are read. Default: the payload's `ts` in any "
+        "unit (`auto`); for `value`, when the agent received the message (`received`).",
+    )
+    join_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Sensors that come one per message are joined into one reading per asset: "
+        "a reading waits at most this long (received time) for its other sensors, then is "
+        "taken with what it has (`ingest.missing_sensor`).",
+    )
+    sparkplug: SparkplugConfig | None = Field(
+        default=None,
+        description="Options of a `sparkplug_b` source (see Sparkplug B). Its metric names "
+        "map to the model's sensors by `sensors`, its groups are chosen by `topic`.",
+    )
+    join_window_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="Values of one asset whose times are within this of the first value of a "
+        "waiting reading belong to it (0: the same time exactly).",
+    )
+
+    @model_validator(mode="after")
+    def _asset_named(self) -> SourceConfig:
+        levels = self.topic.split("/")
+        if "#" in levels[:-1] or any(("#" in x or "+" in x) and len(x) > 1 for x in levels):
+            raise ValueError(f"topic {self.topic!r}: `+` and `#` stand for whole levels, `#` last")
+        if "\x00" in self.topic:
+            raise ValueError("topic: no NUL characters")
+        if any(("{" in x or "}" in x) and x not in ("{asset}", "{sensor}") for x in levels):
+            raise ValueError(f"topic {self.topic!r}: a binding is a whole level")
+        for name in ("{asset}", "{sensor}"):
+            if levels.count(name) > 1:
+                raise ValueError(f"topic {self.topic!r}: {name} appears twice")
+        if self.format == "sparkplug_b":
+            if "{asset}" in levels or "{sensor}" in levels or self.asset is not None:
+                raise ValueError(
+                    "a `sparkplug_b` source's assets are its edge nodes or devices "
+                    "(`sparkplug.asset`): no `{asset}`, `{sensor}` nor `asset`"
+                )
+        elif ("{asset}" in levels) == (self.asset is not None):
+            raise ValueError("give the asset in the topic (`{asset}`) or as `asset`, not both")
+        if self.format == "value" and "{sensor}" not in levels:
+            raise ValueError("a `value` source names its sensor in the topic: `{sensor}`")
+        return self
+
+    @property
+    def stamps(self) -> TimestampConfig:
+        """The timestamp settings in force (the default depends on the format)."""
+        if self.timestamps is not None:
+            return self.timestamps
+        if self.format == "value":
+            return TimestampConfig(policy="received", unit="auto")
+        return TimestampConfig(unit="auto")
+
+
 class IngestConfig(_Section):
     max_payload_bytes: int = Field(
         default=65536, ge=64, description="Larger reading payloads are dead-lettered unread."
@@ -189,10 +344,24 @@ class IngestConfig(_Section):
         "`ingest.max_assets`.",
     )
 
+    timestamps: TimestampConfig = Field(
+        default_factory=TimestampConfig,
+        description="How the times of readings on `<prefix>/<device>/readings/<asset>` are read.",
+    )
+    sources: list[SourceConfig] = Field(
+        default_factory=list,
+        max_length=64,
+        description="More sources (`[[ingest.sources]]`), besides the readings topic: other "
+        "topics and payload formats mapped to the model's sensors (see Sources).",
+    )
+
     @model_validator(mode="after")
     def _room_for_listed_assets(self) -> IngestConfig:
         if len(self.assets) > self.max_assets:
             raise ValueError("ingest.max_assets must be at least the number of ingest.assets")
+        names = [source.name for source in self.sources]
+        if len(set(names)) < len(names):
+            raise ValueError("ingest.sources: each source needs its own name")
         return self
 
 
@@ -348,6 +517,17 @@ class FleetConfig(_Section):
     )
 
 
+class HomeAssistantConfig(_Section):
+    discovery_prefix: Identifier = Field(
+        default="homeassistant",
+        description="Home Assistant's MQTT discovery prefix (its own default).",
+    )
+    node_id: Identifier | None = Field(
+        default=None,
+        description="The `<node_id>` level of the discovery topics. Default: the device id.",
+    )
+
+
 class AgentConfig(_Section):
     device: DeviceConfig
     local: LocalBrokerConfig = Field(
@@ -373,6 +553,11 @@ class AgentConfig(_Section):
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig,
         description="Prometheus metrics (see Operations).",
+    )
+    home_assistant: HomeAssistantConfig | None = Field(
+        default=None,
+        description="Announce each asset to Home Assistant by MQTT discovery on the upstream "
+        "broker (see Home Assistant). Absent: off.",
     )
     log_level: str = Field(
         default="info",
@@ -433,7 +618,23 @@ def load_config(
             if broker.tls is not None and getattr(broker.tls, name) is not None:
                 setattr(broker.tls, name, (base / getattr(broker.tls, name)).resolve())
     _check_paths(path, config)
+    _check_formats(path, config)
     return config
+
+
+def _check_formats(origin: Path, config: AgentConfig) -> None:
+    """Each source's payload format exists and can be imported (an optional extra may be
+    missing): said at `check-config`, not at the first message."""
+    from agent.sources.registry import FormatUnavailable, decoder_factory
+
+    problems = []
+    for n, source in enumerate(config.ingest.sources):
+        try:
+            decoder_factory(source.format)
+        except FormatUnavailable as exc:
+            problems.append(f"  ingest.sources.{n}.format: {exc}")
+    if problems:
+        raise ConfigError(f"{origin}: {len(problems)} invalid field(s):\n" + "\n".join(problems))
 
 
 def _check_paths(origin: Path, config: AgentConfig) -> None:

@@ -7,7 +7,7 @@ equal.
 from __future__ import annotations
 
 from types import UnionType
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -28,7 +28,12 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         nested = _model_of(field.annotation)
         if nested is not None:
             required = "required" if field.is_required() else ""
-            rows.append(f"| `[{key}]` | section | {required} | {field.description or ''} |")
+            table = (
+                f"[[{key}]]` | list of sections"
+                if get_origin(field.annotation) is list
+                else (f"[{key}]` | section")
+            )
+            rows.append(f"| `{table} | {required} | {field.description or ''} |")
             rows += _rows(nested, f"{key}.")
             continue
         rows.append(
@@ -47,7 +52,9 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, UnionType):
+    if get_origin(annotation) is Annotated:
+        return _type_name(get_args(annotation)[0])
+    if isinstance(annotation, UnionType) or get_origin(annotation) is Union:
         return " or ".join(_type_name(a) for a in get_args(annotation))
     if get_origin(annotation) is Literal:
         return " \\| ".join(f"`{v}`" for v in get_args(annotation))

@@ -14,20 +14,20 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 
 from agent.config import IDENTIFIER_PATTERN, IDENTIFIER_RULE, IngestConfig
+from agent.sources.stamps import MAX_TS, Stamper, _finite, parse_ts
 
 EXCERPT_BYTES = 512
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 _TS_TYPES = (float, int)  # not bool
-# The last second a datetime (and so an alert's ISO `ts`) can show, 9999-12-31T23:59:59Z. A `ts`
-# past it would raise when an alert is formatted, and would push the asset's clock so far ahead
-# that every later reading were out of order; milliseconds sent as seconds land there too.
-MAX_TS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+# MAX_TS: a `ts` past it would raise when an alert is formatted, and would push the asset's
+# clock so far ahead that every later reading were out of order; milliseconds sent as seconds
+# land there too (unless `ingest.timestamps.unit` says milliseconds).
+__all__ = ["MAX_TS", "REASONS", "DeadLetter", "Parser", "Readings", "parse_ts"]
 # Every reason a message or reading is dead-lettered for (the last three come from the pipeline,
 # which knows the assets' state).
 REASONS = (
@@ -47,6 +47,13 @@ REASONS = (
     "duplicate_ts",
     "out_of_order",
     "too_many_assets",
+    "unknown_sensor",
+    # Sparkplug B (agent.sparkplug.decoder): a payload that is not one, data from a node or
+    # device with no birth, an alias no birth declared, a birth over sparkplug.max_metrics.
+    "sparkplug_bad_payload",
+    "sparkplug_no_birth",
+    "sparkplug_unknown_alias",
+    "sparkplug_oversized_birth",
 )
 
 
@@ -87,6 +94,9 @@ class Parser:
         self.config = config
         self.assets = frozenset(config.assets)
         self.means = training_means if config.missing_sensor == "impute" else None
+        self.stamper = Stamper(config.timestamps)
+        # The block path reads numeric unix seconds only; other time settings go item by item.
+        self.plain_ts = config.timestamps.policy == "payload" and config.timestamps.unit == "s"
 
     def parse(
         self, topic: str, payload: bytes, received_at: float
@@ -112,12 +122,13 @@ class Parser:
             return [], [reject("empty", "empty array")]
         # The latest time a reading may have: an accepted one sets its asset's clock (#13).
         latest = min(MAX_TS, received_at + self.config.max_future_s)
-        block = self._block(asset, items, latest)
+        block = self._block(asset, items, latest) if self.plain_ts else None
         if block is not None:
             return [block], []
         readings, dead = [], []
         for n, item in enumerate(items):
-            result = self._reading(asset, item, received_at)
+            # Readings stamped on receipt in one array keep their order (a microsecond apart).
+            result = self._reading(asset, item, received_at + n * 1e-6)
             if isinstance(result, Readings):
                 readings.append(result)
             else:
@@ -127,23 +138,7 @@ class Parser:
         return readings, dead
 
     def _decode(self, payload: bytes) -> tuple[object, tuple[str, str] | None]:
-        max_depth = self.config.max_depth
-        try:
-            doc = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            # orjson is strict (no NaN, no ints past 64 bits, a fixed depth limit): let the
-            # standard parser decide what the payload is, and name the problem if it has one.
-            doc, problem = _decode_leniently(payload, max_depth)
-            if problem:
-                return None, problem
-        # Cheap bound first. Every container is a `[` or `{` byte (brackets inside strings only
-        # add to the count), so a document with no more of them than `max_depth`, or no more
-        # than its own top level (the array and each object or array in it, once), is shallow.
-        openers = payload.count(b"[") + payload.count(b"{")
-        flat = openers <= max_depth or openers <= 1 + _containers(doc)
-        if not flat and _depth(doc, max_depth) > max_depth:
-            return None, ("too_deep", f"nested deeper than {max_depth}")
-        return doc, None
+        return decode_json(payload, self.config.max_depth)
 
     def _block(self, asset: str, items: list, latest: float) -> Readings | None:
         """Every item a clean reading (numeric `ts` up to `latest`, every sensor a finite
@@ -164,7 +159,7 @@ class Parser:
     def _reading(self, asset: str, item: object, received_at: float) -> Readings | tuple[str, str]:
         if not isinstance(item, dict):
             return "not_object", f"expected a JSON object, got {type(item).__name__}"
-        ts = parse_ts(item.get("ts"))
+        ts = self.stamper.stamp(item.get("ts"), received_at)
         if isinstance(ts, str):
             return "bad_ts", ts
         if ts > received_at + self.config.max_future_s:
@@ -176,9 +171,9 @@ class Parser:
         row = [item.get(name) for name in self.sensors]
         if all(type(v) is float for v in row) and all(map(math.isfinite, row)):
             return Readings(asset, [ts], [row])
-        return self._careful(asset, ts, item)
+        return self.careful(asset, ts, item)
 
-    def _careful(self, asset: str, ts: float, item: dict) -> Readings | tuple[str, str]:
+    def careful(self, asset: str, ts: float, item: dict) -> Readings | tuple[str, str]:
         """Sensor by sensor: name the first problem, or impute what is missing."""
         values = np.empty(len(self.sensors), dtype=np.float64)
         imputed: list[str] = []
@@ -199,6 +194,26 @@ class Parser:
         if len(imputed) == len(self.sensors):
             return "missing_sensor", "none of the model's sensors"
         return Readings(asset, [ts], [values.tolist()], tuple(imputed))
+
+
+def decode_json(payload: bytes, max_depth: int) -> tuple[object, tuple[str, str] | None]:
+    """The JSON document, or (reason, detail) of why the payload is not one."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        # orjson is strict (no NaN, no ints past 64 bits, a fixed depth limit): let the
+        # standard parser decide what the payload is, and name the problem if it has one.
+        doc, problem = _decode_leniently(payload, max_depth)
+        if problem:
+            return None, problem
+    # Cheap bound first. Every container is a `[` or `{` byte (brackets inside strings only
+    # add to the count), so a document with no more of them than `max_depth`, or no more
+    # than its own top level (the array and each object or array in it, once), is shallow.
+    openers = payload.count(b"[") + payload.count(b"{")
+    flat = openers <= max_depth or openers <= 1 + _containers(doc)
+    if not flat and _depth(doc, max_depth) > max_depth:
+        return None, ("too_deep", f"nested deeper than {max_depth}")
+    return doc, None
 
 
 def _decode_leniently(payload: bytes, max_depth: int) -> tuple[object, tuple[str, str] | None]:
@@ -229,46 +244,6 @@ def _depth(doc: object, limit: int) -> int:
     return 1 + max((_depth(c, limit - 1) for c in children), default=0)
 
 
-def _finite(value: int | float) -> float | None:
-    """The value as a finite float, or None (NaN, infinity, or an int beyond float range)."""
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def parse_ts(value: object) -> float | str:
-    """Unix seconds from a number or an ISO 8601 string, from 1970 to `MAX_TS`; a string result
-    is the error."""
-    if type(value) is float and 0 <= value <= MAX_TS:
-        return value
-    if value is None:
-        return "missing 'ts'"
-    if isinstance(value, bool):
-        return f"'ts' must be unix seconds or ISO 8601, got {value!r}"
-    if isinstance(value, int | float):
-        return _in_range(_finite(value), value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return f"'ts' {_short(value)} is not ISO 8601"
-        if parsed.tzinfo is None:
-            return f"'ts' {_short(value)} has no time zone (add Z or an offset)"
-        try:
-            return _in_range(parsed.timestamp(), value)
-        except (OverflowError, ValueError):
-            return _in_range(None, value)
-    return f"'ts' must be unix seconds or ISO 8601, got {type(value).__name__}"
-
-
-def _in_range(stamp: float | None, value: object) -> float | str:
-    if stamp is not None and 0 <= stamp <= MAX_TS:
-        return stamp
-    return f"'ts' {_short(value)} out of range (unix seconds, 1970 to 9999)"

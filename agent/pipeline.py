@@ -25,18 +25,21 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent.alert import Alert, AlertTracker
 from agent.config import AgentConfig
 from agent.ingest import DeadLetter, Parser, Readings
+from agent.message import Message
 from agent.model.manifest import Manifest
 from agent.model.score import Scorer
 from agent.model.stream import Stream, StreamState, StreamStateError
 from agent.readings import LEVEL_NAMES, ReadingBlock
+from agent.sources import Reply
+from agent.sources.router import Parsed, Sources
 
 # Data types only: the pipeline hands the store a `Batch`, it opens no database.
 from agent.store.batch import RECENT_DIGESTS, AssetState, Batch
@@ -49,19 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Message(NamedTuple):
-    topic: str
-    payload: bytes
-    received_at: float
-    mid: int
-    dup: bool  # the broker is redelivering it
-    connection: int  # which local connection delivered it: its mid means nothing on another
-
-    @property
-    def digest(self) -> bytes:
-        return hashlib.blake2b(self.topic.encode() + b"\0" + self.payload, digest_size=16).digest()
-
-
 @dataclass
 class Applied:
     """What one micro-batch changes (`batch`, committed together or not at all) and what the
@@ -72,6 +62,7 @@ class Applied:
     imputed: list[Readings]
     copies: int
     scored: int
+    replies: list[Reply] = field(default_factory=list)  # to publish once `batch` commits
 
 
 class Pipeline:
@@ -97,6 +88,13 @@ class Pipeline:
             config.ingest,
             [s.mean for s in manifest.sensors],
         )
+        self.readings_prefix = f"{prefix}/{device}/readings/"
+        # The configured sources, besides the readings topic (None: none, the default).
+        self.sources = (
+            Sources(config.ingest, manifest.sensor_names, [s.mean for s in manifest.sensors])
+            if config.ingest.sources
+            else None
+        )
         self.windows = Windows(manifest.window, len(manifest.sensors))
         self.stream = Stream(manifest.stream, manifest.window, len(manifest.sensors))
         self.streams: dict[str, StreamState] = {}  # the same assets as `windows`
@@ -120,13 +118,14 @@ class Pipeline:
         # At most RECENT_DIGESTS, the oldest dropped first (see `remember`).
         self.recent: OrderedDict[bytes, bool] = OrderedDict(recent)
 
-    def apply(self, messages: list[Message]) -> Applied:
+    def apply(self, messages: list[Message], now: float | None = None) -> Applied:
         """Everything `messages` change, in memory; the caller commits `batch`, then calls
-        `remember(batch.digests)`, or `restore`s the last commit if it cannot."""
+        `remember(batch.digests)`, or `restore`s the last commit if it cannot. `now`: the
+        clock joined readings wait on, when no message brings one (agent.sources.join)."""
         digests = [m.digest for m in messages]
         fresh = self._not_applied(messages, digests)
         blocks, dead, yielded, imputed = self._ingest(
-            [messages[i] for i in fresh], [digests[i] for i in fresh]
+            [messages[i] for i in fresh], [digests[i] for i in fresh], now
         )
         stored, alerts = self._score_and_alert(blocks)
         states = [
@@ -139,12 +138,19 @@ class Pipeline:
             for b in blocks
         ]
         applied = [(digests[i], y) for i, y in zip(fresh, yielded, strict=True)]
+        joins = self.sources.joiner.snapshots() if self.sources else []
         return Applied(
-            Batch(stored, alerts, dead, states, applied),
+            Batch(stored, alerts, dead, states, applied, joins),
             imputed,
             copies=len(messages) - len(fresh),
             scored=sum(len(b.windows) for b in blocks),
+            replies=self.sources.replies if self.sources else [],
         )
+
+    def joins_due(self, now: float) -> bool:
+        """Whether a joined reading has waited long enough by `now` (agent.sources.join)."""
+        due = self.sources.joiner.next_due() if self.sources else None
+        return due is not None and due <= now
 
     def remember(self, applied: list[tuple[bytes, bool]]) -> None:
         """After the commit: these digests (and whether each gave readings) were applied."""
@@ -154,8 +160,11 @@ class Pipeline:
         while len(self.recent) > RECENT_DIGESTS:
             self.recent.popitem(last=False)
 
-    def restore(self, states: Iterable[AssetState]) -> None:
-        """Windows, streams and episodes as committed: all others are dropped.
+    def restore(
+        self, states: Iterable[AssetState], joins: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Windows, streams, episodes and readings waiting to be joined as committed: all
+        others are dropped.
 
         A saved stream state that does not load (corrupt, or another model's that slipped
         past the store's key) is replaced by a new one, counted in `stream_states_replaced`
@@ -169,6 +178,8 @@ class Pipeline:
             self.windows.restore(state.asset, state.window)
             self.tracker.restore(state.asset, state.episode)
             self.streams[state.asset] = self._load_stream(state, replaced)
+        if self.sources is not None:
+            self.sources.joiner.restore(joins or [])
         self._stepped = set(self.streams)
         self.refresh_drifts()
         if replaced:
@@ -199,6 +210,8 @@ class Pipeline:
             self.streams.pop(asset, None)
             self.drifts.pop(asset, None)
             self._stepped.discard(asset)
+        if self.sources is not None:
+            self.sources.joiner.forget(assets)
 
     def refresh_drifts(self) -> None:
         """`drifts` brought up to date for the assets whose layer moved since the last call:
@@ -219,11 +232,17 @@ class Pipeline:
         crash or a reconnect) and from publishers resending what they saw no PUBACK for (which
         the broker passes on as new). Both are byte-identical to the original on the same
         topic. Without DUP, only a copy of a message that gave readings is skipped: the same
-        garbage sent twice is two dead letters.
+        garbage sent twice is two dead letters. A message whose readings are stamped on
+        receipt is skipped only as a redelivery (DUP, same packet id): the same value sent twice
+        is two readings.
         """
         fresh, in_batch = [], set()
         for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
             known = self.recent.get(digest)
+            if known and message.by_receipt and not message.dup:
+                # Same bytes, packet id and topic, not redelivered: a new reading on a wrapped
+                # packet id (its time is its receipt; see agent.message).
+                known = None
             if known or (message.dup and (known is not None or digest in in_batch)):
                 continue
             in_batch.add(digest)
@@ -233,7 +252,7 @@ class Pipeline:
         return fresh
 
     def _ingest(
-        self, batch: list[Message], digests: list[bytes]
+        self, batch: list[Message], digests: list[bytes], now: float | None
     ) -> tuple[list[_Block], list[DeadLetter], list[bool], list[Readings]]:
         """Each asset's readings of the batch in time order, with the windows they complete;
         the dead letters; for each message whether it held readings; what was imputed.
@@ -247,9 +266,25 @@ class Pipeline:
         yielded: list[bool] = []
         imputed: list[Readings] = []
         copies_of: set[bytes] = set()  # digests in this batch that gave readings
+        # The messages readings come from: the batch's, then one made for each joined reading.
+        origins = batch
+        if self.sources is not None:
+            self.sources.begin()
+            origins = []
         for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
             if digest in copies_of:  # a resend within the batch: skip it
                 yielded.append(True)
+                continue
+            here = i
+            if self.sources is not None:
+                origins.append(message)
+                here = len(origins) - 1
+            if self.sources is not None and not message.topic.startswith(self.readings_prefix):
+                parsed = self.sources.parse(message, self.windows.last_ts)
+                self._add_parsed(parsed, origins, by_asset, dead, imputed)
+                yielded.append(parsed.kept)
+                if parsed.kept:
+                    copies_of.add(digest)
                 continue
             readings, rejected = self.parser.parse(
                 message.topic, message.payload, message.received_at
@@ -259,9 +294,15 @@ class Pipeline:
             if readings:
                 copies_of.add(digest)
             for r in readings:
-                by_asset.setdefault(r.asset, []).append((r, i))
+                by_asset.setdefault(r.asset, []).append((r, here))
                 if r.imputed:
                     imputed.append(r)
+        if self.sources is not None:
+            # The join's clock: the newest message's receipt, else the caller's.
+            clock = max((m.received_at for m in batch), default=now)
+            if clock is not None:
+                self._add_parsed(self.sources.due(clock), origins, by_asset, dead, imputed)
+        batch = origins
         received = np.array([m.received_at for m in batch])
         room = self.config.ingest.max_assets - len(self.windows)
         blocks = []
@@ -275,6 +316,25 @@ class Pipeline:
             if block is not None:
                 blocks.append(block)
         return blocks, dead, yielded, imputed
+
+    @staticmethod
+    def _add_parsed(
+        parsed: Parsed,
+        origins: list[Message],
+        by_asset: dict[str, list[tuple[Readings, int]]],
+        dead: list[DeadLetter],
+        imputed: list[Readings],
+    ) -> None:
+        """A configured source's result into the batch's. A reading keeps the index in
+        `origins` of the message it comes from: the batch's last one, or for a joined reading
+        one made for it and added."""
+        dead.extend(parsed.dead)
+        for r, origin in parsed.readings:
+            if not origins or origins[-1] is not origin:
+                origins.append(origin)
+            by_asset.setdefault(r.asset, []).append((r, len(origins) - 1))
+            if r.imputed:
+                imputed.append(r)
 
     def _too_many_assets(
         self, parts: list[tuple[Readings, int]], batch: list[Message], dead: list[DeadLetter]

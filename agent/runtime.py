@@ -39,7 +39,9 @@ from typing import Any
 
 from agent.budget import Budget
 from agent.config import AgentConfig, ConfigError
+from agent.decoder_state import DecoderStates
 from agent.forward import Forwarder, publish_latency
+from agent.homeassistant import Discovery
 from agent.logs import Throttle
 from agent.model.score import Scorer
 from agent.notify import Notifier, Watchdog
@@ -108,6 +110,8 @@ class Agent:
             config, self.scorer, self.store.elapsed, self.store.recent_digests(RECENT_DIGESTS)
         )
         self.model_info = self.pipeline.model_info
+        self.decoder_states = DecoderStates(self.store, self.pipeline.sources)
+        self.decoder_states.restore()
         # Idleness on the store's elapsed running time: a clock stepped by NTP must not make
         # every asset look silent for a month (#13 item 8).
         seen_after = self.store.elapsed() - config.ingest.asset_idle_s
@@ -141,9 +145,16 @@ class Agent:
             PushTopics(self.desk.subscriptions() if self.desk else [], self._on_push),
         )
         self.forwarder = Forwarder(self.upstream, config.forward, self.store, self.latency)
+        self.discovery = self._discovery()
         self.started = False  # set once run() is consuming; a failure before is a failed start
         self._warn = Throttle(log)
-        self.source = Source(config, self.counters, self.pipeline.recent.get, self._source_ready)
+        self.source = Source(
+            config,
+            self.counters,
+            self.pipeline.recent.get,
+            self._source_ready,
+            self.pipeline.sources,
+        )
         self._turned = time.monotonic()  # the main loop's last turn
         self.watchdog = Watchdog(
             self.notifier,
@@ -238,6 +249,7 @@ class Agent:
         self.forwarder.stop(self.config.forward.drain_seconds if final else 0, final=final)
         if self.metrics_server is not None:
             self.metrics_server.close()
+        self.decoder_states.keep(force=True)
         log.info("agent stopped %s", self.counters)
         self.store.close()
 
@@ -342,7 +354,7 @@ class Agent:
         states = self.store.load_states(
             manifest.graph_sha256, ingest.max_assets, seen_after, stream_key(manifest)
         )
-        self.pipeline.restore(states)
+        self.pipeline.restore(states, self.store.load_joins())
         self._rewind_ahead()
 
     def _rewind_ahead(self) -> None:
@@ -388,6 +400,8 @@ class Agent:
         self._tend_due = now + _TEND_ASSETS_S
         self.pipeline.refresh_drifts()
         self._rewind_ahead()
+        if self.discovery is not None:  # the assets forgotten last time go now
+            self.discovery.sync(self.pipeline.windows.assets())
         try:
             reset = self.store.reset_requests()
             seen_before = self.store.elapsed() - self.config.ingest.asset_idle_s
@@ -413,6 +427,16 @@ class Agent:
                 _names(idle),
             )
 
+    def _discovery(self) -> Discovery | None:
+        """Home Assistant discovery on the upstream session, when configured."""
+        if self.config.home_assistant is None:
+            return None
+        discovery = Discovery(
+            self.config, self.config.home_assistant, self.upstream.publish_retained
+        )
+        self.upstream.connect_hooks.append(discovery.reconnected)
+        return discovery
+
     def _source_ready(self) -> None:
         """In the local session's thread, once subscribed: readings flow."""
         self.upstream.source_ready()
@@ -421,15 +445,23 @@ class Agent:
             self.health.consuming = True
 
     def _process(self, batch: list[Message]) -> None:
+        now = None
         if not batch:
-            return
-        result = self.pipeline.apply(batch)
+            # No message came: readings waiting to be joined are due by the gateway's clock,
+            # once subscribed (after a restart the broker first delivers what it kept).
+            now = time.time()
+            if not (self.source.subscribed and self.pipeline.joins_due(now)):
+                return
+        result = self.pipeline.apply(batch, now)
         try:
             self.store.commit_batch(result.batch)
         except StorageUnavailable as exc:
             self._hold(batch, exc)
             return
         self._committed(batch, result.batch.digests)
+        for reply in result.replies:
+            self.source.publish(reply.topic, reply.payload)
+        self.decoder_states.keep()
         if result.batch.alerts:
             self.forwarder.notify()
         self.telemetry.batch_committed(result)

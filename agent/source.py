@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -25,8 +26,11 @@ from agent.config import AgentConfig
 from agent.connection import Explained, make_client
 from agent.inbox import Inbox
 from agent.logs import Throttle
-from agent.pipeline import Message
+from agent.message import Message
 from agent.telemetry import Counters
+
+if TYPE_CHECKING:
+    from agent.sources.router import Sources
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +55,25 @@ class Source:
         counters: Counters,
         applied_before: Callable[[bytes], bool | None],
         on_subscribed: Callable[[], None],
+        sources: Sources | None = None,
     ) -> None:
         """`applied_before(digest)`: True if a message with this digest gave readings and was
         applied (False: applied, gave none; None: not known). `on_subscribed`: called in the
-        paho thread once readings flow."""
+        paho thread once readings flow. `sources`: the configured sources, whose topic filters
+        are subscribed to as well."""
         self.config = config
         self.counters = counters
         self.applied_before = applied_before
         self.on_subscribed = on_subscribed
         device, prefix = config.device.id, config.topics.prefix
         self.readings_topic = f"{prefix}/{device}/readings/+"
+        self.topics = [self.readings_topic, *(sources.filters() if sources else [])]
+        self.readings_prefix = self.readings_topic[:-1]
+        # Whether a topic's readings may be stamped on receipt (see agent.message).
+        self.default_by_receipt = config.ingest.timestamps.policy != "payload"
+        self.sources_by_receipt = sources.by_receipt if sources else None
+        self.subscribed = False  # readings flow: set once subscribed, cleared on disconnect
+        self._last_received = 0.0
         self.stopping = False  # set at shutdown: what comes now is left to the next start
         self.held: list[Message] = []  # a batch whose commit failed, retried as is
         self.retry_delay = _RETRY_MIN_S
@@ -125,15 +138,16 @@ class Source:
         if resumed:
             # The broker now sends what it kept for us, possibly a newer message first.
             self._resumed.set()
-        client.subscribe(self.readings_topic, qos=1)
+        client.subscribe([(topic, 1) for topic in self.topics])
 
     def _on_local_subscribe(
         self, _c: object, _u: object, _mid: int, codes: list[ReasonCode], _p: object
     ) -> None:
         if any(code.is_failure for code in codes):
-            log.error("local broker refused subscription topic=%s: %s", self.readings_topic, codes)
+            log.error("local broker refused subscription topics=%s: %s", self.topics, codes)
             return
-        log.info("subscribed topic=%s", self.readings_topic)
+        log.info("subscribed topic=%s", ",".join(self.topics))
+        self.subscribed = True
         self.on_subscribed()
 
     def _on_local_connect_fail(self, _c: object, _u: object) -> None:
@@ -142,15 +156,24 @@ class Source:
     def _on_local_disconnect(
         self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object
     ) -> None:
-        self.connected = False
+        self.connected = self.subscribed = False
         if not self.stopping:
             log.warning("local broker disconnected (%s); reconnecting", rc)
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         if self.stopping:  # not acknowledged: the broker delivers it again at the next start
             return
+        # Received times rise: a reading stamped on receipt never shares its time with another.
+        received = self._last_received = max(time.time(), self._last_received + 1e-6)
+        topic = msg.topic
+        if topic.startswith(self.readings_prefix):
+            by_receipt = self.default_by_receipt
+        else:
+            by_receipt = self.sources_by_receipt is not None and self.sources_by_receipt(topic)
         self.inbox.put(
-            Message(msg.topic, msg.payload, time.time(), msg.mid, bool(msg.dup), self._connection),
+            Message(
+                topic, msg.payload, received, msg.mid, bool(msg.dup), self._connection, by_receipt
+            ),
             len(msg.payload),
         )
 
@@ -215,6 +238,10 @@ class Source:
             log.info("skipped %d copies of messages already applied", copies)
             self.counters.redelivered += copies
         return burst
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """A decoder's reply on the local broker (a Sparkplug rebirth request), QoS 0."""
+        self.client.publish(topic, payload, qos=0)
 
     def acknowledge(self, messages: list[Message]) -> None:
         """In arrival order, as MQTT requires; only after what they changed has committed.

@@ -85,6 +85,8 @@ class Upstream:
         self._status_due = 0.0  # monotonic time of the next status; 0: as soon as possible
         self._warn = Throttle(log)
         self._stopping = threading.Event()
+        # Called in paho's thread after each successful connect (Home Assistant discovery).
+        self.connect_hooks: list[Callable[[], None]] = []
         # The forwarder's loop sends the status: woken when it is due (see `listen`).
         self._wake: Callable[[], None] = lambda: None
 
@@ -154,6 +156,14 @@ class Upstream:
             offline = self._status_payload("offline", doc)
             self.client.will_set(self.report.topic, offline, qos=1, retain=True)
 
+    def publish_retained(self, topic: str, payload: bytes) -> bool:
+        """QoS 1, retained, while connected; False when not sent (not connected, or paho
+        refused): the caller sends it again later."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def stopping(self) -> None:
         """A stop has begun: a disconnect from now on is expected, not warned about."""
         self._stopping.set()
@@ -182,6 +192,8 @@ class Upstream:
         log.info("upstream connected host=%s port=%s", self.broker.host, self.broker.port)
         self._subscribe_all()
         self.connected.set()
+        for hook in self.connect_hooks:
+            hook()
         self.status_changed()
 
     def _on_connect_fail(self, _c: object, _u: object) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import cases, fleet
+from bench import cases, fleet, sparkplug
 from bench.harness import build_models, machine
 from trainer.detectors import DETECTORS
 
@@ -55,6 +55,8 @@ def main() -> int:
             "drain_batched": _median_run(
                 lambda: cases.drain(models, work / "drain100", batched, 100, args.core), repeats
             ),
+            "sparkplug_drain": sparkplug.drain(models, work / "spb", single, args.core, repeats),
+            "sparkplug_decode": sparkplug.decode_us(models, calls * 10),
             "alert_latency_ms": cases.alert_latency(models, work / "lat", 1000, seconds, args.core),
             "startup_s": cases.startup(models, work / "start", runs, args.core),
             "dependency_floor_rss_mib": cases.dependency_floor(models),
@@ -99,6 +101,10 @@ def render(r: dict) -> str:
         ("drain, 100 readings/message (readings/s)", f"{d100['agent_readings_per_s']:,.0f}",
          f"paho ceiling {d100['ceiling_readings_per_s']:,.0f}; ratio {d100['ratio']:.2f}",
          f">= {TARGETS['batched_readings_per_s']:,}"),
+        ("drain, Sparkplug B DDATA, 1 reading/message (readings/s)",
+         f"{r['sparkplug_drain']['agent_readings_per_s']:,.0f}",
+         f"{r['sparkplug_drain']['agent_readings_per_s'] / d1['agent_readings_per_s']:.2f} of "
+         f"our JSON's; decoder alone {r['sparkplug_decode']['us_per_message']:.1f} µs/message", ""),
         ("reading-to-alert at 1,000 readings/s (ms)", f"{lat['median']:.2f}",
          f"{lat['p99']:.2f} p99 (n={lat['n']})", f"p99 <= {TARGETS['alert_p99_ms']:.0f}"),
         ("peak RSS while draining (MiB)", f"{max(d1['peak_rss_mib'], d100['peak_rss_mib']):.1f}",

@@ -24,7 +24,8 @@ from agent.model.table import TableError
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
 from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push
-from fleet.replay import readings_from_csv, replay
+from fleet.replay import publish_messages, readings_from_csv, replay
+from fleet.sources import encode, load_source, sparkplug_route
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="publish a CSV's rows as readings (QoS 1)")
     rp.add_argument("data", type=Path, help="CSV of readings (separator sniffed)")
     rp.add_argument("--broker", required=True, metavar="HOST:PORT", help="the gateway's broker")
-    rp.add_argument("--device", required=True, help="device id")
-    rp.add_argument("--asset", required=True, help="asset name (last topic level)")
+    rp.add_argument("--device", help="device id (required unless --sparkplug)")
+    rp.add_argument(
+        "--asset", help="asset name, the last topic level (required unless --sparkplug)"
+    )
     rp.add_argument(
         "--rate",
         type=float,
@@ -49,6 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--sensors", help="comma list of columns (default: every numeric non-label column)"
     )
     rp.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+    rp.add_argument(
+        "--sparkplug",
+        metavar="GROUP/NODE/DEVICE",
+        help="publish as a Sparkplug B edge node instead (births, DDATA by alias, rebirths on "
+        "request); metric names are the CSV's columns",
+    )
+    rp.add_argument(
+        "--source-config",
+        type=Path,
+        metavar="FILE.toml",
+        help="publish as a configured source's publishers do: the agent config (or any TOML) "
+        "holding the [[ingest.sources]] entry named by --source",
+    )
+    rp.add_argument("--source", metavar="NAME", help="the source's name in --source-config")
 
     al = sub.add_parser(
         "alerts", help="print live alerts, one JSON object per line, duplicates dropped"
@@ -155,11 +172,51 @@ def _replay(args: argparse.Namespace) -> int:
         raise ValueError("--batch must be at least 1")
     host, port = parse_host_port(args.broker)
     readings = readings_from_csv(args.data, args.sensors.split(",") if args.sensors else None)
+    if args.sparkplug:
+        return _replay_sparkplug(args, readings, args.sparkplug, {})
+    if (args.source_config is None) != (args.source is None):
+        raise ValueError("--source-config and --source go together")
+    if args.source_config is not None:
+        source = load_source(args.source_config, args.source)
+        if not args.asset:
+            raise ValueError("--asset is required with --source-config")
+        if source.format == "sparkplug_b":
+            return _replay_sparkplug(args, readings, *sparkplug_route(source, args.asset))
+        if args.batch != 1:
+            raise ValueError("--batch is for the readings topic; a source sends as it is set up")
+        messages = encode(source, args.asset, readings)
+        rate = args.rate * len(messages) / max(1, len(readings))  # --rate stays per reading
+        publish_messages(messages, host, port, rate, security=_broker(args))
+        print(
+            f"published {len(readings)} readings as {len(messages)} messages of source "
+            f"{source.name!r} ({source.format})",
+            file=sys.stderr,
+        )
+        return 0
+    if not args.device or not args.asset:
+        raise ValueError("--device and --asset are required (or --sparkplug)")
     topic = f"{args.prefix}/{args.device}/readings/{args.asset}"
     sent = replay(
         readings, host, port, topic, rate=args.rate, batch=args.batch, security=_broker(args)
     )
     print(f"published {sent} readings to {topic}", file=sys.stderr)
+    return 0
+
+
+def _replay_sparkplug(
+    args: argparse.Namespace,
+    readings: list[dict[str, object]],
+    where: str,
+    metrics: dict[str, str],
+) -> int:
+    """As a Sparkplug B edge node at `where` (GROUP/NODE/DEVICE), columns renamed to their
+    metric names by `metrics`."""
+    from fleet.sparkplug import replay_sparkplug  # needs protobuf: the `sparkplug` extra
+
+    host, port = parse_host_port(args.broker)
+    renamed = [{metrics.get(k, k): v for k, v in r.items()} for r in readings]
+    sent = replay_sparkplug(renamed, host, port, where, args.rate, security=_broker(args))
+    print(f"published {sent} readings as Sparkplug B {where}", file=sys.stderr)
     return 0
 
 

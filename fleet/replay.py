@@ -58,7 +58,20 @@ def publish_payloads(
     timeout: float = 60.0,
     security: BrokerConfig | None = None,
 ) -> int:
-    """Publish at QoS 1, `rate` messages/s (0: no pacing), and wait for every PUBACK.
+    """Publish at QoS 1 on one topic (see `publish_messages`)."""
+    return publish_messages(((topic, p) for p in payloads), host, port, rate, timeout, security)
+
+
+def publish_messages(
+    messages: Iterable[tuple[str, str | bytes]],
+    host: str,
+    port: int,
+    rate: float = 0.0,
+    timeout: float = 60.0,
+    security: BrokerConfig | None = None,
+) -> int:
+    """Publish (topic, payload) pairs at QoS 1, `rate` messages/s (0: no pacing), and wait
+    for every PUBACK.
 
     Survives the broker restarting, in order: paho keeps unacknowledged messages and resends
     them when it reconnects, but a message published while it reconnects can overtake them (and
@@ -81,7 +94,7 @@ def publish_payloads(
     try:
         started = time.monotonic()
         sent = 0
-        for payload in payloads:
+        for topic, payload in messages:
             if interrupted.is_set():
                 _wait_acked(done, acked, sent, started + timeout, f"{host}:{port}")
                 interrupted.clear()

@@ -27,10 +27,13 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
         "agent.config": "--broker settings, TLS and logins are checked by the agent's own schema",
         "agent.connection": "one MQTT client setup (TLS, logins, MQTT 5) for agent and operator",
         "agent.envelope": "the signed push envelope: edge-fleet seals what the agent verifies",
+        "agent.sparkplug.edge": "edge-fleet replay --sparkplug: Sparkplug B as the agent reads it",
     },
     "bench": {
         "agent.config": "bench/fleet.py gives fleet.push its BrokerConfig, as edge-fleet does",
         "agent.envelope": "bench/fleet.py makes the operator's signing key as edge-fleet does",
+        "agent.sparkplug.decoder": "bench/sparkplug.py times the Sparkplug B decoder alone",
+        "agent.sparkplug.edge": "bench/sparkplug.py sends the agent a Sparkplug B edge node's data",
     },
     "demo": {},
     "testbed": {

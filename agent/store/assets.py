@@ -93,10 +93,24 @@ class AssetStateMixin(StoreCore):
         """Delete these assets' state and any reset requested for them, in one transaction.
         Raises StorageUnavailable when the disk is full."""
         names = [(a,) for a in assets]
+        joins = self._has_joins()
         with self._storage_errors("forgetting assets"), self._lock, self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany("DELETE FROM asset_state WHERE asset = ?", names)
             self.conn.executemany("DELETE FROM asset_resets WHERE asset = ?", names)
+            if joins:
+                self.conn.executemany("DELETE FROM join_waiting WHERE asset = ?", names)
+
+    def load_joins(self) -> list[tuple[str, str]]:
+        """The readings waiting to be joined, per asset, as committed (agent.sources.join)."""
+        if not self._has_joins():
+            return []
+        rows = self._q("SELECT asset, waiting FROM join_waiting ORDER BY asset")
+        return [(asset, waiting) for asset, waiting in rows]
+
+    def _has_joins(self) -> bool:
+        """Whether the table exists (made by the first batch that needed it)."""
+        return bool(self._q("SELECT 1 FROM sqlite_master WHERE name = 'join_waiting'"))
 
     def reset_requests(self) -> list[str]:
         """Assets an operator reset (`edge-agent reset-asset`) since the agent last looked."""

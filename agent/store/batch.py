@@ -37,3 +37,5 @@ class Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     states: list[AssetState] = field(default_factory=list)
     digests: list[tuple[bytes, bool]] = field(default_factory=list)  # and: gave readings
+    # (asset, its readings waiting to be joined as JSON, or None: none wait) (agent.sources.join)
+    joins: list[tuple[str, str | None]] = field(default_factory=list)

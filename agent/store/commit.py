@@ -16,6 +16,7 @@ from agent.store.batch import RECENT_DIGESTS, Batch
 from agent.store.core import _SAVE_ELAPSED_COMMIT_S, StoreCore
 from agent.store.errors import StorageUnavailable, _room_may_help, _storage_problem
 from agent.store.figures import _count
+from agent.store.schema import JOIN_WAITING
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,16 @@ class CommitMixin(StoreCore):
                 "episode, seen_at, stream) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [s.row() for s in batch.states],
             )
+            if batch.joins:
+                c.execute(JOIN_WAITING)
+                c.executemany(
+                    "DELETE FROM join_waiting WHERE asset = ?",
+                    [(a,) for a, waiting in batch.joins if waiting is None],
+                )
+                c.executemany(
+                    "INSERT OR REPLACE INTO join_waiting (asset, waiting) VALUES (?, ?)",
+                    [(a, waiting) for a, waiting in batch.joins if waiting is not None],
+                )
             self._record_digests(c, batch.digests)
             if elapsed - self._elapsed_saved >= _SAVE_ELAPSED_COMMIT_S:
                 self._save_elapsed(c, elapsed)

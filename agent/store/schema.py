@@ -71,6 +71,14 @@ CREATE TABLE IF NOT EXISTS "meta" (
    "value" TEXT
 );
 """
+# Made by the first batch that has readings waiting to be joined (agent.sources.join), so that
+# a database of an agent with no such source is laid out as before.
+JOIN_WAITING = """
+CREATE TABLE IF NOT EXISTS "join_waiting" (
+   "asset" TEXT PRIMARY KEY,
+   "waiting" TEXT
+)
+"""
 # After "outbox" gained expired_at (older databases get it by ALTER TABLE first).
 _OUTBOX_INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS "idx_outbox_alert_id" ON "outbox" ("alert_id");

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from agent.config_doc import render_reference
@@ -151,3 +154,35 @@ def test_expiry_intervals_mqtt_cannot_send_are_refused(tmp_path, model_path):
         config = _config_with(tmp_path, model_path, extra)
         checked = run_cli("agent", "check-config", str(config))
         assert checked.returncode == 2 and field in checked.stderr, checked.stderr
+
+
+def test_sparkplug_without_protobuf_fails_check_config_with_the_extra_named(tmp_path, model_path):
+    """A gateway installed without the `sparkplug` extra: check-config says what to install
+    (protobuf hidden from the subprocess, as if it were not installed)."""
+    source = '[[ingest.sources]]\nname = "plc"\ntopic = "spBv1.0/p/#"\nformat = "sparkplug_b"\n'
+    config = _config_with(tmp_path, model_path, source)
+    hide = (
+        "import sys; sys.modules['google.protobuf'] = None; "
+        "from agent.__main__ import main; sys.argv[0] = 'edge-agent'; sys.exit(main())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide, "check-config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "sparkplug" in result.stderr and "edge-anomaly-agent[sparkplug]" in result.stderr
+    assert run_cli("agent", "check-config", str(config)).returncode == 0
+
+
+def _toml_blocks(page: str) -> list[str]:
+    text = (ROOT / "docs" / page).read_text()
+    return re.findall(r"(?ms)^```toml\n(.*?)^```", text)
+
+
+def test_the_sparkplug_and_home_assistant_pages_configs_pass_check_config(tmp_path, model_path):
+    """The copy-paste configs of docs/sparkplug.md and docs/home-assistant.md, as printed."""
+    blocks = _toml_blocks("sparkplug.md") + _toml_blocks("home-assistant.md")
+    assert len(blocks) == 2
+    config = _config_with(tmp_path, model_path, "\n".join(blocks))
+    result = run_cli("agent", "check-config", str(config))
+    assert result.returncode == 0, result.stderr

@@ -29,3 +29,19 @@ def test_an_unreadable_time_is_named_with_its_row(tmp_path: Path):
     )
     assert result.returncode == 2
     assert "odd.csv" in result.stderr and "row 3" in result.stderr and "03/09/2020" in result.stderr
+
+
+def test_replay_says_what_it_needs(tmp_path: Path):
+    """Neither a topic (--device and --asset) nor a Sparkplug address, or a malformed one:
+    a clear error before any connection (the broker port is closed)."""
+    data = tmp_path / "r.csv"
+    data.write_text("ts,a\n1700000000,1.5\n")
+    broker = ("--broker", "127.0.0.1:1")
+    for extra, said in (
+        ((), "--device and --asset are required (or --sparkplug)"),
+        (("--sparkplug", "plant/line-1"), "got 'plant/line-1'"),
+        (("--sparkplug", "plant/line#/pump"), "got 'plant/line#/pump'"),
+        (("--sparkplug", "plant//pump"), "expected GROUP/NODE/DEVICE"),
+    ):
+        result = run_cli("fleet", "replay", str(data), *broker, *extra)
+        assert result.returncode == 2 and said in result.stderr, (extra, result.stderr)

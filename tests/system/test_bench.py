@@ -22,6 +22,9 @@ def test_a_quick_benchmark_run_reports_every_measure(tmp_path: Path):
     for case in ("drain_single", "drain_batched"):
         assert results[case]["agent_readings_per_s"] > 0 < results[case]["ceiling_readings_per_s"]
         assert results[case]["peak_rss_mib"] > 0
+    assert results["sparkplug_drain"]["agent_readings_per_s"] > 0
+    assert results["sparkplug_decode"]["us_per_message"] > 0
+    assert "Sparkplug B DDATA" in done.stdout
     assert results["alert_latency_ms"]["n"] > 0, "alerts must arrive for the latency case"
     assert results["startup_s"]["n"] == 3
     assert 0 < results["dependency_floor_rss_mib"] <= results["startup_s"]["idle_rss_mib"]

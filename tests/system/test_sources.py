@@ -1,0 +1,176 @@
+"""Each source format end to end: a real mosquitto, the agent as a process, readings published
+as their publishers send them (through `edge-fleet replay --source-config` for one of them), and
+the alerts they cause compared with the same readings sent as our own JSON."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from agent.config import SourceConfig
+from fleet.alerts import AlertSubscriber
+from fleet.replay import publish_messages, readings_from_csv, replay
+from fleet.sources import encode
+from tests.conftest import DEVICE, run_cli, wait_for, wait_status
+
+PEAK_MIB = 160  # as tests/system/test_flood.py: an agent that takes no junk peaks near 90 MiB
+
+SOURCES = """
+[[ingest.sources]]
+name = "tasmota"
+topic = "tele/{asset}/SENSOR"
+ts_field = "Time"
+sensors = { %(tasmota)s }
+[ingest.sources.timestamps]
+zone = "America/New_York"
+
+[[ingest.sources]]
+name = "plc"
+topic = "plc/{asset}/state"
+ts_field = "meta.t"
+
+[[ingest.sources]]
+name = "plant"
+topic = "plant/{asset}/{sensor}"
+format = "value"
+sensors = { %(short)s }
+"""
+
+
+@pytest.fixture(scope="module")
+def readings(sim_data) -> list[dict]:
+    return readings_from_csv(sim_data.live_csv)
+
+
+def _config(sensors: list[str]) -> str:
+    tasmota = ", ".join(f'{s} = "ENERGY.{s}"' for s in sensors)
+    short = ", ".join(f'{s} = "s{j}"' for j, s in enumerate(sensors))
+    return SOURCES % {"tasmota": tasmota, "short": short}
+
+
+def _epoch_ms(ts: str) -> int:
+    return round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _by_asset(alerts: list[dict]) -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {}
+    for a in alerts:
+        out.setdefault(a["asset"], []).append((a["ts"], a["state"], a["level"], a["score"]))
+    return out  # in the order they were sent (times stamped on receipt may share a millisecond)
+
+
+def _shape(alerts: list[tuple]) -> list[tuple]:
+    """An asset's alerts without their times: what a received time cannot make identical."""
+    return [(state, level, score) for _, state, level, score in alerts]
+
+
+def test_every_format_gives_the_alerts_our_own_json_gives(
+    broker, start_agent, readings, sim_data, tmp_path: Path
+):
+    sensors = [k for k in readings[0] if k != "ts"]
+    local, upstream = broker("local"), broker("upstream")
+    config = _config(sensors)
+    subscriber = AlertSubscriber("127.0.0.1", upstream.port, device=DEVICE)
+    agent = start_agent(local, upstream, extra=config)
+    wait_status(upstream.port, "online")
+    # Our own JSON: the reference.
+    replay(readings, "127.0.0.1", local.port, f"edge/{DEVICE}/readings/ref")
+    # Tasmota-like: nested fields, a naive local time; through the command line.
+    source_file = tmp_path / "sources.toml"
+    source_file.write_text(config)
+    out = run_cli(
+        "fleet", "replay", str(sim_data.live_csv),
+        "--broker", f"127.0.0.1:{local.port}", "--device", DEVICE, "--asset", "plug",
+        "--source-config", str(source_file), "--source", "tasmota",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # A PLC gateway's epoch milliseconds at a nested path.
+    plc = SourceConfig(name="plc", topic="plc/{asset}/state", ts_field="meta.t")
+    stamped = [{**r, "ts": _epoch_ms(r["ts"])} for r in readings]
+    publish_messages(encode(plc, "press", stamped), "127.0.0.1", local.port)
+    # One bare number per sensor topic, stamped on receipt and joined.
+    plant = SourceConfig.model_validate(
+        {"name": "plant", "topic": "plant/{asset}/{sensor}", "format": "value",
+         "sensors": {s: f"s{j}" for j, s in enumerate(sensors)}}
+    )  # fmt: skip
+    publish_messages(encode(plant, "pump", readings), "127.0.0.1", local.port)
+    try:
+        wait_for(
+            lambda: agent.stats().get("readings", 0) >= 4 * len(readings),
+            120,
+            f"every reading stored; {agent.log}",
+        )
+        wait_for(lambda: agent.stats()["alerts_pending"] == 0, 60, "outbox drained")
+        delivered = agent.stats()["alerts_delivered"]
+        assert subscriber.wait_until(lambda alerts: len(alerts) >= delivered, 60)
+    finally:
+        subscriber.close()
+    stats = agent.stats()
+    assert stats["dead_letters"] == 0, stats["dead_letters_by_reason"]
+    got = _by_asset(subscriber.alerts)
+    assert got["ref"], "the input must produce alerts"
+    # The naive local time (a fixed offset at those dates, through a DST change or not) and
+    # the milliseconds give the very same times as our own JSON.
+    assert got["plug"] == got["ref"]
+    assert got["press"] == got["ref"]
+    # Received times: the same alerts at other times.
+    assert _shape(got["pump"]) == _shape(got["ref"])
+    assert agent.stop() == 0
+
+
+def test_hostile_publishers_on_every_source_are_counted_and_bounded(broker, start_agent, readings):
+    sensors = [k for k in readings[0] if k != "ts"]
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra="[ingest]\nmax_assets = 50\n" + _config(sensors))
+    wait_status(upstream.port, "online")
+    rng = random.Random(3)
+    junk: list[tuple[str, bytes]] = []
+    want: dict[str, int] = {}
+
+    def add(topic: str, payload: bytes, reason: str | None) -> None:
+        junk.append((topic, payload))
+        if reason is not None:
+            want[reason] = want.get(reason, 0) + 1
+
+    good = {f"ENERGY.{s}": 1.0 for s in sensors}
+    for n in range(200):
+        add(f"tele/plug{n % 5}/SENSOR", json.dumps({"Time": [n], "ENERGY": good}).encode(),
+            "bad_ts")  # fmt: skip
+        add(f"tele/plug{n % 5}/SENSOR", b"\xff" * (n % 7 + 1), "binary")
+        add("plc/press/state", json.dumps({"meta": {"t": 1}, sensors[0]: "hot"}).encode(),
+            "not_numeric")  # fmt: skip
+        add(f"plant/p1/s{n % len(sensors)}", b"NaN" if n % 2 else b"warm",
+            "not_finite" if n % 2 else "not_numeric")  # fmt: skip
+    # Distinct sensors without end, assets without end, names no asset can have.
+    for n in range(3000):
+        add(f"plant/p1/made_up_{n}", b"1.0", "unknown_sensor")
+    for n in range(3000):
+        add(f"plant/asset{n}/s0", str(rng.random()).encode(), None)  # too_many or missing
+    for n in range(300):
+        add(f"plant/{'x' * 70}{n}/s0", b"1.0", "bad_topic")  # not an identifier
+        add(f"tele/bad$name{n}/SENSOR", b"{}", "bad_topic")
+    publish_messages(junk, "127.0.0.1", local.port)
+    total = len(junk)
+    # The flood of assets: 50 get a place and wait join_wait_s for their other sensors, then
+    # are rejected as missing them; the others are refused at once.
+    want["too_many_assets"] = 3000 - 50
+    want["missing_sensor"] = 50
+    stats = wait_for(
+        lambda: (s := agent.stats()) and s["readings"] + s["dead_letters"] >= total and s,
+        120,
+        f"the junk applied; {agent.log}",
+    )
+    assert stats["dead_letters_by_reason"] == want
+    assert agent.peak_rss_mib() <= PEAK_MIB
+    # Still scoring: good readings after the junk are taken.
+    publish_messages(
+        encode(SourceConfig(name="plc", topic="plc/{asset}/state", ts_field="meta.t"),
+               "press", readings[:50]),
+        "127.0.0.1", local.port,
+    )  # fmt: skip
+    wait_for(lambda: agent.stats()["readings"] >= 50, 60, "good readings after the junk")
+    assert agent.stop() == 0
