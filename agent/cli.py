@@ -32,10 +32,12 @@ from agent.pushes import discard_invalid, load_effective
 from agent.store.commands import open_existing, reset_asset
 from agent.store.errors import StorageUnavailable
 from agent.supervisor import load_runnable, run_agent
+from agent.version import version_line
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line("edge-agent"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent (logs on stderr)")

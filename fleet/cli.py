@@ -21,6 +21,7 @@ from agent.config import BrokerConfig, ConfigError, format_errors, parse_host_po
 from agent.envelope import write_keypair
 from agent.model.manifest import LEVELS
 from agent.model.table import TableError
+from agent.version import version_line
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
 from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push
@@ -29,6 +30,7 @@ from fleet.replay import readings_from_csv, replay
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-fleet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line("edge-fleet"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("replay", help="publish a CSV's rows as readings (QoS 1)")

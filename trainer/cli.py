@@ -13,6 +13,7 @@ from pathlib import Path
 from agent.logs import configure
 from agent.model.manifest import ModelFileError
 from agent.model.table import TableError
+from agent.version import version_line
 from trainer import benchmark
 from trainer.detectors import DEFAULT_ALGORITHM, DETECTORS
 from trainer.evaluate import evaluate
@@ -23,6 +24,7 @@ from trainer.train import ExportError, TrainOptions, train, write_model
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-trainer", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line("edge-trainer"))
     parser.add_argument("--log-level", default="warning", help="stderr log level (default warning)")
     sub = parser.add_subparsers(dest="command", required=True)
 
