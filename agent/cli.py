@@ -7,13 +7,13 @@ A thin shell over the library. Exit codes: 0 done; 1 the command failed at run t
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
+from agent import jsontext
 from agent.config import (
     IDENTIFIER_PATTERN,
     IDENTIFIER_RULE,
@@ -208,11 +208,11 @@ def _buffer(args: argparse.Namespace) -> int:
         print(f"edge-agent: wrote {n} readings to {args.out}", file=sys.stderr)
         return 0
     if args.buffer_command == "vacuum":
-        print(json.dumps(vacuum(args.data_dir)))
+        print(jsontext.dumps(vacuum(args.data_dir)))
         return 0
     store = open_existing(args.data_dir)
     try:
-        print(json.dumps(store.stats()))
+        print(jsontext.dumps(store.stats()))
     finally:
         store.close()
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent import jsontext
 from agent.config import BrokerConfig, ConfigError, format_errors, parse_host_port
 from agent.envelope import write_keypair
 from agent.model.manifest import LEVELS
@@ -174,7 +175,7 @@ def _alerts(args: argparse.Namespace) -> int:
         nonlocal printed
         if done.is_set():  # --count reached: alerts still arriving before the close are not ours
             return
-        print(json.dumps(alert), flush=True)
+        print(jsontext.dumps(alert), flush=True)
         printed += 1
         if args.count and printed >= args.count:
             done.set()
@@ -229,14 +230,14 @@ def _push(args: argparse.Namespace) -> int:
         args.version,
         args.chunk_size,
     )
-    print(json.dumps(sent))
+    print(jsontext.dumps(sent))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     devices = fleet_status(_broker(args), args.prefix)
     if args.json:
-        print(json.dumps(devices))
+        print(jsontext.dumps(devices))
         return 0
     print(f"{'device':<20} {'online':<7} {'config':<14} {'model':<26} last push")
     for d in devices:

@@ -6,10 +6,10 @@ Exit codes: 0 done; 1 the command failed (export refused); 2 bad arguments or un
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from agent import jsontext
 from agent.logs import configure
 from agent.model.manifest import ModelFileError
 from agent.model.table import TableError
@@ -194,7 +194,7 @@ def _train(args: argparse.Namespace) -> int:
     write_model(result, args.out)
     summary = result.summary()
     if args.json:
-        print(json.dumps({"out": str(args.out), **summary}))
+        print(jsontext.dumps({"out": str(args.out), **summary}))
         return 0
     m = result.manifest
     print(
@@ -217,7 +217,7 @@ def _say(line: str) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    print(json.dumps(evaluate(args.model, args.data, args.label_column, args.from_row)))
+    print(jsontext.dumps(evaluate(args.model, args.data, args.label_column, args.from_row)))
     return 0
 
 
@@ -235,7 +235,7 @@ def _report(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     algorithms = args.algorithm or sorted(DETECTORS)
     results = benchmark.run(args.folder, algorithms, args.train_rows, args.window)
-    print(json.dumps(results) if args.json else benchmark.render(results))
+    print(jsontext.dumps(results) if args.json else benchmark.render(results))
     return 0
 
 
