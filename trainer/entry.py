@@ -23,12 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         from trainer.cli import main as cli_main
+
+        return cli_main(args)  # inside: `report` imports matplotlib only when it runs
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in EXTRA_MODULES:
             raise
         return _without_extra(missing, args)
-    return cli_main(args)
 
 
 def _without_extra(missing: str, args: list[str]) -> int:
