@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,21 @@ def test_an_autoencoder_stopped_early_says_so_in_its_parameters_not_as_a_warning
         detector.fit(features, seed=1)
     assert detector.params()["converged"] is False
     assert [r.levelno for r in caplog.records] == [logging.INFO]
+
+
+def test_an_autoencoder_passes_on_other_fit_warnings_and_raises_none_of_its_own():
+    """The ConvergenceWarning is turned into a log line; nothing else may be swallowed, and a
+    single feature must not make scikit-learn warn about the target's shape."""
+    one_feature = np.random.default_rng(0).normal(size=(200, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AutoencoderDetector(max_iter=2).fit(one_feature, seed=1)
+
+    def warns(self, x, y):
+        warnings.warn("a real problem", UserWarning, stacklevel=2)
+        return self
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sklearn.neural_network.MLPRegressor.fit", warns)
+        with pytest.warns(UserWarning, match="a real problem"):
+            AutoencoderDetector().fit(one_feature, seed=1)

@@ -47,7 +47,8 @@ class AutoencoderDetector(AdditiveScore):
         )  # fmt: skip
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(x, x)
+            # One feature: scikit-learn wants that target 1-D (it warns on a column otherwise).
+            model.fit(x, x[:, 0] if x.shape[1] == 1 else x)
         self._converged = True
         for w in caught:
             if issubclass(w.category, ConvergenceWarning):
