@@ -1,15 +1,16 @@
 """The commands the README and the getting-started pages show run as shown (issue 17, item 3).
 
-Each page's ```sh blocks run in order, with bash -euo pipefail, in a copy of this checkout (as
-a fresh clone of it would be), with the venv running the tests as its `.venv` and its `bin` on
-PATH. A block marked on the line above it with `<!-- doc-test: skip: REASON -->` is not run
-(the reason is on the page for everyone to read); `<!-- doc-test: needs ../shared/data -->`
-runs only where that folder is beside the repository. Afterwards `git status` in the copy must
-be clean: what the commands write is ignored, not left for a newcomer to commit (item 6). And
-the JSON they print is strict JSON (NaN is not: item 3).
+Each page's ```sh blocks (bash -euo pipefail) and ```python blocks run in order, in one copy
+of this checkout (as a fresh clone of it would be), with the venv running the tests as its
+`.venv` and its `bin` on PATH. A block marked on the line above it with
+`<!-- doc-test: skip: REASON -->` is not run (the reason is on the page for everyone to read);
+`<!-- doc-test: needs ../shared/data -->` runs only where that folder is beside the
+repository. Afterwards `git status` in the copy must be clean: what the commands write is
+ignored, not left for a newcomer to commit (item 6). And the JSON they print is strict JSON
+(NaN is not: item 3).
 
-The Python examples are checked for what they import (item 7): only the standard library, the
-project and what the base install and the `trainer` extra bring.
+The Python examples of every page are also checked for what they import (item 7): only the
+standard library, the project and what the base install and the `trainer` extra bring.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class Block:
     mark: str  # "" to run, "skip: why" or NEEDS_SHARED
 
 
-def blocks(page: str, lang: str) -> list[Block]:
+def blocks(page: str, lang: str | None = None) -> list[Block]:
+    """The page's sh and python blocks in order (only those of `lang` if given)."""
     text = (ROOT / page).read_text()
     found = [Block(m["lang"], m["body"], m["mark"] or "") for m in FENCE.finditer(text)]
     bad = [
@@ -53,7 +55,7 @@ def blocks(page: str, lang: str) -> list[Block]:
         if b.mark and not (b.mark.startswith("skip: ") or b.mark == NEEDS_SHARED)
     ]
     assert not bad, f"{page}: unknown doc-test marks {bad}"
-    return [b for b in found if b.lang == lang]
+    return [b for b in found if lang in (None, b.lang)]
 
 
 def _snapshot(repo: Path) -> None:
@@ -75,8 +77,8 @@ def _strict_json_lines(stdout: str) -> None:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_the_pages_commands_run_as_shown(page: str, tmp_path: Path) -> None:
-    runnable = blocks(page, "sh")
-    assert any(not b.mark for b in runnable), f"{page} shows no command that is tested"
+    runnable = blocks(page)
+    assert any(not b.mark for b in runnable if b.lang == "sh"), f"{page}: no command is tested"
     repo = copy_checkout(tmp_path / "repo")
     _snapshot(repo)
     shared = ROOT.parent / "shared"
@@ -93,8 +95,9 @@ def test_the_pages_commands_run_as_shown(page: str, tmp_path: Path) -> None:
             continue
         if block.mark == NEEDS_SHARED and not (shared / "data").is_dir():
             continue
+        command = {"sh": ["bash", "-euo", "pipefail", "-c"], "python": [sys.executable, "-c"]}
         done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", block.body],
+            [*command[block.lang], block.body],
             cwd=repo, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert done.returncode == 0, f"{page}:\n{block.body}\n{done.stderr[-3000:]}"
