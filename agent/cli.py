@@ -7,7 +7,6 @@ A thin shell over the library. Exit codes: 0 done; 1 the command failed at run t
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sqlite3
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.atomic import replacing
+from agent import jsontext
 from agent.config import (
     IDENTIFIER_PATTERN,
     IDENTIFIER_RULE,
@@ -33,10 +33,12 @@ from agent.pushes import discard_invalid, load_effective
 from agent.store.commands import open_existing, reset_asset
 from agent.store.errors import StorageUnavailable
 from agent.supervisor import load_runnable, run_agent
+from agent.version import version_line
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line("edge-agent"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent (logs on stderr)")
@@ -213,11 +215,11 @@ def _buffer(args: argparse.Namespace) -> int:
         print(f"edge-agent: wrote {n} readings to {args.out}", file=sys.stderr)
         return 0
     if args.buffer_command == "vacuum":
-        print(json.dumps(vacuum(args.data_dir)))
+        print(jsontext.dumps(vacuum(args.data_dir)))
         return 0
     store = open_existing(args.data_dir)
     try:
-        print(json.dumps(store.stats()))
+        print(jsontext.dumps(store.stats()))
     finally:
         store.close()
     return 0

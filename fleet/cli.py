@@ -17,10 +17,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent import jsontext
 from agent.config import BrokerConfig, ConfigError, format_errors, parse_host_port
 from agent.envelope import write_keypair
 from agent.model.manifest import LEVELS
 from agent.model.table import TableError
+from agent.version import version_line
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
 from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push
@@ -30,6 +32,7 @@ from fleet.sources import encode, load_source, sparkplug_route
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-fleet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line("edge-fleet"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("replay", help="publish a CSV's rows as readings (QoS 1)")
@@ -229,7 +232,7 @@ def _alerts(args: argparse.Namespace) -> int:
         nonlocal printed
         if done.is_set():  # --count reached: alerts still arriving before the close are not ours
             return
-        print(json.dumps(alert), flush=True)
+        print(jsontext.dumps(alert), flush=True)
         printed += 1
         if args.count and printed >= args.count:
             done.set()
@@ -284,14 +287,14 @@ def _push(args: argparse.Namespace) -> int:
         args.version,
         args.chunk_size,
     )
-    print(json.dumps(sent))
+    print(jsontext.dumps(sent))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     devices = fleet_status(_broker(args), args.prefix)
     if args.json:
-        print(json.dumps(devices))
+        print(jsontext.dumps(devices))
         return 0
     print(f"{'device':<20} {'online':<7} {'config':<14} {'model':<26} last push")
     for d in devices:

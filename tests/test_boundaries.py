@@ -22,12 +22,16 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "trainer": {
         "agent.atomic": "a model or report replaces its file whole (fsync, rename)",
         "agent.logs": "edge-trainer logs to stderr in the agent's key=value / JSON line format",
+        "agent.jsontext": "printed JSON is strict: a metric with no value is null, not NaN",
+        "agent.version": "--version prints the one package version, as edge-agent's does",
     },
     "fleet": {
         "agent.config": "--broker settings, TLS and logins are checked by the agent's own schema",
         "agent.connection": "one MQTT client setup (TLS, logins, MQTT 5) for agent and operator",
         "agent.envelope": "the signed push envelope: edge-fleet seals what the agent verifies",
         "agent.sparkplug.edge": "edge-fleet replay --sparkplug: Sparkplug B as the agent reads it",
+        "agent.jsontext": "printed JSON is strict: a metric with no value is null, not NaN",
+        "agent.version": "--version prints the one package version, as edge-agent's does",
     },
     "bench": {
         "agent.config": "bench/fleet.py gives fleet.push its BrokerConfig, as edge-fleet does",

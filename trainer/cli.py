@@ -6,13 +6,14 @@ Exit codes: 0 done; 1 the command failed (export refused); 2 bad arguments or un
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from agent import jsontext
 from agent.logs import configure
 from agent.model.manifest import ModelFileError
 from agent.model.table import TableError
+from agent.version import version_line
 from trainer import benchmark
 from trainer.buffer_db import parse_time
 from trainer.detectors import DEFAULT_ALGORITHM, DETECTORS
@@ -31,6 +32,7 @@ from trainer.train import (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-trainer", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line("edge-trainer"))
     parser.add_argument("--log-level", default="warning", help="stderr log level (default warning)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -238,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
     write_model(result, args.out)
     summary = result.summary()
     if args.json:
-        print(json.dumps({"out": str(args.out), **summary}))
+        print(jsontext.dumps({"out": str(args.out), **summary}))
         return 0
     m = result.manifest
     print(
@@ -283,7 +285,7 @@ def _say(line: str) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    print(json.dumps(evaluate(args.model, args.data, args.label_column, args.from_row)))
+    print(jsontext.dumps(evaluate(args.model, args.data, args.label_column, args.from_row)))
     return 0
 
 
@@ -303,7 +305,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         return _benchmark_nab(args)
     algorithms = args.algorithm or sorted(DETECTORS)
     results = benchmark.run(args.folder, algorithms, args.train_rows, args.window)
-    print(json.dumps(results) if args.json else benchmark.render(results))
+    print(jsontext.dumps(results) if args.json else benchmark.render(results))
     return 0
 
 

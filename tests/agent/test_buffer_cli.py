@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from agent.model.score import Scorer
-from agent.readings import ReadingBlock
-from agent.store.batch import Batch
 from agent.store.database import Store
+from tests.agent.buffers import T0, agent_database
 from tests.conftest import run_cli
-from trainer.simulate import SENSORS, simulate
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-
-
-def _agent_database(folder: Path, rows: int = 600) -> Path:
-    """A database as the agent leaves it: sensor names in meta, readings of two assets."""
-    _, values, _ = simulate(rows, [], seed=2)
-    store = Store(folder)
-    store.set_meta("sensors", json.dumps(list(SENSORS)))
-    for asset in ("pump-1", "pump-2"):
-        store.commit_batch(
-            Batch(
-                readings=[
-                    ReadingBlock.of(
-                        asset,
-                        T0 + 60 * np.arange(rows),
-                        values[:rows],
-                        score=np.full(rows, 0.25),
-                        received_at=T0,
-                    )
-                ]
-            )
-        )
-    store.close()
-    return folder
+from trainer.simulate import SENSORS
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -48,7 +19,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_export_writes_the_readings_by_sensor_name_and_filters(tmp_path: Path):
-    data = _agent_database(tmp_path / "data")
+    data = agent_database(tmp_path / "data")
     out = tmp_path / "all.csv"
     done = run_cli("agent", "buffer", "export", "--data-dir", str(data), "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -70,7 +41,7 @@ def test_export_writes_the_readings_by_sensor_name_and_filters(tmp_path: Path):
 
 
 def test_an_export_trains_a_model_with_the_same_sensors(tmp_path: Path):
-    data = _agent_database(tmp_path / "data")
+    data = agent_database(tmp_path / "data")
     out = tmp_path / "pump-1.csv"
     run_cli("agent", "buffer", "export", "--data-dir", str(data), "--out", str(out),
             "--asset", "pump-1")  # fmt: skip
@@ -81,7 +52,7 @@ def test_an_export_trains_a_model_with_the_same_sensors(tmp_path: Path):
 
 
 def test_vacuum_gives_evicted_space_back(tmp_path: Path):
-    data = _agent_database(tmp_path / "data", rows=5000)
+    data = agent_database(tmp_path / "data", rows=5000)
     store = Store(data)
     with store.conn:
         store.conn.execute("DELETE FROM readings")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import tempfile
@@ -258,15 +259,21 @@ def test_sighup_with_a_bad_config_keeps_the_running_one(broker, start_agent, sim
 def test_metrics_textfile_is_written_for_node_exporter(broker, start_agent, tmp_path: Path):
     local, upstream = broker("local"), broker("upstream")
     textfile = tmp_path / "edge-agent.prom"
-    agent = start_agent(
-        local,
-        upstream,
-        extra=f'[metrics]\ntextfile = "{textfile}"\n[forward]\nstatus_interval_s = 0.5\n',
-    )
+    before = os.umask(0o027)  # the unit's UMask=0027, which the agent's process inherits
+    try:
+        agent = start_agent(
+            local,
+            upstream,
+            extra=f'[metrics]\ntextfile = "{textfile}"\n[forward]\nstatus_interval_s = 0.5\n',
+        )
+    finally:
+        os.umask(before)
     wait_status(upstream.port, "online")
     wait_for(textfile.exists, 30, "the metrics textfile")
     names = {f.name for f in text_string_to_metric_families(textfile.read_text())}
     assert {"edge_agent_readings", "edge_agent_outbox_pending"} <= names
+    # node_exporter reads it through the group (issue 17, item 4); it was 0600 from mkstemp.
+    assert textfile.stat().st_mode & 0o777 == 0o640
     assert agent.stop() == 0
 
 

@@ -62,3 +62,16 @@ def test_the_default_detector_meets_the_quality_goal_on_skab():
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)[DEFAULT_ALGORITHM]
     assert got["f1"] >= 0.80 and got["far"] <= 15.0, got
+
+
+def test_the_output_is_the_table_alone(tmp_path: Path):
+    """The autoencoder stops at max_iter on SKAB's files: that is for the log at info, not a
+    warning line per file above the table (issue 17, item 8)."""
+    folder = tmp_path / "some"
+    folder.mkdir()
+    for name in ("0.csv", "1.csv"):
+        (folder / name).symlink_to(SKAB / "valve1" / name)
+    done = run_cli("trainer", "benchmark", "skab", str(folder), "--algorithm", "autoencoder")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.startswith("detector ") and "ours: autoencoder" in done.stdout

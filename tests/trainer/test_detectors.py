@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from agent.model.score import Scorer
 from agent.model.table import read_table
 from trainer.calibration import Calibration
 from trainer.detectors import DETECTORS, default_settings, make_detector
+from trainer.detectors.autoencoder import AutoencoderDetector
 from trainer.detectors.base import attribution, is_sequence
 from trainer.detectors.isolation_forest import average_path_length
 from trainer.features import sliding_windows
@@ -189,3 +192,31 @@ def test_ensembles_of_any_members_export_faithfully(sim_data):
     want_score, want_contrib = result.pipeline.reference(windows)
     np.testing.assert_allclose(got.score, want_score, atol=PARITY_TOLERANCE)
     np.testing.assert_allclose(got.contributions, want_contrib, atol=PARITY_TOLERANCE)
+
+
+def test_an_autoencoder_stopped_early_says_so_in_its_parameters_not_as_a_warning(caplog):
+    """Issue 17, item 8: stopping at max_iter is logged at info and kept in the manifest."""
+    features = np.random.default_rng(0).normal(size=(200, 6))
+    detector = AutoencoderDetector(max_iter=2)
+    with caplog.at_level(logging.INFO, logger="trainer.detectors.autoencoder"):
+        detector.fit(features, seed=1)
+    assert detector.params()["converged"] is False
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+
+
+def test_an_autoencoder_passes_on_other_fit_warnings_and_raises_none_of_its_own():
+    """The ConvergenceWarning is turned into a log line; nothing else may be swallowed, and a
+    single feature must not make scikit-learn warn about the target's shape."""
+    one_feature = np.random.default_rng(0).normal(size=(200, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AutoencoderDetector(max_iter=2).fit(one_feature, seed=1)
+
+    def warns(self, x, y):
+        warnings.warn("a real problem", UserWarning, stacklevel=2)
+        return self
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sklearn.neural_network.MLPRegressor.fit", warns)
+        with pytest.warns(UserWarning, match="a real problem"):
+            AutoencoderDetector().fit(one_feature, seed=1)

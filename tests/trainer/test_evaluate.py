@@ -53,3 +53,23 @@ def test_evaluate_names_a_missing_label_column(model_path: Path, sim_data: SimDa
         "trainer", "evaluate", str(model_path), str(sim_data.live_csv), "--label-column", "nope"
     )
     assert done.returncode == 2 and "no label column 'nope'" in done.stderr
+
+
+def _strict(text: str) -> object:
+    """Parse as a strict JSON parser (jq, JavaScript) does: NaN and Infinity are errors."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_metric_without_a_value_is_printed_as_null(model_path: Path, tmp_path: Path):
+    """Data with no anomaly has no ROC AUC: the line must stay JSON (issue 17, item 3)."""
+    clean = tmp_path / "clean.csv"
+    made = run_cli("trainer", "simulate", "--out", str(clean), "--rows", "300", "--seed", "5")
+    assert made.returncode == 0, made.stderr
+    done = run_cli("trainer", "evaluate", str(model_path), str(clean), "--label-column", "anomaly")
+    assert done.returncode == 0, done.stderr
+    got = _strict(done.stdout)
+    assert got["roc_auc"] is None and got["pr_auc"] is None
