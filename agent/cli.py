@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.atomic import replacing
 from agent import jsontext
+from agent.atomic import replacing
 from agent.config import (
     IDENTIFIER_PATTERN,
     IDENTIFIER_RULE,

@@ -314,7 +314,7 @@ def _benchmark_nab(args: argparse.Namespace) -> int:
 
     algorithms = args.algorithm or [DEFAULT_ALGORITHM]
     results = nab.run(args.folder, algorithms, args.window, _say, args.scores_dir)
-    print(json.dumps(results) if args.json else nab.render(results))
+    print(jsontext.dumps(results) if args.json else nab.render(results))
     return 0
 
 
