@@ -40,18 +40,10 @@ def _report(outcomes: list[Outcome]) -> str:
     return "\n".join(o.describe() for o in outcomes)
 
 
-def _matplotlib_removed_boxplot_labels(o: Outcome) -> bool:
-    """The basic tutorial's `plt.boxplot(..., labels=...)`: matplotlib 3.11 removed the
-    argument (renamed `tick_labels` in 3.9). Nothing of ours is involved."""
-    return isinstance(o.error, TypeError) and "boxplot() got an unexpected keyword argument" in str(
-        o.error
-    )
-
-
 def test_every_block_of_the_basic_tutorial_runs(notebook_dir: Path):
     outcomes = run(TUTORIALS / "basic-tutorial.md")
     assert len(outcomes) == 17
-    failed = [o for o in outcomes if not o.ran and not _matplotlib_removed_boxplot_labels(o)]
+    failed = [o for o in outcomes if not o.ran]
     assert not failed, _report(outcomes)
     assert (notebook_dir / "network_anomaly_detector.pkl").stat().st_size > 0
 
