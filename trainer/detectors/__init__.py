@@ -12,6 +12,7 @@ from trainer.detectors.gaussian_mixture import GaussianMixtureDetector
 from trainer.detectors.isolation_forest import IsolationForestDetector
 from trainer.detectors.local_outlier_factor import LocalOutlierFactorDetector
 from trainer.detectors.one_class_svm import OneClassSVMDetector
+from trainer.detectors.online import OnlineDetector
 from trainer.detectors.pca import PCADetector
 from trainer.detectors.zscore import ZScoreDetector
 from trainer.features import DEFAULT_FEATURES
@@ -24,6 +25,7 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     IsolationForestDetector.name: IsolationForestDetector,
     LocalOutlierFactorDetector.name: LocalOutlierFactorDetector,
     OneClassSVMDetector.name: OneClassSVMDetector,
+    OnlineDetector.name: OnlineDetector,
     PCADetector.name: PCADetector,
     ZScoreDetector.name: ZScoreDetector,
 }
