@@ -46,11 +46,13 @@ log = logging.getLogger("choose_defaults")
 
 DETECTORS = ("zscore", "online")
 GRID: dict[str, tuple[float | int, ...]] = {
-    "alert_z": (2.0, 3.0, 4.0),
-    "long_window": (500, 2000),
-    "short_window": (4, 8, 16),
-    "alarm_learning": (0.0, 0.05, 0.25),
+    "alert_z": (1.5, 2.0, 2.5, 3.0),
+    "long_window": (250, 500, 1000),
+    "short_window": (4, 8),
+    "alarm_learning": (0.05, 0.15, 0.4),
 }
+# The online detector's own: how fast its normal model learns.
+ONLINE_GRID: dict[str, tuple[float | int, ...]] = {"learning_rate": (0.001, 0.004)}
 SKAB_TRAIN_ROWS = 400
 FAR_GOAL = 12.0
 THRESHOLD = 0.5  # the models' alert threshold (trainer.calibration.ALERT_THRESHOLD)
@@ -259,9 +261,12 @@ class Judge:
 
 
 def configurations() -> list[dict[str, float | int | str]]:
-    keys = list(GRID)
-    grid = [dict(zip(keys, values, strict=True)) for values in itertools.product(*GRID.values())]
-    return [{"detector": d, **g} for d in DETECTORS for g in grid]
+    out = []
+    for detector in DETECTORS:
+        grid = {**GRID, **(ONLINE_GRID if detector == "online" else {})}
+        for values in itertools.product(*grid.values()):
+            out.append({"detector": detector, **dict(zip(grid, values, strict=True))})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

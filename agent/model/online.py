@@ -16,11 +16,14 @@ training value, so a quiet spell cannot make the model hair-triggered.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_FEATURES = 512
 _CLIP = 16.0
+_STEP = 10.0
 
 
 class OnlineParams(BaseModel):
@@ -83,15 +86,23 @@ class OnlineModel:
 
     def step(self, state: np.ndarray, feats: np.ndarray, i: int, gate: float) -> float:
         """The logit of window `i`, then the model learns from it at `gate` times its rate
-        (the stream's `alarm_learning` while the asset alerts, else 1)."""
+        (the stream's `alarm_learning` while the asset alerts, else 1).
+
+        Each feature's step is limited to `_STEP` spreads, so that one wild window (a sensor
+        reading 1e300) moves the model by a bounded amount; a window whose score is not finite
+        scores as high as a score can and teaches nothing."""
         d = self.d
         mean, var = state[:d], state[d:]
         diff = feats[i] - mean
         raw = float(np.dot(diff * diff, 1.0 / var)) / d
+        if raw != raw or raw == math.inf:
+            return _CLIP
         p = self.params
         u = (raw - p.threshold) / p.spread
         rate = p.learning_rate * gate
         if rate > 0.0:
+            spread = np.sqrt(var)
+            np.clip(diff, -_STEP * spread, _STEP * spread, out=diff)
             mean += rate * diff
             np.maximum((1.0 - rate) * (var + rate * diff * diff), self.floor, out=var)
         return min(max(u, -_CLIP), _CLIP)

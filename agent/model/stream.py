@@ -40,7 +40,19 @@ STATE_FORMAT = 2
 # The graph's score is float32 in [0, 1]; its logit is clipped so that a saturated 1.0 (or 0.0)
 # is a large finite number, not an infinity that would poison the averages.
 _LOGIT_CLIP = 16.0
+_LOW = 1.0 / (1.0 + math.exp(_LOGIT_CLIP))
+_HIGH = 1.0 - _LOW
 _HEADER = 6  # format, seen, short mean, long mean, long variance, last adapted score
+
+
+def _logit(score: float) -> float:
+    """log(s / (1 − s)) clipped to ±_LOGIT_CLIP; a score that is not a number (no valid graph
+    gives one) counts as the highest."""
+    if not score > _LOW:  # also NaN
+        return _LOGIT_CLIP if score != score else -_LOGIT_CLIP
+    if score >= _HIGH:
+        return _LOGIT_CLIP
+    return math.log(score / (1.0 - score))
 
 
 class StreamParams(BaseModel):
@@ -148,13 +160,15 @@ class Stream:
             state.seen += len(raw)
             return np.asarray(raw, dtype=np.float32)
         if self.model is not None:
-            return self._adapt(state, None, self.model.prepare(windows))
-        s = np.clip(np.asarray(raw, dtype=np.float64), 0.0, 1.0)
-        with np.errstate(divide="ignore"):
-            logits = np.clip(np.log(s) - np.log1p(-s), -_LOGIT_CLIP, _LOGIT_CLIP)
-        return self._adapt(state, logits.tolist(), None)
+            # Wild readings overflow to inf here; the model scores and bounds them itself.
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self._adapt(state, None, self.model.prepare(windows))
+        return self._adapt(state, np.asarray(raw, dtype=np.float64).tolist(), None)
 
-    def _adapt(self, state: StreamState, logits: list[float] | None, feats: object) -> np.ndarray:
+    def _adapt(self, state: StreamState, scores: list[float] | None, feats: object) -> np.ndarray:
+        """The recurrence, one window at a time in plain floats (a numpy call per window would
+        cost more than the arithmetic): over the graph's `scores`, or the online model's."""
+        logits = scores
         p = self.params
         short_rate = 1.0 / p.short_window
         floor = p.min_spread * p.min_spread
@@ -173,7 +187,7 @@ class Stream:
         for i in range(count):
             alerting = last >= 0.5
             if logits is not None:
-                u = logits[i]
+                u = _logit(logits[i])
             else:
                 u = self.model.step(state.online, feats, i, gate if alerting else 1.0)
             seen += 1
@@ -181,11 +195,14 @@ class Stream:
             z = (short - mean) / sqrt(var + floor) - alert_z
             last = 1.0 / (1.0 + exp(-z)) if z > -700.0 else 0.0
             rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
-            if last >= 0.5 or alerting:
-                rate *= gate
             d = u - mean
-            mean += rate * d
-            var = (1.0 - rate) * (var + rate * d * d)
+            if last >= 0.5 or alerting:
+                # The level creeps toward the new one; the spread of normal is not taught
+                # the fault's distance (that would blunt the layer long after).
+                mean += rate * gate * d
+            else:
+                mean += rate * d
+                var = (1.0 - rate) * (var + rate * d * d)
             out[i] = last
         state.seen, state.short_mean, state.long_mean, state.long_var, state.last = (
             seen,

@@ -187,3 +187,97 @@ def test_ensembles_of_any_members_export_faithfully(sim_data):
     want_score, want_contrib = result.pipeline.reference(windows)
     np.testing.assert_allclose(got.score, want_score, atol=PARITY_TOLERANCE)
     np.testing.assert_allclose(got.contributions, want_contrib, atol=PARITY_TOLERANCE)
+
+
+# The streaming cases (#15): the graph's score through the agent's stream layer, read as the
+# agent's alert episodes read it. One normal series and its variants, made here.
+def _series(kind: str, n: int = 8000, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    base = np.sin(2 * np.pi * t / 288) + rng.normal(0, 0.3, n)
+    if kind == "shift":
+        base[4000:] += 8.0
+    elif kind == "drift":
+        base += np.linspace(0, 8, n)
+    return base[:, None]
+
+
+def _streamed(algorithm: str, kind: str):
+    from agent.model.stream import Stream
+    from trainer.readout import episodes
+    from trainer.train import train_values
+
+    normal = _series("normal")
+    result = train_values(
+        normal[:1000], ["v"], TrainOptions(algorithm=algorithm, train_rows=1000), "made"
+    )
+    m = result.manifest
+    scorer = Scorer.from_bytes(result.model_bytes, Path("made"))
+    windows = sliding_windows(_series(kind).astype(np.float32), m.window)
+    raw = scorer.score_many(windows).score
+    stream = Stream(m.stream, m.window, len(m.sensors))
+    adapted = stream.step(stream.new_state(), raw, windows)
+    return episodes(adapted, m.alert_threshold), episodes(raw, m.alert_threshold), m.window
+
+
+STREAMED = ["zscore", "online", "pca"]
+
+
+@pytest.mark.parametrize("algorithm", STREAMED)
+def test_a_persisting_level_shift_fires_one_episode_and_goes_quiet(algorithm):
+    read, graph_only, window = _streamed(algorithm, "shift")
+    onset = 4000 - (window - 1)  # the first window that holds a shifted reading
+    fires = np.flatnonzero(read.fires)
+    assert len(fires) == 1 and onset <= fires[0] < onset + window + 10, fires
+    assert not read.open[-1000:].any(), "quiet once the baseline has re-learnt"
+    assert read.open.mean() < 0.05
+    assert graph_only.open[-1000:].all(), "premise: the graph alone alerts for ever"
+
+
+@pytest.mark.parametrize("algorithm", STREAMED)
+def test_a_slow_drift_does_not_flood(algorithm):
+    read, graph_only, _ = _streamed(algorithm, "drift")
+    assert read.open.mean() < 0.01
+    assert graph_only.open.mean() > 0.2, "premise: the graph alone floods"
+
+
+@pytest.mark.parametrize("algorithm", STREAMED)
+def test_a_normal_series_stays_quiet(algorithm):
+    read, _, _ = _streamed(algorithm, "normal")
+    assert not read.fires.any()
+
+
+@pytest.mark.xfail(strict=True, reason="constant series are the trainer fix's part of #15 (item 5)")
+@pytest.mark.parametrize("algorithm", ["zscore", "online"])
+def test_a_constant_series_trains_and_its_stream_scores(algorithm):
+    from agent.model.stream import Stream
+    from trainer.train import train_values
+
+    flat = np.full((2000, 1), 3.0)
+    result = train_values(flat, ["v"], TrainOptions(algorithm=algorithm), "flat")
+    m = result.manifest
+    scorer = Scorer.from_bytes(result.model_bytes, Path("flat"))
+    live = flat.copy()
+    live[1500:] = 4.0  # leaving the stuck value is the anomaly
+    windows = sliding_windows(live.astype(np.float32), m.window)
+    stream = Stream(m.stream, m.window, 1)
+    out = stream.step(stream.new_state(), scorer.score_many(windows).score, windows)
+    assert not (out[:1400] >= 0.5).any() and (out[1500 - m.window + 1 :] >= 0.5).any()
+
+
+def test_the_online_stream_starts_from_the_graph_it_was_trained_with(sim_data):
+    """Before it has learnt anything, the online model scores each window as its graph does."""
+    from agent.model.stream import Stream
+
+    result = train(sim_data.train_csv, TrainOptions(algorithm="online"))
+    m = result.manifest
+    assert m.stream.method == "online"
+    windows = sliding_windows(read_table(sim_data.live_csv).matrix(m.sensor_names), m.window)
+    graph = Scorer.from_bytes(result.model_bytes, Path("x")).score(windows).score.astype(float)
+    frozen = m.stream.online.model_copy(update={"learning_rate": 0.0})
+    stream = Stream(m.stream.model_copy(update={"online": frozen}), m.window, len(m.sensors))
+    feats, state = stream.model.prepare(windows), stream.model.new_state()
+    logits = np.array([stream.model.step(state, feats, i, 1.0) for i in range(len(windows))])
+    inside = (graph > 1e-4) & (graph < 1 - 1e-4)  # away from float32's saturation
+    np.testing.assert_allclose(logits[inside], np.log(graph / (1 - graph))[inside], atol=1e-2)
+    assert len(m.model_dump_json()) < 20_000, "the manifest stays small"
