@@ -12,10 +12,10 @@ from trainer.readout import FIRE_AFTER, RESOLVE_AFTER, episodes
 
 def test_the_readout_uses_the_agents_default_debounce():
     fields = AlertsConfig.model_fields
-    assert (FIRE_AFTER, RESOLVE_AFTER) == (
+    assert (
         fields["fire_after"].default,
         fields["resolve_after"].default,
-    )
+    ) == (FIRE_AFTER, RESOLVE_AFTER)
 
 
 def test_episodes_fire_and_close_where_the_alert_tracker_does():
