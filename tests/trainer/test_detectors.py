@@ -189,62 +189,54 @@ def test_ensembles_of_any_members_export_faithfully(sim_data):
     np.testing.assert_allclose(got.contributions, want_contrib, atol=PARITY_TOLERANCE)
 
 
-# The streaming cases (#15): the graph's score through the agent's stream layer, read as the
-# agent's alert episodes read it. One normal series and its variants, made here.
-def _series(kind: str, n: int = 8000, seed: int = 7) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    base = np.sin(2 * np.pi * t / 288) + rng.normal(0, 0.3, n)
-    if kind == "shift":
-        base[4000:] += 8.0
-    elif kind == "drift":
-        base += np.linspace(0, 8, n)
-    return base[:, None]
-
-
-def _streamed(algorithm: str, kind: str):
-    from agent.model.stream import Stream
-    from trainer.readout import episodes
-    from trainer.train import train_values
-
-    normal = _series("normal")
-    result = train_values(
-        normal[:1000], ["v"], TrainOptions(algorithm=algorithm, train_rows=1000), "made"
-    )
-    m = result.manifest
-    scorer = Scorer.from_bytes(result.model_bytes, Path("made"))
-    windows = sliding_windows(_series(kind).astype(np.float32), m.window)
-    raw = scorer.score_many(windows).score
-    stream = Stream(m.stream, m.window, len(m.sensors))
-    adapted = stream.step(stream.new_state(), raw, windows)
-    return episodes(adapted, m.alert_threshold), episodes(raw, m.alert_threshold), m.window
-
-
+# The streaming cases (#15): the graph's score through the agent's stream layer with the
+# trainer's default settings, read as the agent's alert episodes read it (trainer/stream_checks).
 STREAMED = ["zscore", "online", "pca"]
 
 
+@pytest.fixture(scope="module")
+def made():
+    from trainer import stream_checks
+
+    results = {a: stream_checks.trained(a) for a in STREAMED}
+    return {a: (r, stream_checks.cases(r)) for a, r in results.items()}
+
+
 @pytest.mark.parametrize("algorithm", STREAMED)
-def test_a_persisting_level_shift_fires_one_episode_and_goes_quiet(algorithm):
-    read, graph_only, window = _streamed(algorithm, "shift")
-    onset = 4000 - (window - 1)  # the first window that holds a shifted reading
-    fires = np.flatnonzero(read.fires)
-    assert len(fires) == 1 and onset <= fires[0] < onset + window + 10, fires
-    assert not read.open[-1000:].any(), "quiet once the baseline has re-learnt"
-    assert read.open.mean() < 0.05
+def test_a_persisting_level_shift_fires_one_episode_and_goes_quiet(algorithm, made):
+    from trainer.stream_checks import SHIFT_AT, read
+
+    result, cases = made[algorithm]
+    got = read(result, cases["shift"])
+    onset = SHIFT_AT - (result.manifest.window - 1)  # the first window with a shifted reading
+    fires = np.flatnonzero(got.fires)
+    assert len(fires) == 1 and onset <= fires[0] < onset + result.manifest.window + 10, fires
+    assert not got.open[-1000:].any(), "quiet once the baseline has re-learnt"
+    graph_only = episodes_of(cases["shift"].raw)
     assert graph_only.open[-1000:].all(), "premise: the graph alone alerts for ever"
 
 
 @pytest.mark.parametrize("algorithm", STREAMED)
-def test_a_slow_drift_does_not_flood(algorithm):
-    read, graph_only, _ = _streamed(algorithm, "drift")
-    assert read.open.mean() < 0.01
-    assert graph_only.open.mean() > 0.2, "premise: the graph alone floods"
+def test_a_slow_drift_does_not_flood(algorithm, made):
+    from trainer.stream_checks import MAX_DRIFT_OPEN, read
+
+    result, cases = made[algorithm]
+    assert read(result, cases["drift"]).open.mean() < MAX_DRIFT_OPEN
+    assert episodes_of(cases["drift"].raw).open.mean() > 0.2, "premise: the graph alone floods"
 
 
 @pytest.mark.parametrize("algorithm", STREAMED)
-def test_a_normal_series_stays_quiet(algorithm):
-    read, _, _ = _streamed(algorithm, "normal")
-    assert not read.fires.any()
+def test_a_normal_series_stays_quiet(algorithm, made):
+    from trainer.stream_checks import read
+
+    result, cases = made[algorithm]
+    assert not read(result, cases["normal"]).fires.any()
+
+
+def episodes_of(scores: np.ndarray):
+    from trainer.readout import episodes
+
+    return episodes(scores, 0.5)
 
 
 @pytest.mark.xfail(strict=True, reason="constant series are the trainer fix's part of #15 (item 5)")

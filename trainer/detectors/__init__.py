@@ -29,7 +29,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     PCADetector.name: PCADetector,
     ZScoreDetector.name: ZScoreDetector,
 }
-DEFAULT_ALGORITHM = ZScoreDetector.name
+# Chosen with its stream settings by scripts/choose_defaults.py (docs/detection.md).
+DEFAULT_ALGORITHM = OnlineDetector.name
 
 
 @dataclass(frozen=True)
