@@ -14,10 +14,10 @@ from trainer.pipeline import Pipeline
 
 # The layer's settings every new model gets (docs/detection.md says how they were chosen).
 DEFAULT_STREAM: dict[str, float | int] = {
-    "long_window": 500,
+    "long_window": 250,
     "short_window": 8,
-    "alert_z": 1.5,
-    "alarm_learning": 0.15,
+    "alert_z": 2.5,
+    "alarm_learning": 0.05,
     "min_spread": 1.0,
 }
 DEFAULT_LEARNING_RATE = 0.001

@@ -70,13 +70,13 @@ class StreamParams(BaseModel):
         "gateway, then applies the likelihood.",
     )
     long_window: int = Field(
-        default=2000, ge=2, le=1_000_000, description="Windows the baseline averages over."
+        default=250, ge=2, le=1_000_000, description="Windows the baseline averages over."
     )
     short_window: int = Field(
         default=8, ge=1, le=10_000, description="Windows the current level averages over."
     )
     alert_z: float = Field(
-        default=3.0, gt=0, le=100, description="Shift (in baseline spreads) that scores 0.5."
+        default=2.5, gt=0, le=100, description="Shift (in baseline spreads) that scores 0.5."
     )
     alarm_learning: float = Field(
         default=0.05,
