@@ -32,7 +32,11 @@ def fit_stream(
     chosen = {**DEFAULT_STREAM, **(settings or {})}
     learning_rate = float(chosen.pop("learning_rate", DEFAULT_LEARNING_RATE))
     logits = np.clip(pipeline.calibration.logit(raw), -_CLIP, _CLIP)
-    online = _online(pipeline, learning_rate) if pipeline.detector.name == "online" else None
+    # The gateway's online model recomputes the `mean` and `std` features itself; trained on
+    # other features (the Python API's one-row windows use `last`), the detector's graph is a
+    # plain z-score and the layer works over its score alone.
+    learns = pipeline.detector.name == "online" and pipeline.features == ["mean", "std"]
+    online = _online(pipeline, learning_rate) if learns else None
     return StreamParams(
         method="online" if online is not None else "likelihood",
         baseline_mean=float(logits.mean()),
@@ -47,8 +51,6 @@ def fit_stream(
 def _online(pipeline: Pipeline, learning_rate: float) -> OnlineParams:
     """The `online` detector's fit in raw feature units: the graph standardises (x − m) / s and
     the z-score then divides (· − μ) by σ, so raw mean m + s μ and raw spread s σ."""
-    if pipeline.features != ["mean", "std"]:
-        raise ValueError(f"the online detector needs features mean,std, not {pipeline.features}")
     mu, sigma = pipeline.detector._fitted()
     scaler = pipeline.scaler
     return OnlineParams(

@@ -274,3 +274,11 @@ def test_the_online_stream_starts_from_the_graph_it_was_trained_with(sim_data):
     kept = graph[inside]
     np.testing.assert_allclose(logits[inside], np.log(kept / (1 - kept)), atol=1e-2)
     assert len(m.model_dump_json()) < 20_000, "the manifest stays small"
+
+
+def test_the_online_detector_on_other_features_streams_over_its_graph_alone(sim_data):
+    """Its gateway model recomputes mean and std only; on other features the manifest must not
+    carry a model the agent would feed the wrong numbers."""
+    options = TrainOptions(algorithm="online", features=["last", "deviation"], window=5)
+    stream = train(sim_data.train_csv, options).manifest.stream
+    assert stream.method == "likelihood" and stream.online is None
