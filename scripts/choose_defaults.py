@@ -131,7 +131,8 @@ def load_series(data: Path, detector: str) -> list[Series]:
 
 
 def cached_series(data: Path, cache: Path, detector: str) -> list[Series]:
-    """`load_series`, kept in `cache` (numpy arrays and JSON) across runs of the grid."""
+    """`load_series`, kept in `cache` (numpy arrays and JSON) across runs of the grid. Delete
+    the folder when the trainer changes: the cache does not know."""
     cache.mkdir(parents=True, exist_ok=True)
     arrays, meta = cache / f"{detector}.npz", cache / f"{detector}.json"
     if not (arrays.exists() and meta.exists()):
