@@ -48,15 +48,16 @@ from trainer.train import ExportError, TrainInputError, TrainOptions, train
 
 log = logging.getLogger("choose_defaults")
 
-DETECTORS = ("zscore", "online")
+DETECTORS = ("online",)  # zscore lost every fold of the first two runs (docs/detection.md)
 GRID: dict[str, tuple[float | int, ...]] = {
     "alert_z": (1.5, 2.0, 2.5, 3.0),
     "long_window": (250, 500, 1000),
     "short_window": (8,),
     "alarm_learning": (0.05, 0.15, 0.4),
+    "hold": (0.0, 1.0, 2.0),
 }
 # The online detector's own: how fast its normal model learns.
-ONLINE_GRID: dict[str, tuple[float | int, ...]] = {"learning_rate": (0.001, 0.004)}
+ONLINE_GRID: dict[str, tuple[float | int, ...]] = {"learning_rate": (0.001,)}
 SKAB_TRAIN_ROWS = 400
 FAR_GOAL = 12.0
 THRESHOLD = 0.5  # the models' alert threshold (trainer.calibration.ALERT_THRESHOLD)

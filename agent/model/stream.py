@@ -78,6 +78,13 @@ class StreamParams(BaseModel):
     alert_z: float = Field(
         default=2.5, gt=0, le=100, description="Shift (in baseline spreads) that scores 0.5."
     )
+    hold: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="While alerting, the shift needed to go on alerting is `alert_z` minus "
+        "this (hysteresis: a level that hovers at the threshold does not fire again and again).",
+    )
     alarm_learning: float = Field(
         default=0.05,
         ge=0,
@@ -172,7 +179,7 @@ class Stream:
         p = self.params
         short_rate = 1.0 / p.short_window
         floor = p.min_spread * p.min_spread
-        alert_z, gate, horizon = p.alert_z, p.alarm_learning, p.long_window
+        alert_z, gate, horizon, hold = p.alert_z, p.alarm_learning, p.long_window, p.hold
         prior = p.baseline_weight
         seen, short, mean, var, last = (
             state.seen,
@@ -192,7 +199,7 @@ class Stream:
                 u = self.model.step(state.online, feats, i, gate if alerting else 1.0)
             seen += 1
             short += (u - short) * (short_rate if seen >= p.short_window else 1.0 / seen)
-            z = (short - mean) / sqrt(var + floor) - alert_z
+            z = (short - mean) / sqrt(var + floor) - (alert_z - hold if alerting else alert_z)
             last = 1.0 / (1.0 + exp(-z)) if z > -700.0 else 0.0
             rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
             d = u - mean

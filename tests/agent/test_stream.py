@@ -191,3 +191,19 @@ def test_the_online_model_must_fit_the_sensors_and_be_consistent():
         OnlineParams(mean=[0.0, 1.0], scale=[1.0, 0.0], threshold=1.0, spread=1.0)
     with pytest.raises(ValueError, match="at most 512"):
         OnlineParams(mean=[0.0] * 514, scale=[1.0] * 514, threshold=1.0, spread=1.0)
+
+
+def test_hold_keeps_a_level_that_hovers_at_the_threshold_from_firing_again_and_again():
+    t = np.arange(4000)
+    logits = np.full(4000, -2.0)
+    logits[1000:] = -2.0 + 2.8 + np.sin(2 * np.pi * t[1000:] / 200)  # z swings across alert_z
+    raw, windows = _scores(logits), np.zeros((4000, WINDOW, SENSORS))
+
+    def onsets(hold: float) -> int:
+        # A baseline that barely learns, so the level keeps hovering where it is.
+        stream = _likelihood(long_window=10**6, baseline_weight=10**6, hold=hold)
+        above = stream.step(stream.new_state(), raw, windows) >= 0.5
+        return int((above[1:] & ~above[:-1]).sum())
+
+    assert onsets(0.0) > 5
+    assert onsets(2.0) == 1
