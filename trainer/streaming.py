@@ -17,7 +17,8 @@ DEFAULT_STREAM: dict[str, float | int] = {
     "long_window": 250,
     "short_window": 8,
     "alert_z": 2.5,
-    "alarm_learning": 0.05,
+    "alarm_learning": 0.15,
+    "hold": 2.0,
     "min_spread": 1.0,
 }
 DEFAULT_LEARNING_RATE = 0.001

@@ -57,7 +57,7 @@ def test_one_file_gives_what_train_and_evaluate_give_on_it(tmp_path: Path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="#15: the cross-validated default reaches F1 0.71, FAR 1.9 % here (docs/detection.md)",
+    reason="#15: the default reaches F1 0.76, FAR 3.1 % here (docs/detection.md)",
 )
 def test_the_default_configuration_meets_the_quality_goal_on_skab():
     """The default detector with its default stream, read as the agent's alert episodes
