@@ -48,7 +48,7 @@ from trainer.train import ExportError, TrainInputError, TrainOptions, train
 
 log = logging.getLogger("choose_defaults")
 
-DETECTORS = ("online",)  # zscore lost every fold of the first two runs (docs/detection.md)
+DETECTORS = ("online", "pca")  # zscore lost every fold of the first two runs (docs/detection.md)
 GRID: dict[str, tuple[float | int, ...]] = {
     "alert_z": (1.5, 2.0, 2.5, 3.0),
     "long_window": (250, 500, 1000),
