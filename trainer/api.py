@@ -63,11 +63,10 @@ class AnomalyDetector:
 
     `window` is how many consecutive rows one score looks at. The default of 1 scores each row
     on its own, as the tutorials' scikit-learn detectors do, so rows may come in any order. With
-    a longer window (the command line's default is the detector's: 20 for zscore, 10 for the
-    others) rows must be consecutive readings, the window's features (`features`, default the
-    detector's) see how readings move, and each row is scored with the window that ends at it;
-    rows before the first full window score 0
-    (normal), as on the gateway.
+    a longer window (the command line's default is the detector's: 20 for zscore and online,
+    10 for the others) rows must be consecutive readings, the window's features (`features`,
+    default the detector's) see how readings move, and each row is scored with the window that
+    ends at it; rows before the first full window score 0 (normal), as on the gateway.
 
     Scores come from the exported ONNX graph (ONNX Runtime) as soon as `fit` returns, so they
     equal what `edge-agent` computes from the saved file.
@@ -80,8 +79,8 @@ class AnomalyDetector:
     >>> round(float((detector.predict(X) == -1).mean()), 2)  # the contamination, on training rows
     0.02
 
-    The default detector (`zscore`) puts its threshold three times as far past the training
-    median (`threshold_factor=3`), leaving room for normal operation to wander further than
+    The default detector (`online`, a z-score) puts its threshold three times as far past the
+    training median (`threshold_factor=3`), leaving room for normal operation to wander further than
     the training stretch did, so it flags fewer training rows than the contamination:
 
     >>> float((AnomalyDetector(contamination=0.02).fit(X).predict(X) == -1).mean()) < 0.02

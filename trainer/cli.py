@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--algorithm",
         default=DEFAULT_ALGORITHM,
         choices=sorted(DETECTORS),
-        help=f"detector (default {DEFAULT_ALGORITHM}: drift-aware z-score)",
+        help=f"detector (default {DEFAULT_ALGORITHM}: a z-score whose normal model keeps "
+        "learning on the gateway)",
     )
     tr.add_argument(
         "--members",
@@ -156,13 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--window",
         type=int,
-        help="readings per window (default: the detector's; 20 for zscore, 10 for the others)",
+        help="readings per window (default: the detector's; 20 for zscore and online, 10 for "
+        "the others)",
     )
     tr.add_argument(
         "--threshold-factor",
         type=float,
         help="alert threshold = training median + F x (contamination quantile - median) "
-        "(default: the detector's; 3 for zscore, 1 for the others)",
+        "(default: the detector's; 3 for zscore and online, 1 for the others)",
     )
     tr.add_argument("--train-rows", type=int, help="fit only on the first N rows")
     tr.add_argument(

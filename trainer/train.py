@@ -34,6 +34,7 @@ from trainer.detectors import DEFAULT_ALGORITHM, Param, default_settings
 from trainer.features import check_names, sliding_windows
 from trainer.metrics import classification_metrics
 from trainer.pipeline import Pipeline
+from trainer.streaming import fit_stream
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class TrainOptions:
     model_version: str = "1"
     members: list[str] | None = None  # an ensemble's detectors (default pca, gaussian_mixture)
     params: dict[str, Param] | None = None  # a plain detector's own options (n_estimators, ...)
+    # The stream layer's settings over `streaming.DEFAULT_STREAM` (experiments choose them).
+    stream: dict[str, float | int] | None = None
 
 
 @dataclass
@@ -178,6 +181,7 @@ def train_values(
                 metrics=metrics,
             ),
             parity=Parity(max_abs_error=0.0, tolerance=PARITY_TOLERANCE, windows_checked=0),
+            stream=fit_stream(pipeline, raw, options.stream),
             graph_sha256=graph_sha256(graph.SerializeToString()),
         )
         check_windows = all_windows[:_PARITY_MAX_WINDOWS]

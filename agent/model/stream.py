@@ -8,36 +8,118 @@ in the manifest (`Manifest.stream`); its per-asset state is a `StreamState` that
 commits with the batch, like the windows, so a restart resumes exactly where the last commit
 left off.
 
-INTERFACE STUB (#15): the method `none` passes the raw score through. The contract below is
-what the pipeline, the store and the offline scorer code against.
+Method `likelihood` (#15), after the anomaly likelihood of Ahmad et al. (Neurocomputing 2017):
+the graph's score, as its logit u, is compared with the asset's own recent history of u. A long
+exponential average (mean and variance over about `long_window` windows, seeded from the
+training windows) is the baseline; a short average over `short_window` windows is what the
+asset does now. z = (short − long mean) / long spread; the adapted score is sigmoid(z − alert_z)
+(0.5, the alert threshold, at z = alert_z). A sustained shift raises z at its onset; the
+baseline then learns it and z falls back, so the shift alerts once. While the adapted score is
+at or above 0.5 the baseline learns at `alarm_learning` times its rate, so a fault is not learnt
+as normal before it has been seen (and after it ends the return to normal does not look like a
+second fault). Method `online` (agent/model/online.py) first rescores each window with a normal
+model that itself learns on the gateway, then applies the same likelihood.
+
+Every step is a scalar recurrence in plain floats, in time order, so the scores do not depend
+on how the readings were cut into batches: a state dumped mid-stream and loaded gives the same
+scores as an unbroken run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STATE_FORMAT = 1
+from agent.model.online import OnlineModel, OnlineParams
+
+STATE_FORMAT = 2
+# The graph's score is float32 in [0, 1]; its logit is clipped so that a saturated 1.0 (or 0.0)
+# is a large finite number, not an infinity that would poison the averages.
+_LOGIT_CLIP = 16.0
+_LOW = 1.0 / (1.0 + math.exp(_LOGIT_CLIP))
+_HIGH = 1.0 - _LOW
+_HEADER = 6  # format, seen, short mean, long mean, long variance, last adapted score
+
+
+def _logit(score: float) -> float:
+    """log(s / (1 − s)) clipped to ±_LOGIT_CLIP; a score that is not a number (no valid graph
+    gives one) counts as the highest."""
+    if not score > _LOW:  # also NaN
+        return _LOGIT_CLIP if score != score else -_LOGIT_CLIP
+    if score >= _HIGH:
+        return _LOGIT_CLIP
+    return math.log(score / (1.0 - score))
 
 
 class StreamParams(BaseModel):
     """How the layer adapts; written by the trainer, read from the manifest.
 
-    A manifest without `stream` (a model exported before #15) gets these defaults."""
+    A manifest without `stream` (a model exported before #15) gets these defaults: `none`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["none"] = Field(
-        default="none", description="What the layer does over the graph's raw score."
+    method: Literal["none", "likelihood", "online"] = Field(
+        default="none",
+        description="What the layer does over the graph's raw score: `none` passes it through; "
+        "`likelihood` scores the short-term average of the score against its long-term "
+        "distribution; `online` rescores each window with a normal model that learns on the "
+        "gateway, then applies the likelihood.",
+    )
+    long_window: int = Field(
+        default=250, ge=2, le=1_000_000, description="Windows the baseline averages over."
+    )
+    short_window: int = Field(
+        default=8, ge=1, le=10_000, description="Windows the current level averages over."
+    )
+    alert_z: float = Field(
+        default=2.5, gt=0, le=100, description="Shift (in baseline spreads) that scores 0.5."
+    )
+    hold: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="While alerting, the shift needed to go on alerting is `alert_z` minus "
+        "this (hysteresis: a level that hovers at the threshold does not fire again and again).",
+    )
+    alarm_learning: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of the learning rate the baseline keeps while the score alerts.",
+    )
+    min_spread: float = Field(
+        default=1.0, gt=0, le=100, description="Floor of the baseline's spread, in logits."
+    )
+    baseline_mean: float = Field(
+        default=0.0, ge=-100, le=100, description="Mean logit of the training windows' scores."
+    )
+    baseline_std: float = Field(
+        default=1.0, ge=0, le=100, description="Spread of that logit on the training windows."
+    )
+    baseline_weight: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="How many windows the training baseline counts as (0: learn from scratch).",
+    )
+    online: OnlineParams | None = Field(
+        default=None, description="The learning normal model of method `online`."
     )
     reference_quantiles: list[float] = Field(
         default_factory=list,
         max_length=101,
         description="Quantiles of the graph's raw score on the training windows (for drift).",
     )
+
+    @model_validator(mode="after")
+    def _online_has_its_model(self) -> StreamParams:
+        if (self.method == "online") != (self.online is not None):
+            raise ValueError("method 'online' and the `online` model go together")
+        return self
 
 
 class StreamStateError(ValueError):
@@ -50,6 +132,11 @@ class StreamState:
     only by `Stream.step`, saved by `Stream.dump` and read back by `Stream.load`."""
 
     seen: int = 0
+    short_mean: float = 0.0
+    long_mean: float = 0.0
+    long_var: float = 1.0
+    last: float = 0.0  # the previous adapted score: whether the asset is alerting
+    online: np.ndarray = field(default_factory=lambda: np.zeros(0))  # OnlineModel's state
 
 
 class Stream:
@@ -57,28 +144,121 @@ class Stream:
         self.params = params
         self.window = window
         self.n_sensors = n_sensors
+        self.model = (
+            OnlineModel(params.online, window, n_sensors) if params.online is not None else None
+        )
 
     def new_state(self) -> StreamState:
-        return StreamState()
+        p = self.params
+        online = self.model.new_state() if self.model is not None else np.zeros(0)
+        return StreamState(
+            seen=0,
+            short_mean=p.baseline_mean,
+            long_mean=p.baseline_mean,
+            long_var=p.baseline_std**2,
+            online=online,
+        )
 
     def step(self, state: StreamState, raw: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """The adapted scores [batch] in [0, 1] for one asset's windows [batch, W, n] in time
         order, whose graph scores are `raw` [batch]; updates `state` as it goes."""
-        state.seen += len(raw)
-        return np.asarray(raw, dtype=np.float32)
+        p = self.params
+        if p.method == "none":
+            state.seen += len(raw)
+            return np.asarray(raw, dtype=np.float32)
+        if self.model is not None:
+            # Wild readings overflow to inf here; the model scores and bounds them itself.
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self._adapt(state, None, self.model.prepare(windows))
+        return self._adapt(state, np.asarray(raw, dtype=np.float64).tolist(), None)
+
+    def _adapt(self, state: StreamState, scores: list[float] | None, feats: object) -> np.ndarray:
+        """The recurrence, one window at a time in plain floats (a numpy call per window would
+        cost more than the arithmetic): over the graph's `scores`, or the online model's."""
+        logits = scores
+        p = self.params
+        short_rate = 1.0 / p.short_window
+        floor = p.min_spread * p.min_spread
+        alert_z, gate, horizon, hold = p.alert_z, p.alarm_learning, p.long_window, p.hold
+        prior = p.baseline_weight
+        seen, short, mean, var, last = (
+            state.seen,
+            state.short_mean,
+            state.long_mean,
+            state.long_var,
+            state.last,
+        )
+        count = len(logits) if logits is not None else self.model.count(feats)
+        out = [0.0] * count
+        exp, sqrt = math.exp, math.sqrt
+        for i in range(count):
+            alerting = last >= 0.5
+            if logits is not None:
+                u = _logit(logits[i])
+            else:
+                u = self.model.step(state.online, feats, i, gate if alerting else 1.0)
+            seen += 1
+            short += (u - short) * (short_rate if seen >= p.short_window else 1.0 / seen)
+            z = (short - mean) / sqrt(var + floor) - (alert_z - hold if alerting else alert_z)
+            last = 1.0 / (1.0 + exp(-z)) if z > -700.0 else 0.0
+            rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
+            d = u - mean
+            if last >= 0.5 or alerting:
+                # The level creeps toward the new one; the spread of normal is not taught
+                # the fault's distance (that would blunt the layer long after).
+                mean += rate * gate * d
+            else:
+                mean += rate * d
+                var = (1.0 - rate) * (var + rate * d * d)
+            out[i] = last
+        state.seen, state.short_mean, state.long_mean, state.long_var, state.last = (
+            seen,
+            short,
+            mean,
+            var,
+            last,
+        )
+        return np.asarray(out, dtype=np.float32)
 
     def dump(self, state: StreamState) -> bytes:
-        return np.array([STATE_FORMAT, state.seen], dtype=np.int64).tobytes()
+        head = [
+            STATE_FORMAT,
+            state.seen,
+            state.short_mean,
+            state.long_mean,
+            state.long_var,
+            state.last,
+        ]
+        return np.concatenate([np.asarray(head, dtype=np.float64), state.online]).tobytes()
 
     def load(self, data: bytes) -> StreamState:
-        if len(data) != 16:
-            raise StreamStateError(f"stream state of {len(data)} bytes, expected 16")
-        fmt, seen = np.frombuffer(data, dtype=np.int64).tolist()
-        if fmt != STATE_FORMAT or seen < 0:
+        size = self.model.state_size if self.model is not None else 0
+        expected = 8 * (_HEADER + size)
+        if len(data) != expected:
+            raise StreamStateError(f"stream state of {len(data)} bytes, expected {expected}")
+        values = np.frombuffer(data, dtype=np.float64).copy()
+        fmt, seen, short, mean, var, last = values[:_HEADER].tolist()
+        if fmt != STATE_FORMAT:
             raise StreamStateError(f"stream state format {fmt}, expected {STATE_FORMAT}")
-        return StreamState(seen=seen)
+        if not np.isfinite(values).all():
+            raise StreamStateError("stream state holds a value that is not finite")
+        if seen < 0 or seen != int(seen) or var < 0 or not 0 <= last <= 1:
+            raise StreamStateError(
+                f"stream state out of range (seen {seen}, variance {var}, last {last})"
+            )
+        online = values[_HEADER:]
+        if self.model is not None and not self.model.valid_state(online):
+            raise StreamStateError("online state with a variance that is not positive")
+        return StreamState(int(seen), short, mean, var, last, online)
 
     def drift(self, state: StreamState) -> float | None:
         """How far the asset's recent raw scores have moved from training, in [0, 1] (0: the
-        same distribution), or None when the manifest has no reference or too few were seen."""
-        return None
+        same distribution), or None when the manifest has no baseline or too few were seen.
+
+        The long average's distance from the training mean, in training spreads, squashed to
+        [0, 1) by 1 − exp(−d): 0.63 is one spread, 0.95 three."""
+        p = self.params
+        if p.method == "none" or p.baseline_weight == 0 or state.seen < p.short_window:
+            return None
+        spread = max(p.baseline_std, p.min_spread)
+        return 1.0 - math.exp(-abs(state.long_mean - p.baseline_mean) / spread)

@@ -9,6 +9,7 @@ from agent.model.score import Scorer
 from agent.model.table import read_table
 from tests.conftest import run_cli, wait_for
 from trainer import AnomalyDetector
+from trainer.detectors import DEFAULT_ALGORITHM
 from trainer.train import _Stages
 
 
@@ -86,7 +87,7 @@ def test_train_reports_its_stages_on_stderr_and_keeps_stdout_for_the_summary(sim
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["parity_max_abs_error"] <= 1e-4
     stages = [line for line in done.stderr.splitlines() if line.startswith("edge-trainer: ")]
-    assert any("fitting zscore on" in line for line in stages)
+    assert any(f"fitting {DEFAULT_ALGORITHM} on" in line for line in stages)
     assert any("checking the graph against the reference" in line for line in stages)
     assert sum("done in" in line for line in stages) == 4
 

@@ -220,3 +220,97 @@ def test_an_autoencoder_passes_on_other_fit_warnings_and_raises_none_of_its_own(
         patch.setattr("sklearn.neural_network.MLPRegressor.fit", warns)
         with pytest.warns(UserWarning, match="a real problem"):
             AutoencoderDetector().fit(one_feature, seed=1)
+
+
+# The streaming cases (#15): the graph's score through the agent's stream layer with the
+# trainer's default settings, read as the agent's alert episodes read it (trainer/stream_checks).
+STREAMED = ["zscore", "online", "pca"]
+
+
+@pytest.fixture(scope="module")
+def made():
+    from trainer import stream_checks
+
+    results = {a: stream_checks.trained(a) for a in STREAMED}
+    return {a: (r, stream_checks.cases(r)) for a, r in results.items()}
+
+
+@pytest.mark.parametrize("algorithm", STREAMED)
+def test_a_persisting_level_shift_fires_one_episode_and_goes_quiet(algorithm, made):
+    from trainer.stream_checks import SHIFT_AT, read
+
+    result, cases = made[algorithm]
+    got = read(result, cases["shift"])
+    onset = SHIFT_AT - (result.manifest.window - 1)  # the first window with a shifted reading
+    fires = np.flatnonzero(got.fires)
+    assert len(fires) == 1 and onset <= fires[0] < onset + result.manifest.window + 10, fires
+    assert not got.open[-1000:].any(), "quiet once the baseline has re-learnt"
+    graph_only = episodes_of(cases["shift"].raw)
+    assert graph_only.open[-1000:].all(), "premise: the graph alone alerts for ever"
+
+
+@pytest.mark.parametrize("algorithm", STREAMED)
+def test_a_slow_drift_does_not_flood(algorithm, made):
+    from trainer.stream_checks import MAX_DRIFT_OPEN, read
+
+    result, cases = made[algorithm]
+    assert read(result, cases["drift"]).open.mean() < MAX_DRIFT_OPEN
+    assert episodes_of(cases["drift"].raw).open.mean() > 0.2, "premise: the graph alone floods"
+
+
+@pytest.mark.parametrize("algorithm", STREAMED)
+def test_a_normal_series_stays_quiet(algorithm, made):
+    from trainer.stream_checks import read
+
+    result, cases = made[algorithm]
+    assert not read(result, cases["normal"]).fires.any()
+
+
+def episodes_of(scores: np.ndarray):
+    from trainer.readout import episodes
+
+    return episodes(scores, 0.5)
+
+
+@pytest.mark.parametrize("algorithm", ["zscore", "online"])
+def test_a_constant_series_trains_and_its_stream_scores(algorithm):
+    from agent.model.stream import Stream
+    from trainer.train import train_values
+
+    flat = np.full((2000, 1), 3.0)
+    result = train_values(flat, ["v"], TrainOptions(algorithm=algorithm), "flat")
+    m = result.manifest
+    scorer = Scorer.from_bytes(result.model_bytes, Path("flat"))
+    live = flat.copy()
+    live[1500:] = 4.0  # leaving the stuck value is the anomaly
+    windows = sliding_windows(live.astype(np.float32), m.window)
+    stream = Stream(m.stream, m.window, 1)
+    out = stream.step(stream.new_state(), scorer.score_many(windows).score, windows)
+    assert not (out[:1400] >= 0.5).any() and (out[1500 - m.window + 1 :] >= 0.5).any()
+
+
+def test_the_online_stream_starts_from_the_graph_it_was_trained_with(sim_data):
+    """Before it has learnt anything, the online model scores each window as its graph does."""
+    from agent.model.stream import Stream
+
+    result = train(sim_data.train_csv, TrainOptions(algorithm="online"))
+    m = result.manifest
+    assert m.stream.method == "online"
+    windows = sliding_windows(read_table(sim_data.live_csv).matrix(m.sensor_names), m.window)
+    graph = Scorer.from_bytes(result.model_bytes, Path("x")).score(windows).score.astype(float)
+    frozen = m.stream.online.model_copy(update={"learning_rate": 0.0})
+    stream = Stream(m.stream.model_copy(update={"online": frozen}), m.window, len(m.sensors))
+    feats, state = stream.model.prepare(windows), stream.model.new_state()
+    logits = np.array([stream.model.step(state, feats, i, 1.0) for i in range(len(windows))])
+    inside = (graph > 1e-4) & (graph < 1 - 1e-4)  # away from float32's saturation
+    kept = graph[inside]
+    np.testing.assert_allclose(logits[inside], np.log(kept / (1 - kept)), atol=1e-2)
+    assert len(m.model_dump_json()) < 20_000, "the manifest stays small"
+
+
+def test_the_online_detector_on_other_features_streams_over_its_graph_alone(sim_data):
+    """Its gateway model recomputes mean and std only; on other features the manifest must not
+    carry a model the agent would feed the wrong numbers."""
+    options = TrainOptions(algorithm="online", features=["last", "deviation"], window=5)
+    stream = train(sim_data.train_csv, options).manifest.stream
+    assert stream.method == "likelihood" and stream.online is None

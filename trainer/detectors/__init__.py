@@ -14,6 +14,7 @@ from trainer.detectors.isolation_forest import IsolationForestDetector
 from trainer.detectors.local_outlier_factor import LocalOutlierFactorDetector
 from trainer.detectors.lstm_autoencoder import LstmAutoencoderDetector
 from trainer.detectors.one_class_svm import OneClassSVMDetector
+from trainer.detectors.online import OnlineDetector
 from trainer.detectors.pca import PCADetector
 from trainer.detectors.zscore import ZScoreDetector
 from trainer.features import DEFAULT_FEATURES
@@ -27,10 +28,12 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     LocalOutlierFactorDetector.name: LocalOutlierFactorDetector,
     LstmAutoencoderDetector.name: LstmAutoencoderDetector,
     OneClassSVMDetector.name: OneClassSVMDetector,
+    OnlineDetector.name: OnlineDetector,
     PCADetector.name: PCADetector,
     ZScoreDetector.name: ZScoreDetector,
 }
-DEFAULT_ALGORITHM = ZScoreDetector.name
+# Chosen with its stream settings by scripts/choose_defaults.py (docs/detection.md).
+DEFAULT_ALGORITHM = OnlineDetector.name
 
 
 @dataclass(frozen=True)

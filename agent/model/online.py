@@ -1,0 +1,108 @@
+"""A normal model that keeps learning on the gateway (#15 item 2): the `online` stream method.
+
+Each window is summarised by every sensor's mean and standard deviation over the window (the
+features the `online` detector's graph uses). The normal model is, per feature, a mean and a
+variance, seeded from training and then updated as windows arrive by an exponential average
+(rate `learning_rate`). The window's raw score is the mean over features of z², z the feature's
+distance from the learnt mean in learnt spreads, and `(raw − threshold) / scale` is its logit,
+the same calibration as the graph's, so before any learning the two agree exactly.
+
+Learning is bounded so that a long fault is not learnt as normal before it has fired (the
+windowed Gaussian of NAB's baselines learns from everything; contextual and KNN detectors such
+as CAD OSE and KNN CAD learn only from what they did not flag): while the asset alerts the rate
+is multiplied by the stream's `alarm_learning`, and no variance shrinks below a quarter of its
+training value, so a quiet spell cannot make the model hair-triggered.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_FEATURES = 512
+_CLIP = 16.0
+_STEP = 10.0
+
+
+class OnlineParams(BaseModel):
+    """The initial normal model and how fast it learns; fitted by the trainer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: list[float] = Field(
+        min_length=2, max_length=MAX_FEATURES, description="Feature means (window mean, std)."
+    )
+    scale: list[float] = Field(
+        min_length=2, max_length=MAX_FEATURES, description="Feature spreads at training."
+    )
+    threshold: float = Field(description="Raw score that maps to logit 0 (score 0.5).")
+    spread: float = Field(gt=0, description="Raw score per logit unit.")
+    learning_rate: float = Field(
+        default=0.001, ge=0, le=1, description="Weight of each new window in the normal model."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OnlineParams:
+        if len(self.mean) != len(self.scale) or len(self.mean) % 2:
+            raise ValueError("online mean and scale: one mean and one std feature per sensor")
+        values = np.asarray(self.mean + self.scale + [self.threshold, self.spread])
+        if not np.isfinite(values).all() or min(self.scale) <= 0:
+            raise ValueError("online model values must be finite, spreads positive")
+        return self
+
+
+class OnlineModel:
+    """Per-asset state: [mean (d), variance (d)] as one float64 array."""
+
+    def __init__(self, params: OnlineParams, window: int, n_sensors: int) -> None:
+        if len(params.mean) != 2 * n_sensors:
+            raise ValueError(
+                f"online model of {len(params.mean)} features for {n_sensors} sensors "
+                f"(expected {2 * n_sensors})"
+            )
+        self.params = params
+        self.d = len(params.mean)
+        self.state_size = 2 * self.d
+        self.floor = 0.25 * np.asarray(params.scale) ** 2
+
+    def new_state(self) -> np.ndarray:
+        p = self.params
+        return np.concatenate([np.asarray(p.mean), np.asarray(p.scale) ** 2])
+
+    def valid_state(self, state: np.ndarray) -> bool:
+        return len(state) == self.state_size and bool((state[self.d :] > 0).all())
+
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        """The features of a batch of windows [batch, W, n] → [batch, 2n] (stateless, so done
+        for the whole batch at once)."""
+        w = np.asarray(windows, dtype=np.float64)
+        return np.concatenate([w.mean(axis=1), w.std(axis=1)], axis=1)
+
+    @staticmethod
+    def count(feats: np.ndarray) -> int:
+        return len(feats)
+
+    def step(self, state: np.ndarray, feats: np.ndarray, i: int, gate: float) -> float:
+        """The logit of window `i`, then the model learns from it at `gate` times its rate
+        (the stream's `alarm_learning` while the asset alerts, else 1).
+
+        Each feature's step is limited to `_STEP` spreads, so that one wild window (a sensor
+        reading 1e300) moves the model by a bounded amount; a window whose score is not finite
+        scores as high as a score can and teaches nothing."""
+        d = self.d
+        mean, var = state[:d], state[d:]
+        diff = feats[i] - mean
+        raw = float(np.dot(diff * diff, 1.0 / var)) / d
+        if raw != raw or raw == math.inf:
+            return _CLIP
+        p = self.params
+        u = (raw - p.threshold) / p.spread
+        rate = p.learning_rate * gate
+        if rate > 0.0:
+            spread = np.sqrt(var)
+            np.clip(diff, -_STEP * spread, _STEP * spread, out=diff)
+            mean += rate * diff
+            np.maximum((1.0 - rate) * (var + rate * diff * diff), self.floor, out=var)
+        return min(max(u, -_CLIP), _CLIP)

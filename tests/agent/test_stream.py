@@ -1,0 +1,209 @@
+"""The per-asset stream layer (#15): its math, its determinism and its saved state."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from agent.model.online import OnlineParams
+from agent.model.stream import Stream, StreamParams, StreamStateError
+
+WINDOW, SENSORS = 5, 2
+# Settings of the layer under test, whatever the trainer's defaults are.
+LAYER = {"long_window": 500, "short_window": 8, "alert_z": 2.5, "alarm_learning": 0.25}
+
+
+def _likelihood(**update: object) -> Stream:
+    params = StreamParams(
+        method="likelihood", baseline_mean=-2.0, baseline_std=0.5, baseline_weight=200, **LAYER
+    )
+    return Stream(params.model_copy(update=update), WINDOW, SENSORS)
+
+
+def _online(**update: object) -> Stream:
+    online = OnlineParams(
+        mean=[0.0, 0.0, 1.0, 1.0], scale=[1.0, 1.0, 0.3, 0.3], threshold=3.0, spread=1.0
+    )
+    params = StreamParams(
+        method="online",
+        baseline_mean=-2.0,
+        baseline_std=0.5,
+        baseline_weight=200,
+        online=online,
+        **LAYER,
+    )
+    return Stream(params.model_copy(update=update), WINDOW, SENSORS)
+
+
+def _scores(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def _data(n: int, shift_at: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Graph scores and windows [n, WINDOW, SENSORS] of a stream that may shift level."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-2.0, 0.5, n)
+    windows = rng.normal(0.0, 1.0, (n, WINDOW, SENSORS))
+    if shift_at is not None:
+        logits[shift_at:] += 8.0
+        windows[shift_at:] += 6.0
+    return _scores(logits), windows
+
+
+@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+def test_a_persisting_shift_alerts_at_its_onset_then_the_baseline_relearns(make):
+    stream = make()
+    raw, windows = _data(12000, shift_at=2000)
+    out = stream.step(stream.new_state(), raw, windows)
+    above = np.flatnonzero(out >= 0.5)
+    assert len(above) and 2000 <= above[0] < 2010, "alerts within a few windows of the onset"
+    assert not (out[:2000] >= 0.5).any(), "quiet before"
+    assert not (out[-1000:] >= 0.5).any(), "the shift is the new normal by the end"
+
+
+def test_without_the_layer_the_same_shift_never_goes_quiet():
+    """The premise of the test above: the graph's own score stays up for the whole shift."""
+    stream = Stream(StreamParams(), WINDOW, SENSORS)
+    raw, windows = _data(12000, shift_at=2000)
+    out = stream.step(stream.new_state(), raw, windows)
+    assert (out[-1000:] >= 0.5).all()
+    np.testing.assert_array_equal(out, raw)
+
+
+@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+def test_scores_do_not_depend_on_batches_or_on_a_restart_between_them(make):
+    """Crash consistency: a state saved after any batch and loaded into a fresh layer (a
+    restarted agent) continues with exactly the scores of an unbroken run."""
+    raw, windows = _data(3000, shift_at=1500, seed=3)
+    whole = make()
+    want = whole.step(whole.new_state(), raw, windows)
+    cuts = [0, 1, 7, 500, 1499, 1500, 1503, 2222, 3000]
+    got = []
+    saved = make().dump(make().new_state())
+    for a, b in itertools.pairwise(cuts):
+        stream = make()  # a new process: nothing but the saved bytes carries over
+        state = stream.load(saved)
+        got.append(stream.step(state, raw[a:b], windows[a:b]))
+        saved = stream.dump(state)
+    np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+def test_the_state_stays_the_same_size_however_long_the_stream(make):
+    stream = make()
+    state = stream.new_state()
+    size = len(stream.dump(state))
+    raw, windows = _data(5000, shift_at=100)
+    stream.step(state, raw, windows)
+    assert len(stream.dump(state)) == size
+    assert stream.load(stream.dump(state)).seen == 5000
+
+
+@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
+    stream = make()
+    good = np.frombuffer(stream.dump(stream.new_state()), dtype=np.float64).copy()
+
+    def bad(index: int, value: float) -> bytes:
+        state = good.copy()
+        state[index] = value
+        return state.tobytes()
+
+    cases = {
+        "bytes, expected": [good.tobytes()[:-8], good.tobytes() + b"\0" * 8, b"", b"xyz"],
+        "format": [bad(0, 1.0), bad(0, 99.0)],
+        "not finite": [bad(2, np.nan), bad(3, np.inf)],
+        "out of range": [bad(1, -1.0), bad(1, 2.5), bad(4, -0.1), bad(5, 1.5)],
+    }
+    if stream.model is not None:
+        cases["variance"] = [bad(len(good) - 1, 0.0), bad(len(good) - 1, -3.0)]
+    for message, payloads in cases.items():
+        for payload in payloads:
+            with pytest.raises(StreamStateError, match=message):
+                stream.load(payload)
+
+
+def test_a_state_from_the_other_method_is_refused():
+    with pytest.raises(StreamStateError, match="bytes"):
+        _online().load(_likelihood().dump(_likelihood().new_state()))
+
+
+@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+def test_wild_input_neither_poisons_the_state_nor_blinds_the_asset(make):
+    """NaN scores, infinite and enormous readings: the state stays finite, the wild windows
+    score high, and a later shift on normal data is still seen."""
+    stream = make()
+    state = stream.new_state()
+    raw, windows = _data(400)
+    raw[100:110] = np.nan
+    windows[200:205] = 1e300
+    windows[300:302] = np.inf
+    out = stream.step(state, raw, windows)
+    assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
+    assert np.isfinite(np.frombuffer(stream.dump(state), dtype=np.float64)).all()
+    stream.load(stream.dump(state))
+    raw, windows = _data(3000, shift_at=2000, seed=9)
+    later = stream.step(state, raw, windows)
+    assert (later[2000:2020] >= 0.5).any(), "the asset still alerts on a real shift"
+
+
+def test_alert_z_sets_how_far_a_shift_must_go_to_score_one_half():
+    raw, windows = _data(3000, shift_at=2000)
+    eager = _likelihood(alert_z=1.0)
+    strict = _likelihood(alert_z=50.0)
+    assert (eager.step(eager.new_state(), raw, windows)[2000:] >= 0.5).any()
+    assert not (strict.step(strict.new_state(), raw, windows) >= 0.5).any()
+
+
+def test_without_learning_while_alerting_a_shift_stays_alerting():
+    """alarm_learning 0 freezes the baseline once the asset alerts: the bound on learning is
+    what keeps a fault from being learnt as normal before it fired (here: ever)."""
+    raw, windows = _data(6000, shift_at=2000)
+    frozen = _likelihood(alarm_learning=0.0)
+    out = frozen.step(frozen.new_state(), raw, windows)
+    assert (out[2005:] >= 0.5).all()
+
+
+def test_drift_reports_how_far_the_scores_moved_from_training():
+    stream = _likelihood()
+    state = stream.new_state()
+    assert stream.drift(state) is None, "too few windows seen"
+    raw, windows = _data(2000)
+    stream.step(state, raw, windows)
+    calm = stream.drift(state)
+    raw, windows = _data(3000, shift_at=0, seed=4)
+    stream.step(state, raw, windows)
+    assert 0.0 <= calm < 0.3 < stream.drift(state) <= 1.0
+    assert Stream(StreamParams(), WINDOW, SENSORS).drift(state) is None
+
+
+def test_the_online_model_must_fit_the_sensors_and_be_consistent():
+    online = _online().params.online
+    with pytest.raises(ValueError, match="features for 3 sensors"):
+        Stream(_online().params, WINDOW, 3)
+    with pytest.raises(ValueError, match="go together"):
+        StreamParams(method="online")
+    with pytest.raises(ValueError, match="go together"):
+        StreamParams(method="likelihood", online=online)
+    with pytest.raises(ValueError, match="spreads positive"):
+        OnlineParams(mean=[0.0, 1.0], scale=[1.0, 0.0], threshold=1.0, spread=1.0)
+    with pytest.raises(ValueError, match="at most 512"):
+        OnlineParams(mean=[0.0] * 514, scale=[1.0] * 514, threshold=1.0, spread=1.0)
+
+
+def test_hold_keeps_a_level_that_hovers_at_the_threshold_from_firing_again_and_again():
+    t = np.arange(4000)
+    logits = np.full(4000, -2.0)
+    logits[1000:] = -2.0 + 2.8 + np.sin(2 * np.pi * t[1000:] / 200)  # z swings across alert_z
+    raw, windows = _scores(logits), np.zeros((4000, WINDOW, SENSORS))
+
+    def onsets(hold: float) -> int:
+        # A baseline that barely learns, so the level keeps hovering where it is.
+        stream = _likelihood(long_window=10**6, baseline_weight=10**6, hold=hold)
+        above = stream.step(stream.new_state(), raw, windows) >= 0.5
+        return int((above[1:] & ~above[:-1]).sum())
+
+    assert onsets(0.0) > 5
+    assert onsets(2.0) == 1

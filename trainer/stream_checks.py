@@ -1,0 +1,87 @@
+"""What every default must do on three made-up streams (#15), whatever it scores on benchmarks:
+a normal series never fires, a slow drift does not flood, a persisting level shift fires one
+episode at its onset and goes quiet. The detector suite tests them (tests/trainer/
+test_detectors.py) and scripts/choose_defaults.py keeps only configurations that pass them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.model.score import Scorer
+from agent.model.stream import Stream
+from trainer.features import sliding_windows
+from trainer.readout import Episodes, episodes
+from trainer.train import TrainOptions, TrainResult, train_values
+
+KINDS = ("normal", "drift", "shift")
+ROWS, SHIFT_AT, TRAIN_ROWS = 8000, 4000, 1000
+MAX_DRIFT_OPEN = 0.01  # share of windows a slow drift may keep an episode open
+
+
+def series(kind: str, rows: int = ROWS, seed: int = 7) -> np.ndarray:
+    """A daily cycle with noise [rows, 1]; `drift` adds a ramp of 8 over the series, `shift` a
+    step of 8 at row SHIFT_AT."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    values = np.sin(2 * np.pi * t / 288) + rng.normal(0, 0.3, rows)
+    if kind == "shift":
+        values[SHIFT_AT:] += 8.0
+    elif kind == "drift":
+        values += np.linspace(0, 8, rows)
+    return values[:, None]
+
+
+def trained(algorithm: str) -> TrainResult:
+    options = TrainOptions(algorithm=algorithm, train_rows=TRAIN_ROWS)
+    return train_values(series("normal")[:TRAIN_ROWS], ["v"], options, "made")
+
+
+@dataclass(frozen=True)
+class Case:
+    raw: np.ndarray
+    windows: np.ndarray
+
+
+def cases(result: TrainResult) -> dict[str, Case]:
+    """The graph's scores on each made-up stream (the expensive part, done once)."""
+    scorer = Scorer.from_bytes(result.model_bytes, Path("made"))
+    out = {}
+    for kind in KINDS:
+        windows = sliding_windows(series(kind).astype(np.float32), result.manifest.window)
+        out[kind] = Case(scorer.score_many(windows).score, windows)
+    return out
+
+
+def read(result: TrainResult, case: Case, settings: dict | None = None) -> Episodes:
+    """The episodes of one stream through the model's stream layer (`settings` over it)."""
+    m = result.manifest
+    params = m.stream
+    if settings:
+        update = dict(settings)
+        rate = update.pop("learning_rate", None)
+        if rate is not None and params.online is not None:
+            update["online"] = params.online.model_copy(update={"learning_rate": rate})
+        params = params.model_copy(update=update)
+    stream = Stream(params, m.window, len(m.sensors))
+    return episodes(stream.step(stream.new_state(), case.raw, case.windows), m.alert_threshold)
+
+
+def failures(result: TrainResult, made: dict[str, Case], settings: dict | None = None) -> list[str]:
+    """What the model with these stream settings gets wrong on the three streams (empty: none)."""
+    wrong = []
+    if read(result, made["normal"], settings).fires.any():
+        wrong.append("a normal series fires")
+    if read(result, made["drift"], settings).open.mean() >= MAX_DRIFT_OPEN:
+        wrong.append("a slow drift floods")
+    shift = read(result, made["shift"], settings)
+    onset = SHIFT_AT - (result.manifest.window - 1)
+    fires = np.flatnonzero(shift.fires)
+    if not (len(fires) == 1 and onset <= fires[0] < onset + result.manifest.window + 10):
+        wrong.append(f"a level shift fires at windows {fires.tolist()[:5]}, not once at its onset")
+    if shift.open[-1000:].any():
+        wrong.append("a level shift is still alerting 3000 windows later")
+    return wrong
