@@ -248,3 +248,18 @@ def test_the_join_state_restored_is_the_committed_one(make):
         for j, (name, mean) in enumerate(zip(feed.sensors[1:], feed.means[1:], strict=True))
     ]
     assert _readings(restarted.apply(rest)) == [("p1", T0, feed.means)]
+
+
+def test_receipt_times_stay_after_the_asset_clock_when_the_gateway_clock_steps_back(make):
+    feed = Feed(make([_value_source()]))
+
+    def reading(received: float) -> list[Message]:
+        return [
+            feed.message(f"plant/p1/{name}", str(mean), received + j * 0.01)
+            for j, (name, mean) in enumerate(zip(feed.sensors, feed.means, strict=True))
+        ]
+
+    assert _readings(feed.apply(reading(T0 + 100)))[0][1] == pytest.approx(T0 + 100)
+    stepped_back = feed.apply(reading(T0 + 50))
+    ((_, ts, _),) = _readings(stepped_back)
+    assert ts > T0 + 100 and not stepped_back.batch.dead
