@@ -49,6 +49,8 @@ from agent.pipeline import Message, Pipeline, stream_key
 from agent.push_queue import PushQueue
 from agent.pushes import Desk, Health, Trial, load_effective
 from agent.source import Source
+from agent.sources import Reply
+from agent.sources.router import MAX_REPLIES
 from agent.store.batch import RECENT_DIGESTS
 from agent.store.database import Store
 from agent.store.errors import StorageUnavailable
@@ -135,6 +137,7 @@ class Agent:
         self._pushes = PushQueue(_PUSH_QUEUE_MESSAGES, _PUSH_QUEUE_BYTES)
         self._report_pending, self._report_due = False, 0.0
         self._drops_seen, self._ask_again_due = 0, 0.0
+        self._replies_dropped = 0  # decoder replies over the per-batch bound, as last logged
         self.health = self._health_check()
         self.upstream = Upstream(
             config.upstream,
@@ -459,12 +462,25 @@ class Agent:
             self._hold(batch, exc)
             return
         self._committed(batch, result.batch.digests)
-        for reply in result.replies:
-            self.source.publish(reply.topic, reply.payload)
+        self._reply(result.replies)
         self.decoder_states.keep()
         if result.batch.alerts:
             self.forwarder.notify()
         self.telemetry.batch_committed(result)
+
+    def _reply(self, replies: list[Reply]) -> None:
+        """Publish what decoders asked for, once their batch committed (agent.sources)."""
+        for reply in replies:
+            self.source.publish(reply.topic, reply.payload)
+        sources = self.pipeline.sources
+        if sources is not None and sources.replies_dropped > self._replies_dropped:
+            self._replies_dropped = sources.replies_dropped
+            self._warn.warning(
+                "replies",
+                "decoder replies dropped: more than %d in a batch (dropped=%d)",
+                MAX_REPLIES,
+                sources.replies_dropped,
+            )
 
     def _committed(self, batch: list[Message], applied: list[tuple[bytes, bool]]) -> None:
         """Acknowledge (see `Source.acknowledge`), remember what was applied, and end a hold."""

@@ -219,7 +219,8 @@ class Source:
         burst: list[Message] = []
         size, copies, message = 0, 0, first
         while True:
-            if not burst and self.applied_before(message.digest):
+            copy = not (message.by_receipt and not message.dup)  # see Pipeline._not_applied
+            if not burst and copy and self.applied_before(message.digest):
                 self.acknowledge([message])
                 copies += 1
             else:

@@ -48,6 +48,7 @@ def check_runnable(config: AgentConfig, origin: Path | str) -> Scorer:
     except ModelFileError as exc:
         raise ConfigError(f"{origin}: model.path: {exc}") from None
     merged_thresholds(config, scorer.manifest.thresholds, origin)
+    _check_source_sensors(config, scorer.manifest.sensor_names, origin)
     for name in ("local", "upstream"):
         broker = getattr(config, name)
         try:
@@ -59,6 +60,18 @@ def check_runnable(config: AgentConfig, origin: Path | str) -> Scorer:
     trusted_keys(config, origin)
     _check_data_dir(config, origin)
     return scorer
+
+
+def _check_source_sensors(config: AgentConfig, sensors: list[str], origin: Path | str) -> None:
+    """A source's `sensors` maps the model's sensors: a key the model lacks is a typo that
+    would leave its sensor missing from every reading."""
+    for n, source in enumerate(config.ingest.sources):
+        unknown = sorted(set(source.sensors) - set(sensors))
+        if unknown:
+            raise ConfigError(
+                f"{origin}: ingest.sources.{n}.sensors: {', '.join(map(repr, unknown))} "
+                f"not among the model's sensors ({', '.join(sensors)})"
+            )
 
 
 def trusted_keys(config: AgentConfig, origin: Path | str) -> dict[str, Ed25519PublicKey]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import cases, fleet, sparkplug
-from bench.harness import build_models, machine
+from bench.harness import Models, build_models, machine
 from trainer.detectors import DETECTORS
 
 ALGORITHMS = tuple(sorted(DETECTORS))  # every shipped detector
@@ -34,7 +34,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("var/bench.json"), help="JSON results")
     parser.add_argument("--core", type=int, help="pin the agent to this CPU core (taskset)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--only",
+        help="comma list of drain rows to run alone, JSON on stdout: drain_single, "
+        "drain_json_paths, drain_value_per_topic (e.g. before/after a change to ingest)",
+    )
     args = parser.parse_args()
+    if args.only:
+        return _only(args)
     sizes = (
         (2_000, 20_000, 2, 300, 3, 1, 3) if args.quick else (50_000, 500_000, 15, 3000, 5, 3, 50)
     )
@@ -68,6 +75,37 @@ def main() -> int:
     print(render(results))
     print(f"\nwritten to {args.out}")
     return 0
+
+
+def _only(args: argparse.Namespace) -> int:
+    """Only the named drain rows (on the PCA model), each the median of three runs."""
+    single = 2_000 if args.quick else 50_000
+    rows = [name.strip() for name in args.only.split(",") if name.strip()]
+    known = {"drain_single", *(f"drain_{kind}" for kind in cases.SOURCE_CASES)}
+    if unknown := sorted(set(rows) - known):
+        parser_error = f"--only: unknown rows {unknown}; known: {sorted(known)}"
+        raise SystemExit(parser_error)
+    results: dict[str, object] = {"machine": machine(), "pinned_core": args.core}
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+        work = Path(tmp)
+        models = build_models(work / "models", ("pca",))
+        for row in rows:
+            results[row] = _only_row(models, work / row, row, single, args.core)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _only_row(models: Models, folder: Path, row: str, readings: int, core: int | None) -> dict:
+    if row == "drain_single":
+        return _median_run(lambda: cases.drain(models, folder, readings, 1, core), 3)
+    kind = row.removeprefix("drain_")
+    if kind == "value_per_topic":  # as many messages as the other rows: a sensor each
+        readings //= 5
+    runs = sorted(
+        (cases.drain_source(models, folder, readings, kind, core) for _ in range(3)),
+        key=lambda r: r["agent_readings_per_s"],
+    )
+    return {**runs[1], "rates": [round(r["agent_readings_per_s"]) for r in runs]}
 
 
 def _median_run(run: Callable[[], dict], repeats: int) -> dict:

@@ -21,7 +21,7 @@ from agent.model.stream import Stream
 from agent.model.table import read_table
 from bench.harness import DEVICE, ROOT, Models, agent_run, brokers, status_watch, wait_until
 from fleet.mqtt import connect
-from fleet.replay import publish_payloads
+from fleet.replay import publish_messages, publish_payloads
 
 READINGS = f"edge/{DEVICE}/readings/pump-1"
 
@@ -175,6 +175,82 @@ def drain(
         "ratio": agent_rate / ceiling_rate,
         "peak_rss_mib": rss,
         "sqlite_bytes_per_reading": db_bytes,
+    }
+
+
+# The configured sources measured beside our own JSON (agent.sources): Tasmota-style nested
+# fields with a naive local time, and one bare number per sensor topic (stamped on receipt,
+# joined per asset).
+SOURCE_CASES = {
+    "json_paths": """
+[[ingest.sources]]
+name = "tasmota"
+topic = "tele/{asset}/SENSOR"
+ts_field = "Time"
+sensors = { %(paths)s }
+[ingest.sources.timestamps]
+zone = "Europe/Berlin"
+""",
+    "value_per_topic": """
+[[ingest.sources]]
+name = "plant"
+topic = "plant/{asset}/{sensor}"
+format = "value"
+""",
+}
+
+
+def _source_messages(
+    models: Models, kind: str, readings: int, sensors: list[str]
+) -> list[tuple[str, str]]:
+    data = _train_matrix(models)
+    out: list[tuple[str, str]] = []
+    for i in range(readings):
+        values = dict(zip(sensors, map(float, data[i % len(data)]), strict=True))
+        if kind == "json_paths":
+            moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_767_225_600 + i))
+            out.append(("tele/pump-1/SENSOR", json.dumps({"Time": moment, "ENERGY": values})))
+        else:
+            out += [(f"plant/pump-1/{name}", repr(v)) for name, v in values.items()]
+    return out
+
+
+def drain_source(
+    models: Models, folder: Path, readings: int, kind: str, core: int | None
+) -> dict[str, float]:
+    """As `drain`, for a configured source (`SOURCE_CASES`): the backlog queued, then the agent
+    started; readings/s and messages/s until all are stored (no ceiling: the bare subscriber
+    reads our topic only)."""
+    algorithm = "pca"
+    sensors = models.trained[algorithm].manifest.sensor_names
+    extra = SOURCE_CASES[kind] % {"paths": ", ".join(f'{s} = "ENERGY.{s}"' for s in sensors)}
+    local, upstream = brokers(folder)
+    try:
+        agent = agent_run(
+            folder / "agent", local, upstream, models.paths[algorithm], extra, core=core
+        )
+        online, close = status_watch(upstream)
+        agent.start()
+        wait_until(online.is_set, 60, "agent online")
+        agent.stop(timeout=60)
+        close()
+        messages = _source_messages(models, kind, readings, sensors)
+        publish_messages(messages, "127.0.0.1", local.port, timeout=600)
+        agent.start()
+        wait_until(lambda: agent.stored() >= readings, 600, "the backlog stored", poll=0.005)
+        agent_s = time.perf_counter() - agent.started_at
+        rss = agent.peak_rss_mib()
+        agent.stop(timeout=60)
+    finally:
+        local.stop()
+        upstream.stop()
+    return {
+        "readings": readings,
+        "messages": len(messages),
+        "agent_readings_per_s": readings / agent_s,
+        "agent_messages_per_s": len(messages) / agent_s,
+        "agent_seconds": agent_s,
+        "peak_rss_mib": rss,
     }
 
 

@@ -3,6 +3,7 @@ Formats, timestamps, the join of one-sensor messages, and hostile input."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from agent.pipeline import Applied, Message, Pipeline
 from agent.sources.join import MAX_WAITING
 from agent.sources.stamps import Stamper
 from agent.sources.topics import TopicTemplate
-from tests.conftest import DEVICE
+from tests.conftest import DEVICE, run_cli
 
 T0 = 1_700_000_000.0
 
@@ -248,3 +249,61 @@ def test_the_join_state_restored_is_the_committed_one(make):
         for j, (name, mean) in enumerate(zip(feed.sensors[1:], feed.means[1:], strict=True))
     ]
     assert _readings(restarted.apply(rest)) == [("p1", T0, feed.means)]
+
+
+def test_receipt_times_stay_after_the_asset_clock_when_the_gateway_clock_steps_back(make):
+    feed = Feed(make([_value_source()]))
+
+    def reading(received: float) -> list[Message]:
+        return [
+            feed.message(f"plant/p1/{name}", str(mean), received + j * 0.01)
+            for j, (name, mean) in enumerate(zip(feed.sensors, feed.means, strict=True))
+        ]
+
+    assert _readings(feed.apply(reading(T0 + 100)))[0][1] == pytest.approx(T0 + 100)
+    stepped_back = feed.apply(reading(T0 + 50))
+    ((_, ts, _),) = _readings(stepped_back)
+    assert ts > T0 + 100 and not stepped_back.batch.dead
+
+
+@pytest.mark.parametrize(
+    ("source", "complaint"),
+    [
+        ('topic = "a/{asset}/#/b"', "whole levels"),
+        ('topic = "a/x{asset}"', "binding is a whole level"),
+        ('topic = "a/{asset}/{asset}"', "appears twice"),
+        ('topic = "a/b"', "give the asset"),
+        ('topic = "a/{asset}"\nformat = "value"', "{sensor}"),
+        ('topic = "a/{asset}"\nformat = "csv"', "unknown format"),
+        ('topic = "a/{asset}"\n[ingest.sources.timestamps]\nzone = "Mars/Base"', "IANA"),
+        ('topic = "a/{asset}"\nsensors = { nope = "x" }', "not among the model's sensors"),
+    ],
+)
+def test_a_bad_source_fails_check_config_naming_the_field(
+    tmp_path: Path, model_path: Path, source: str, complaint: str
+):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[device]\nid = "g"\n[upstream]\n[model]\npath = "{model_path}"\n[storage]\n'
+        f'data_dir = "d"\n[[ingest.sources]]\nname = "s"\n{source}\n'
+    )
+    result = run_cli("agent", "check-config", str(config))
+    assert result.returncode == 2 and "ingest.sources" in result.stderr
+    assert complaint in result.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("agent.sources.sparkplug") is not None,
+    reason="the sparkplug_b format is here",
+)
+def test_sparkplug_without_its_module_fails_check_config_with_the_install_line(
+    tmp_path: Path, model_path: Path
+):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[device]\nid = "g"\n[upstream]\n[model]\npath = "{model_path}"\n[storage]\n'
+        'data_dir = "d"\n[[ingest.sources]]\nname = "s"\ntopic = "spBv1.0/+/+/+/{asset}"\n'
+        'format = "sparkplug_b"\n'
+    )
+    result = run_cli("agent", "check-config", str(config))
+    assert result.returncode == 2 and "install the `sparkplug` extra" in result.stderr
