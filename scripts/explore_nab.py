@@ -1,0 +1,242 @@
+"""Round 2 of #15: does a KNN conformal score (after KNN CAD) beat the `online` default on NAB
+under the same leave-one-category-out procedure as scripts/choose_defaults.py?
+
+    python -m scripts.explore_nab [--cache var/choose-defaults]
+
+An experiment, not the product: the candidate score is computed here in numpy, causally (each
+window sees only the past), and fed to the agent's stream layer (`likelihood`) and to its
+episode reading exactly as the default's score is. The candidates are the round-1 default and
+its `online` neighbours (`OLD_GRID`: the old) and the new, over `KNN_GRID` x `LAYER_GRID`: the
+KNN score read directly, the KNN score through the layer, and either of those combined with an
+old candidate (the larger of the two adapted scores: an alert when either layer alerts).
+Leave one NAB category out: the configuration best on the other six categories'
+normalised standard score, at the threshold optimised on them, scores the held-out category;
+the held-out raw scores pooled and normalised are the cross-validated figure, printed for the
+old candidates alone and for old and new together (ties go to the old). NAB only: SKAB is not
+run, since a candidate that loses on NAB cannot become the default. The graph scores come from
+scripts/choose_defaults.py's cache (made on its first run). Results: docs/detection.md.
+
+KNN conformal score (Burnaev and Ishimtsev, arXiv:1608.04585, read for the idea; this code is
+ours): the last `embed` readings are a point; its nonconformity is the mean distance to its
+`k` nearest points among the last `reference` points that do not overlap it; the score is one
+minus the conformal p-value, the share of the last `calibration` nonconformities at least as
+large. A level shift is far from every reference point until the new level has filled `k` of
+them, so it scores high at its onset and then stops: one alert per onset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from agent.model.stream import Stream, StreamParams
+from scripts.choose_defaults import Judge, Series, adapted, cached_series, load_nab_scorer
+from trainer.readout import episodes
+
+log = logging.getLogger("explore_nab")
+
+THRESHOLD = 0.5
+OLD_GRID = {
+    "alert_z": (2.0, 2.5, 3.0),
+    "long_window": (250,),
+    "short_window": (8,),
+    "alarm_learning": (0.15,),
+    "hold": (2.0,),
+    "learning_rate": (0.001,),
+}
+KNN_GRID = {
+    "embed": (15, 30),
+    "step": (4,),
+    "k": (3,),
+    "reference": (300,),
+    "calibration": (300,),
+    "warmup": (1, 100, 300),
+}
+LAYER_GRID = {"alert_z": (1.0, 1.5), "short_window": (3, 8), "long_window": (250,)}
+
+
+def values_of(series: Series) -> np.ndarray:
+    """The file's readings, from its cached windows [n_windows, W, 1]."""
+    w = series.windows[:, :, 0].astype(np.float64)
+    return np.concatenate([w[0], w[1:, -1]])
+
+
+def knn_score(
+    values: np.ndarray,
+    embed: int,
+    step: int,
+    k: int,
+    reference: int,
+    calibration: int,
+    warmup: int,
+) -> np.ndarray:
+    """1 − conformal p-value per row (0 until the reference set holds k points); each point is
+    `embed` means of `step` readings (the last embed x step readings, downsampled). It scores
+    0 until `warmup` nonconformities calibrate the p-value."""
+    if step > 1:
+        means = np.convolve(values, np.ones(step) / step, mode="full")[: len(values)]
+        return _knn(means, embed, step, k, reference, calibration, warmup)
+    return _knn(values, embed, 1, k, reference, calibration, warmup)
+
+
+def _knn(
+    values: np.ndarray,
+    embed: int,
+    step: int,
+    k: int,
+    reference: int,
+    calibration: int,
+    warmup: int,
+) -> np.ndarray:
+    n = len(values)
+    span = embed * step
+    out = np.zeros(n)
+    refs = np.zeros((reference, embed))
+    held = 0
+    cursor = 0
+    cal: deque[float] = deque(maxlen=calibration)
+    pending: deque[np.ndarray] = deque()
+    for i in range(span - 1, n):
+        point = values[i - span + step : i + 1 : step]
+        if held >= k:
+            d = np.sqrt(((refs[:held] - point) ** 2).sum(axis=1))
+            ncm = float(np.partition(d, k - 1)[:k].mean())
+            if len(cal) >= warmup:
+                larger = sum(1 for c in cal if c >= ncm)
+                out[i] = 1.0 - (larger + 1) / (len(cal) + 1)
+            cal.append(ncm)
+        pending.append(point)
+        if len(pending) > span:  # only points that do not overlap the current one
+            refs[cursor] = pending.popleft()
+            cursor = (cursor + 1) % reference
+            held = min(held + 1, reference)
+    return out
+
+
+def layer(series: Series, row_scores: np.ndarray, settings: dict) -> np.ndarray:
+    """The agent's `likelihood` layer over a per-row score, seeded from the probation rows."""
+    W = series.window
+    raw = np.clip(row_scores[W - 1 :], 1e-6, 1 - 1e-6)
+    logits = np.log(raw / (1 - raw))
+    seed = logits[: max(1, series.first_scored - W + 1)]
+    params = StreamParams(
+        method="likelihood",
+        baseline_mean=float(seed.mean()),
+        baseline_std=float(seed.std()),
+        baseline_weight=min(len(seed), int(settings["long_window"])),
+        hold=0.0,
+        alarm_learning=0.15,
+        **settings,
+    )
+    stream = Stream(params, W, 1)
+    out = np.zeros(series.n_rows)
+    out[W - 1 :] = stream.step(stream.new_state(), raw.astype(np.float32), series.windows)
+    return out
+
+
+def detections(scores: np.ndarray) -> np.ndarray:
+    read = episodes(scores, THRESHOLD)
+    return np.where(read.fires, scores, 0.0)
+
+
+def grid(spec: dict) -> list[dict]:
+    return [dict(zip(spec, v, strict=True)) for v in itertools.product(*spec.values())]
+
+
+def candidates(nab: list[Series]) -> tuple[list[dict], list[dict[str, np.ndarray]]]:
+    configs, outcomes = [], []
+    old = {}
+    for settings in grid(OLD_GRID):
+        configs.append({"detector": "online", **settings})
+        old[settings["alert_z"]] = {s.name: adapted(s, settings) for s in nab}
+        outcomes.append({n: detections(v) for n, v in old[settings["alert_z"]].items()})
+    for knn in grid(KNN_GRID):
+        log.info("knn %s", knn)
+        rows = {s.name: knn_score(values_of(s), **knn) for s in nab}
+        configs.append({"detector": "knn", "layer": "none", **knn})
+        outcomes.append({s.name: detections(rows[s.name]) for s in nab})
+        for z, theirs in old.items():
+            configs.append({"detector": "online+knn", "layer": "none", "online_alert_z": z, **knn})
+            outcomes.append({n: detections(np.maximum(v, theirs[n])) for n, v in rows.items()})
+        for settings in grid(LAYER_GRID):
+            configs.append({"detector": "knn", "layer": "likelihood", **knn, **settings})
+            mine = {s.name: layer(s, rows[s.name], settings) for s in nab}
+            outcomes.append({n: detections(v) for n, v in mine.items()})
+            for z, theirs in old.items():
+                # Either layer alerting: the larger adapted score.
+                configs.append({"detector": "online+knn", "online_alert_z": z, **knn, **settings})
+                outcomes.append({n: detections(np.maximum(v, theirs[n])) for n, v in mine.items()})
+    return configs, outcomes
+
+
+def cross_validate(judge: Judge, groups: dict, outcomes: list, among: list[int]) -> tuple:
+    """Leave one category out among the candidates `among`: (pooled normalised score, the
+    candidate and threshold chosen per fold)."""
+    names = [n for held in groups.values() for n in held]
+    pooled, folds = 0.0, {}
+    for group, held in groups.items():
+        rest = [n for n in names if n not in held]
+        best = max(among, key=lambda i: normalised(judge, outcomes[i], rest))
+        threshold, raw = judge.nab(_Out(outcomes[best]), rest, held)
+        pooled += raw
+        folds[group] = (best, threshold)
+    return judge.nab_normalised(pooled, names), folds
+
+
+def normalised(judge: Judge, outcome: dict, on: list[str]) -> float:
+    """NAB's normalised standard score on files `on` at the threshold optimised on them."""
+    _, raw = judge.nab(_Out(outcome), on, on)
+    return judge.nab_normalised(raw, on)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--cache", type=Path, default=Path("var/choose-defaults"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    series = cached_series(args.data, args.cache, "online")
+    nab = [s for s in series if s.labels is None and s.raw is not None]
+    judge = Judge(nab, load_nab_scorer(None))
+    configs, outcomes = candidates(nab)
+    groups: dict[str, list[str]] = {}
+    for s in nab:
+        groups.setdefault(s.group, []).append(s.name)
+    names = [s.name for s in nab]
+    old = [i for i, c in enumerate(configs) if c["detector"] == "online"]
+    for label, among in (("old candidates only", old), ("old and new", range(len(configs)))):
+        score, folds = cross_validate(judge, groups, outcomes, list(among))
+        print(f"{label}: cross-validated NAB standard {score:6.1f}")
+        for group, (best, threshold) in folds.items():
+            print(f"  without {group:<28} threshold {threshold:.4f} {configs[best]}")
+    shown: dict[tuple, int] = {}
+    for i in sorted(range(len(configs)), key=lambda i: -normalised(judge, outcomes[i], names)):
+        family = (configs[i]["detector"], configs[i].get("layer"))
+        shown[family] = shown.get(family, 0) + 1
+        if shown[family] <= 3:
+            score = normalised(judge, outcomes[i], names)
+            per = [
+                judge.nab_normalised(judge.nab(_Out(outcomes[i]), names, held)[1], held)
+                for held in groups.values()
+            ]
+            cats = " ".join("  -  " if p is None else f"{p:5.1f}" for p in per)
+            print(f"in-sample {score:6.1f} [{cats}] {configs[i]}")
+    print("categories: " + ", ".join(groups))
+    return 0
+
+
+class _Out:
+    """Judge.nab reads `.nab`; here an outcome is just the NAB detections."""
+
+    def __init__(self, nab: dict[str, np.ndarray]) -> None:
+        self.nab = nab
+
+
+if __name__ == "__main__":
+    sys.exit(main())
