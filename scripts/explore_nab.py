@@ -51,12 +51,12 @@ OLD_GRID = {
     "learning_rate": (0.001,),
 }
 KNN_GRID = {
-    "embed": (15, 30),
+    "embed": (30,),
     "step": (4,),
     "k": (3,),
     "reference": (300,),
-    "calibration": (300,),
-    "warmup": (1, 100, 300),
+    "calibration": (300, 1000, 3000),
+    "warmup": (100,),
 }
 LAYER_GRID = {"alert_z": (1.0, 1.5), "short_window": (3, 8), "long_window": (250,)}
 
@@ -175,23 +175,34 @@ def candidates(nab: list[Series]) -> tuple[list[dict], list[dict[str, np.ndarray
     return configs, outcomes
 
 
-def cross_validate(judge: Judge, groups: dict, outcomes: list, among: list[int]) -> tuple:
-    """Leave one category out among the candidates `among`: (pooled normalised score, the
-    candidate and threshold chosen per fold)."""
+def cross_validate(
+    judge: Judge, groups: dict, outcomes: list, among: list[int], fixed: float | None
+) -> tuple:
+    """Leave one category out among the candidates `among`: (pooled normalised score, per
+    fold the candidate chosen, its threshold and the held-out category's normalised score).
+    `fixed`: judge at this threshold instead of NAB's optimised one."""
     names = [n for held in groups.values() for n in held]
     pooled, folds = 0.0, {}
     for group, held in groups.items():
         rest = [n for n in names if n not in held]
-        best = max(among, key=lambda i: normalised(judge, outcomes[i], rest))
-        threshold, raw = judge.nab(_Out(outcomes[best]), rest, held)
+        best = max(among, key=lambda i: normalised(judge, outcomes[i], rest, fixed))
+        threshold, raw = at(judge, outcomes[best], rest, held, fixed)
         pooled += raw
-        folds[group] = (best, threshold)
+        folds[group] = (best, threshold, judge.nab_normalised(raw, held))
     return judge.nab_normalised(pooled, names), folds
 
 
-def normalised(judge: Judge, outcome: dict, on: list[str]) -> float:
-    """NAB's normalised standard score on files `on` at the threshold optimised on them."""
-    _, raw = judge.nab(_Out(outcome), on, on)
+def at(judge: Judge, outcome: dict, fit: list[str], on: list[str], fixed: float | None):
+    """(threshold, raw standard score of `on`): the threshold optimised on `fit`, or `fixed`."""
+    if fixed is None:
+        return judge.nab(_Out(outcome), fit, on)
+    scored = judge.ns.score_at(judge.corpus.subset(on), outcome, fixed, "standard")
+    return fixed, scored.raw
+
+
+def normalised(judge: Judge, outcome: dict, on: list[str], fixed: float | None = None) -> float:
+    """NAB's normalised standard score on files `on` (at the threshold optimised on them)."""
+    _, raw = at(judge, outcome, on, on, fixed)
     return judge.nab_normalised(raw, on)
 
 
@@ -210,11 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         groups.setdefault(s.group, []).append(s.name)
     names = [s.name for s in nab]
     old = [i for i, c in enumerate(configs) if c["detector"] == "online"]
-    for label, among in (("old candidates only", old), ("old and new", range(len(configs)))):
-        score, folds = cross_validate(judge, groups, outcomes, list(among))
-        print(f"{label}: cross-validated NAB standard {score:6.1f}")
-        for group, (best, threshold) in folds.items():
-            print(f"  without {group:<28} threshold {threshold:.4f} {configs[best]}")
+    runs = itertools.product((None, THRESHOLD), (("old", old), ("old+new", range(len(configs)))))
+    for fixed, (label, among) in runs:
+        score, folds = cross_validate(judge, groups, outcomes, list(among), fixed)
+        how = "NAB's optimised threshold" if fixed is None else f"threshold {fixed}"
+        print(f"{label} candidates, {how}: cross-validated NAB standard {score:6.1f}")
+        for group, (best, threshold, held) in folds.items():
+            shown = "  -  " if held is None else f"{held:5.1f}"
+            print(f"  {group:<28} {shown} at {threshold:.4f} {configs[best]}")
     shown: dict[tuple, int] = {}
     for i in sorted(range(len(configs)), key=lambda i: -normalised(judge, outcomes[i], names)):
         family = (configs[i]["detector"], configs[i].get("layer"))
