@@ -58,6 +58,7 @@ KNN_GRID = {
     "calibration": (300, 1000, 3000),
     "warmup": (100,),
 }
+CONTEXT_GRID = {"buckets": (8, 16, 32), "orders": ((1, 2, 3), (2, 4, 6))}
 LAYER_GRID = {"alert_z": (1.0, 1.5), "short_window": (3, 8), "long_window": (250,)}
 
 
@@ -149,29 +150,64 @@ def grid(spec: dict) -> list[dict]:
     return [dict(zip(spec, v, strict=True)) for v in itertools.product(*spec.values())]
 
 
-def candidates(nab: list[Series]) -> tuple[list[dict], list[dict[str, np.ndarray]]]:
+def context_score(values: np.ndarray, first: int, buckets: int, orders: tuple[int, ...]):
+    """Per row, the share of `orders` whose context is new, smoothed into (0, 1): (new + 0.5)
+    / (len(orders) + 1). A reading is a token, its bucket among `buckets` equal steps of the
+    range of the first `first` readings (levels beyond it are new tokens); the context of order
+    m is the last m tokens. Seen contexts are kept as bits of a table of 2^16 (bounded: a
+    collision at worst hides a new context)."""
+    lo, hi = float(values[:first].min()), float(values[:first].max())
+    width = (hi - lo) / buckets if hi > lo else max(abs(lo) * 1e-3, 1e-9)
+    tokens = np.clip(np.floor((values - lo) / width), -(10**6), 10**6).astype(np.int64).tolist()
+    size = 1 << 16
+    seen = bytearray(size)
+    out = np.zeros(len(values))
+    longest = max(orders)
+    for i in range(longest - 1, len(values)):
+        new = 0
+        for m in orders:
+            slot = hash((m, *tokens[i - m + 1 : i + 1])) % size
+            if not seen[slot]:
+                new += 1
+                seen[slot] = 1
+        out[i] = (new + 0.5) / (len(orders) + 1)
+    return out
+
+
+def family(nab, name, rows, old, configs, outcomes, spec: dict) -> None:
+    """A new per-row score `rows` as candidates: read directly, through the layer, and each
+    combined with every old candidate (the larger adapted score: either layer alerting)."""
+    configs.append({"detector": name, "layer": "none", **spec})
+    outcomes.append({s.name: detections(rows[s.name]) for s in nab})
+    for z, theirs in old.items():
+        configs.append({"detector": f"online+{name}", "layer": "none", "online_alert_z": z, **spec})
+        outcomes.append({n: detections(np.maximum(v, theirs[n])) for n, v in rows.items()})
+    for settings in grid(LAYER_GRID):
+        configs.append({"detector": name, "layer": "likelihood", **spec, **settings})
+        mine = {s.name: layer(s, rows[s.name], settings) for s in nab}
+        outcomes.append({n: detections(v) for n, v in mine.items()})
+        for z, theirs in old.items():
+            configs.append({"detector": f"online+{name}", "online_alert_z": z, **spec, **settings})
+            outcomes.append({n: detections(np.maximum(v, theirs[n])) for n, v in mine.items()})
+
+
+def candidates(
+    nab: list[Series], families: list[str]
+) -> tuple[list[dict], list[dict[str, np.ndarray]]]:
     configs, outcomes = [], []
     old = {}
     for settings in grid(OLD_GRID):
         configs.append({"detector": "online", **settings})
         old[settings["alert_z"]] = {s.name: adapted(s, settings) for s in nab}
         outcomes.append({n: detections(v) for n, v in old[settings["alert_z"]].items()})
-    for knn in grid(KNN_GRID):
+    for knn in grid(KNN_GRID) if "knn" in families else []:
         log.info("knn %s", knn)
         rows = {s.name: knn_score(values_of(s), **knn) for s in nab}
-        configs.append({"detector": "knn", "layer": "none", **knn})
-        outcomes.append({s.name: detections(rows[s.name]) for s in nab})
-        for z, theirs in old.items():
-            configs.append({"detector": "online+knn", "layer": "none", "online_alert_z": z, **knn})
-            outcomes.append({n: detections(np.maximum(v, theirs[n])) for n, v in rows.items()})
-        for settings in grid(LAYER_GRID):
-            configs.append({"detector": "knn", "layer": "likelihood", **knn, **settings})
-            mine = {s.name: layer(s, rows[s.name], settings) for s in nab}
-            outcomes.append({n: detections(v) for n, v in mine.items()})
-            for z, theirs in old.items():
-                # Either layer alerting: the larger adapted score.
-                configs.append({"detector": "online+knn", "online_alert_z": z, **knn, **settings})
-                outcomes.append({n: detections(np.maximum(v, theirs[n])) for n, v in mine.items()})
+        family(nab, "knn", rows, old, configs, outcomes, knn)
+    for spec in grid(CONTEXT_GRID) if "context" in families else []:
+        log.info("context %s", spec)
+        rows = {s.name: context_score(values_of(s), s.first_scored, **spec) for s in nab}
+        family(nab, "context", rows, old, configs, outcomes, spec)
     return configs, outcomes
 
 
@@ -210,12 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--cache", type=Path, default=Path("var/choose-defaults"))
+    parser.add_argument(
+        "--families", default="knn,context", help="new scores to try (comma-separated)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     series = cached_series(args.data, args.cache, "online")
     nab = [s for s in series if s.labels is None and s.raw is not None]
     judge = Judge(nab, load_nab_scorer(None))
-    configs, outcomes = candidates(nab)
+    configs, outcomes = candidates(nab, args.families.split(","))
     groups: dict[str, list[str]] = {}
     for s in nab:
         groups.setdefault(s.group, []).append(s.name)
