@@ -336,7 +336,20 @@ def test_state_survives_a_snapshot() -> None:
 
 
 @pytest.mark.parametrize(
-    "kept", ["", "{", "[]", '{"v": 99, "nodes": []}', '{"v": 1, "nodes": [[1, 2]]}', "null"]
+    "kept",
+    [
+        "",
+        "{",
+        "[]",
+        '{"v": 99, "nodes": []}',
+        '{"v": 1, "nodes": [[1, 2]]}',
+        "null",
+        "[" * 100_000,  # past the recursion limit
+        '{"v": 1, "nodes": [["g", "n", null, 1, {}, [], {"a": {"flow": 1' + "0" * 400 + "}}]]}",
+        '{"v": 1, "nodes": [["g", "n", null, 1e400, {}, [], {}]]}',
+        '{"v": 1, "nodes": [["g", "n", null, 1, {}, [], {"a": {"flow": NaN}}]]}',
+        '{"v": 1, "nodes": [["g", "n", null, 1, {}, [], {"a": {"flow": -Infinity}}]]}',
+    ],
 )
 def test_a_damaged_snapshot_is_no_state(kept: str) -> None:
     dec = decoder()
