@@ -66,6 +66,7 @@ class OnlineModel:
         self.d = len(params.mean)
         self.state_size = 2 * self.d
         self.floor = 0.25 * np.asarray(params.scale) ** 2
+        self.limit = _STEP * np.asarray(params.scale)
 
     def new_state(self) -> np.ndarray:
         p = self.params
@@ -88,9 +89,12 @@ class OnlineModel:
         """The logit of window `i`, then the model learns from it at `gate` times its rate
         (the stream's `alarm_learning` while the asset alerts, else 1).
 
-        Each feature's step is limited to `_STEP` spreads, so that one wild window (a sensor
-        reading 1e300) moves the model by a bounded amount; a window whose score is not finite
-        scores as high as a score can and teaches nothing."""
+        Each feature's step is limited to `_STEP` training spreads, so that one wild window (a
+        sensor reading 1e100) moves the model by a bounded amount; a window whose score is not
+        finite scores as high as a score can and teaches nothing. The limit is the training
+        spread, not the learnt one: against the learnt spread each wild window could grow the
+        variance by a factor 1 + 100 rate, compounding, until no real fault stood out of it;
+        against a fixed one the variance cannot pass 100 training variances."""
         d = self.d
         mean, var = state[:d], state[d:]
         diff = feats[i] - mean
@@ -101,8 +105,7 @@ class OnlineModel:
         u = (raw - p.threshold) / p.spread
         rate = p.learning_rate * gate
         if rate > 0.0:
-            spread = np.sqrt(var)
-            np.clip(diff, -_STEP * spread, _STEP * spread, out=diff)
+            np.clip(diff, -self.limit, self.limit, out=diff)
             mean += rate * diff
             np.maximum((1.0 - rate) * (var + rate * diff * diff), self.floor, out=var)
         return min(max(u, -_CLIP), _CLIP)

@@ -207,3 +207,24 @@ def test_hold_keeps_a_level_that_hovers_at_the_threshold_from_firing_again_and_a
 
     assert onsets(0.0) > 5
     assert onsets(2.0) == 1
+
+
+@pytest.mark.parametrize("spaced", [False, True], ids=["sustained", "one-in-twenty"])
+def test_wild_readings_do_not_teach_the_online_model_to_stop_seeing(spaced):
+    """A publisher who sends finite but enormous readings (1e100: no overflow, so they are
+    learnt from) must not inflate the learnt spread until real faults vanish in it. Each step
+    was clipped to 10 of the *learnt* spreads, so the variance grew by a factor (1 + 100 rate)
+    per wild window, compounding: after 5000 of them it was 1e100 training variances, and
+    one in twenty (too few to alert, learnt at the full rate) did as much. Now it is at most
+    100, learnt away like any change: a 6-spread shift is seen 8 / learning_rate windows
+    later (ln 100 = 4.6 time constants, with room)."""
+    stream = _online()
+    state = stream.new_state()
+    stream.step(state, *_data(500, seed=1))
+    for k in range(250 if spaced else 1):
+        raw, windows = _data(20 if spaced else 5000, seed=2 + k)
+        windows[-1 if spaced else slice(None)] = 1e100
+        stream.step(state, raw, windows)
+    raw, windows = _data(8100, shift_at=8000, seed=9)
+    out = stream.step(state, raw, windows)
+    assert (out[8000:8020] >= 0.5).any(), "a real shift after the attack is still seen"
