@@ -17,11 +17,18 @@ training value, so a quiet spell cannot make the model hair-triggered.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_FEATURES = 512
+# No export gives a value past float32's readings (the trainer clips standardized features to
+# ±1e30) nor a spread whose square is 0 or infinite in float64: such a manifest is damaged or
+# hostile, and would score every window as the worst, or none as anything.
+_BOUND = 1e30
+_Value = Annotated[float, Field(ge=-_BOUND, le=_BOUND)]
+_Spread = Annotated[float, Field(ge=1e-30, le=_BOUND)]
 _CLIP = 16.0
 _STEP = 10.0
 
@@ -31,14 +38,14 @@ class OnlineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mean: list[float] = Field(
+    mean: list[_Value] = Field(
         min_length=2, max_length=MAX_FEATURES, description="Feature means (window mean, std)."
     )
-    scale: list[float] = Field(
+    scale: list[_Spread] = Field(
         min_length=2, max_length=MAX_FEATURES, description="Feature spreads at training."
     )
-    threshold: float = Field(description="Raw score that maps to logit 0 (score 0.5).")
-    spread: float = Field(gt=0, description="Raw score per logit unit.")
+    threshold: _Value = Field(description="Raw score that maps to logit 0 (score 0.5).")
+    spread: _Spread = Field(description="Raw score per logit unit.")
     learning_rate: float = Field(
         default=0.001, ge=0, le=1, description="Weight of each new window in the normal model."
     )

@@ -187,8 +187,10 @@ def test_the_online_model_must_fit_the_sensors_and_be_consistent():
         StreamParams(method="online")
     with pytest.raises(ValueError, match="go together"):
         StreamParams(method="likelihood", online=online)
-    with pytest.raises(ValueError, match="spreads positive"):
+    with pytest.raises(ValueError, match=r"scale\.1\n.*greater than or equal"):
         OnlineParams(mean=[0.0, 1.0], scale=[1.0, 0.0], threshold=1.0, spread=1.0)
+    with pytest.raises(ValueError, match=r"mean\.0\n"):
+        OnlineParams(mean=[float("nan"), 1.0], scale=[1.0, 1.0], threshold=1.0, spread=1.0)
     with pytest.raises(ValueError, match="at most 512"):
         OnlineParams(mean=[0.0] * 514, scale=[1.0] * 514, threshold=1.0, spread=1.0)
 
