@@ -119,6 +119,11 @@ class StreamParams(BaseModel):
     def _online_has_its_model(self) -> StreamParams:
         if (self.method == "online") != (self.online is not None):
             raise ValueError("method 'online' and the `online` model go together")
+        if self.hold >= self.alert_z:
+            # At alert_z − hold <= 0 an asset whose baseline learnt the shift alerts on.
+            raise ValueError(
+                f"hold {self.hold} must be less than alert_z {self.alert_z} (or no alert ends)"
+            )
         return self
 
 

@@ -64,3 +64,27 @@ def test_check_config_refuses_online_parameters_no_export_gives(
     code, stderr = _check(tmp_path, _edited(online_model, tmp_path / "m.onnx", field, value))
     assert code == 2, stderr
     assert f"stream.online.{field}" in stderr, stderr
+
+
+def _with_stream(model: Path, out: Path, **stream: object) -> Path:
+    proto = onnx.load(str(model))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    manifest["stream"].update(stream)
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize("alert_z", [1.5, 1.0])  # hold 1.5: equal to alert_z, and past it
+def test_check_config_refuses_a_hold_that_never_lets_an_alert_end(
+    model_path: Path, tmp_path: Path, alert_z: float
+):
+    """While alerting the layer needs a shift of `alert_z − hold`: at 0 or below, a shift that
+    has been learnt as the new normal keeps alerting (half the time at 0, always below)."""
+    fine = _with_stream(model_path, tmp_path / "ok.onnx", alert_z=1.5, hold=0.5)
+    assert _check(tmp_path, fine)[0] == 0
+    bad = _with_stream(model_path, tmp_path / "m.onnx", alert_z=alert_z, hold=1.5)
+    code, stderr = _check(tmp_path, bad)
+    assert code == 2, stderr
+    assert "stream" in stderr and "hold" in stderr and "alert_z" in stderr, stderr
