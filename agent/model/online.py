@@ -74,13 +74,17 @@ class OnlineModel:
         self.state_size = 2 * self.d
         self.floor = 0.25 * np.asarray(params.scale) ** 2
         self.limit = _STEP * np.asarray(params.scale)
+        self.ceiling = self.limit**2 * (1 + 1e-9)  # rounding's room
 
     def new_state(self) -> np.ndarray:
         p = self.params
         return np.concatenate([np.asarray(p.mean), np.asarray(p.scale) ** 2])
 
     def valid_state(self, state: np.ndarray) -> bool:
-        return len(state) == self.state_size and bool((state[self.d :] > 0).all())
+        """Whether `state` is one `step` can have left: variances positive and, as each step is
+        clipped to _STEP training spreads, at most _STEP² training variances."""
+        var = state[self.d :]
+        return len(state) == self.state_size and bool(((var > 0) & (var <= self.ceiling)).all())
 
     def prepare(self, windows: np.ndarray) -> np.ndarray:
         """The features of a batch of windows [batch, W, n] → [batch, 2n] (stateless, so done

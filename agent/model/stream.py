@@ -43,6 +43,10 @@ _LOGIT_CLIP = 16.0
 _LOW = 1.0 / (1.0 + math.exp(_LOGIT_CLIP))
 _HIGH = 1.0 - _LOW
 _HEADER = 6  # format, seen, short mean, long mean, long variance, last adapted score
+# The averages are of logits within ±_LOGIT_CLIP from a baseline within ±100 (StreamParams),
+# so no state the layer wrote holds a mean or variance past this: a saved one that does is
+# damaged (a mean of -1e300 would keep the asset alerting for a million windows).
+_STATE_BOUND = 1e5
 
 
 def _logit(score: float) -> float:
@@ -251,9 +255,15 @@ class Stream:
             raise StreamStateError(
                 f"stream state out of range (seen {seen}, variance {var}, last {last})"
             )
+        if max(abs(short), abs(mean), var) > _STATE_BOUND:
+            raise StreamStateError(
+                f"stream state past what logits give (means {short}, {mean}, variance {var})"
+            )
         online = values[_HEADER:]
         if self.model is not None and not self.model.valid_state(online):
-            raise StreamStateError("online state with a variance that is not positive")
+            raise StreamStateError(
+                "online state with a variance that is not positive or past 100 training ones"
+            )
         return StreamState(int(seen), short, mean, var, last, online)
 
     def drift(self, state: StreamState) -> float | None:
