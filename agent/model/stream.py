@@ -96,7 +96,12 @@ class StreamParams(BaseModel):
         description="Share of the learning rate the baseline keeps while the score alerts.",
     )
     min_spread: float = Field(
-        default=1.0, gt=0, le=100, description="Floor of the baseline's spread, in logits."
+        # Its square must stay positive: at 1e-300 it was 0, and a baseline with no spread
+        # (a constant score) divided by zero on the first window.
+        default=1.0,
+        ge=1e-6,
+        le=100,
+        description="Floor of the baseline's spread, in logits.",
     )
     baseline_mean: float = Field(
         default=0.0, ge=-100, le=100, description="Mean logit of the training windows' scores."

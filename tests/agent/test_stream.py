@@ -235,3 +235,17 @@ def test_wild_readings_do_not_teach_the_online_model_to_stop_seeing(spaced):
     raw, windows = _data(8100, shift_at=8000, seed=9)
     out = stream.step(state, raw, windows)
     assert (out[8000:8020] >= 0.5).any(), "a real shift after the attack is still seen"
+
+
+@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+def test_the_smallest_spread_floor_with_a_constant_baseline_scores(make):
+    """min_spread at its lowest, a baseline of no spread and a score that never moves: no
+    division by zero, scores in [0, 1]."""
+    stream = make(min_spread=StreamParams.model_fields["min_spread"].metadata[0].ge)
+    stream.params = stream.params.model_copy(update={"baseline_std": 0.0})
+    state = stream.new_state()
+    raw, windows = _data(50)
+    raw[:] = 0.25
+    windows[:] = 0.0
+    out = stream.step(state, raw, windows)
+    assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()

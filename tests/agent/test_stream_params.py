@@ -88,3 +88,12 @@ def test_check_config_refuses_a_hold_that_never_lets_an_alert_end(
     code, stderr = _check(tmp_path, bad)
     assert code == 2, stderr
     assert "stream" in stderr and "hold" in stderr and "alert_z" in stderr, stderr
+
+
+def test_check_config_refuses_a_spread_floor_whose_square_is_zero(model_path, tmp_path):
+    """min_spread 1e-300 squared is 0: with a training baseline of no spread the layer divided
+    by zero on the asset's first window (ZeroDivisionError in the scoring loop)."""
+    bad = _with_stream(model_path, tmp_path / "m.onnx", min_spread=1e-300, baseline_std=0.0)
+    code, stderr = _check(tmp_path, bad)
+    assert code == 2, stderr
+    assert "stream.min_spread" in stderr, stderr
