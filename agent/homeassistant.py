@@ -66,7 +66,9 @@ def topics_for(config: AgentConfig, ha: HomeAssistantConfig) -> Topics:
 def announcements(topics: Topics, device_id: str, asset: str) -> list[tuple[str, dict]]:
     """The discovery configs of one asset: (topic, payload), in HA's documented keys."""
     state = topics.alerts + asset
-    unique = f"edge_{object_id(device_id)}_{object_id(asset)}"
+    # Device ids and asset names are identifiers, which never hold `/`: so no two (device,
+    # asset) pairs share an id (with `_`, gw_1 + pump and gw + 1_pump did, one HA device).
+    unique = f"edge/{device_id}/{asset}"
     common = {
         "state_topic": state,
         "availability": [
@@ -89,7 +91,7 @@ def announcements(topics: Topics, device_id: str, asset: str) -> list[tuple[str,
     problem = {
         **common,
         "name": "Anomaly",
-        "unique_id": f"{unique}_problem",
+        "unique_id": f"{unique}/problem",
         "device_class": "problem",
         "value_template": "{{ 'ON' if value_json.state == 'firing' else 'OFF' }}",
         "payload_on": "ON",
@@ -98,7 +100,7 @@ def announcements(topics: Topics, device_id: str, asset: str) -> list[tuple[str,
     score = {
         **common,
         "name": "Anomaly score",
-        "unique_id": f"{unique}_score",
+        "unique_id": f"{unique}/score",
         "state_class": "measurement",
         "value_template": "{{ value_json.score }}",
         "json_attributes_topic": state,

@@ -271,7 +271,9 @@ def configurations() -> list[dict[str, float | int | str]]:
     for detector in DETECTORS:
         grid = {**GRID, **(ONLINE_GRID if detector == "online" else {})}
         for values in itertools.product(*grid.values()):
-            out.append({"detector": detector, **dict(zip(grid, values, strict=True))})
+            config = dict(zip(grid, values, strict=True))
+            if config["hold"] < config["alert_z"]:  # else no alert ends: StreamParams refuses it
+                out.append({"detector": detector, **config})
     return out
 
 

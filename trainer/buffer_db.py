@@ -96,6 +96,8 @@ def read_buffer(
                 f"{_when(until)} (assets stored: {_assets(db)})"
             )
         spans = _episodes(db, asset)
+    except sqlite3.DatabaseError as exc:  # a damaged page, an outbox payload that is not JSON
+        raise BufferReadError(f"{path}: cannot read the database: {exc}") from None
     finally:
         conn.close()
     lo = -np.inf if since is None else since
@@ -149,7 +151,10 @@ def _sensors(db: sqlite_utils.Database, path: Path) -> list[str]:
     rows = list(db["meta"].rows_where("key = ?", ["sensors"], select="value"))
     if not rows:
         raise BufferReadError(f"{path}: no sensor names stored (written when the agent starts)")
-    names = json.loads(rows[0]["value"])
+    try:
+        names = json.loads(rows[0]["value"])
+    except (ValueError, TypeError, RecursionError):
+        names = None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise BufferReadError(f"{path}: the stored sensor names are not a list of names")
     return names
@@ -167,8 +172,13 @@ def _readings(
         args.append(until)
     stamps, blocks = [], []
     for row in db["readings"].rows_where(
-        " AND ".join(where), args, order_by="first_ts, id", select="n, ts, sensor_values"
+        " AND ".join(where), args, order_by="first_ts, id", select="id, n, ts, sensor_values"
     ):
+        arrays = (row["ts"], row["sensor_values"])
+        if not all(isinstance(a, bytes) and len(a) % 8 == 0 for a in arrays):
+            raise BufferReadError(
+                f"readings row {row['id']}: its times and values are not float64 arrays"
+            )
         ts = np.frombuffer(row["ts"], "<f8")
         values = np.frombuffer(row["sensor_values"], "<f8")
         if len(ts) != row["n"] or values.size != row["n"] * width:
@@ -194,16 +204,24 @@ def _readings(
 def _episodes(db: sqlite_utils.Database, asset: str) -> list[tuple[float, float]]:
     """(start, end) of each of the asset's episodes in the outbox; end is +inf while open."""
     ends: dict[float, float] = {}
-    for row in db["outbox"].rows_where(
-        "json_extract(payload, '$.asset') = ?", [asset], select="payload"
-    ):
-        alert = json.loads(row["payload"])
+    try:
+        rows = list(
+            db["outbox"].rows_where(
+                "json_extract(payload, '$.asset') = ?", [asset], select="payload"
+            )
+        )
+    except sqlite3.OperationalError as exc:  # "malformed JSON"
+        raise BufferReadError(f"an alert in the outbox cannot be read: {exc}") from None
+    for row in rows:
         try:
+            alert = json.loads(row["payload"])  # valid JSON (json_extract read it), maybe deep
             start = parse_time(alert["episode_start"])
             ts = parse_time(alert["ts"])
             state = alert["state"]
         except KeyError as exc:
             raise BufferReadError(f"an alert in the outbox has no {exc}: {alert}") from None
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise BufferReadError(f"an alert in the outbox cannot be read: {exc}") from None
         end = ends.setdefault(start, np.inf)
         if state == "resolved":
             ends[start] = min(end, ts)

@@ -17,11 +17,18 @@ training value, so a quiet spell cannot make the model hair-triggered.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_FEATURES = 512
+# No export gives a value past float32's readings (the trainer clips standardized features to
+# ±1e30) nor a spread whose square is 0 or infinite in float64: such a manifest is damaged or
+# hostile, and would score every window as the worst, or none as anything.
+_BOUND = 1e30
+_Value = Annotated[float, Field(ge=-_BOUND, le=_BOUND)]
+_Spread = Annotated[float, Field(ge=1e-30, le=_BOUND)]
 _CLIP = 16.0
 _STEP = 10.0
 
@@ -31,14 +38,14 @@ class OnlineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mean: list[float] = Field(
+    mean: list[_Value] = Field(
         min_length=2, max_length=MAX_FEATURES, description="Feature means (window mean, std)."
     )
-    scale: list[float] = Field(
+    scale: list[_Spread] = Field(
         min_length=2, max_length=MAX_FEATURES, description="Feature spreads at training."
     )
-    threshold: float = Field(description="Raw score that maps to logit 0 (score 0.5).")
-    spread: float = Field(gt=0, description="Raw score per logit unit.")
+    threshold: _Value = Field(description="Raw score that maps to logit 0 (score 0.5).")
+    spread: _Spread = Field(description="Raw score per logit unit.")
     learning_rate: float = Field(
         default=0.001, ge=0, le=1, description="Weight of each new window in the normal model."
     )
@@ -66,13 +73,18 @@ class OnlineModel:
         self.d = len(params.mean)
         self.state_size = 2 * self.d
         self.floor = 0.25 * np.asarray(params.scale) ** 2
+        self.limit = _STEP * np.asarray(params.scale)
+        self.ceiling = self.limit**2 * (1 + 1e-9)  # rounding's room
 
     def new_state(self) -> np.ndarray:
         p = self.params
         return np.concatenate([np.asarray(p.mean), np.asarray(p.scale) ** 2])
 
     def valid_state(self, state: np.ndarray) -> bool:
-        return len(state) == self.state_size and bool((state[self.d :] > 0).all())
+        """Whether `state` is one `step` can have left: variances positive and, as each step is
+        clipped to _STEP training spreads, at most _STEP² training variances."""
+        var = state[self.d :]
+        return len(state) == self.state_size and bool(((var > 0) & (var <= self.ceiling)).all())
 
     def prepare(self, windows: np.ndarray) -> np.ndarray:
         """The features of a batch of windows [batch, W, n] → [batch, 2n] (stateless, so done
@@ -88,9 +100,12 @@ class OnlineModel:
         """The logit of window `i`, then the model learns from it at `gate` times its rate
         (the stream's `alarm_learning` while the asset alerts, else 1).
 
-        Each feature's step is limited to `_STEP` spreads, so that one wild window (a sensor
-        reading 1e300) moves the model by a bounded amount; a window whose score is not finite
-        scores as high as a score can and teaches nothing."""
+        Each feature's step is limited to `_STEP` training spreads, so that one wild window (a
+        sensor reading 1e100) moves the model by a bounded amount; a window whose score is not
+        finite scores as high as a score can and teaches nothing. The limit is the training
+        spread, not the learnt one: against the learnt spread each wild window could grow the
+        variance by a factor 1 + 100 rate, compounding, until no real fault stood out of it;
+        against a fixed one the variance cannot pass 100 training variances."""
         d = self.d
         mean, var = state[:d], state[d:]
         diff = feats[i] - mean
@@ -101,8 +116,7 @@ class OnlineModel:
         u = (raw - p.threshold) / p.spread
         rate = p.learning_rate * gate
         if rate > 0.0:
-            spread = np.sqrt(var)
-            np.clip(diff, -_STEP * spread, _STEP * spread, out=diff)
+            np.clip(diff, -self.limit, self.limit, out=diff)
             mean += rate * diff
             np.maximum((1.0 - rate) * (var + rate * diff * diff), self.floor, out=var)
         return min(max(u, -_CLIP), _CLIP)

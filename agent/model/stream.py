@@ -43,6 +43,10 @@ _LOGIT_CLIP = 16.0
 _LOW = 1.0 / (1.0 + math.exp(_LOGIT_CLIP))
 _HIGH = 1.0 - _LOW
 _HEADER = 6  # format, seen, short mean, long mean, long variance, last adapted score
+# The averages are of logits within ±_LOGIT_CLIP from a baseline within ±100 (StreamParams),
+# so no state the layer wrote holds a mean or variance past this: a saved one that does is
+# damaged (a mean of -1e300 would keep the asset alerting for a million windows).
+_STATE_BOUND = 1e5
 
 
 def _logit(score: float) -> float:
@@ -92,7 +96,12 @@ class StreamParams(BaseModel):
         description="Share of the learning rate the baseline keeps while the score alerts.",
     )
     min_spread: float = Field(
-        default=1.0, gt=0, le=100, description="Floor of the baseline's spread, in logits."
+        # Its square must stay positive: at 1e-300 it was 0, and a baseline with no spread
+        # (a constant score) divided by zero on the first window.
+        default=1.0,
+        ge=1e-6,
+        le=100,
+        description="Floor of the baseline's spread, in logits.",
     )
     baseline_mean: float = Field(
         default=0.0, ge=-100, le=100, description="Mean logit of the training windows' scores."
@@ -119,6 +128,11 @@ class StreamParams(BaseModel):
     def _online_has_its_model(self) -> StreamParams:
         if (self.method == "online") != (self.online is not None):
             raise ValueError("method 'online' and the `online` model go together")
+        if self.hold >= self.alert_z:
+            # At alert_z − hold <= 0 an asset whose baseline learnt the shift alerts on.
+            raise ValueError(
+                f"hold {self.hold} must be less than alert_z {self.alert_z} (or no alert ends)"
+            )
         return self
 
 
@@ -246,9 +260,15 @@ class Stream:
             raise StreamStateError(
                 f"stream state out of range (seen {seen}, variance {var}, last {last})"
             )
+        if max(abs(short), abs(mean), var) > _STATE_BOUND:
+            raise StreamStateError(
+                f"stream state past what logits give (means {short}, {mean}, variance {var})"
+            )
         online = values[_HEADER:]
         if self.model is not None and not self.model.valid_state(online):
-            raise StreamStateError("online state with a variance that is not positive")
+            raise StreamStateError(
+                "online state with a variance that is not positive or past 100 training ones"
+            )
         return StreamState(int(seen), short, mean, var, last, online)
 
     def drift(self, state: StreamState) -> float | None:

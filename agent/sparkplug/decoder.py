@@ -11,7 +11,8 @@ declared, a sequence number that skips — asks the node to publish its births a
 `Node Control/Rebirth`), at most once per `rebirth_interval_s` per node and _REBIRTHS_PER_S in
 all; `take_requests` hands them to the session that publishes them. Everything kept is bounded:
 `max_nodes` nodes (the one silent longest is forgotten first), `max_devices` per node,
-`max_metrics` per birth.
+`max_metrics` per birth, and the births' alias tables together to ALIAS_BUDGET bytes (those
+three alone allowed 256 × 65 tables of 512 names, over a gigabyte, to a publisher of births).
 
 `snapshot` and `restore` keep the state across restarts (agent.sparkplug.state): the runtime
 writes it to the database now and then.
@@ -42,6 +43,11 @@ REBIRTH_METRIC = "Node Control/Rebirth"
 _STATE = f"{NAMESPACE}/STATE/"
 _REBIRTHS_PER_S = 20.0  # all nodes together: a flood of node ids cannot flood the broker
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+# What the alias tables of all births may hold together, as estimated by `_Scope.cost`: a
+# gateway's share of memory (ample for 50 nodes of 64 devices of 20 metrics named in 40
+# characters); past it the node silent longest (one never followed by data first) is forgotten.
+ALIAS_BUDGET = 8 * 1024 * 1024
+_ENTRY_BYTES = 100  # a dict entry, its int key and the name's str header, measured in CPython
 K, V = TypeVar("K"), TypeVar("V")
 _TYPES = {"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD"}
 
@@ -60,6 +66,10 @@ class _Scope:
 
     aliases: dict[int, str] = field(default_factory=dict)
     reported: bool = False
+    cost: int = field(init=False)  # bytes the table holds, estimated (what ALIAS_BUDGET counts)
+
+    def __post_init__(self) -> None:
+        self.cost = sum(map(len, self.aliases.values())) + _ENTRY_BYTES * len(self.aliases)
 
 
 @dataclass
@@ -72,6 +82,10 @@ class _Node:
     # exception: a data message carries only what changed).
     values: dict[str, dict[str, float]] = field(default_factory=dict)
     reported: bool = False  # a data message of the node or one of its devices came
+    cost: int = 0  # its alias tables' (`recost` after they change)
+
+    def recost(self) -> None:
+        self.cost = self.scope.cost + sum(d.cost for d in self.devices.values())
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,10 @@ class Decoder:
         self.nodes = state.load(snapshot)
         while len(self.nodes) > self.config.max_nodes:
             self.nodes.popitem(last=False)
+        for node in self.nodes.values():
+            node.recost()
+        while self.nodes and sum(n.cost for n in self.nodes.values()) > ALIAS_BUDGET:
+            self.nodes.popitem(last=False)
         self.changed = False
 
     def take_requests(self) -> list[tuple[str, bytes]]:
@@ -216,6 +234,7 @@ class Decoder:
         if where.kind == "DDEATH":
             node.devices.pop(where.device or "", None)
             node.values.pop(self._asset(where), None)
+            node.recost()
             return []
         return self._data(where, node, message, received_at)
 
@@ -227,17 +246,46 @@ class Decoder:
         )
         self.nodes[key] = node = _Node(bd_seq, message.seq, scope)  # type: ignore[attr-defined]
         self.nodes.move_to_end(key)
-        self._born_values(Topic(key[0], "NBIRTH", key[1], None), node, message)
+        node.recost()
+        where = Topic(key[0], "NBIRTH", key[1], None)
+        self._born_values(where, node, message)
         while len(self.nodes) > self.config.max_nodes:
-            del self.nodes[_evictable(self.nodes, lambda n: n.reported, key)]
-            self.stats.nodes_evicted += 1
-            self._warn.warning(
-                "evicted",
-                "sparkplug: more than sparkplug.max_nodes (%d) edge nodes; forgot the one "
-                "silent longest (nodes_evicted=%d)",
-                self.config.max_nodes,
-                self.stats.nodes_evicted,
-            )
+            self._evict_node(key)
+        self._fit_budget(where, node)
+
+    def _evict_node(self, key: tuple[str, str]) -> _Node:
+        """Forget the node silent longest (one never followed by data first), never `key`."""
+        node = self.nodes.pop(_evictable(self.nodes, lambda n: n.reported, key))
+        self.stats.nodes_evicted += 1
+        self._warn.warning(
+            "evicted",
+            "sparkplug: more than sparkplug.max_nodes (%d) edge nodes or their births past "
+            "%d bytes; forgot the one silent longest (nodes_evicted=%d)",
+            self.config.max_nodes,
+            ALIAS_BUDGET,
+            self.stats.nodes_evicted,
+        )
+        return node
+
+    def _fit_budget(self, where: Topic, node: _Node) -> None:
+        """After a birth: other nodes forgotten, then the node's other devices, until the
+        alias tables fit ALIAS_BUDGET (the birth itself stays: one payload at most)."""
+        key = (where.group, where.node)
+        total = sum(n.cost for n in self.nodes.values())
+        while total > ALIAS_BUDGET and len(self.nodes) > 1:
+            total -= self._evict_node(key).cost
+        while total > ALIAS_BUDGET and len(node.devices) > (where.device is not None):
+            total -= self._evict_device(where, node).cost
+
+    def _evict_device(self, where: Topic, node: _Node) -> _Scope:
+        """Forget the node's device silent longest (one never followed by data first), never
+        `where.device`."""
+        gone = _evictable(node.devices, lambda scope: scope.reported, where.device)
+        scope = node.devices.pop(gone)
+        node.values.pop(self._asset(Topic(where.group, "DDATA", where.node, gone)), None)
+        node.recost()
+        self.stats.devices_evicted += 1
+        return scope
 
     def _node_death(self, key: tuple[str, str], message: object) -> None:
         """Forget the node, unless the death is the Last Will of an older session (its bdSeq
@@ -254,12 +302,11 @@ class Decoder:
         device = where.device or ""
         node.devices[device] = self._scope(message)
         node.devices.move_to_end(device)
+        node.recost()
         self._born_values(where, node, message)
         while len(node.devices) > self.config.max_devices:
-            gone = _evictable(node.devices, lambda scope: scope.reported, device)
-            del node.devices[gone]
-            node.values.pop(self._asset(Topic(where.group, "DDATA", where.node, gone)), None)
-            self.stats.devices_evicted += 1
+            self._evict_device(where, node)
+        self._fit_budget(where, node)
 
     def _scope(self, message: object) -> _Scope:
         metrics = message.metrics  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ the nodes that have reported, the most recent first, up to MAX_BYTES.
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,9 @@ def dump(nodes: OrderedDict[tuple[str, str], _Node]) -> str:
 
 def load(text: str) -> OrderedDict[tuple[str, str], _Node]:
     """The nodes of a snapshot; a snapshot that does not read (another version, damage) is
-    none: the nodes are asked to rebirth as when there is no snapshot."""
+    none: the nodes are asked to rebirth as when there is no snapshot. Damage includes what
+    JSON parses but Python cannot take (nesting past the recursion limit, a number too large
+    for a float) and a value that is not finite (no decoded metric gives one)."""
     from agent.sparkplug.decoder import _Node, _Scope
 
     nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
@@ -58,13 +61,20 @@ def load(text: str) -> OrderedDict[tuple[str, str], _Node]:
             for device, device_aliases, reported in devices:
                 node.devices[str(device)] = _Scope(_aliases(device_aliases), bool(reported))
             node.values = {
-                str(a): {str(k): float(v) for k, v in vals.items()} for a, vals in values.items()
+                str(a): {str(k): _finite(v) for k, v in vals.items()} for a, vals in values.items()
             }
             nodes[(str(group), str(name))] = node
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
         return OrderedDict()
     return nodes
 
 
 def _aliases(raw: dict) -> dict[int, str]:
     return {int(k): str(v) for k, v in raw.items()}
+
+
+def _finite(raw: object) -> float:
+    value = float(raw)  # type: ignore[arg-type]
+    if not math.isfinite(value):
+        raise ValueError(f"saved value {value} is not finite")
+    return value

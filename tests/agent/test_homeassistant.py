@@ -109,6 +109,18 @@ def test_hostile_names_become_safe_distinct_levels(name: str) -> None:
     assert safe != object_id(name.replace(".", "_").replace(":", "_")) or safe == name
 
 
+def test_no_two_gateway_assets_share_an_id() -> None:
+    """HA keys entities and devices by `unique_id` and `identifiers` across all gateways: with
+    `_` between them, gateway gw_1's asset pump and gateway gw's asset 1_pump were one."""
+    agent, ha = config()
+    ids = set()
+    for device, asset in (("gw_1", "pump"), ("gw", "1_pump"), ("gw.1", "pump"), ("gw", "1.pump")):
+        for _, payload in announcements(topics_for(agent, ha), device, asset):
+            ids.add(payload["unique_id"])
+            ids.add(tuple(payload["device"]["identifiers"]))
+    assert len(ids) == 4 * 3  # two entities and one device each
+
+
 def test_announce_remove_and_resend_after_reconnect() -> None:
     agent, ha = config(discovery_prefix="ha", node_id="line-3")
     sent: list[tuple[str, bytes]] = []

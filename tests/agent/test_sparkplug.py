@@ -9,7 +9,7 @@ import pytest
 
 from agent.config import IngestConfig, SparkplugConfig
 from agent.sparkplug import schema
-from agent.sparkplug.decoder import REBIRTH_METRIC, Decoder, parse_topic
+from agent.sparkplug.decoder import ALIAS_BUDGET, REBIRTH_METRIC, Decoder, parse_topic
 from agent.sparkplug.edge import EdgeNode
 
 SENSORS = ["flow", "pressure"]
@@ -336,7 +336,20 @@ def test_state_survives_a_snapshot() -> None:
 
 
 @pytest.mark.parametrize(
-    "kept", ["", "{", "[]", '{"v": 99, "nodes": []}', '{"v": 1, "nodes": [[1, 2]]}', "null"]
+    "kept",
+    [
+        "",
+        "{",
+        "[]",
+        '{"v": 99, "nodes": []}',
+        '{"v": 1, "nodes": [[1, 2]]}',
+        "null",
+        "[" * 100_000,  # past the recursion limit
+        '{"v": 1, "nodes": [["g", "n", null, 1, {}, [], {"a": {"flow": 1' + "0" * 400 + "}}]]}",
+        '{"v": 1, "nodes": [["g", "n", null, 1e400, {}, [], {}]]}',
+        '{"v": 1, "nodes": [["g", "n", null, 1, {}, [], {"a": {"flow": NaN}}]]}',
+        '{"v": 1, "nodes": [["g", "n", null, 1, {}, [], {"a": {"flow": -Infinity}}]]}',
+    ],
 )
 def test_a_damaged_snapshot_is_no_state(kept: str) -> None:
     dec = decoder()
@@ -375,3 +388,27 @@ def test_a_new_node_gets_in_when_every_place_holds_a_node_that_reports() -> None
     assert set(dec.nodes) == {("g", "n1"), ("g", "n2"), ("g", "n3")}
     dec.parse(*nodes[3].device_birth("pump-2", T0, [1.0, 2.0]), NOW)  # n3's second device
     assert list(dec.nodes[("g", "n3")].devices) == ["pump-2"]
+
+
+def test_births_with_the_largest_alias_tables_allowed_stay_within_the_budget() -> None:
+    """max_nodes x max_devices x max_metrics at their defaults let a publisher of births make
+    the decoder hold 256 x 65 tables of 512 names: measured 50 MiB per 8 such nodes (over
+    1.5 GiB at 256). The tables together now stay within ALIAS_BUDGET, and a node that
+    reports before the flood is still read after it."""
+    dec = decoder()
+    honest = EdgeNode("g", "honest", ["flow", "pressure"])
+    born(dec, honest)
+    assert dec.parse(*honest.device_data("pump-1", T0 + 1, {"flow": 3.0}), NOW)[1] == []
+    names = [f"{'x' * 100}{i:03d}" for i in range(512)]
+    tracemalloc.start()
+    for n in range(12):
+        fake = EdgeNode("g", f"fake-{n}", names)
+        dec.parse(*fake.node_birth(T0), NOW)
+        for d in range(64):
+            dec.parse(*fake.device_birth(f"d{d}", T0, [1.0] * 512), NOW)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert held < 1.5 * ALIAS_BUDGET, held
+    assert dec.stats.nodes_evicted > 0
+    readings, dead = dec.parse(*honest.device_data("pump-1", T0 + 2, {"flow": 4.0}), NOW)
+    assert dead == [] and readings[0].values == [[4.0, 2.0]]

@@ -116,9 +116,13 @@ def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
         "format": [bad(0, 1.0), bad(0, 99.0)],
         "not finite": [bad(2, np.nan), bad(3, np.inf)],
         "out of range": [bad(1, -1.0), bad(1, 2.5), bad(4, -0.1), bad(5, 1.5)],
+        # Finite but past any logit: the baseline at -1e300 kept the asset alerting for about
+        # a million windows (its mean creeps back at rate x alarm_learning).
+        "past what": [bad(2, 1e300), bad(3, -1e300), bad(4, 1e300)],
     }
     if stream.model is not None:
-        cases["variance"] = [bad(len(good) - 1, 0.0), bad(len(good) - 1, -3.0)]
+        # 1e30: no step leaves more than 100 training variances (it was the compounding's).
+        cases["variance"] = [bad(len(good) - 1, v) for v in (0.0, -3.0, 1e30)]
     for message, payloads in cases.items():
         for payload in payloads:
             with pytest.raises(StreamStateError, match=message):
@@ -187,8 +191,10 @@ def test_the_online_model_must_fit_the_sensors_and_be_consistent():
         StreamParams(method="online")
     with pytest.raises(ValueError, match="go together"):
         StreamParams(method="likelihood", online=online)
-    with pytest.raises(ValueError, match="spreads positive"):
+    with pytest.raises(ValueError, match=r"scale\.1\n.*greater than or equal"):
         OnlineParams(mean=[0.0, 1.0], scale=[1.0, 0.0], threshold=1.0, spread=1.0)
+    with pytest.raises(ValueError, match=r"mean\.0\n"):
+        OnlineParams(mean=[float("nan"), 1.0], scale=[1.0, 1.0], threshold=1.0, spread=1.0)
     with pytest.raises(ValueError, match="at most 512"):
         OnlineParams(mean=[0.0] * 514, scale=[1.0] * 514, threshold=1.0, spread=1.0)
 
@@ -207,3 +213,39 @@ def test_hold_keeps_a_level_that_hovers_at_the_threshold_from_firing_again_and_a
 
     assert onsets(0.0) > 5
     assert onsets(2.0) == 1
+
+
+@pytest.mark.parametrize("spaced", [False, True], ids=["sustained", "one-in-twenty"])
+def test_wild_readings_do_not_teach_the_online_model_to_stop_seeing(spaced):
+    """A publisher who sends finite but enormous readings (1e100: no overflow, so they are
+    learnt from) must not inflate the learnt spread until real faults vanish in it. Each step
+    was clipped to 10 of the *learnt* spreads, so the variance grew by a factor (1 + 100 rate)
+    per wild window, compounding: after 5000 of them it was 1e100 training variances, and
+    one in twenty (too few to alert, learnt at the full rate) did as much. Now it is at most
+    100, learnt away like any change: a 6-spread shift is seen 8 / learning_rate windows
+    later (ln 100 = 4.6 time constants, with room)."""
+    stream = _online()
+    state = stream.new_state()
+    stream.step(state, *_data(500, seed=1))
+    for k in range(250 if spaced else 1):
+        raw, windows = _data(20 if spaced else 5000, seed=2 + k)
+        windows[-1 if spaced else slice(None)] = 1e100
+        stream.step(state, raw, windows)
+    stream.load(stream.dump(state))  # within the bounds a saved state is held to
+    raw, windows = _data(8100, shift_at=8000, seed=9)
+    out = stream.step(state, raw, windows)
+    assert (out[8000:8020] >= 0.5).any(), "a real shift after the attack is still seen"
+
+
+@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+def test_the_smallest_spread_floor_with_a_constant_baseline_scores(make):
+    """min_spread at its lowest, a baseline of no spread and a score that never moves: no
+    division by zero, scores in [0, 1]."""
+    stream = make(min_spread=StreamParams.model_fields["min_spread"].metadata[0].ge)
+    stream.params = stream.params.model_copy(update={"baseline_std": 0.0})
+    state = stream.new_state()
+    raw, windows = _data(50)
+    raw[:] = 0.25
+    windows[:] = 0.0
+    out = stream.step(state, raw, windows)
+    assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()

@@ -4,6 +4,7 @@ the hostile variant, where the agent must keep reading the honest node."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 
 from agent.sparkplug import schema
@@ -184,3 +185,41 @@ def test_a_restart_reads_the_backlog_queued_while_down(broker, start_agent, sim_
     assert node.rebirths == 1
     node.close()
     assert agent.stop() == 0
+
+
+# Saved decoder states that once crashed the start: nesting past Python's recursion limit, a
+# number too large for a float, a sequence number that is infinite.
+_DAMAGED = [
+    "[" * 100_000,
+    '{"v": 1, "nodes": [["plant", "line-1", null, 1, {}, [], {"pump-7": {"x": 1'
+    + "0" * 400
+    + "}}]]}",
+    '{"v": 1, "nodes": [["plant", "line-1", null, 1e400, {}, [], {}]]}',
+]
+
+
+def test_a_damaged_saved_decoder_state_is_no_state(broker, start_agent, sim_data, trained):
+    """A decoder state in the database that does not read (damage, a hand edit) is none: the
+    agent starts, asks the node for its births and reads it, each time."""
+    local, upstream = broker("local"), broker("upstream")
+    sensors = trained.manifest.sensor_names
+    agent = start_agent(local, upstream, extra=CONFIG)
+    wait_status(upstream.port, "online")
+    assert agent.stop() == 0
+    node = simulated_node(local, sensors)
+    readings = iter(_readings(sim_data, sensors))
+    for n, kept in enumerate(_DAMAGED, 1):
+        with sqlite3.connect(agent.data_dir / "agent.db") as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                ("decoder_state:plc", kept.replace('"x"', f'"{sensors[0]}"')),
+            )
+        db.close()
+        agent.start()
+        node.data(*next(readings))  # no birth known: a dead letter and a rebirth request
+        wait_for(lambda n=n: node.rebirths == n, 30, "a rebirth request")
+        node.data(*next(readings))
+        stats = agent.wait_stored(2 * n)
+        assert stats["readings"] == n
+        assert agent.stop() == 0
+    node.close()

@@ -194,3 +194,54 @@ def test_a_readings_row_whose_arrays_do_not_match_is_refused(data_dir: Path):
     conn.close()
     with pytest.raises(BufferReadError, match="written with other sensors"):
         read_buffer(data_dir, "pump1", None, None, margin=WINDOW)
+
+
+# A damaged or hand-made database: each a clear refusal (exit 2, naming what is wrong), none a
+# traceback. The SQL is run on the fixture's database before training from it.
+_DAMAGE = {
+    "sensor names not JSON": (
+        "UPDATE meta SET value = 'flow,pressure' WHERE key = 'sensors'",
+        "stored sensor names",
+    ),
+    "sensor names nested past the recursion limit": (
+        "UPDATE meta SET value = replace(printf('%.100000c', 'x'), 'x', '[') WHERE key = 'sensors'",
+        "stored sensor names",
+    ),
+    "times stored as text": ("UPDATE readings SET ts = 'yesterday' WHERE id = 1", "readings row"),
+    "times not whole float64s": (
+        "UPDATE readings SET ts = x'00010203' WHERE id = 1",
+        "readings row",
+    ),
+    "values not finite": (
+        "UPDATE readings SET sensor_values = "
+        "(SELECT sensor_values FROM readings WHERE id = 1) WHERE id = 1",  # made NaN below
+        "not finite",
+    ),
+    "an alert not JSON": (
+        "UPDATE outbox SET payload = 'garbage' WHERE seq = (SELECT min(seq) FROM outbox)",
+        "alert in the outbox",
+    ),
+    "an alert's times of the wrong type": (
+        "UPDATE outbox SET payload = json_set(payload, '$.episode_start', json('[1]')) "
+        "WHERE seq = (SELECT min(seq) FROM outbox)",
+        "alert in the outbox",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(_DAMAGE))
+def test_a_damaged_database_is_refused_naming_what_is_wrong(damage, data_dir, tmp_path):
+    sql, message = _DAMAGE[damage]
+    conn = sqlite3.connect(data_dir / DB_NAME)
+    with conn:
+        conn.execute(sql)
+        if damage == "values not finite":
+            (blob,) = conn.execute("SELECT sensor_values FROM readings WHERE id = 1").fetchone()
+            nan = np.frombuffer(blob, "<f8").copy()
+            nan[3] = np.nan
+            conn.execute("UPDATE readings SET sensor_values = ? WHERE id = 1", (nan.tobytes(),))
+    conn.close()
+    result = _train("--from-db", str(data_dir), "--asset", "pump1", "--out", str(tmp_path / "m"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,99 @@
+"""A model whose manifest carries stream parameters no export gives (a hand edit, a damaged or
+hostile file): `check-config` refuses it naming the field, as the agent's start and a push's
+validation (the same `Scorer.load`) do, instead of running a layer that scores every window
+as the worst or none at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from agent.model.manifest import MANIFEST_KEY
+from tests.conftest import run_cli
+from trainer.train import TrainOptions, train, write_model
+
+
+@pytest.fixture(scope="module")
+def online_model(sim_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = train(sim_data.train_csv, TrainOptions(algorithm="online", window=10, seed=3))
+    assert result.manifest.stream.method == "online"
+    return write_model(result, tmp_path_factory.mktemp("online") / "online.onnx")
+
+
+def _edited(model: Path, out: Path, field: str, value: object) -> Path:
+    proto = onnx.load(str(model))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    online = manifest["stream"]["online"]
+    online[field] = [value] * len(online[field]) if isinstance(online[field], list) else value
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(out))
+    return out
+
+
+def _check(tmp_path: Path, model: Path) -> tuple[int, str]:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "g"\n[upstream]\nport = 1\n[model]\npath = "{model}"\n'
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+    )
+    result = run_cli("agent", "check-config", str(config))
+    return result.returncode, result.stderr
+
+
+# What each did: a spread whose square is 0 (every window the worst score) or infinite (none
+# alerts, and no state saves); a mean past any float32 reading (every window the worst); a
+# threshold no score reaches (the asset blind); a raw-score unit of 1e-300 (scores 0 or 1).
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("scale", 1e-200),
+        ("scale", 1e200),
+        ("mean", 1e300),
+        ("threshold", 1e300),
+        ("spread", 1e-300),
+    ],
+)
+def test_check_config_refuses_online_parameters_no_export_gives(
+    online_model: Path, tmp_path: Path, field: str, value: float
+):
+    assert _check(tmp_path, online_model)[0] == 0
+    code, stderr = _check(tmp_path, _edited(online_model, tmp_path / "m.onnx", field, value))
+    assert code == 2, stderr
+    assert f"stream.online.{field}" in stderr, stderr
+
+
+def _with_stream(model: Path, out: Path, **stream: object) -> Path:
+    proto = onnx.load(str(model))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    manifest["stream"].update(stream)
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize("alert_z", [1.5, 1.0])  # hold 1.5: equal to alert_z, and past it
+def test_check_config_refuses_a_hold_that_never_lets_an_alert_end(
+    model_path: Path, tmp_path: Path, alert_z: float
+):
+    """While alerting the layer needs a shift of `alert_z − hold`: at 0 or below, a shift that
+    has been learnt as the new normal keeps alerting (half the time at 0, always below)."""
+    fine = _with_stream(model_path, tmp_path / "ok.onnx", alert_z=1.5, hold=0.5)
+    assert _check(tmp_path, fine)[0] == 0
+    bad = _with_stream(model_path, tmp_path / "m.onnx", alert_z=alert_z, hold=1.5)
+    code, stderr = _check(tmp_path, bad)
+    assert code == 2, stderr
+    assert "stream" in stderr and "hold" in stderr and "alert_z" in stderr, stderr
+
+
+def test_check_config_refuses_a_spread_floor_whose_square_is_zero(model_path, tmp_path):
+    """min_spread 1e-300 squared is 0: with a training baseline of no spread the layer divided
+    by zero on the asset's first window (ZeroDivisionError in the scoring loop)."""
+    bad = _with_stream(model_path, tmp_path / "m.onnx", min_spread=1e-300, baseline_std=0.0)
+    code, stderr = _check(tmp_path, bad)
+    assert code == 2, stderr
+    assert "stream.min_spread" in stderr, stderr
