@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "data",
         type=Path,
         help="CSV of readings (separator sniffed), or - to read it from stdin "
-        "(e.g. piped from edge-trainer simulate --out -; at most 64 MiB)",
+        "(e.g. piped from edge-trainer simulate --out -; at most 16 MiB)",
     )
     rp.add_argument("--broker", required=True, metavar="HOST:PORT", help="the gateway's broker")
     rp.add_argument("--device", help="device id (required unless --sparkplug)")
