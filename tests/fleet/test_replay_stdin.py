@@ -5,6 +5,8 @@ that got past reading would exit 1 (unreachable), not 2."""
 from __future__ import annotations
 
 import io
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +103,22 @@ def test_a_file_the_csv_module_refuses_is_a_clear_error(tmp_path: Path):
     )
     assert result.returncode == 2, result.stderr
     assert "wide.csv: not a CSV table: field larger than field limit" in result.stderr
+
+
+def test_a_terminal_on_stdin_is_refused_rather_than_waited_on():
+    """`replay -` typed without a pipe would wait for input forever: it says what is missing."""
+    main, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "fleet", "replay", "-", *NOWHERE],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert result.returncode == 2, result.stderr
+    assert "stdin is a terminal; pipe a CSV in" in result.stderr
