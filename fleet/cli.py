@@ -26,7 +26,13 @@ from agent.version import version_line
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import FleetError
 from fleet.push import DEFAULT_CHUNK_BYTES, fleet_status, publish_push
-from fleet.replay import publish_messages, readings_from_csv, replay
+from fleet.replay import (
+    publish_messages,
+    read_stdin_table,
+    readings_from_csv,
+    readings_from_table,
+    replay,
+)
 from fleet.sources import encode, load_source, sparkplug_route
 
 
@@ -36,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("replay", help="publish a CSV's rows as readings (QoS 1)")
-    rp.add_argument("data", type=Path, help="CSV of readings (separator sniffed)")
+    rp.add_argument(
+        "data",
+        type=Path,
+        help="CSV of readings (separator sniffed), or - to read it from stdin "
+        "(e.g. piped from edge-trainer simulate --out -; at most 16 MiB)",
+    )
     rp.add_argument("--broker", required=True, metavar="HOST:PORT", help="the gateway's broker")
     rp.add_argument("--device", help="device id (required unless --sparkplug)")
     rp.add_argument(
@@ -174,7 +185,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ValueError("--batch must be at least 1")
     host, port = parse_host_port(args.broker)
-    readings = readings_from_csv(args.data, args.sensors.split(",") if args.sensors else None)
+    readings = _readings(args)
     if args.sparkplug:
         return _replay_sparkplug(args, readings, args.sparkplug, {})
     if (args.source_config is None) != (args.source is None):
@@ -204,6 +215,16 @@ def _replay(args: argparse.Namespace) -> int:
     )
     print(f"published {sent} readings to {topic}", file=sys.stderr)
     return 0
+
+
+def _readings(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The rows of the CSV file, or of stdin for `-`."""
+    sensors = args.sensors.split(",") if args.sensors else None
+    if str(args.data) != "-":
+        return readings_from_csv(args.data, sensors)
+    if sys.stdin.isatty():
+        raise ValueError("replay -: stdin is a terminal; pipe a CSV in")
+    return readings_from_table(read_stdin_table(sys.stdin.buffer), sensors)
 
 
 def _replay_sparkplug(

@@ -8,19 +8,55 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from agent.config import BrokerConfig
-from agent.model.table import Table, TableError, read_table
+from agent.model.table import Table, TableError, read_table, table_from_text
 from fleet.mqtt import FleetError, connect
+
+# `edge-fleet replay -` holds the whole table in memory, as it does a file's (the sensor columns
+# are the columns numeric in every row, known only at the end), at about 20 bytes of memory per
+# byte of CSV (measured to a closed broker: peak RSS 338 MB for a 16.7 MB CSV from stdin or from
+# the file alike, 915 MB for 50 MB). A pipe has no end to trust, so it is cut where a replay
+# stays near a third of the smallest (0.5 GB) gateway's memory: 16 MiB is about 270,000 rows of
+# `edge-trainer simulate`, six months of minutes.
+STDIN_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 def readings_from_csv(
     path: str | Path, sensors: list[str] | None = None
 ) -> list[dict[str, object]]:
+    """One reading per row of the file at `path` (see `readings_from_table`)."""
+    return readings_from_table(read_table(path), sensors)
+
+
+def read_stdin_table(stream: BinaryIO, limit: int = STDIN_LIMIT_BYTES) -> Table:
+    """The CSV piped in on `stream`, refused beyond `limit` bytes before it fills memory."""
+    return table_from_text(_bounded_text(stream, limit), "<stdin>")
+
+
+def _bounded_text(stream: BinaryIO, limit: int) -> str:
+    """At most `limit` bytes of UTF-8 (the bytes are dropped once decoded)."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise TableError(
+            f"<stdin>: more than {limit} bytes; write the CSV to a file and replay the file"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TableError("<stdin>: not UTF-8 text") from None
+    if not text.strip():
+        raise TableError("<stdin>: nothing was piped in (expected a CSV)")
+    return text
+
+
+def readings_from_table(table: Table, sensors: list[str] | None = None) -> list[dict[str, object]]:
     """One reading per row: `ts` from the time column (unix seconds, or ISO 8601 with naive
     times taken as UTC) or the row number, then the sensors."""
-    table = read_table(path)
     names = sensors or table.sensor_columns()
+    if not names:
+        raise TableError(f"{table.path}: no numeric sensor column; columns are {table.header}")
     values = table.matrix(names)
     if table.time_column is None:
         stamps: list[object] = [float(i) for i in range(table.rows)]

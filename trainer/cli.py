@@ -6,6 +6,7 @@ Exit codes: 0 done; 1 the command failed (export refused); 2 bad arguments or un
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from trainer.buffer_db import parse_time
 from trainer.detectors import DEFAULT_ALGORITHM, DETECTORS
 from trainer.evaluate import evaluate
 from trainer.features import DEFAULT_FEATURES, FEATURES
-from trainer.simulate import FAULT_KINDS, parse_faults, simulate, write_csv
+from trainer.simulate import FAULT_KINDS, parse_faults, simulate, write_csv, write_rows
 from trainer.train import (
     ExportError,
     TrainOptions,
@@ -39,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser(
         "simulate", help="write simulated pump-gateway readings with labelled faults"
     )
-    sim.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    sim.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="CSV file to write, or - for stdout (the summary goes to stderr), e.g. to pipe "
+        "into edge-fleet replay -",
+    )
     sim.add_argument("--rows", required=True, type=int, help="number of readings")
     sim.add_argument(
         "--faults",
@@ -215,9 +222,21 @@ def _simulate(args: argparse.Namespace) -> int:
     stamps, values, faults = simulate(
         args.rows, parse_faults(args.faults), args.seed, args.interval
     )
-    write_csv(args.out, stamps, values, faults)
     placed = ", ".join(f"{f.label} rows {f.start}-{f.end - 1}" for f in faults) or "no faults"
-    print(f"wrote {args.out}: {args.rows} rows, {placed}")
+    if str(args.out) != "-":
+        write_csv(args.out, stamps, values, faults)
+        print(f"wrote {args.out}: {args.rows} rows, {placed}")
+        return 0
+    try:
+        write_rows(sys.stdout, stamps, values, faults)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped (its own error says why); Python would complain again when it
+        # flushes stdout at exit, so stdout points at /dev/null from here on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("edge-trainer: error: stdout closed before the CSV was written", file=sys.stderr)
+        return 1
+    _say(f"wrote {args.rows} rows to stdout, {placed}")
     return 0
 
 

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -78,16 +79,21 @@ def simulate(
 def write_csv(path: str | Path, stamps: list[str], values: np.ndarray, faults: list[Fault]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        write_rows(f, stamps, values, faults)
+    return path
+
+
+def write_rows(out: TextIO, stamps: list[str], values: np.ndarray, faults: list[Fault]) -> None:
+    """The CSV onto an open stream: a file, or stdout for `edge-trainer simulate --out -`."""
     label = [""] * len(stamps)
     for fault in faults:
         for i in range(fault.start, fault.end):
             label[i] = fault.label
-    with path.open("w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["timestamp", *SENSORS, "anomaly", "fault"])
-        for i, stamp in enumerate(stamps):
-            out.writerow([stamp, *(f"{v:.4f}" for v in values[i]), int(bool(label[i])), label[i]])
-    return path
+    rows = csv.writer(out)
+    rows.writerow(["timestamp", *SENSORS, "anomaly", "fault"])
+    for i, stamp in enumerate(stamps):
+        rows.writerow([stamp, *(f"{v:.4f}" for v in values[i]), int(bool(label[i])), label[i]])
 
 
 def _normal_operation(rows: int, interval: float, rng: np.random.Generator) -> np.ndarray:

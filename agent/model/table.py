@@ -7,6 +7,7 @@ the csv module only: the gateway has no pandas.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +84,25 @@ def read_table(path: str | Path) -> Table:
         raise TableError(f"{path}: cannot read: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise TableError(f"{path}: not a UTF-8 text file") from exc
+    except csv.Error as exc:  # a NUL byte, a field over the csv module's limit
+        raise TableError(f"{path}: not a CSV table: {exc}") from exc
+    return _table(rows, path)
+
+
+def table_from_text(text: str, name: str) -> Table:
+    """A table from text already in memory (a pipe's bytes, decoded by the caller, who bounds
+    them); `name` stands for the file in every message (e.g. `<stdin>`)."""
+    path = Path(name)
+    text = text.removeprefix("\ufeff")
+    try:
+        stream = io.StringIO(text, newline="")
+        rows = list(csv.reader(stream, delimiter=_sniff_separator(text[:16384], path)))
+    except csv.Error as exc:
+        raise TableError(f"{path}: not a CSV table: {exc}") from exc
+    return _table(rows, path)
+
+
+def _table(rows: list[list[str]], path: Path) -> Table:
     rows = [r for r in rows if r]
     if len(rows) < 2:
         raise TableError(f"{path}: needs a header row and at least one data row")
