@@ -1,7 +1,8 @@
 """Render the configuration reference (Markdown) from the schema's field descriptions.
 
 `python -m agent.config_doc` prints it; docs/configuration.md carries it and a test keeps them
-equal.
+equal. `python -m agent.config_doc --stream` prints the manifest's `stream` section the same
+way, for docs/model-file.md (the trainer writes it; a pushed model carries it).
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from agent.config import AgentConfig
+from agent.model.stream import StreamParams
 
 
 def render_reference() -> str:
+    return render_fields(AgentConfig, "")
+
+
+def render_stream_reference() -> str:
+    """The manifest's `stream` section: the layer over the graph's score (agent.model.stream)."""
+    return render_fields(StreamParams, "stream.")
+
+
+def render_fields(model: type[BaseModel], prefix: str) -> str:
     lines = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
-    lines += _rows(AgentConfig, "")
+    lines += _rows(model, prefix)
     return "\n".join(lines)
 
 
@@ -72,4 +83,6 @@ def _default(field: Any) -> str:
 
 
 if __name__ == "__main__":
-    print(render_reference())
+    import sys
+
+    print(render_stream_reference() if sys.argv[1:] == ["--stream"] else render_reference())

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.config_doc import render_reference
+from agent.config_doc import render_reference, render_stream_reference
 from tests.conftest import ROOT, run_cli
 
 
@@ -63,6 +63,13 @@ def test_docs_config_reference_matches_the_schema():
     page = (ROOT / "docs" / "configuration.md").read_text()
     assert render_reference() in page, (
         "run `python -m agent.config_doc` and paste it into docs/configuration.md"
+    )
+
+
+def test_docs_stream_reference_matches_the_manifest_schema():
+    page = (ROOT / "docs" / "model-file.md").read_text()
+    assert render_stream_reference() in page, (
+        "run `python -m agent.config_doc --stream` and paste it into docs/model-file.md"
     )
 
 
