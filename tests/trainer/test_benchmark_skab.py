@@ -33,7 +33,8 @@ def test_the_protocol_pools_every_labelled_file_and_prints_the_published_results
 
 
 def test_one_file_gives_what_train_and_evaluate_give_on_it(tmp_path: Path):
-    """The protocol is the same as training on the first 400 rows and evaluating the rest."""
+    """The protocol is the same as training on the first 400 rows and evaluating the rest,
+    read as the agent's alerts (evaluate's `episodes`)."""
     source = SKAB / "valve1" / "0.csv"
     folder = tmp_path / "one"
     folder.mkdir()
@@ -50,7 +51,7 @@ def test_one_file_gives_what_train_and_evaluate_give_on_it(tmp_path: Path):
         "trainer", "evaluate", str(model), str(source), "--label-column", "anomaly",
         "--from-row", "400",
     )  # fmt: skip
-    want, got = json.loads(evaluated.stdout), json.loads(bench.stdout)["pca"]
+    want, got = json.loads(evaluated.stdout)["episodes"], json.loads(bench.stdout)["pca"]
     for key in ("f1", "far", "mar", "precision", "recall"):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
 
