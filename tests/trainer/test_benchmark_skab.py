@@ -61,13 +61,14 @@ def test_the_default_configuration_holds_its_figures_on_skab():
     is open), under SKAB's protocol on the shared files. A regression floor at what the default
     reaches now (F1 0.759, FAR 3.05 %, MAR 37.3 % on 2026-11-29), not the goal: #15 asks for
     F1 >= 0.82 with FAR <= 12 %, which no configuration tried meets (docs/detection.md).
-    Nothing here is tuned per file."""
+    Nothing here is tuned per file. The floor is above what flagging each row whose stream
+    score reaches the threshold gives (F1 0.750), so it also holds the episode reading."""
     from trainer.benchmark import run
     from trainer.train import TrainOptions
 
     got = run(SKAB, [TrainOptions.algorithm])[TrainOptions.algorithm]
     assert got["files"] == 20
-    assert got["f1"] >= 0.75 and got["far"] <= 3.5, got
+    assert got["f1"] >= 0.755 and got["far"] <= 3.5, got
 
 
 def test_the_output_is_the_table_alone(tmp_path: Path):
