@@ -41,13 +41,9 @@ def main() -> int:
     step("2/5 training a PCA (T² + Q) detector and exporting it as one ONNX file")
     # PCA, not the default `online`: one load drives every simulated sensor, and the injected
     # faults break that relation while staying inside the sensor's daily range, which is what
-    # PCA's Q sees and a per-feature distance does not. No stream layer (method `none`): the
-    # simulated pump's normal does not drift (training and live day come from one simulator),
-    # and the default layer is built to learn a slow drift as the new normal, which is one of
-    # the demo's faults; with it `pca` catches two of the four (docs/detection.md).
-    options = TrainOptions(
-        algorithm="pca", window=WINDOW, model_id="demo_pump", seed=42, stream={"method": "none"}
-    )
+    # PCA's Q sees and a per-feature distance does not; with the stream layer the default
+    # catches two of the four (docs/detection.md). The stream settings are the default's.
+    options = TrainOptions(algorithm="pca", window=WINDOW, model_id="demo_pump", seed=42)
     result = train(OUT / "train.csv", options)
     model = write_model(result, OUT / "demo_pump.onnx")
     print(

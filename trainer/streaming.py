@@ -27,15 +27,11 @@ _CLIP = 16.0
 
 
 def fit_stream(
-    pipeline: Pipeline, raw: np.ndarray, settings: dict[str, float | int | str] | None = None
+    pipeline: Pipeline, raw: np.ndarray, settings: dict[str, float | int] | None = None
 ) -> StreamParams:
-    """`raw`: the detector's raw scores on the training windows, in time order. `settings`
-    may hold `method`: "none" to alert on the graph's score alone (for a machine whose normal
-    does not drift, such as the demo's simulated pump); any other method is fitted as below."""
+    """`raw`: the detector's raw scores on the training windows, in time order."""
     chosen = {**DEFAULT_STREAM, **(settings or {})}
     learning_rate = float(chosen.pop("learning_rate", DEFAULT_LEARNING_RATE))
-    if chosen.pop("method", None) == "none":
-        return _passed_through(pipeline, raw, chosen)
     logits = np.clip(pipeline.calibration.logit(raw), -_CLIP, _CLIP)
     # The gateway's online model recomputes the `mean` and `std` features itself; trained on
     # other features (the Python API's one-row windows use `last`), the detector's graph is a
@@ -48,18 +44,6 @@ def fit_stream(
         baseline_std=float(logits.std()),
         baseline_weight=min(len(logits), int(chosen["long_window"])),
         online=online,
-        reference_quantiles=np.quantile(pipeline.calibration.apply(raw), _QUANTILES).tolist(),
-        **chosen,
-    )
-
-
-def _passed_through(
-    pipeline: Pipeline, raw: np.ndarray, chosen: dict[str, float | int | str]
-) -> StreamParams:
-    """Method `none`: the agent alerts on the graph's score; the reference quantiles stay, so
-    the status still reports how far the scores drift from training."""
-    return StreamParams(
-        method="none",
         reference_quantiles=np.quantile(pipeline.calibration.apply(raw), _QUANTILES).tolist(),
         **chosen,
     )

@@ -72,7 +72,7 @@ class TrainOptions:
     members: list[str] | None = None  # an ensemble's detectors (default pca, gaussian_mixture)
     params: dict[str, Param] | None = None  # a plain detector's own options (n_estimators, ...)
     # The stream layer's settings over `streaming.DEFAULT_STREAM` (experiments choose them).
-    stream: dict[str, float | int | str] | None = None
+    stream: dict[str, float | int] | None = None
 
 
 @dataclass

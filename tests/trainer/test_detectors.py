@@ -314,20 +314,3 @@ def test_the_online_detector_on_other_features_streams_over_its_graph_alone(sim_
     options = TrainOptions(algorithm="online", features=["last", "deviation"], window=5)
     stream = train(sim_data.train_csv, options).manifest.stream
     assert stream.method == "likelihood" and stream.online is None
-
-
-def test_a_model_trained_with_stream_method_none_alerts_on_its_graph_score(sim_data):
-    """The demo's stationary pump: `stream={"method": "none"}` gives a manifest whose stream
-    passes the graph's score through (edge-agent score's score equals its graph_score), and
-    keeps the reference quantiles the status reports drift from."""
-    from agent.model.offline import scored_table
-
-    options = TrainOptions(algorithm="pca", window=10, stream={"method": "none"})
-    result = train(sim_data.train_csv, options)
-    stream = result.manifest.stream
-    assert stream.method == "none" and stream.online is None
-    assert len(stream.reference_quantiles) == 21
-    scorer = Scorer.from_bytes(result.model_bytes, Path("x"))
-    rows = [r for r in scored_table(scorer, read_table(sim_data.live_csv)) if r is not None]
-    assert [r.score for r in rows] == pytest.approx([r.graph for r in rows], abs=1e-6)
-    assert any(r.score >= 0.5 for r in rows)
