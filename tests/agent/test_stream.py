@@ -207,3 +207,15 @@ def test_hold_keeps_a_level_that_hovers_at_the_threshold_from_firing_again_and_a
 
     assert onsets(0.0) > 5
     assert onsets(2.0) == 1
+
+
+def test_the_layer_reads_the_graphs_calibrated_logit_past_0_9():
+    """The graph's score is a sigmoid only up to 0.9 (the trainer's squash); the layer's u must
+    be the logit the training baseline was fitted on, not log(s / (1 − s)) of the tail."""
+    from agent.model.stream import _logit
+    from trainer.calibration import squash
+
+    z = np.array([-6.0, -1.0, 0.0, 2.0, np.log(9.0), 2.5, 4.0, 8.0, 12.0, 15.0])
+    scores = squash(z).astype(np.float32)  # the graph's output type
+    assert [_logit(float(s)) for s in scores] == pytest.approx(z.tolist(), abs=1e-3)
+    assert _logit(float(squash(np.array([40.0]))[0])) == 16.0  # clipped, not beyond
