@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("config", type=Path, help="agent config file (TOML)")
     _add_overrides(doctor)
 
-    score = sub.add_parser("score", help="score a CSV offline; prints `TIME,score,anomaly` per row")
+    score = sub.add_parser(
+        "score", help="score a CSV offline; prints `TIME,score,anomaly,graph_score` per row"
+    )
     score.add_argument("model", type=Path, help="ONNX model exported by edge-trainer")
     score.add_argument("data", type=Path, help="CSV with the model's sensor columns")
     score.add_argument(

@@ -30,7 +30,7 @@ fi
 if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
   echo "bootstrap: installing the project into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[trainer,dev]"
+  "$VENV/bin/python" -m pip install -q -e ".[trainer,dev,sparkplug]"
   touch "$VENV/.installed"
 fi
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then

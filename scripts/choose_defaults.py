@@ -43,7 +43,7 @@ from agent.model.table import read_table
 from trainer import stream_checks
 from trainer.features import sliding_windows
 from trainer.metrics import classification_metrics
-from trainer.readout import episodes
+from trainer.readout import nab_detections, skab_flags
 from trainer.train import ExportError, TrainInputError, TrainOptions, train
 
 log = logging.getLogger("choose_defaults")
@@ -188,17 +188,6 @@ def adapted(series: Series, settings: dict[str, float | int]) -> np.ndarray:
     return out
 
 
-def nab_detections(series: Series, scores: np.ndarray) -> np.ndarray:
-    """NAB's reading: the score where an episode fires, 0 elsewhere."""
-    read = episodes(scores, THRESHOLD)
-    return np.where(read.fires, scores, 0.0)
-
-
-def skab_flags(series: Series, scores: np.ndarray) -> np.ndarray:
-    """SKAB's reading: 1 while an episode is open."""
-    return episodes(scores, THRESHOLD).open
-
-
 @dataclass
 class Outcome:
     """What one configuration did on every file (enough to score any subset)."""
@@ -212,10 +201,10 @@ def run_config(all_series: list[Series], settings: dict[str, float | int]) -> Ou
     for s in all_series:
         scores = adapted(s, settings)
         if s.labels is None:
-            nab[s.name] = nab_detections(s, scores)
+            nab[s.name] = nab_detections(scores, THRESHOLD)
         else:
             judged = slice(s.first_scored, s.n_rows)
-            skab[s.name] = (s.labels[judged], skab_flags(s, scores)[judged])
+            skab[s.name] = (s.labels[judged], skab_flags(scores, THRESHOLD)[judged])
     return Outcome(nab, skab)
 
 

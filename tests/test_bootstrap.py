@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -74,3 +75,15 @@ def test_make_demos_setup_installs_no_browser(tmp_path: Path) -> None:
     setup = re.search(r"(?ms)^setup:\n(.*?)\n\n", (ROOT / "Makefile").read_text())
     assert setup and "WITH_BROWSER" not in setup.group(1)
     assert "apt-get" not in _bootstrap(tmp_path)
+
+
+def test_the_setup_installs_every_extra_the_tests_need() -> None:
+    """`make test` runs the Sparkplug tests, which import protobuf: the venv gets every extra
+    pyproject declares (sparkplug's protobuf would otherwise arrive only through onnxruntime)."""
+    extras = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
+    script = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    installed = re.search(r'pip install -q -e "\.\[([^\]]*)\]"', script)
+    assert installed, "bootstrap.sh no longer installs the project with extras"
+    assert set(installed.group(1).split(",")) == extras

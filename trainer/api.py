@@ -34,6 +34,7 @@ import numpy as np
 
 from agent.atomic import write_atomically
 from agent.model.manifest import Manifest
+from agent.model.offline import scored_values
 from agent.model.score import Scorer, read_model
 from agent.model.table import read_table
 from trainer.detectors import Param, chosen_options, default_settings, is_sequence_detector
@@ -205,8 +206,29 @@ class AnomalyDetector:
     # -- scoring -----------------------------------------------------------------------------
 
     def score(self, X: ArrayLike) -> np.ndarray:
-        """Calibrated scores in [0, 1]; at or above 0.5 (the alert threshold) is an anomaly."""
+        """Calibrated scores in [0, 1]; at or above 0.5 (the alert threshold) is an anomaly.
+        Each row's window is scored alone by the graph (`edge-agent score`'s `graph_score`);
+        `stream_scores` gives what the agent alerts on."""
         return self._scores(X)[0]
+
+    def stream_scores(self, X: ArrayLike) -> np.ndarray:
+        """The scores the agent alerts on: `X`'s rows taken as one asset's readings in time
+        order, each window's graph score passed through the model's stream layer (what
+        `edge-agent score` prints as `score`; `score` here is its `graph_score`). Rows before
+        the first full window score 0. The layer's state starts fresh on every call.
+
+        >>> import numpy as np
+        >>> X = np.random.default_rng(2).normal(size=(600, 1))
+        >>> detector = AnomalyDetector(window=10).fit(X[:400])
+        >>> shifted = np.r_[X[400:], X[400:] + 8.0]
+        >>> s = detector.stream_scores(shifted)
+        >>> bool(s[:200].max() < 0.5), bool(s[200:].max() >= 0.5)
+        (True, True)
+        """
+        scorer = self._fitted()
+        values = _readings(X, scorer.manifest.sensor_names)[0]
+        rows = scored_values(scorer, values)
+        return np.array([0.0 if r is None else r.score for r in rows])
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Alert threshold minus score: lower is more anomalous, at or below 0 an anomaly."""

@@ -1,8 +1,10 @@
 """SKAB's published outlier-detection protocol, run on our detectors through the agent's path.
 
 For each labelled file: train on its first `train_rows` rows only (labels never used), export,
-score the whole file as the gateway would, and predict 0/1 on the rows after the training
-stretch; one confusion matrix is pooled over all files. F1 flatters a detector that flags
+score the whole file as the gateway would (the stream layer included), and read the product's
+alerts as SKAB's 0/1 per row on the rows after the training stretch: a row is anomalous while an
+alert episode is open (trainer.readout, the reading `evaluate`'s `episodes` gives for one file);
+one confusion matrix is pooled over all files. F1 flatters a detector that flags
 everything when most test rows are anomalies, so FAR and MAR stand beside it.
 """
 
@@ -18,6 +20,7 @@ from agent.model.offline import score_table
 from agent.model.score import Scorer
 from agent.model.table import TableError, read_table
 from trainer.metrics import classification_metrics
+from trainer.readout import skab_flags
 from trainer.train import TrainOptions, train, write_model
 
 # SKAB's README (commit b2c0d46), outlier detection on its 34 files: F1, FAR %, MAR %.
@@ -74,9 +77,10 @@ def run(
                 )
                 model = write_model(train(path, options), Path(tmp) / f"{algorithm}.onnx")
                 scorer = Scorer.load(model)
-                scores = np.array([s or 0.0 for s in score_table(scorer, table)])[train_rows:]
+                scores = np.array([s or 0.0 for s in score_table(scorer, table)])
+                flags = skab_flags(scores, scorer.manifest.alert_threshold)[train_rows:]
                 pooled[algorithm].labels.append(labels)
-                pooled[algorithm].flagged.append(scores >= scorer.manifest.alert_threshold)
+                pooled[algorithm].flagged.append(flags)
     out = {a: {**p.metrics(), "files": len(files)} for a, p in pooled.items()}
     return out
 

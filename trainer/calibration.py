@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.model.squash import TAIL_OFFSET, TAIL_SLOPE
 from trainer.graph import GraphBuilder
 
 _MEDIAN_SCORE = 0.1
@@ -42,8 +43,9 @@ LEVELS = {
 # constant reading adds (a standardized feature of at least 1).
 SPREAD_FLOOR = 1e-3
 # The hyperbolic tail, 1 - 1 / max(_TAIL_SLOPE z + _TAIL_OFFSET, 10): equal to 0.9 at z = ln 9.
-_TAIL_SLOPE = 9.0
-_TAIL_OFFSET = 10.0 - 9.0 * _LN
+# Its constants are the agent's (agent.model.squash), whose stream layer inverts the score.
+_TAIL_SLOPE = TAIL_SLOPE
+_TAIL_OFFSET = TAIL_OFFSET
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

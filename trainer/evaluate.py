@@ -1,9 +1,12 @@
 """Judge an exported model on labelled data, through the agent's own scoring path.
 
-The model is scored exactly as the gateway would score it (`agent.model.offline`), a row is flagged
-when its score reaches the model's alert threshold, and rows before the window has filled
-count as unflagged with score 0. `from_row` leaves out a training stretch at the start (SKAB's
-protocol trains on the first rows of each file).
+The model is scored exactly as the gateway would score it (`agent.model.offline`, the stream
+layer included). The top-level metrics are per row: a row is flagged when its score reaches the
+model's alert threshold (`edge-agent score`'s `anomaly` column), and rows before the window has
+filled count as unflagged with score 0. `episodes` reads the same scores as the agent's alerts
+(trainer.readout, SKAB's reading: a row is anomalous while an episode is open), which is what
+`edge-trainer benchmark skab` pools. `from_row` leaves out a training stretch at the start
+(SKAB's protocol trains on the first rows of each file); episodes run from the first row.
 """
 
 from __future__ import annotations
@@ -16,18 +19,32 @@ from agent.model.offline import score_table
 from agent.model.score import Scorer
 from agent.model.table import Table, TableError, read_table
 from trainer.metrics import classification_metrics, pr_auc, roc_auc
+from trainer.readout import episodes
 
 
-def evaluate(model: Path, data: Path, label_column: str, from_row: int = 0) -> dict[str, float]:
-    """`precision`, `recall`, `f1`, `roc_auc`, `pr_auc`, `far`, `mar` (both %), `n`, and the
-    `threshold` used, over rows `from_row` onwards."""
+def evaluate(model: Path, data: Path, label_column: str, from_row: int = 0) -> dict[str, object]:
+    """`precision`, `recall`, `f1`, `roc_auc`, `pr_auc`, `far`, `mar` (both %), `n`, the
+    `threshold` used, and `episodes` (the alert reading's classification metrics and the
+    number of `alerts` fired), over rows `from_row` onwards."""
     scorer, table = open_scored(model, data, label_column, from_row)
+    threshold = scorer.manifest.alert_threshold
     labels = table.labels(label_column)[from_row:]
-    scores = np.array([s or 0.0 for s in score_table(scorer, table)])[from_row:]
-    metrics = score_metrics(labels, scores, scorer.manifest.alert_threshold)
-    metrics["threshold"] = scorer.manifest.alert_threshold
-    out = {k: round(v, 6) for k, v in metrics.items()}
-    out["n"] = int(metrics["n"])
+    scores = np.array([s or 0.0 for s in score_table(scorer, table)])
+    metrics = score_metrics(labels, scores[from_row:], threshold)
+    metrics["threshold"] = threshold
+    read = episodes(scores, threshold)
+    alerting = classification_metrics(labels, read.open[from_row:])
+    alerting["alerts"] = int(read.fires[from_row:].sum())
+    out: dict[str, object] = _rounded(metrics)
+    out["episodes"] = _rounded(alerting)
+    return out
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float | int]:
+    out: dict[str, float | int] = {k: round(v, 6) for k, v in metrics.items()}
+    for count in ("n", "alerts"):
+        if count in metrics:
+            out[count] = int(metrics[count])
     return out
 
 

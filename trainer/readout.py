@@ -52,3 +52,15 @@ def episodes(
                 firing = False
         opened[i] = firing
     return Episodes(fires, opened)
+
+
+def nab_detections(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """NAB's reading of one series' stream scores: the score where an episode fires, 0
+    elsewhere (NAB then optimises its own threshold over these detections)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.where(episodes(scores, threshold).fires, scores, 0.0)
+
+
+def skab_flags(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """SKAB's reading of one series' stream scores: a row is anomalous while an episode is open."""
+    return episodes(scores, threshold).open

@@ -1,8 +1,14 @@
-"""Offline scoring of a CSV through the agent's own window, score and stream stages."""
+"""Offline scoring of a CSV through the agent's own window, score and stream stages.
+
+Each row gets two scores: the model graph's own (`graph`, the window taken alone) and the
+streaming layer's over it (`score`, what the agent alerts on). `edge-agent score` prints both;
+the trainer's benchmarks read `score` as the product's alerts (trainer.readout).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,17 +20,35 @@ from agent.window import Windows
 _ASSET = "csv"
 
 
+@dataclass(frozen=True)
+class RowScore:
+    graph: float  # the model's score of the window ending at the row, before the stream layer
+    score: float  # after the stream layer: what the agent compares with the alert threshold
+
+
 def score_table(scorer: Scorer, table: Table, batch_max: int = 1024) -> Iterator[float | None]:
-    """One score per row, None before the window has filled, in micro-batches like the agent:
-    the model's streaming layer runs over the rows in order, as for one asset on the gateway.
+    """One score per row (after the stream layer), None before the window has filled.
 
     The sensor columns are read (and a missing one reported) before the first score is asked for.
     """
-    values = table.matrix(scorer.manifest.sensor_names)
-    return _scores(scorer, values, batch_max)
+    rows = scored_table(scorer, table, batch_max)
+    return (None if r is None else r.score for r in rows)
 
 
-def _scores(scorer: Scorer, values: np.ndarray, batch_max: int) -> Iterator[float | None]:
+def scored_table(scorer: Scorer, table: Table, batch_max: int = 1024) -> Iterator[RowScore | None]:
+    """Both scores per row, None before the window has filled; columns are read eagerly."""
+    return scored_values(scorer, table.matrix(scorer.manifest.sensor_names), batch_max)
+
+
+def scored_values(
+    scorer: Scorer, values: np.ndarray, batch_max: int = 1024
+) -> Iterator[RowScore | None]:
+    """Both scores per row of `values` ([rows, sensors] in the manifest's order), in micro-
+    batches like the agent: the stream layer runs over the rows in order, as for one asset."""
+    return _scores(scorer, np.asarray(values, dtype=np.float64), batch_max)
+
+
+def _scores(scorer: Scorer, values: np.ndarray, batch_max: int) -> Iterator[RowScore | None]:
     # Rows go through `Windows.extend`, the live pipeline's path, a block at a time; the
     # windows are scored in batches of `batch_max`, as they were when rows went one by one.
     manifest = scorer.manifest
@@ -32,9 +56,11 @@ def _scores(scorer: Scorer, values: np.ndarray, batch_max: int) -> Iterator[floa
     stream = Stream(manifest.stream, manifest.window, len(manifest.sensors))
     state = stream.new_state()
 
-    def adapted(batch: list[np.ndarray]) -> list[float]:
+    def adapted(batch: list[np.ndarray]) -> list[RowScore]:
         stacked = np.stack(batch)
-        return stream.step(state, scorer.score(stacked).score, stacked).tolist()
+        graph = scorer.score(stacked).score
+        after = stream.step(state, graph, stacked)
+        return [RowScore(float(g), float(s)) for g, s in zip(graph, after, strict=True)]
 
     pending: list[np.ndarray] = []
     for start in range(0, len(values), batch_max):

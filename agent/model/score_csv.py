@@ -1,4 +1,10 @@
-"""`edge-agent score`'s output: one CSV row per input row, its time, score and 0/1 flag.
+"""`edge-agent score`'s output: one CSV row per input row: its time, score, 0/1 flag, graph score.
+
+`score` is the streaming layer's (agent.model.stream), what the agent compares with the alert
+threshold; `anomaly` is 1 where it reaches it; `graph_score` is the model graph's own score of
+the window ending at the row, before the stream layer (what the Python API's
+`AnomalyDetector.score` gives). It comes last so that readers of the first three columns by
+position keep working.
 
 The first column is the input's time column under its own name (the reader's rule in
 `agent.model.table`: a column named ts, time, timestamp, datetime or date, else the first column
@@ -13,7 +19,7 @@ import math
 from collections.abc import Iterable
 from typing import TextIO
 
-from agent.model.offline import score_table
+from agent.model.offline import RowScore, scored_table
 from agent.model.score import Scorer
 from agent.model.table import Table
 
@@ -35,18 +41,21 @@ def score_text(score: float) -> str:
 def write_scores(scorer: Scorer, table: Table, out: TextIO) -> int:
     """Write the header and one line per row of `table`; returns the number of rows."""
     threshold = scorer.manifest.alert_threshold
-    scores = score_table(scorer, table)  # names a missing sensor column before any output
-    out.write(f"{_csv_field(table.time_column or ROW_COLUMN)},score,anomaly\n")
+    scores = scored_table(scorer, table)  # names a missing sensor column before any output
+    out.write(f"{_csv_field(table.time_column or ROW_COLUMN)},score,anomaly,graph_score\n")
     return sum(1 for _ in _lines(table.timestamps(), scores, threshold, out))
 
 
 def _lines(
-    stamps: list[str], scores: Iterable[float | None], threshold: float, out: TextIO
+    stamps: list[str], scores: Iterable[RowScore | None], threshold: float, out: TextIO
 ) -> Iterable[None]:
-    for stamp, score in zip(stamps, scores, strict=True):
-        flagged = score is not None and score >= threshold
-        text = "" if score is None else score_text(score)
-        out.write(f"{_csv_field(stamp)},{text},{int(flagged)}\n")
+    for stamp, row in zip(stamps, scores, strict=True):
+        if row is None:
+            out.write(f"{_csv_field(stamp)},,0,\n")
+        else:
+            flagged = int(row.score >= threshold)
+            text = f"{score_text(row.score)},{flagged},{score_text(row.graph)}"
+            out.write(f"{_csv_field(stamp)},{text}\n")
         yield None
 
 

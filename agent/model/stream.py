@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.model.online import OnlineModel, OnlineParams
+from agent.model.squash import logit_of_score
 
 STATE_FORMAT = 2
 # The graph's score is float32 in [0, 1]; its logit is clipped so that a saturated 1.0 (or 0.0)
@@ -50,13 +51,15 @@ _STATE_BOUND = 1e5
 
 
 def _logit(score: float) -> float:
-    """log(s / (1 − s)) clipped to ±_LOGIT_CLIP; a score that is not a number (no valid graph
-    gives one) counts as the highest."""
+    """The calibrated logit of the graph's score (the inverse of the trainer's squash, which
+    is the sigmoid only up to 0.9: agent.model.squash), clipped to ±_LOGIT_CLIP, so that u is
+    on the scale the training baseline was fitted on; a score that is not a number (no valid
+    graph gives one) counts as the highest."""
     if not score > _LOW:  # also NaN
         return _LOGIT_CLIP if score != score else -_LOGIT_CLIP
     if score >= _HIGH:
         return _LOGIT_CLIP
-    return math.log(score / (1.0 - score))
+    return min(logit_of_score(score), _LOGIT_CLIP)
 
 
 class StreamParams(BaseModel):

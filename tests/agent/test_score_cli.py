@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 
+from agent.model.stream import Stream
 from agent.model.table import read_table
 from tests.conftest import run_cli
 from trainer.features import sliding_windows
@@ -19,12 +20,23 @@ def test_score_cli_equals_the_trainer_reference(trained, model_path, sim_data):
     table = read_table(sim_data.live_csv)
     window = trained.manifest.window
     assert len(rows) == table.rows
-    assert all(r["score"] == "" and r["anomaly"] == "0" for r in rows[: window - 1])
+    assert all(
+        r["score"] == "" and r["anomaly"] == "0" and r["graph_score"] == ""
+        for r in rows[: window - 1]
+    )
 
-    got = np.array([float(r["score"]) for r in rows[window - 1 :]])
+    # graph_score is the model's own score of each window, the trainer's reference
+    graph = np.array([float(r["graph_score"]) for r in rows[window - 1 :]])
     values = table.matrix(trained.manifest.sensor_names)
-    want, _ = trained.pipeline.reference(sliding_windows(values, window))
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    windows = sliding_windows(values, window)
+    want, _ = trained.pipeline.reference(windows)
+    np.testing.assert_allclose(graph, want, atol=1e-5)
+    # score is the stream layer's over those graph scores, in order, as the agent runs it
+    got = np.array([float(r["score"]) for r in rows[window - 1 :]])
+    m = trained.manifest
+    stream = Stream(m.stream, m.window, len(m.sensors))
+    adapted = stream.step(stream.new_state(), want, windows.astype(np.float32))
+    np.testing.assert_allclose(got, adapted, atol=1e-5)
     flags = np.array([int(r["anomaly"]) for r in rows[window - 1 :]])
     np.testing.assert_array_equal(flags, got >= trained.manifest.alert_threshold)
     assert 0 < flags.sum() < len(flags)
@@ -50,7 +62,8 @@ def test_score_cli_prints_the_time_column_and_writes_out_atomically(model_path, 
     printed = run_cli("agent", "score", str(model_path), str(sim_data.live_csv))
     assert printed.returncode == 0, printed.stderr
     rows = list(csv.DictReader(io.StringIO(printed.stdout)))
-    assert list(rows[0]) == ["timestamp", "score", "anomaly"]  # the file's own time column
+    # the file's own time column first
+    assert list(rows[0]) == ["timestamp", "score", "anomaly", "graph_score"]
     assert [r["timestamp"] for r in rows] == read_table(sim_data.live_csv).timestamps()
 
     out = tmp_path / "scores" / "live.csv"

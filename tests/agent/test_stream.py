@@ -249,3 +249,13 @@ def test_the_smallest_spread_floor_with_a_constant_baseline_scores(make):
     windows[:] = 0.0
     out = stream.step(state, raw, windows)
     assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
+def test_the_layer_reads_the_graphs_calibrated_logit_past_0_9():
+    """The graph's score is a sigmoid only up to 0.9 (the trainer's squash); the layer's u must
+    be the logit the training baseline was fitted on, not log(s / (1 − s)) of the tail."""
+    from agent.model.stream import _logit
+    from trainer.calibration import squash
+
+    z = np.array([-6.0, -1.0, 0.0, 2.0, np.log(9.0), 2.5, 4.0, 8.0, 12.0, 15.0])
+    scores = squash(z).astype(np.float32)  # the graph's output type
+    assert [_logit(float(s)) for s in scores] == pytest.approx(z.tolist(), abs=1e-3)
+    assert _logit(float(squash(np.array([40.0]))[0])) == 16.0  # clipped, not beyond

@@ -96,8 +96,13 @@ def test_save_then_load_scores_the_same_and_the_agent_agrees(tmp_path: Path):
         w.writerows([i, *row] for i, row in enumerate(test.tolist()))
     scored = run_cli("agent", "score", str(path), str(csv_path))
     assert scored.returncode == 0, scored.stderr
-    agent_scores = [float(r["score"]) for r in csv.DictReader(io.StringIO(scored.stdout))]
-    assert np.allclose(agent_scores, detector.score(test), atol=1e-6)
+    rows = list(csv.DictReader(io.StringIO(scored.stdout)))
+    # `score` is the graph's score of each row's window alone, the agent's `graph_score`;
+    # `stream_scores` runs the stream layer over the rows in order, the agent's `score`.
+    assert np.allclose([float(r["graph_score"]) for r in rows], detector.score(test), atol=1e-6)
+    stream = loaded.stream_scores(test)
+    assert np.allclose([float(r["score"]) for r in rows], stream, atol=1e-6)
+    assert [int(r["anomaly"]) for r in rows] == (stream >= 0.5).astype(int).tolist()
 
     # A loaded detector saves the same file again.
     again = loaded.save(tmp_path / "again.onnx")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import SHARED_DATA, run_cli
@@ -33,7 +32,8 @@ def test_the_protocol_pools_every_labelled_file_and_prints_the_published_results
 
 
 def test_one_file_gives_what_train_and_evaluate_give_on_it(tmp_path: Path):
-    """The protocol is the same as training on the first 400 rows and evaluating the rest."""
+    """The protocol is the same as training on the first 400 rows and evaluating the rest,
+    read as the agent's alerts (evaluate's `episodes`)."""
     source = SKAB / "valve1" / "0.csv"
     folder = tmp_path / "one"
     folder.mkdir()
@@ -50,42 +50,25 @@ def test_one_file_gives_what_train_and_evaluate_give_on_it(tmp_path: Path):
         "trainer", "evaluate", str(model), str(source), "--label-column", "anomaly",
         "--from-row", "400",
     )  # fmt: skip
-    want, got = json.loads(evaluated.stdout), json.loads(bench.stdout)["pca"]
+    want, got = json.loads(evaluated.stdout)["episodes"], json.loads(bench.stdout)["pca"]
     for key in ("f1", "far", "mar", "precision", "recall"):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#15: the default reaches F1 0.76, FAR 3.1 % here (docs/detection.md)",
-)
-def test_the_default_configuration_meets_the_quality_goal_on_skab():
-    """The default detector with its default stream, read as the agent's alert episodes
-    (trainer/readout.py: a row is anomalous while an episode is open), under SKAB's protocol on
-    the shared files: F1 >= 0.80 with FAR <= 15 % (the trainer issue's goal; #15 aims higher,
-    docs/detection.md has the figures). Nothing here is tuned per file."""
-    from agent.model.score import Scorer
-    from agent.model.stream import Stream
-    from agent.model.table import read_table
-    from trainer.features import sliding_windows
-    from trainer.metrics import classification_metrics
-    from trainer.readout import episodes
-    from trainer.train import TrainOptions, train
+def test_the_default_configuration_holds_its_figures_on_skab():
+    """The default detector with its default stream, through `edge-trainer benchmark skab`'s
+    own path (the agent's offline scoring, read as alert episodes: a row is anomalous while one
+    is open), under SKAB's protocol on the shared files. A regression floor at what the default
+    reaches now (F1 0.759, FAR 3.05 %, MAR 37.3 % on 2026-11-29), not the goal: #15 asks for
+    F1 >= 0.82 with FAR <= 12 %, which no configuration tried meets (docs/detection.md).
+    Nothing here is tuned per file. The floor is above what flagging each row whose stream
+    score reaches the threshold gives (F1 0.750), so it also holds the episode reading."""
+    from trainer.benchmark import run
+    from trainer.train import TrainOptions
 
-    labels, flags = [], []
-    for path in sorted(SKAB.glob("valve*/*.csv")):
-        result = train(path, TrainOptions(train_rows=400, label_column="anomaly"))
-        m = result.manifest
-        values = read_table(path).matrix(m.sensor_names).astype(np.float32)
-        windows = sliding_windows(values, m.window)
-        raw = Scorer.from_bytes(result.model_bytes, path).score_many(windows).score
-        stream = Stream(m.stream, m.window, len(m.sensors))
-        scores = np.zeros(len(values))
-        scores[m.window - 1 :] = stream.step(stream.new_state(), raw, windows)
-        labels.append(read_table(path).labels("anomaly")[400:])
-        flags.append(episodes(scores, m.alert_threshold).open[400:])
-    got = classification_metrics(np.concatenate(labels), np.concatenate(flags))
-    assert got["f1"] >= 0.80 and got["far"] <= 15.0, got
+    got = run(SKAB, [TrainOptions.algorithm])[TrainOptions.algorithm]
+    assert got["files"] == 20
+    assert got["f1"] >= 0.755 and got["far"] <= 3.5, got
 
 
 def test_the_output_is_the_table_alone(tmp_path: Path):

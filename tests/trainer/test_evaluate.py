@@ -13,7 +13,8 @@ from sklearn.metrics import average_precision_score, f1_score, precision_score, 
 
 from agent.model.table import read_table
 from tests.conftest import SimData, run_cli
-from trainer.metrics import pr_auc, roc_auc
+from trainer.metrics import classification_metrics, pr_auc, roc_auc
+from trainer.readout import episodes
 
 
 def test_evaluate_reports_the_metrics_of_the_agents_own_scores(model_path: Path, sim_data: SimData):
@@ -38,6 +39,13 @@ def test_evaluate_reports_the_metrics_of_the_agents_own_scores(model_path: Path,
     assert got["roc_auc"] == pytest.approx(roc_auc_score(labels, scores), abs=2e-3)
     assert got["pr_auc"] == pytest.approx(average_precision_score(labels, scores), abs=2e-3)
     assert got["roc_auc"] > 0.6, "better than chance on the simulated faults"
+    # `episodes` reads the same scores as the agent's alerts: anomalous while one is open
+    full = np.array([float(r["score"] or 0.0) for r in rows])
+    read = episodes(full, got["threshold"])
+    want = classification_metrics(labels, read.open[100:])
+    for key in ("precision", "recall", "f1", "far", "mar"):
+        assert got["episodes"][key] == pytest.approx(want[key], abs=1e-6), key
+    assert got["episodes"]["alerts"] == int(read.fires[100:].sum()) > 0
 
 
 def test_rank_metrics_handle_ties_like_scikit_learn():

@@ -3,10 +3,11 @@
 For each series: train on its probationary rows only (the first 15 %, at most 750; nothing after
 them reaches the trainer), then score every row once, in order, as the gateway would
 (`agent.model.offline.score_table`, windows and the streaming layer included); rows before the
-first window fills score 0. NAB's scorer then optimises one threshold per detector and profile
-over the whole corpus. A series that cannot be trained or scored is reported with its reason
-and counted as never alerting (what NAB's null detector scores on it), so one bad file does not
-abort the run.
+first window fills score 0. The product's output is its alerts, so the detector's output NAB
+sees is trainer.readout's: a detection where an alert episode fires, with its score, 0 elsewhere.
+NAB's scorer then optimises one threshold per detector and profile over the whole corpus. A
+series that cannot be trained or scored is reported with its reason and counted as never
+alerting (what NAB's null detector scores on it), so one bad file does not abort the run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from trainer.nab.score import (
     probationary_rows,
     score_at,
 )
+from trainer.readout import nab_detections
 from trainer.train import ExportError, TrainOptions, train_values
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ PUBLISHED_STANDARD = {
 
 @dataclass(frozen=True)
 class SeriesScores:
-    scores: np.ndarray  # one per row
+    scores: np.ndarray  # one per row: the alert episodes' detections (trainer.readout)
     failure: str | None  # why the series counts as never alerting
 
 
@@ -73,7 +75,7 @@ def series_scores(series: Series, algorithm: str, window: int | None) -> SeriesS
     if not np.isfinite(scores).all():
         bad = int((~np.isfinite(scores)).sum())
         return _failed(series, algorithm, f"{bad} scores are not finite")
-    return SeriesScores(scores, None)
+    return SeriesScores(nab_detections(scores, scorer.manifest.alert_threshold), None)
 
 
 def _failed(series: Series, algorithm: str, reason: str) -> SeriesScores:
