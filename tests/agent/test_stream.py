@@ -249,6 +249,8 @@ def test_the_smallest_spread_floor_with_a_constant_baseline_scores(make):
     windows[:] = 0.0
     out = stream.step(state, raw, windows)
     assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
+
+
 def test_the_layer_reads_the_graphs_calibrated_logit_past_0_9():
     """The graph's score is a sigmoid only up to 0.9 (the trainer's squash); the layer's u must
     be the logit the training baseline was fitted on, not log(s / (1 − s)) of the tail."""
