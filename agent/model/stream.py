@@ -187,7 +187,11 @@ class Stream:
             # Wild readings overflow to inf here; the model scores and bounds them itself.
             with np.errstate(over="ignore", invalid="ignore"):
                 return self._adapt(state, None, self.model.prepare(windows))
-        return self._adapt(state, np.asarray(raw, dtype=np.float64).tolist(), None)
+        # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
+        # kernels round a window's score differently by its place in a batch (a vector lane or
+        # the scalar tail), and the agent batches differently after a restart, so the layer's
+        # state would differ in its last bits from an undisturbed run's.
+        return self._adapt(state, np.asarray(raw, dtype=np.float32).tolist(), None)
 
     def _adapt(self, state: StreamState, scores: list[float] | None, feats: object) -> np.ndarray:
         """The recurrence, one window at a time in plain floats (a numpy call per window would
