@@ -142,7 +142,8 @@ class Pipeline:
         return Applied(
             Batch(stored, alerts, dead, states, applied, joins),
             imputed,
-            copies=len(messages) - len(fresh),
+            # Copies for another matching subscription are not redeliveries.
+            copies=len(messages) - len(fresh) - sum(m.extra for m in messages),
             scored=sum(len(b.windows) for b in blocks),
             replies=self.sources.replies if self.sources else [],
         )
@@ -234,10 +235,12 @@ class Pipeline:
         topic. Without DUP, only a copy of a message that gave readings is skipped: the same
         garbage sent twice is two dead letters. A message whose readings are stamped on
         receipt is skipped only as a redelivery (DUP, same packet id): the same value sent twice
-        is two readings.
+        is two readings. A copy sent for another matching subscription (`extra`) is skipped.
         """
         fresh, in_batch = [], set()
         for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
+            if message.extra:
+                continue
             known = self.recent.get(digest)
             if known and message.by_receipt and not message.dup:
                 # Same bytes, packet id and topic, not redelivered: a new reading on a wrapped

@@ -174,3 +174,44 @@ def test_hostile_publishers_on_every_source_are_counted_and_bounded(broker, star
     )  # fmt: skip
     wait_for(lambda: agent.stats()["readings"] >= 50, 60, "good readings after the junk")
     assert agent.stop() == 0
+
+
+def test_a_message_matching_two_sources_is_one_reading(broker, start_agent, readings):
+    """The broker sends one copy per matching subscription (mosquitto does, each with its own
+    packet id): a topic two sources' filters match must still give one reading, not one per
+    copy (values stamped on receipt would otherwise be kept twice)."""
+    sensors = [k for k in readings[0] if k != "ts"]
+    short = ", ".join(f'{s} = "s{j}"' for j, s in enumerate(sensors))
+    overlapping = f"""
+[[ingest.sources]]
+name = "plant"
+topic = "plant/{{asset}}/{{sensor}}"
+format = "value"
+sensors = {{ {short} }}
+
+[[ingest.sources]]
+name = "sites"
+topic = "+/{{asset}}/{{sensor}}"
+format = "value"
+sensors = {{ {short} }}
+"""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=overlapping)
+    wait_status(upstream.port, "online")
+    plant = SourceConfig.model_validate(
+        {"name": "plant", "topic": "plant/{asset}/{sensor}", "format": "value",
+         "sensors": {s: f"s{j}" for j, s in enumerate(sensors)}}
+    )  # fmt: skip
+    count = 40
+    messages = list(encode(plant, "pump", readings[:count]))
+    # A marker after them, in order on the same connection: a dead letter of its own reason.
+    messages.append((f"edge/{DEVICE}/readings/pump", b"not json"))
+    publish_messages(messages, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and s["dead_letters"] >= 1 and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["readings"] == count, stats["dead_letters_by_reason"]
+    assert stats["dead_letters"] == 1, stats["dead_letters_by_reason"]
+    assert agent.stop() == 0
