@@ -271,6 +271,7 @@ class Pipeline:
         copies_of: set[bytes] = set()  # digests in this batch that gave readings
         # The messages readings come from: the batch's, then one made for each joined reading.
         origins = batch
+        self.parser.begin()
         if self.sources is not None:
             self.sources.begin()
             origins = []
@@ -290,7 +291,7 @@ class Pipeline:
                     copies_of.add(digest)
                 continue
             readings, rejected = self.parser.parse(
-                message.topic, message.payload, message.received_at
+                message.topic, message.payload, message.received_at, self.windows.last_ts
             )
             dead.extend(rejected)
             yielded.append(bool(readings))

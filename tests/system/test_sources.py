@@ -215,3 +215,48 @@ sensors = {{ {short} }}
     assert stats["readings"] == count, stats["dead_letters_by_reason"]
     assert stats["dead_letters"] == 1, stats["dead_letters_by_reason"]
     assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("where", ["source", "default"])
+def test_naive_times_through_the_hour_a_fall_back_repeats(broker, start_agent, readings, where):
+    """A sensor's naive local clock runs 01:00-01:59 twice when daylight saving time ends:
+    the second pass is later than the first, not a copy of it. Every reading is kept, none
+    dead-lettered `out_of_order` (an hour of an asset's readings lost). On a configured
+    source and on the default readings topic."""
+    sensors = [k for k in readings[0] if k != "ts"]
+    if where == "source":
+        config = """
+[[ingest.sources]]
+name = "plc"
+topic = "plc/{asset}/state"
+ts_field = "Time"
+[ingest.sources.timestamps]
+zone = "America/New_York"
+"""
+        topic, field = "plc/press/state", "Time"
+    else:
+        config = '[ingest.timestamps]\nzone = "America/New_York"\n'
+        topic, field = f"edge/{DEVICE}/readings/press", "ts"
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=config)
+    wait_status(upstream.port, "online")
+    # 2025-11-02: EDT ends at 02:00, the clock goes back to 01:00. One reading a minute from
+    # 00:30 as the sensor's clock shows it, through both passes, to 02:29.
+    clock = [f"00:{m:02d}" for m in range(30, 60)]
+    clock += [f"01:{m:02d}" for m in range(60)] * 2
+    clock += [f"02:{m:02d}" for m in range(30)]
+    messages = [
+        (topic, json.dumps({field: f"2025-11-02T{hhmm}:00", **{s: r[s] for s in sensors}}).encode())
+        for hhmm, r in zip(clock, readings, strict=False)
+    ]
+    assert len(messages) == len(clock)
+    messages.append((f"edge/{DEVICE}/readings/marker", b"not json"))  # a marker after them
+    publish_messages(messages, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and s["dead_letters"] >= 1 and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["dead_letters_by_reason"] == {"invalid_json": 1}
+    assert stats["readings"] == len(clock)
+    assert agent.stop() == 0
