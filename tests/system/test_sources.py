@@ -260,3 +260,47 @@ zone = "America/New_York"
     assert stats["dead_letters_by_reason"] == {"invalid_json": 1}
     assert stats["readings"] == len(clock)
     assert agent.stop() == 0
+
+
+def test_a_flood_of_new_assets_does_not_blind_the_assets_already_known(
+    broker, start_agent, readings
+):
+    """Anyone on the local broker can send one sensor's value for ever new asset names: they
+    fill the join's `max_assets` places while they wait for their other sensors. An asset
+    the agent already scores keeps its readings meanwhile."""
+    sensors = [k for k in readings[0] if k != "ts"]
+    short = ", ".join(f'{s} = "s{j}"' for j, s in enumerate(sensors))
+    config = f"""
+[ingest]
+max_assets = 20
+
+[[ingest.sources]]
+name = "plant"
+topic = "plant/{{asset}}/{{sensor}}"
+format = "value"
+join_wait_s = 600
+sensors = {{ {short} }}
+"""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=config)
+    wait_status(upstream.port, "online")
+    plant = SourceConfig.model_validate(
+        {"name": "plant", "topic": "plant/{asset}/{sensor}", "format": "value",
+         "sensors": {s: f"s{j}" for j, s in enumerate(sensors)}}
+    )  # fmt: skip
+    known = list(encode(plant, "pump", readings[:1]))
+    publish_messages(known, "127.0.0.1", local.port)
+    wait_for(lambda: agent.stats()["readings"] == 1, 60, f"the first reading; {agent.log}")
+    flood = [(f"plant/junk{n}/s0", b"1.0") for n in range(100)]
+    later = list(encode(plant, "pump", readings[1:11]))
+    marker = [(f"edge/{DEVICE}/readings/marker", b"not json")]
+    publish_messages(flood + later + marker, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and "invalid_json" in s["dead_letters_by_reason"] and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["readings"] == 11, stats["dead_letters_by_reason"]
+    assert stats["dead_letters_by_reason"] == {"invalid_json": 1, "too_many_assets": 80}
+    assert agent.peak_rss_mib() <= PEAK_MIB
+    assert agent.stop() == 0
