@@ -304,3 +304,36 @@ sensors = {{ {short} }}
     assert stats["dead_letters_by_reason"] == {"invalid_json": 1, "too_many_assets": 80}
     assert agent.peak_rss_mib() <= PEAK_MIB
     assert agent.stop() == 0
+
+
+def test_a_source_over_the_agent_s_own_readings_topic_gives_one_reading_per_message(
+    broker, start_agent, readings
+):
+    """A source whose filter also matches the default readings topic: the readings topic
+    takes its messages, once each (not one copy per subscription: a second copy was a
+    `duplicate_ts` dead letter, or a second reading when stamped on receipt)."""
+    config = """
+[ingest.timestamps]
+policy = "payload_else_received"
+
+[[ingest.sources]]
+name = "everything"
+topic = "edge/+/readings/{asset}"
+"""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=config)
+    wait_status(upstream.port, "online")
+    count = 30
+    untimed = [{k: v for k, v in r.items() if k != "ts"} for r in readings[count : 2 * count]]
+    messages = [(f"edge/{DEVICE}/readings/pump", json.dumps(r)) for r in readings[:count]]
+    messages += [(f"edge/{DEVICE}/readings/fan", json.dumps(r)) for r in untimed]
+    messages.append((f"edge/{DEVICE}/readings/marker", b"not json"))
+    publish_messages(messages, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and "invalid_json" in s["dead_letters_by_reason"] and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["dead_letters_by_reason"] == {"invalid_json": 1}
+    assert stats["readings"] == 2 * count
+    assert agent.stop() == 0
