@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,10 +98,22 @@ class Parser:
         self.stamper = Stamper(config.timestamps)
         # The block path reads numeric unix seconds only; other time settings go item by item.
         self.plain_ts = config.timestamps.policy == "payload" and config.timestamps.unit == "s"
+        self._latest: dict[str, float] = {}  # this batch's latest time per asset (`begin`)
+
+    def begin(self) -> None:
+        """A new batch."""
+        self._latest.clear()
 
     def parse(
-        self, topic: str, payload: bytes, received_at: float
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: float,
+        last_ts: Callable[[str], float] | None = None,
     ) -> tuple[list[Readings], list[DeadLetter]]:
+        """`last_ts(asset)`: the asset's last reading's time, which tells the two passes of a
+        naive time in the hour a fall-back repeats (agent.sources.stamps)."""
+
         def reject(reason: str, detail: str) -> DeadLetter:
             return DeadLetter(topic, reason, detail, received_at, payload)
 
@@ -126,11 +139,14 @@ class Parser:
         if block is not None:
             return [block], []
         readings, dead = [], []
+        before = last_ts(asset) if last_ts is not None else -math.inf
         for n, item in enumerate(items):
+            after = max(before, self._latest.get(asset, -math.inf))
             # Readings stamped on receipt in one array keep their order (a microsecond apart).
-            result = self._reading(asset, item, received_at + n * 1e-6)
+            result = self._reading(asset, item, received_at + n * 1e-6, after)
             if isinstance(result, Readings):
                 readings.append(result)
+                self._latest[asset] = max(after, result.ts[0])
             else:
                 reason, detail = result
                 where = f"item {n}: " if isinstance(doc, list) else ""
@@ -156,10 +172,12 @@ class Parser:
             return None
         return Readings(asset, stamps, rows)
 
-    def _reading(self, asset: str, item: object, received_at: float) -> Readings | tuple[str, str]:
+    def _reading(
+        self, asset: str, item: object, received_at: float, after: float
+    ) -> Readings | tuple[str, str]:
         if not isinstance(item, dict):
             return "not_object", f"expected a JSON object, got {type(item).__name__}"
-        ts = self.stamper.stamp(item.get("ts"), received_at)
+        ts = self.stamper.stamp(item.get("ts"), received_at, after)
         if isinstance(ts, str):
             return "bad_ts", ts
         if ts > received_at + self.config.max_future_s:

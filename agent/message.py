@@ -17,6 +17,9 @@ class Message(NamedTuple):
     # two messages of the same bytes are two readings, and the digest holds the packet id,
     # which the broker keeps when it redelivers (MQTT 5, 4.4).
     by_receipt: bool = False
+    # A further copy the broker sent because the topic matches another of our subscriptions
+    # too (mosquitto sends one per match): acknowledged with its batch, never applied.
+    extra: bool = False
 
     @property
     def digest(self) -> bytes:

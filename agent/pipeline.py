@@ -142,7 +142,8 @@ class Pipeline:
         return Applied(
             Batch(stored, alerts, dead, states, applied, joins),
             imputed,
-            copies=len(messages) - len(fresh),
+            # Copies for another matching subscription are not redeliveries.
+            copies=len(messages) - len(fresh) - sum(m.extra for m in messages),
             scored=sum(len(b.windows) for b in blocks),
             replies=self.sources.replies if self.sources else [],
         )
@@ -234,10 +235,12 @@ class Pipeline:
         topic. Without DUP, only a copy of a message that gave readings is skipped: the same
         garbage sent twice is two dead letters. A message whose readings are stamped on
         receipt is skipped only as a redelivery (DUP, same packet id): the same value sent twice
-        is two readings.
+        is two readings. A copy sent for another matching subscription (`extra`) is skipped.
         """
         fresh, in_batch = [], set()
         for i, (message, digest) in enumerate(zip(batch, digests, strict=True)):
+            if message.extra:
+                continue
             known = self.recent.get(digest)
             if known and message.by_receipt and not message.dup:
                 # Same bytes, packet id and topic, not redelivered: a new reading on a wrapped
@@ -268,6 +271,7 @@ class Pipeline:
         copies_of: set[bytes] = set()  # digests in this batch that gave readings
         # The messages readings come from: the batch's, then one made for each joined reading.
         origins = batch
+        self.parser.begin()
         if self.sources is not None:
             self.sources.begin()
             origins = []
@@ -287,7 +291,7 @@ class Pipeline:
                     copies_of.add(digest)
                 continue
             readings, rejected = self.parser.parse(
-                message.topic, message.payload, message.received_at
+                message.topic, message.payload, message.received_at, self.windows.last_ts
             )
             dead.extend(rejected)
             yielded.append(bool(readings))

@@ -73,6 +73,7 @@ class Source:
         self.default_by_receipt = config.ingest.timestamps.policy != "payload"
         self.sources_by_receipt = sources.by_receipt if sources else None
         self.subscribed = False  # readings flow: set once subscribed, cleared on disconnect
+        self._subacks = 0  # subscriptions of this connection not yet acknowledged
         self._last_received = 0.0
         self.stopping = False  # set at shutdown: what comes now is left to the next start
         self.held: list[Message] = []  # a batch whose commit failed, retried as is
@@ -138,13 +139,23 @@ class Source:
         if resumed:
             # The broker now sends what it kept for us, possibly a newer message first.
             self._resumed.set()
-        client.subscribe([(topic, 1) for topic in self.topics])
+        # One SUBSCRIBE per filter, each with its own identifier (its index + 1): the broker
+        # sends a message once per filter it matches, and the identifier tells the copy for
+        # the filter that owns the topic (the first that matches) from the others.
+        self._subacks = len(self.topics)
+        for n, topic in enumerate(self.topics, start=1):
+            options = Properties(PacketTypes.SUBSCRIBE)
+            options.SubscriptionIdentifier = n
+            client.subscribe(topic, 1, properties=options)
 
     def _on_local_subscribe(
         self, _c: object, _u: object, _mid: int, codes: list[ReasonCode], _p: object
     ) -> None:
         if any(code.is_failure for code in codes):
             log.error("local broker refused subscription topics=%s: %s", self.topics, codes)
+            return
+        self._subacks -= 1
+        if self._subacks > 0:
             return
         log.info("subscribed topic=%s", ",".join(self.topics))
         self.subscribed = True
@@ -172,10 +183,29 @@ class Source:
             by_receipt = self.sources_by_receipt is not None and self.sources_by_receipt(topic)
         self.inbox.put(
             Message(
-                topic, msg.payload, received, msg.mid, bool(msg.dup), self._connection, by_receipt
+                topic,
+                msg.payload,
+                received,
+                msg.mid,
+                bool(msg.dup),
+                self._connection,
+                by_receipt,
+                self._extra(topic, msg),
             ),
             len(msg.payload),
         )
+
+    def _extra(self, topic: str, msg: mqtt.MQTTMessage) -> bool:
+        """Whether `msg` is a copy sent for a subscription other than the topic's owner (the
+        first of `topics` it matches); a broker that gives no identifiers sends one copy."""
+        ids = getattr(msg.properties, "SubscriptionIdentifier", None)
+        if not ids:
+            return False
+        owner = next(
+            (n for n, f in enumerate(self.topics, start=1) if mqtt.topic_matches_sub(f, topic)),
+            None,
+        )
+        return owner is not None and owner not in ids
 
     def take(self, timeout: float) -> list[Message]:
         """The next micro-batch (empty if nothing came within `timeout`): up to

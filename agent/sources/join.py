@@ -15,14 +15,18 @@ A reading taken incomplete has its missing sensors handled by `ingest.missing_se
 not after its asset's last reading is `out_of_order`, a second value of a sensor at the same
 time `duplicate_ts`; neither is kept. Waiting readings are state: they are committed with each
 batch (`snapshot`) and restored at start, so a message acknowledged has its value kept.
-Bounded: at most `max_assets` assets wait, each with at most MAX_WAITING readings of at most
-one value per model sensor.
+Bounded: each asset waits with at most MAX_WAITING readings of at most one value per model
+sensor. A new asset (none of its readings taken yet) may open a place while fewer than
+`max_assets` assets wait; an asset the agent already scores always may, so that a flood of new
+names cannot blind it: at most 2 x `max_assets` assets wait (the scored ones are at most
+`max_assets` too).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,7 +83,7 @@ class Joiner:
             return [], ("out_of_order", f"ts {ts} is not after the asset's last reading")
         queue = self.waiting.get(asset)
         if queue is None:
-            if len(self.waiting) >= self.max_assets:
+            if len(self.waiting) >= self.max_assets and last_ts(asset) == -math.inf:
                 return [], (
                     "too_many_assets",
                     f"{self.max_assets} assets have readings waiting for sensors",
@@ -151,7 +155,7 @@ class Joiner:
         """As committed: everything else is dropped."""
         self.waiting.clear()
         self.changed.clear()
-        for asset, state in rows[: self.max_assets]:
+        for asset, state in rows[: 2 * self.max_assets]:
             queue = [Waiting(**w) for w in json.loads(state)][-MAX_WAITING:]
             if queue:
                 self.waiting[asset] = queue

@@ -59,6 +59,7 @@ class Sources:
         self.replies: list[Reply] = []
         self.replies_dropped = 0
         self._floor: dict[str, float] = {}  # this batch's last receipt time per asset
+        self._latest: dict[str, float] = {}  # this batch's latest payload time per asset
 
     def filters(self) -> list[str]:
         return list(dict.fromkeys(e.template.filter for e in self.entries))
@@ -72,6 +73,7 @@ class Sources:
     def begin(self) -> None:
         """A new batch."""
         self._floor.clear()
+        self._latest.clear()
         self.replies = []
 
     def parse(self, message: Message, last_ts: Callable[[str], float]) -> Parsed:
@@ -132,8 +134,12 @@ class Sources:
         received_at: float,
         last_ts: Callable[[str], float],
     ) -> float | str:
-        stamp = entry.stamper.stamp(raw, received_at)
-        if isinstance(stamp, float) and stamp == received_at:
+        after = max(last_ts(asset), self._latest.get(asset, -math.inf))
+        stamp = entry.stamper.stamp(raw, received_at, after)
+        if isinstance(stamp, float) and stamp != received_at:
+            if stamp <= received_at + self.ingest.max_future_s:  # else `future_ts`
+                self._latest[asset] = max(stamp, after)
+        elif isinstance(stamp, float):
             # On receipt: after the asset's last reading, even if the clock stepped back.
             floor = max(last_ts(asset), self._floor.get(asset, -math.inf)) + _RECEIPT_STEP_S
             stamp = min(max(stamp, floor), MAX_TS)

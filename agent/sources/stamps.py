@@ -30,19 +30,22 @@ class Stamper:
         self.by_receipt = config.policy == "received"
         self.may_receive = config.policy != "payload"
 
-    def stamp(self, raw: object, received_at: float) -> float | str:
+    def stamp(self, raw: object, received_at: float, after: float = -math.inf) -> float | str:
         """Unix seconds for a reading whose payload time is `raw` (None: it has none); a
-        string is why it has no time (`bad_ts`)."""
+        string is why it has no time (`bad_ts`). `after`: its asset's latest time so far,
+        which tells the two passes of a naive time in the hour a fall-back repeats."""
         if self.by_receipt or (raw is None and self.may_receive):
             return received_at
         if type(raw) is Seconds:
             return _in_range(float(raw), raw)
-        return parse_ts(raw, self.config.unit, self.zone)
+        return parse_ts(raw, self.config.unit, self.zone, after)
 
 
-def parse_ts(value: object, unit: str = "s", zone: tzinfo | None = None) -> float | str:
+def parse_ts(
+    value: object, unit: str = "s", zone: tzinfo | None = None, after: float = -math.inf
+) -> float | str:
     """Unix seconds from a number or an ISO 8601 string, from 1970 to `MAX_TS`; a string result
-    is the error."""
+    is the error. `after`: as `Stamper.stamp`."""
     if type(value) is float and unit == "s" and 0 <= value <= MAX_TS:
         return value
     if value is None:
@@ -55,11 +58,11 @@ def parse_ts(value: object, unit: str = "s", zone: tzinfo | None = None) -> floa
             number /= 1000.0
         return _in_range(number, value)
     if isinstance(value, str):
-        return _parse_text(value, zone)
+        return _parse_text(value, zone, after)
     return f"'ts' must be unix seconds or ISO 8601, got {type(value).__name__}"
 
 
-def _parse_text(value: str, zone: tzinfo | None) -> float | str:
+def _parse_text(value: str, zone: tzinfo | None, after: float) -> float | str:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -72,9 +75,21 @@ def _parse_text(value: str, zone: tzinfo | None) -> float | str:
             )
         parsed = parsed.replace(tzinfo=zone)
     try:
-        return _in_range(parsed.timestamp(), value)
+        return _in_range(_local(parsed, after), value)
     except (OverflowError, ValueError):
         return _in_range(None, value)
+
+
+def _local(parsed: datetime, after: float) -> float:
+    """Unix seconds of a time. A naive local time in the hour a fall-back repeats names two
+    instants: the first, unless it is not after `after` (the asset's clock already went
+    past it: the sensor's clock is in the second pass) and the second is."""
+    stamp = parsed.timestamp()
+    if stamp <= after:
+        second = parsed.replace(fold=1).timestamp()  # the same instant if not ambiguous
+        if second > after:
+            return second
+    return stamp
 
 
 def _finite(value: int | float) -> float | None:

@@ -307,3 +307,19 @@ def test_sparkplug_without_its_module_fails_check_config_with_the_install_line(
     )
     result = run_cli("agent", "check-config", str(config))
     assert result.returncode == 2 and "install the `sparkplug` extra" in result.stderr
+
+
+def test_a_naive_time_in_the_repeated_hour_is_its_second_pass_once_the_first_is_past():
+    stamper = Stamper(TimestampConfig(zone="America/New_York"))
+    first = stamper.stamp("2025-11-02T01:30:00", 0.0)
+    assert first == 1762061400.0  # 05:30Z, EDT
+    # The asset's clock already went past the first pass: the second, an hour later (EST).
+    assert stamper.stamp("2025-11-02T01:30:00", 0.0, after=first) == first + 3600
+    assert stamper.stamp("2025-11-02T01:00:00", 0.0, after=first + 1) == first + 1800
+    # Past both passes: the first, which the pipeline then rejects as out of order.
+    assert stamper.stamp("2025-11-02T01:30:00", 0.0, after=first + 3600) == first
+    # Times that are not ambiguous are what they are, whatever came before.
+    assert stamper.stamp("2025-11-02T03:00:00", 0.0, after=2e9) == 1762070400.0
+    # The hour a spring-forward skips is never moved back before `after`.
+    gap = stamper.stamp("2025-03-09T02:30:00", 0.0)
+    assert stamper.stamp("2025-03-09T02:30:00", 0.0, after=gap) == gap

@@ -174,3 +174,166 @@ def test_hostile_publishers_on_every_source_are_counted_and_bounded(broker, star
     )  # fmt: skip
     wait_for(lambda: agent.stats()["readings"] >= 50, 60, "good readings after the junk")
     assert agent.stop() == 0
+
+
+def test_a_message_matching_two_sources_is_one_reading(broker, start_agent, readings):
+    """The broker sends one copy per matching subscription (mosquitto does, each with its own
+    packet id): a topic two sources' filters match must still give one reading, not one per
+    copy (values stamped on receipt would otherwise be kept twice)."""
+    sensors = [k for k in readings[0] if k != "ts"]
+    short = ", ".join(f'{s} = "s{j}"' for j, s in enumerate(sensors))
+    overlapping = f"""
+[[ingest.sources]]
+name = "plant"
+topic = "plant/{{asset}}/{{sensor}}"
+format = "value"
+sensors = {{ {short} }}
+
+[[ingest.sources]]
+name = "sites"
+topic = "+/{{asset}}/{{sensor}}"
+format = "value"
+sensors = {{ {short} }}
+"""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=overlapping)
+    wait_status(upstream.port, "online")
+    plant = SourceConfig.model_validate(
+        {"name": "plant", "topic": "plant/{asset}/{sensor}", "format": "value",
+         "sensors": {s: f"s{j}" for j, s in enumerate(sensors)}}
+    )  # fmt: skip
+    count = 40
+    messages = list(encode(plant, "pump", readings[:count]))
+    # A marker after them, in order on the same connection: a dead letter of its own reason.
+    messages.append((f"edge/{DEVICE}/readings/pump", b"not json"))
+    publish_messages(messages, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and s["dead_letters"] >= 1 and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["readings"] == count, stats["dead_letters_by_reason"]
+    assert stats["dead_letters"] == 1, stats["dead_letters_by_reason"]
+    assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("where", ["source", "default"])
+def test_naive_times_through_the_hour_a_fall_back_repeats(broker, start_agent, readings, where):
+    """A sensor's naive local clock runs 01:00-01:59 twice when daylight saving time ends:
+    the second pass is later than the first, not a copy of it. Every reading is kept, none
+    dead-lettered `out_of_order` (an hour of an asset's readings lost). On a configured
+    source and on the default readings topic."""
+    sensors = [k for k in readings[0] if k != "ts"]
+    if where == "source":
+        config = """
+[[ingest.sources]]
+name = "plc"
+topic = "plc/{asset}/state"
+ts_field = "Time"
+[ingest.sources.timestamps]
+zone = "America/New_York"
+"""
+        topic, field = "plc/press/state", "Time"
+    else:
+        config = '[ingest.timestamps]\nzone = "America/New_York"\n'
+        topic, field = f"edge/{DEVICE}/readings/press", "ts"
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=config)
+    wait_status(upstream.port, "online")
+    # 2025-11-02: EDT ends at 02:00, the clock goes back to 01:00. One reading a minute from
+    # 00:30 as the sensor's clock shows it, through both passes, to 02:29.
+    clock = [f"00:{m:02d}" for m in range(30, 60)]
+    clock += [f"01:{m:02d}" for m in range(60)] * 2
+    clock += [f"02:{m:02d}" for m in range(30)]
+    messages = [
+        (topic, json.dumps({field: f"2025-11-02T{hhmm}:00", **{s: r[s] for s in sensors}}).encode())
+        for hhmm, r in zip(clock, readings, strict=False)
+    ]
+    assert len(messages) == len(clock)
+    messages.append((f"edge/{DEVICE}/readings/marker", b"not json"))  # a marker after them
+    publish_messages(messages, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and s["dead_letters"] >= 1 and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["dead_letters_by_reason"] == {"invalid_json": 1}
+    assert stats["readings"] == len(clock)
+    assert agent.stop() == 0
+
+
+def test_a_flood_of_new_assets_does_not_blind_the_assets_already_known(
+    broker, start_agent, readings
+):
+    """Anyone on the local broker can send one sensor's value for ever new asset names: they
+    fill the join's `max_assets` places while they wait for their other sensors. An asset
+    the agent already scores keeps its readings meanwhile."""
+    sensors = [k for k in readings[0] if k != "ts"]
+    short = ", ".join(f'{s} = "s{j}"' for j, s in enumerate(sensors))
+    config = f"""
+[ingest]
+max_assets = 20
+
+[[ingest.sources]]
+name = "plant"
+topic = "plant/{{asset}}/{{sensor}}"
+format = "value"
+join_wait_s = 600
+sensors = {{ {short} }}
+"""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=config)
+    wait_status(upstream.port, "online")
+    plant = SourceConfig.model_validate(
+        {"name": "plant", "topic": "plant/{asset}/{sensor}", "format": "value",
+         "sensors": {s: f"s{j}" for j, s in enumerate(sensors)}}
+    )  # fmt: skip
+    known = list(encode(plant, "pump", readings[:1]))
+    publish_messages(known, "127.0.0.1", local.port)
+    wait_for(lambda: agent.stats()["readings"] == 1, 60, f"the first reading; {agent.log}")
+    flood = [(f"plant/junk{n}/s0", b"1.0") for n in range(100)]
+    later = list(encode(plant, "pump", readings[1:11]))
+    marker = [(f"edge/{DEVICE}/readings/marker", b"not json")]
+    publish_messages(flood + later + marker, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and "invalid_json" in s["dead_letters_by_reason"] and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["readings"] == 11, stats["dead_letters_by_reason"]
+    assert stats["dead_letters_by_reason"] == {"invalid_json": 1, "too_many_assets": 80}
+    assert agent.peak_rss_mib() <= PEAK_MIB
+    assert agent.stop() == 0
+
+
+def test_a_source_over_the_agent_s_own_readings_topic_gives_one_reading_per_message(
+    broker, start_agent, readings
+):
+    """A source whose filter also matches the default readings topic: the readings topic
+    takes its messages, once each (not one copy per subscription: a second copy was a
+    `duplicate_ts` dead letter, or a second reading when stamped on receipt)."""
+    config = """
+[ingest.timestamps]
+policy = "payload_else_received"
+
+[[ingest.sources]]
+name = "everything"
+topic = "edge/+/readings/{asset}"
+"""
+    local, upstream = broker("local"), broker("upstream")
+    agent = start_agent(local, upstream, extra=config)
+    wait_status(upstream.port, "online")
+    count = 30
+    untimed = [{k: v for k, v in r.items() if k != "ts"} for r in readings[count : 2 * count]]
+    messages = [(f"edge/{DEVICE}/readings/pump", json.dumps(r)) for r in readings[:count]]
+    messages += [(f"edge/{DEVICE}/readings/fan", json.dumps(r)) for r in untimed]
+    messages.append((f"edge/{DEVICE}/readings/marker", b"not json"))
+    publish_messages(messages, "127.0.0.1", local.port)
+    stats = wait_for(
+        lambda: (s := agent.stats()) and "invalid_json" in s["dead_letters_by_reason"] and s,
+        60,
+        f"the marker applied; {agent.log}",
+    )
+    assert stats["dead_letters_by_reason"] == {"invalid_json": 1}
+    assert stats["readings"] == 2 * count
+    assert agent.stop() == 0
