@@ -581,6 +581,16 @@ class ConfigError(ValueError):
     """The config is unusable; the message lists every bad field at once."""
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's document, or a ConfigError naming the file and what is wrong with it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
 def load_config(
     path: str | Path,
     overrides: dict[str, Any] | None = None,
@@ -591,12 +601,7 @@ def load_config(
     it overrides the file (issue 13: a `--model` override won over a pushed model that was
     then reported as applied); what a push may not set stays local either way."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    raw = read_toml(path)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     if overlay:

@@ -13,26 +13,20 @@ agent's decoders, written from the same `[[ingest.sources]]` entry.
 from __future__ import annotations
 
 import json
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from agent.config import ConfigError, SourceConfig, format_errors
+from agent.config import ConfigError, SourceConfig, format_errors, read_toml
 
 Outgoing = list[tuple[str, bytes]]
 
 
 def load_source(path: Path, name: str) -> SourceConfig:
     """The `[[ingest.sources]]` entry named `name` in a TOML file (an agent's config)."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    raw = read_toml(path)
     entries = raw.get("ingest", {}).get("sources", [])
     named = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
     if not named:
