@@ -3,7 +3,6 @@ Formats, timestamps, the join of one-sensor messages, and hostile input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -290,23 +289,6 @@ def test_a_bad_source_fails_check_config_naming_the_field(
     result = run_cli("agent", "check-config", str(config))
     assert result.returncode == 2 and "ingest.sources" in result.stderr
     assert complaint in result.stderr
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("agent.sources.sparkplug") is not None,
-    reason="the sparkplug_b format is here",
-)
-def test_sparkplug_without_its_module_fails_check_config_with_the_install_line(
-    tmp_path: Path, model_path: Path
-):
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[device]\nid = "g"\n[upstream]\n[model]\npath = "{model_path}"\n[storage]\n'
-        'data_dir = "d"\n[[ingest.sources]]\nname = "s"\ntopic = "spBv1.0/+/+/+/{asset}"\n'
-        'format = "sparkplug_b"\n'
-    )
-    result = run_cli("agent", "check-config", str(config))
-    assert result.returncode == 2 and "install the `sparkplug` extra" in result.stderr
 
 
 def test_a_naive_time_in_the_repeated_hour_is_its_second_pass_once_the_first_is_past():
