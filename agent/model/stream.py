@@ -193,7 +193,9 @@ class Stream:
         # state would differ in its last bits from an undisturbed run's.
         return self._adapt(state, np.asarray(raw, dtype=np.float32).tolist(), None)
 
-    def _adapt(self, state: StreamState, scores: list[float] | None, feats: object) -> np.ndarray:
+    def _adapt(
+        self, state: StreamState, scores: list[float] | None, feats: list[list[float]] | None
+    ) -> np.ndarray:
         """The recurrence, one window at a time in plain floats (a numpy call per window would
         cost more than the arithmetic): over the graph's `scores`, or the online model's."""
         logits = scores
@@ -209,7 +211,8 @@ class Stream:
             state.long_var,
             state.last,
         )
-        count = len(logits) if logits is not None else self.model.count(feats)
+        count = len(logits) if logits is not None else len(feats)
+        online = state.online.tolist() if feats is not None else []
         out = [0.0] * count
         exp, sqrt = math.exp, math.sqrt
         for i in range(count):
@@ -217,7 +220,7 @@ class Stream:
             if logits is not None:
                 u = _logit(logits[i])
             else:
-                u = self.model.step(state.online, feats, i, gate if alerting else 1.0)
+                u = self.model.step(online, feats[i], gate if alerting else 1.0)
             seen += 1
             short += (u - short) * (short_rate if seen >= p.short_window else 1.0 / seen)
             z = (short - mean) / sqrt(var + floor) - (alert_z - hold if alerting else alert_z)
@@ -239,6 +242,8 @@ class Stream:
             var,
             last,
         )
+        if online:
+            state.online = np.asarray(online, dtype=np.float64)
         return np.asarray(out, dtype=np.float32)
 
     def dump(self, state: StreamState) -> bytes:
