@@ -94,7 +94,8 @@ class OnlineModel:
         n = w.shape[1]
         mean = np.add.reduce(w, axis=1, keepdims=True) / n
         dev = w - mean
-        std = np.sqrt(np.add.reduce(dev * dev, axis=1) / n)
+        np.multiply(dev, dev, out=dev)
+        std = np.sqrt(np.add.reduce(dev, axis=1) / n)
         return np.concatenate([mean[:, 0], std], axis=1).tolist()
 
     def step(self, state: list[float], feats: list[float], gate: float) -> float:
