@@ -153,7 +153,8 @@ class StreamState:
     long_mean: float = 0.0
     long_var: float = 1.0
     last: float = 0.0  # the previous adapted score: whether the asset is alerting
-    online: np.ndarray = field(default_factory=lambda: np.zeros(0))  # OnlineModel's state
+    # OnlineModel's state as plain floats: its step reads and writes it once per window.
+    online: list[float] = field(default_factory=list)
 
 
 class Stream:
@@ -167,7 +168,7 @@ class Stream:
 
     def new_state(self) -> StreamState:
         p = self.params
-        online = self.model.new_state() if self.model is not None else np.zeros(0)
+        online = self.model.new_state().tolist() if self.model is not None else []
         return StreamState(
             seen=0,
             short_mean=p.baseline_mean,
@@ -212,7 +213,7 @@ class Stream:
             state.last,
         )
         count = len(logits) if logits is not None else len(feats)
-        online = state.online.tolist() if feats is not None else []
+        online = state.online
         out = [0.0] * count
         exp, sqrt = math.exp, math.sqrt
         for i in range(count):
@@ -242,8 +243,6 @@ class Stream:
             var,
             last,
         )
-        if online:
-            state.online = np.asarray(online, dtype=np.float64)
         return np.asarray(out, dtype=np.float32)
 
     def dump(self, state: StreamState) -> bytes:
@@ -255,7 +254,7 @@ class Stream:
             state.long_var,
             state.last,
         ]
-        return np.concatenate([np.asarray(head, dtype=np.float64), state.online]).tobytes()
+        return np.asarray(head + state.online, dtype=np.float64).tobytes()
 
     def load(self, data: bytes) -> StreamState:
         size = self.model.state_size if self.model is not None else 0
@@ -281,7 +280,7 @@ class Stream:
             raise StreamStateError(
                 "online state with a variance that is not positive or past 100 training ones"
             )
-        return StreamState(int(seen), short, mean, var, last, online)
+        return StreamState(int(seen), short, mean, var, last, online.tolist())
 
     def drift(self, state: StreamState) -> float | None:
         """How far the asset's recent raw scores have moved from training, in [0, 1] (0: the
