@@ -72,9 +72,9 @@ class OnlineModel:
         self.params = params
         self.d = len(params.mean)
         self.state_size = 2 * self.d
-        self.floor = 0.25 * np.asarray(params.scale) ** 2
-        self.limit = _STEP * np.asarray(params.scale)
-        self.ceiling = self.limit**2 * (1 + 1e-9)  # rounding's room
+        self.floor = [0.25 * s * s for s in params.scale]
+        self.limit = [_STEP * s for s in params.scale]
+        self.ceiling = np.asarray(self.limit) ** 2 * (1 + 1e-9)  # rounding's room
 
     def new_state(self) -> np.ndarray:
         p = self.params
@@ -86,19 +86,23 @@ class OnlineModel:
         var = state[self.d :]
         return len(state) == self.state_size and bool(((var > 0) & (var <= self.ceiling)).all())
 
-    def prepare(self, windows: np.ndarray) -> np.ndarray:
-        """The features of a batch of windows [batch, W, n] → [batch, 2n] (stateless, so done
-        for the whole batch at once)."""
+    def prepare(self, windows: np.ndarray) -> list[list[float]]:
+        """The features of a batch of windows [batch, W, n] → [batch][2n] (stateless, so done
+        for the whole batch at once). The mean and std as numpy's `mean` and `std` compute them,
+        bit for bit, in raw ufuncs: their wrappers cost more than a one-window batch's sums."""
         w = np.asarray(windows, dtype=np.float64)
-        return np.concatenate([w.mean(axis=1), w.std(axis=1)], axis=1)
+        n = w.shape[1]
+        mean = np.add.reduce(w, axis=1, keepdims=True) / n
+        dev = w - mean
+        np.multiply(dev, dev, out=dev)
+        std = np.sqrt(np.add.reduce(dev, axis=1) / n)
+        return np.concatenate([mean[:, 0], std], axis=1).tolist()
 
-    @staticmethod
-    def count(feats: np.ndarray) -> int:
-        return len(feats)
-
-    def step(self, state: np.ndarray, feats: np.ndarray, i: int, gate: float) -> float:
-        """The logit of window `i`, then the model learns from it at `gate` times its rate
-        (the stream's `alarm_learning` while the asset alerts, else 1).
+    def step(self, state: list[float], feats: list[float], gate: float) -> float:
+        """The logit of the window of features `feats`, then the model learns from it at `gate`
+        times its rate (the stream's `alarm_learning` while the asset alerts, else 1). `state`
+        is `new_state()` as a list, updated in place: d is 2 to a few dozen, so plain floats
+        cost less than a numpy call per window.
 
         Each feature's step is limited to `_STEP` training spreads, so that one wild window (a
         sensor reading 1e100) moves the model by a bounded amount; a window whose score is not
@@ -107,16 +111,18 @@ class OnlineModel:
         variance by a factor 1 + 100 rate, compounding, until no real fault stood out of it;
         against a fixed one the variance cannot pass 100 training variances."""
         d = self.d
-        mean, var = state[:d], state[d:]
-        diff = feats[i] - mean
-        raw = float(np.dot(diff * diff, 1.0 / var)) / d
+        diffs = [f - m for f, m in zip(feats, state[:d], strict=True)]
+        raw = sum([x * x / v for x, v in zip(diffs, state[d:], strict=True)]) / d
         if raw != raw or raw == math.inf:
             return _CLIP
         p = self.params
         u = (raw - p.threshold) / p.spread
         rate = p.learning_rate * gate
         if rate > 0.0:
-            np.clip(diff, -self.limit, self.limit, out=diff)
-            mean += rate * diff
-            np.maximum((1.0 - rate) * (var + rate * diff * diff), self.floor, out=var)
+            keep = 1.0 - rate
+            for k, (x, lim, low) in enumerate(zip(diffs, self.limit, self.floor, strict=True)):
+                x = -lim if x < -lim else (lim if x > lim else x)
+                state[k] += rate * x
+                v = keep * (state[d + k] + rate * x * x)
+                state[d + k] = v if v > low else low
         return min(max(u, -_CLIP), _CLIP)

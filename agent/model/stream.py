@@ -153,7 +153,8 @@ class StreamState:
     long_mean: float = 0.0
     long_var: float = 1.0
     last: float = 0.0  # the previous adapted score: whether the asset is alerting
-    online: np.ndarray = field(default_factory=lambda: np.zeros(0))  # OnlineModel's state
+    # OnlineModel's state as plain floats: its step reads and writes it once per window.
+    online: list[float] = field(default_factory=list)
 
 
 class Stream:
@@ -167,7 +168,7 @@ class Stream:
 
     def new_state(self) -> StreamState:
         p = self.params
-        online = self.model.new_state() if self.model is not None else np.zeros(0)
+        online = self.model.new_state().tolist() if self.model is not None else []
         return StreamState(
             seen=0,
             short_mean=p.baseline_mean,
@@ -193,7 +194,9 @@ class Stream:
         # state would differ in its last bits from an undisturbed run's.
         return self._adapt(state, np.asarray(raw, dtype=np.float32).tolist(), None)
 
-    def _adapt(self, state: StreamState, scores: list[float] | None, feats: object) -> np.ndarray:
+    def _adapt(
+        self, state: StreamState, scores: list[float] | None, feats: list[list[float]] | None
+    ) -> np.ndarray:
         """The recurrence, one window at a time in plain floats (a numpy call per window would
         cost more than the arithmetic): over the graph's `scores`, or the online model's."""
         logits = scores
@@ -209,7 +212,8 @@ class Stream:
             state.long_var,
             state.last,
         )
-        count = len(logits) if logits is not None else self.model.count(feats)
+        count = len(logits) if logits is not None else len(feats)
+        online = state.online
         out = [0.0] * count
         exp, sqrt = math.exp, math.sqrt
         for i in range(count):
@@ -217,7 +221,7 @@ class Stream:
             if logits is not None:
                 u = _logit(logits[i])
             else:
-                u = self.model.step(state.online, feats, i, gate if alerting else 1.0)
+                u = self.model.step(online, feats[i], gate if alerting else 1.0)
             seen += 1
             short += (u - short) * (short_rate if seen >= p.short_window else 1.0 / seen)
             z = (short - mean) / sqrt(var + floor) - (alert_z - hold if alerting else alert_z)
@@ -250,7 +254,7 @@ class Stream:
             state.long_var,
             state.last,
         ]
-        return np.concatenate([np.asarray(head, dtype=np.float64), state.online]).tobytes()
+        return np.asarray(head + state.online, dtype=np.float64).tobytes()
 
     def load(self, data: bytes) -> StreamState:
         size = self.model.state_size if self.model is not None else 0
@@ -276,7 +280,7 @@ class Stream:
             raise StreamStateError(
                 "online state with a variance that is not positive or past 100 training ones"
             )
-        return StreamState(int(seen), short, mean, var, last, online)
+        return StreamState(int(seen), short, mean, var, last, online.tolist())
 
     def drift(self, state: StreamState) -> float | None:
         """How far the asset's recent raw scores have moved from training, in [0, 1] (0: the

@@ -287,3 +287,42 @@ def test_the_layer_state_does_not_depend_on_how_the_graph_batched_the_windows(tr
         stream.step(state, raw, windows)
         states.append(stream.dump(state))
     assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_online_features_are_numpys_mean_and_std_bit_for_bit(dtype):
+    """`prepare` calls the raw ufuncs for speed; it must still be what `mean` and `std` give,
+    on wild values too (inf, NaN, past float32's range), or scores would move by the batch."""
+    rng = np.random.default_rng(4)
+    windows = rng.normal(0.0, 1.0, (64, WINDOW, SENSORS)) * rng.lognormal(0.0, 6.0, (64, 1, 1))
+    windows[3, 1, 0], windows[5, :, 1], windows[7, 2, 1] = np.inf, -np.inf, np.nan
+    windows[9] = 1e100 if dtype is np.float64 else 3e38
+    windows = windows.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        wide = windows.astype(np.float64)
+        want = np.concatenate([wide.mean(axis=1), wide.std(axis=1)], axis=1)
+        got = np.asarray(_online().model.prepare(windows))
+    np.testing.assert_array_equal(got, want)
+    assert got.tobytes() == want.tobytes(), "the same bits, NaNs and signs included"
+
+
+def test_the_online_step_in_plain_floats_is_the_vector_formula():
+    """The per-window step is written in plain floats (a numpy call per feature costs more
+    than the arithmetic); it computes the diagonal Gaussian's update, up to rounding."""
+    model = _online().model
+    p = model.params
+    scale = np.asarray(p.scale)
+    mean, var = np.asarray(p.mean), scale**2
+    state = model.new_state().tolist()
+    _, windows = _data(3000, shift_at=1500, seed=5)
+    for i, feats in enumerate(model.prepare(windows * 3.0)):
+        gate = 0.05 if i % 3 == 0 else 1.0  # as while alerting
+        diff = np.asarray(feats) - mean
+        raw = float(np.sum(diff * diff / var)) / model.d
+        rate = p.learning_rate * gate
+        step = np.clip(diff, -10 * scale, 10 * scale)
+        mean = mean + rate * step
+        var = np.maximum((1 - rate) * (var + rate * step * step), 0.25 * scale**2)
+        u = model.step(state, feats, gate)
+        assert u == pytest.approx(min(max((raw - p.threshold) / p.spread, -16), 16), rel=1e-12)
+    np.testing.assert_allclose(state, np.concatenate([mean, var]), rtol=1e-12)

@@ -301,8 +301,8 @@ def test_the_online_stream_starts_from_the_graph_it_was_trained_with(sim_data):
     graph = Scorer.from_bytes(result.model_bytes, Path("x")).score(windows).score.astype(float)
     frozen = m.stream.online.model_copy(update={"learning_rate": 0.0})
     stream = Stream(m.stream.model_copy(update={"online": frozen}), m.window, len(m.sensors))
-    feats, state = stream.model.prepare(windows), stream.model.new_state()
-    logits = np.array([stream.model.step(state, feats, i, 1.0) for i in range(len(windows))])
+    feats, state = stream.model.prepare(windows), stream.model.new_state().tolist()
+    logits = np.array([stream.model.step(state, f, 1.0) for f in feats])
     # the graph's calibrated logit: the score is a sigmoid only up to 0.9 (agent.model.squash)
     want = np.array([logit_of_score(g) if 0.0 < g < 1.0 else np.nan for g in graph])
     inside = (graph > 1e-4) & (np.abs(want) < 15.9)  # away from float32's and the layer's clip
