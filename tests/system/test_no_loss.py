@@ -11,7 +11,6 @@ import json
 import os
 import random
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv, replay
 from testbed.mosquitto import Mosquitto
 from tests.conftest import DEVICE, AgentProcess, fill, launch_agent, wait_for, wait_status
+from tests.system.chaos import disturb, settle
 
 ASSETS = ("pump-1", "pump-2")
 
@@ -63,17 +63,7 @@ def _topic(asset: str) -> str:
 
 
 def _settle(agent: AgentProcess, subscriber: AlertSubscriber, messages: int) -> Outcome:
-    """Wait until every message is applied and every alert is delivered and received."""
-    wait_for(
-        lambda: (s := agent.stats()) and s["readings"] + s["dead_letters"] >= messages,
-        120,
-        f"{messages} messages applied ({agent.stats()}); agent log {agent.log}",
-    )
-    wait_for(lambda: agent.stats()["alerts_pending"] == 0, 60, f"outbox drained; {agent.log}")
-    delivered = agent.stats()["alerts_delivered"]
-    assert subscriber.wait_until(lambda alerts: len(alerts) >= delivered, 60), (
-        f"{len(subscriber.alerts)} of {delivered} alerts arrived upstream"
-    )
+    settle(agent, subscriber, messages)
     return Outcome({a["id"] for a in subscriber.alerts}, subscriber.duplicates, agent.stats())
 
 
@@ -125,23 +115,7 @@ def test_kill_9_and_broker_restarts_lose_no_alert_and_apply_no_reading_twice(
             pool.submit(replay, readings, "127.0.0.1", local.port, _topic(a), rate=250, timeout=300)
             for a in ASSETS
         ]
-        for event in events:
-            # The disturbance lands at a random point of the replay; nothing waits on it.
-            time.sleep(rng.uniform(0.2, 0.8))
-            if event == "kill":
-                agent.kill()
-                agent = start_agent(local, upstream)
-            elif event == "restart upstream":
-                upstream.stop()
-                upstream.start()
-            else:
-                # mosquitto 2.0 restores a queue for an absent client out of order (docs/storage.md,
-                # "Order"), so the local broker restarts under a connected agent.
-                agent.wait_logged("subscribed topic")
-                connections = agent.logged("local connected")
-                local.stop()
-                local.start()
-                agent.wait_logged("local connected", connections + 1)
+        agent = disturb(events, rng, agent, lambda: start_agent(local, upstream), local, upstream)
         for feed in feeds:
             feed.result()
     try:

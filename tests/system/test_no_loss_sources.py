@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from fleet.alerts import AlertSubscriber
 from fleet.replay import publish_messages, readings_from_csv
 from fleet.sources import encode
 from testbed.mosquitto import Mosquitto
-from tests.conftest import DEVICE, AgentProcess, launch_agent, wait_for, wait_status
+from tests.conftest import DEVICE, AgentProcess, launch_agent, wait_status
+from tests.system.chaos import disturb, settle
 
 ASSETS = ("pump-1", "pump-2")
 PER_SENSOR = SourceConfig.model_validate(
@@ -82,14 +82,7 @@ def _config(kind: str) -> str:
 
 
 def _settle(agent: AgentProcess, subscriber: AlertSubscriber, readings: int) -> Outcome:
-    wait_for(
-        lambda: (s := agent.stats()) and s["readings"] + s["dead_letters"] >= readings,
-        120,
-        f"{readings} readings applied ({agent.stats()}); agent log {agent.log}",
-    )
-    wait_for(lambda: agent.stats()["alerts_pending"] == 0, 60, f"outbox drained; {agent.log}")
-    delivered = agent.stats()["alerts_delivered"]
-    assert subscriber.wait_until(lambda alerts: len(alerts) >= delivered, 60)
+    settle(agent, subscriber, readings)
     by_asset: dict[str, list[dict]] = {}
     for alert in subscriber.alerts:
         by_asset.setdefault(alert["asset"], []).append(alert)
@@ -148,20 +141,14 @@ def test_kill_9_and_broker_restarts_with_joined_and_receipt_stamped_readings(
             )
             for a in ASSETS
         ]
-        for event in events:
-            time.sleep(rng.uniform(0.2, 0.8))  # the disturbance lands at a random point
-            if event == "kill":
-                agent.kill()
-                agent = start_agent(local, upstream, extra=_config(kind))
-            elif event == "restart upstream":
-                upstream.stop()
-                upstream.start()
-            else:
-                agent.wait_logged("subscribed topic")
-                connections = agent.logged("local connected")
-                local.stop()
-                local.start()
-                agent.wait_logged("local connected", connections + 1)
+        agent = disturb(
+            events,
+            rng,
+            agent,
+            lambda: start_agent(local, upstream, extra=_config(kind)),
+            local,
+            upstream,
+        )
         for feed in feeds:
             feed.result()
     try:
