@@ -18,7 +18,9 @@ baseline then learns it and z falls back, so the shift alerts once. While the ad
 at or above 0.5 the baseline learns at `alarm_learning` times its rate, so a fault is not learnt
 as normal before it has been seen (and after it ends the return to normal does not look like a
 second fault). Method `online` (agent/model/online.py) first rescores each window with a normal
-model that itself learns on the gateway, then applies the same likelihood.
+model that itself learns on the gateway, then applies the same likelihood. With `novelty`
+(agent/model/novelty.py), a reading past every value its sensor has shown scores too: the
+window's score is the larger of the two.
 
 Every step is a scalar recurrence in plain floats, in time order, so the scores do not depend
 on how the readings were cut into batches: a state dumped mid-stream and loaded gives the same
@@ -34,6 +36,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.model.novelty import Novelty, NoveltyParams
 from agent.model.online import OnlineModel, OnlineParams
 from agent.model.squash import logit_of_score
 
@@ -121,6 +124,11 @@ class StreamParams(BaseModel):
     online: OnlineParams | None = Field(
         default=None, description="The learning normal model of method `online`."
     )
+    novelty: NoveltyParams | None = Field(
+        default=None,
+        description="Range novelty: a reading past the range its sensor has shown scores "
+        "(none: off).",
+    )
     reference_quantiles: list[float] = Field(
         default_factory=list,
         max_length=101,
@@ -131,6 +139,8 @@ class StreamParams(BaseModel):
     def _online_has_its_model(self) -> StreamParams:
         if (self.method == "online") != (self.online is not None):
             raise ValueError("method 'online' and the `online` model go together")
+        if self.novelty is not None and self.method == "none":
+            raise ValueError("`novelty` needs method 'likelihood' or 'online'")
         if self.hold >= self.alert_z:
             # At alert_z − hold <= 0 an asset whose baseline learnt the shift alerts on.
             raise ValueError(
@@ -155,6 +165,7 @@ class StreamState:
     last: float = 0.0  # the previous adapted score: whether the asset is alerting
     # OnlineModel's state as plain floats: its step reads and writes it once per window.
     online: list[float] = field(default_factory=list)
+    novelty: list[float] = field(default_factory=list)  # Novelty's, likewise
 
 
 class Stream:
@@ -165,6 +176,7 @@ class Stream:
         self.model = (
             OnlineModel(params.online, window, n_sensors) if params.online is not None else None
         )
+        self.novelty = Novelty(params.novelty, n_sensors) if params.novelty is not None else None
 
     def new_state(self) -> StreamState:
         p = self.params
@@ -175,6 +187,7 @@ class Stream:
             long_mean=p.baseline_mean,
             long_var=p.baseline_std**2,
             online=online,
+            novelty=self.novelty.new_state() if self.novelty is not None else [],
         )
 
     def step(self, state: StreamState, raw: np.ndarray, windows: np.ndarray) -> np.ndarray:
@@ -184,21 +197,29 @@ class Stream:
         if p.method == "none":
             state.seen += len(raw)
             return np.asarray(raw, dtype=np.float32)
+        # Each window's newest reading, for the range novelty (windows slide by one reading).
+        newest = windows[:, -1, :].tolist() if self.novelty is not None else None
         if self.model is not None:
             # Wild readings overflow to inf here; the model scores and bounds them itself.
             with np.errstate(over="ignore", invalid="ignore"):
-                return self._adapt(state, None, self.model.prepare(windows))
+                return self._adapt(state, None, self.model.prepare(windows), newest)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
         # kernels round a window's score differently by its place in a batch (a vector lane or
         # the scalar tail), and the agent batches differently after a restart, so the layer's
         # state would differ in its last bits from an undisturbed run's.
-        return self._adapt(state, np.asarray(raw, dtype=np.float32).tolist(), None)
+        return self._adapt(state, np.asarray(raw, dtype=np.float32).tolist(), None, newest)
 
     def _adapt(
-        self, state: StreamState, scores: list[float] | None, feats: list[list[float]] | None
+        self,
+        state: StreamState,
+        scores: list[float] | None,
+        feats: list[list[float]] | None,
+        newest: list[list[float]] | None,
     ) -> np.ndarray:
         """The recurrence, one window at a time in plain floats (a numpy call per window would
-        cost more than the arithmetic): over the graph's `scores`, or the online model's."""
+        cost more than the arithmetic): over the graph's `scores`, or the online model's; with
+        `newest` (each window's newest reading) the range novelty's score is taken too. The
+        likelihood's own score (`last`) is what gates learning: novelty only adds alerts."""
         logits = scores
         p = self.params
         short_rate = 1.0 / p.short_window
@@ -235,7 +256,11 @@ class Stream:
             else:
                 mean += rate * d
                 var = (1.0 - rate) * (var + rate * d * d)
-            out[i] = last
+            if newest is not None:
+                novel = self.novelty.step(state.novelty, newest[i])
+                out[i] = novel if novel > last else last
+            else:
+                out[i] = last
         state.seen, state.short_mean, state.long_mean, state.long_var, state.last = (
             seen,
             short,
@@ -254,10 +279,12 @@ class Stream:
             state.long_var,
             state.last,
         ]
-        return np.asarray(head + state.online, dtype=np.float64).tobytes()
+        return np.asarray(head + state.online + state.novelty, dtype=np.float64).tobytes()
 
     def load(self, data: bytes) -> StreamState:
         size = self.model.state_size if self.model is not None else 0
+        novelty = self.novelty.state_size if self.novelty is not None else 0
+        size += novelty
         expected = 8 * (_HEADER + size)
         if len(data) != expected:
             raise StreamStateError(f"stream state of {len(data)} bytes, expected {expected}")
@@ -275,12 +302,17 @@ class Stream:
             raise StreamStateError(
                 f"stream state past what logits give (means {short}, {mean}, variance {var})"
             )
-        online = values[_HEADER:]
+        online, ranges = values[_HEADER : len(values) - novelty], values[len(values) - novelty :]
         if self.model is not None and not self.model.valid_state(online):
             raise StreamStateError(
                 "online state with a variance that is not positive or past 100 training ones"
             )
-        return StreamState(int(seen), short, mean, var, last, online.tolist())
+        if self.novelty is not None and not self.novelty.valid_state(ranges):
+            raise StreamStateError(
+                "novelty state with a score outside [0, 1], a fractional age or a range "
+                "out of order"
+            )
+        return StreamState(int(seen), short, mean, var, last, online.tolist(), ranges.tolist())
 
     def drift(self, state: StreamState) -> float | None:
         """How far the asset's recent raw scores have moved from training, in [0, 1] (0: the

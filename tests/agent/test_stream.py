@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from agent.model.novelty import NoveltyParams
 from agent.model.online import OnlineParams
 from agent.model.stream import Stream, StreamParams, StreamStateError
 
@@ -35,6 +36,18 @@ def _online(**update: object) -> Stream:
         **LAYER,
     )
     return Stream(params.model_copy(update=update), WINDOW, SENSORS)
+
+
+def _novel(**update: object) -> Stream:
+    """The online layer with range novelty over readings of about N(0, 1) (training ±2)."""
+    novelty = NoveltyParams(tolerance=0.3, memory=20, low=[-2.0, -2.0], high=[2.0, 2.0])
+    stream = _online()
+    params = stream.params.model_copy(update={"novelty": novelty, **update})
+    return Stream(params, WINDOW, SENSORS)
+
+
+MAKERS = [_likelihood, _online, _novel]
+MAKER_IDS = ["likelihood", "online", "novelty"]
 
 
 def _scores(logits: np.ndarray) -> np.ndarray:
@@ -72,7 +85,7 @@ def test_without_the_layer_the_same_shift_never_goes_quiet():
     np.testing.assert_array_equal(out, raw)
 
 
-@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
 def test_scores_do_not_depend_on_batches_or_on_a_restart_between_them(make):
     """Crash consistency: a state saved after any batch and loaded into a fresh layer (a
     restarted agent) continues with exactly the scores of an unbroken run."""
@@ -90,7 +103,7 @@ def test_scores_do_not_depend_on_batches_or_on_a_restart_between_them(make):
     np.testing.assert_array_equal(np.concatenate(got), want)
 
 
-@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
 def test_the_state_stays_the_same_size_however_long_the_stream(make):
     stream = make()
     state = stream.new_state()
@@ -101,7 +114,7 @@ def test_the_state_stays_the_same_size_however_long_the_stream(make):
     assert stream.load(stream.dump(state)).seen == 5000
 
 
-@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
 def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
     stream = make()
     good = np.frombuffer(stream.dump(stream.new_state()), dtype=np.float64).copy()
@@ -120,9 +133,19 @@ def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
         # a million windows (its mean creeps back at rate x alarm_learning).
         "past what": [bad(2, 1e300), bad(3, -1e300), bad(4, 1e300)],
     }
-    if stream.model is not None:
+    if stream.model is not None and stream.novelty is None:
         # 1e30: no step leaves more than 100 training variances (it was the compounding's).
         cases["variance"] = [bad(len(good) - 1, v) for v in (0.0, -3.0, 1e30)]
+    if stream.novelty is not None:
+        at = len(good) - stream.novelty.state_size  # held score, age, lows, highs
+        cases["novelty state"] = [
+            bad(at, 1.5),
+            bad(at, -0.1),
+            bad(at + 1, 2.5),
+            bad(at + 1, -1.0),
+            bad(at + 2, 5.0),  # a low above its high
+            bad(len(good) - 1, 1e300),
+        ]
     for message, payloads in cases.items():
         for payload in payloads:
             with pytest.raises(StreamStateError, match=message):
@@ -134,7 +157,7 @@ def test_a_state_from_the_other_method_is_refused():
         _online().load(_likelihood().dump(_likelihood().new_state()))
 
 
-@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
 def test_wild_input_neither_poisons_the_state_nor_blinds_the_asset(make):
     """NaN scores, infinite and enormous readings: the state stays finite, the wild windows
     score high, and a later shift on normal data is still seen."""
@@ -326,3 +349,17 @@ def test_the_online_step_in_plain_floats_is_the_vector_formula():
         u = model.step(state, feats, gate)
         assert u == pytest.approx(min(max((raw - p.threshold) / p.spread, -16), 16), rel=1e-12)
     np.testing.assert_allclose(state, np.concatenate([mean, var]), rtol=1e-12)
+
+
+def test_novelty_sees_a_spike_the_window_averages_hide():
+    """One reading 4 spreads out (half a training range past it) moves the window means by a
+    fifth of that: the online likelihood alone stays quiet, with range novelty the windows
+    holding it alert, for `memory` windows."""
+    raw, windows = _data(2000, seed=4)
+    windows = np.clip(windows, -1.9, 1.9)
+    for w in range(WINDOW):  # the reading at row 1500 is in these windows' slot WINDOW-1-w
+        windows[1500 + w, WINDOW - 1 - w, 0] = 4.0
+    plain, novel = _online(), _novel()
+    assert (plain.step(plain.new_state(), raw, windows)[1500:1520] < 0.5).all()
+    out = novel.step(novel.new_state(), raw, windows)
+    assert (out[1500:1520] > 0.5).all() and (out[1520:1600] < 0.5).all()

@@ -1,0 +1,127 @@
+"""Range novelty (#15): a reading past every value its sensor has shown scores, once, and a
+wild one cannot blind the sensor for good."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from agent.model.novelty import Novelty, NoveltyParams
+from agent.model.stream import StreamParams
+
+RANGE = {"low": [0.0, -1.0], "high": [10.0, 1.0]}
+
+
+def _novelty(**update: object) -> Novelty:
+    return Novelty(NoveltyParams(**{"tolerance": 0.3, "memory": 5, **RANGE, **update}), 2)
+
+
+def _run(novelty: Novelty, readings: list[list[float]]) -> tuple[list[float], list[float]]:
+    state = novelty.new_state()
+    return [novelty.step(state, r) for r in readings], state
+
+
+def test_a_reading_past_the_range_scores_for_memory_windows_then_stops():
+    # 10 + 0.3 x 10 is the edge; 15 is 0.5 ranges past: 1 - exp(-(0.5 - 0.3) / 0.3) / 2.
+    scores, _ = _run(_novelty(), [[5.0, 0.0]] * 3 + [[15.0, 0.0]] + [[5.0, 0.0]] * 8)
+    want = 1.0 - 0.5 * math.exp(-(0.5 - 0.3) / 0.3)
+    assert scores[:3] == [0.0] * 3
+    assert scores[3:8] == pytest.approx([want] * 5)
+    assert scores[8:] == [0.0] * 4
+
+
+def test_within_the_tolerance_nothing_scores_but_the_range_widens():
+    novelty = _novelty()
+    scores, state = _run(novelty, [[12.0, 0.0], [14.9, 0.0], [18.0, 0.0]])
+    # 12 is 0.2 ranges past 10; 14.9 is 0.24 past 12; 18 is 0.24 past 14.9: never novel
+    assert scores == [0.0, 0.0, 0.0]
+    assert state[2 + 2] == 18.0  # the first sensor's high
+
+
+def test_a_level_seen_once_is_not_novel_again():
+    scores, _ = _run(_novelty(memory=1), [[20.0, 0.0], [5.0, 0.0], [20.0, 0.0]])
+    assert scores[0] > 0.5 and scores[1:] == [0.0, 0.0]
+
+
+def test_a_slow_drift_never_scores():
+    ramp = [[5.0 + 0.05 * i, 0.0] for i in range(2000)]
+    scores, _ = _run(_novelty(), ramp)
+    assert max(scores) == 0.0
+
+
+def test_either_side_and_any_sensor_scores():
+    novelty = _novelty(memory=1)
+    assert _run(novelty, [[-5.0, 0.0]])[0][0] > 0.5
+    assert _run(novelty, [[5.0, 1.9]])[0][0] > 0.5
+
+
+def test_a_larger_novel_reading_while_held_raises_the_held_score():
+    scores, _ = _run(_novelty(), [[14.0, 0.0], [5.0, 0.0], [40.0, 0.0], [5.0, 0.0]])
+    assert scores[0] < scores[2] == scores[3]
+
+
+def test_a_wild_reading_cannot_blind_the_sensor():
+    """A broken sensor's (or a hostile publisher's) 1e30 widens the range by at most 10
+    training ranges: a real excursion past that is still novel. Without the bound the range
+    reached 1e30 and nothing on that sensor was novel again."""
+    novelty = _novelty(memory=1)
+    state = novelty.new_state()
+    assert novelty.step(state, [1e30, 0.0]) > 0.99
+    assert state[2 + 2] == 10.0 + 10 * 10.0
+    assert novelty.step(state, [5.0, 0.0]) == 0.0
+    assert novelty.step(state, [150.0, 0.0]) > 0.5
+
+
+def test_readings_that_are_not_numbers_score_highest_and_teach_nothing():
+    novelty = _novelty(memory=1)
+    for wild in (math.nan, math.inf, -math.inf):
+        scores, state = _run(novelty, [[wild, 0.0]])
+        assert scores == [1.0]
+        assert state[2:] == [0.0, -1.0, 10.0, 1.0]
+
+
+def test_a_sensor_constant_in_training_scores_its_first_real_move():
+    """A stuck valve during normal operation: leaving that value is the anomaly."""
+    novelty = Novelty(NoveltyParams(low=[0.7], high=[0.7], memory=1), 1)
+    scores, _ = _run(novelty, [[0.7], [0.7], [0.71]])
+    assert scores[:2] == [0.0, 0.0] and scores[2] > 0.99
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"low": [0.0], "high": [1.0, 2.0]},
+        {"low": [3.0, 0.0], "high": [1.0, 2.0]},
+        {"low": [math.nan, 0.0]},
+        {"high": [math.inf, 1.0]},
+        {"high": [1e31, 1.0]},
+        {"low": [], "high": []},
+        {"tolerance": 0.0},
+        {"memory": 0},
+        {"extra": 1},
+    ],
+)
+def test_a_manifest_with_bad_ranges_is_refused(bad):
+    with pytest.raises(ValidationError):
+        NoveltyParams(**{"tolerance": 0.3, "memory": 5, **RANGE, **bad})
+
+
+def test_ranges_for_other_sensors_are_refused_by_the_layer():
+    with pytest.raises(ValueError, match="novelty ranges for 2 sensors, the model has 3"):
+        Novelty(NoveltyParams(**RANGE), 3)
+
+
+def test_novelty_needs_a_layer_to_ride_on():
+    with pytest.raises(ValidationError, match="novelty"):
+        StreamParams(method="none", novelty=NoveltyParams(**RANGE))
+
+
+def test_the_state_stays_the_same_size():
+    novelty = _novelty()
+    rng = np.random.default_rng(1)
+    _, state = _run(novelty, (rng.normal(0, 100, (3000, 2))).tolist())
+    assert len(state) == novelty.state_size == 6
+    assert novelty.valid_state(np.asarray(state))
