@@ -15,6 +15,7 @@ from agent.model.score import Scorer
 from agent.model.stream import Stream
 from trainer.features import sliding_windows
 from trainer.readout import Episodes, episodes
+from trainer.streaming import with_settings
 from trainer.train import TrainOptions, TrainResult, train_values
 
 KINDS = ("normal", "drift", "shift")
@@ -59,13 +60,7 @@ def cases(result: TrainResult) -> dict[str, Case]:
 def read(result: TrainResult, case: Case, settings: dict | None = None) -> Episodes:
     """The episodes of one stream through the model's stream layer (`settings` over it)."""
     m = result.manifest
-    params = m.stream
-    if settings:
-        update = dict(settings)
-        rate = update.pop("learning_rate", None)
-        if rate is not None and params.online is not None:
-            update["online"] = params.online.model_copy(update={"learning_rate": rate})
-        params = params.model_copy(update=update)
+    params = with_settings(m.stream, settings) if settings else m.stream
     stream = Stream(params, m.window, len(m.sensors))
     return episodes(stream.step(stream.new_state(), case.raw, case.windows), m.alert_threshold)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent.model.novelty import NoveltyParams
 from agent.model.online import OnlineParams
 from agent.model.stream import StreamParams
 from trainer.pipeline import Pipeline
@@ -20,6 +21,9 @@ DEFAULT_STREAM: dict[str, float | int] = {
     "alarm_learning": 0.15,
     "hold": 2.0,
     "min_spread": 1.0,
+    # Range novelty (agent/model/novelty.py); a tolerance of 0 leaves it out.
+    "novelty_tolerance": 0.3,
+    "novelty_memory": 320,
 }
 DEFAULT_LEARNING_RATE = 0.001
 _QUANTILES = np.linspace(0.0, 1.0, 21)
@@ -27,11 +31,17 @@ _CLIP = 16.0
 
 
 def fit_stream(
-    pipeline: Pipeline, raw: np.ndarray, settings: dict[str, float | int] | None = None
+    pipeline: Pipeline,
+    raw: np.ndarray,
+    rows: np.ndarray,
+    settings: dict[str, float | int] | None = None,
 ) -> StreamParams:
-    """`raw`: the detector's raw scores on the training windows, in time order."""
+    """`raw`: the detector's raw scores on the training windows, in time order; `rows`: the
+    training readings [rows, sensors], whose ranges seed the range novelty."""
     chosen = {**DEFAULT_STREAM, **(settings or {})}
     learning_rate = float(chosen.pop("learning_rate", DEFAULT_LEARNING_RATE))
+    tolerance = float(chosen.pop("novelty_tolerance"))
+    memory = int(chosen.pop("novelty_memory"))
     logits = np.clip(pipeline.calibration.logit(raw), -_CLIP, _CLIP)
     # The gateway's online model recomputes the `mean` and `std` features itself; trained on
     # other features (the Python API's one-row windows use `last`), the detector's graph is a
@@ -44,6 +54,7 @@ def fit_stream(
         baseline_std=float(logits.std()),
         baseline_weight=min(len(logits), int(chosen["long_window"])),
         online=online,
+        novelty=_novelty(rows, tolerance, memory) if tolerance > 0 else None,
         reference_quantiles=np.quantile(pipeline.calibration.apply(raw), _QUANTILES).tolist(),
         **chosen,
     )
@@ -61,3 +72,37 @@ def _online(pipeline: Pipeline, learning_rate: float) -> OnlineParams:
         spread=pipeline.calibration.scale,
         learning_rate=learning_rate,
     )
+
+
+def _novelty(rows: np.ndarray, tolerance: float, memory: int) -> NoveltyParams:
+    """Each sensor's training range, at the float32 resolution the agent reads at."""
+    values = np.asarray(rows, dtype=np.float32).astype(np.float64)
+    return NoveltyParams(
+        tolerance=tolerance,
+        memory=memory,
+        low=np.clip(np.nanmin(values, axis=0), -1e30, 1e30).tolist(),
+        high=np.clip(np.nanmax(values, axis=0), -1e30, 1e30).tolist(),
+    )
+
+
+def with_settings(params: StreamParams, settings: dict[str, float | int]) -> StreamParams:
+    """`params` (a trained model's) with other layer settings, as an experiment tries them:
+    the keys of DEFAULT_STREAM and `learning_rate` (the `online` model's). A novelty tolerance
+    of 0 leaves the range novelty out; a model trained without it cannot take one."""
+    update = dict(settings)
+    rate = update.pop("learning_rate", None)
+    if rate is not None and params.online is not None:
+        update["online"] = params.online.model_copy(update={"learning_rate": rate})
+    tolerance = update.pop("novelty_tolerance", None)
+    memory = update.pop("novelty_memory", None)
+    novelty = params.novelty
+    if tolerance == 0:
+        novelty = None
+    elif novelty is not None:
+        changes = {"tolerance": tolerance, "memory": memory}
+        novelty = novelty.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    elif tolerance is not None:
+        raise ValueError("a novelty tolerance for a model trained without range novelty")
+    update["novelty"] = novelty
+    # model_copy does not validate: the settings go through the manifest's checks.
+    return StreamParams.model_validate(params.model_copy(update=update).model_dump())

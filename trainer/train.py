@@ -181,7 +181,7 @@ def train_values(
                 metrics=metrics,
             ),
             parity=Parity(max_abs_error=0.0, tolerance=PARITY_TOLERANCE, windows_checked=0),
-            stream=fit_stream(pipeline, raw, options.stream),
+            stream=fit_stream(pipeline, raw, fit_rows, options.stream),
             graph_sha256=graph_sha256(graph.SerializeToString()),
         )
         check_windows = all_windows[:_PARITY_MAX_WINDOWS]
