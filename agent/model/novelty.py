@@ -10,9 +10,13 @@ drift, whose every reading is only a little past the last, never is.
 
 A reading x of a sensor whose range is [lo, hi] is past it by e = (x − hi) / (hi − lo) (or
 (lo − x) / (hi − lo)); past `tolerance` it scores 1 − exp(−(e − tolerance) / tolerance) / 2,
-0.5 (the alert threshold) just past the tolerance and 0.82 at twice it. The window holds that
-score for `memory` windows (the largest since the last novel reading), so an episode opens
-(the alert levels want `fire_after` windows in a row) and stays open a while.
+0.5 (the alert threshold) just past the tolerance and 0.82 at twice it. The score is held (the
+largest since the hold began) while a window holds the novel reading (the model's `window`
+windows, so that an episode can open: the alert levels want `fire_after` windows in a row),
+and after that until a whole window of readings of the sensor that opened the hold is back
+in the range it had then (plus the tolerance), at most `memory` windows: a spike alerts once
+and briefly, a fault that holds its sensors out of their ranges keeps its episode open while
+it lasts, and a level that stays new goes quiet after `memory` windows.
 
 Learning is bounded: one step widens a range by at most `_GROWTH` training ranges, so a wild
 reading (1e300 from a broken sensor or a hostile publisher) cannot blind the sensor for good; a
@@ -32,7 +36,11 @@ _BOUND = 1e30  # no reading the agent accepts is past float32's range
 _Value = Annotated[float, Field(ge=-_BOUND, le=_BOUND)]
 _GROWTH = 10.0
 _EPS32 = 2.0**-23  # a float32 reading's relative resolution
-_HEADER = 2  # held score, windows since the last novel reading
+# held score, windows since the hold began or was renewed, the sensor that opened it (-1: no
+# hold), the way back (that sensor's range then, widened by the tolerance) and how many
+# windows in a row it has been back
+_HEADER = 6
+_QUIET = [0.0, 0.0, -1.0, 0.0, 0.0, 0.0]
 
 
 class NoveltyParams(BaseModel):
@@ -48,10 +56,11 @@ class NoveltyParams(BaseModel):
         "0.5 (the alert threshold).",
     )
     memory: int = Field(
-        default=320,
+        default=1280,
         ge=1,
         le=100_000,
-        description="Windows a novel reading's score is held for.",
+        description="Most windows a novel reading's score is held for while its sensor stays "
+        "out of its former range.",
     )
     low: list[_Value] = Field(
         min_length=1, max_length=MAX_SENSORS, description="Each sensor's lowest training value."
@@ -78,7 +87,7 @@ def _resolution(lo: float, hi: float) -> float:
 class Novelty:
     """Per-asset state as plain floats: [held score, age, lo (n), hi (n)]."""
 
-    def __init__(self, params: NoveltyParams, n_sensors: int) -> None:
+    def __init__(self, params: NoveltyParams, n_sensors: int, window: int = 1) -> None:
         if len(params.low) != n_sensors:
             raise ValueError(
                 f"novelty ranges for {len(params.low)} sensors, the model has {n_sensors}"
@@ -87,6 +96,7 @@ class Novelty:
         self.n = n_sensors
         self.state_size = _HEADER + 2 * n_sensors
         self.memory = float(params.memory)
+        self.window = float(window)
         self.growth = [
             _GROWTH * max(hi - lo, _resolution(lo, hi))
             for lo, hi in zip(params.low, params.high, strict=True)
@@ -94,20 +104,28 @@ class Novelty:
 
     def new_state(self) -> list[float]:
         p = self.params
-        return [0.0, float(p.memory), *p.low, *p.high]
+        return [*_QUIET, *p.low, *p.high]
 
     def valid_state(self, state: np.ndarray) -> bool:
         """Whether `state` is one `step` can have left: a score in [0, 1], an age that counts
-        windows, each range in order and within the bounds readings have."""
+        windows up to `memory`, a sensor of the model, each range in order and within the
+        bounds readings have."""
         if len(state) != self.state_size:
             return False
-        held, age = float(state[0]), float(state[1])
+        held, age, sensor, back_lo, back_hi, back = state[:_HEADER].tolist()
         lo, hi = state[_HEADER : _HEADER + self.n], state[_HEADER + self.n :]
         return (
             0.0 <= held <= 1.0
-            and 0.0 <= age == int(age)
+            and 0.0 <= age <= self.memory
+            and age == int(age)
+            and -1.0 <= sensor < self.n
+            and sensor == int(sensor)
+            and back_lo <= back_hi
+            and 0.0 <= back <= self.window
+            and back == int(back)
             and bool((lo <= hi).all())
-            and bool((np.abs(state[_HEADER:]) <= _BOUND * 2).all())
+            and bool((np.abs(state[3:5]) <= _BOUND * 4).all())
+            and bool((np.abs(state[_HEADER:]) <= _BOUND * 4).all())
         )
 
     def _widen(self, state: list[float], k: int, x: float, lo: float, hi: float) -> float:
@@ -126,21 +144,30 @@ class Novelty:
         """The window's novelty score, given its newest `reading` (one value per sensor);
         updates `state` in place (the ranges take the reading in)."""
         n, tol = self.n, self.params.tolerance
-        worst = 0.0
+        worst, which, way_back = 0.0, -1, (0.0, 0.0)
         # The common case, every reading inside its range, costs two comparisons per sensor.
         lows, highs = state[_HEADER : _HEADER + n], state[_HEADER + n :]
         for k, (x, lo, hi) in enumerate(zip(reading, lows, highs, strict=True)):
             if not lo <= x <= hi:
-                worst = max(worst, self._widen(state, k, x, lo, hi))
-        memory = self.memory
-        age = state[1] + 1.0  # windows since the last novel reading, this one included
+                past = self._widen(state, k, x, lo, hi)
+                if past > worst:
+                    margin = tol * max(hi - lo, _resolution(lo, hi))
+                    worst, which, way_back = past, k, (lo - margin, hi + margin)
         if worst > tol:
             score = 1.0 if worst == math.inf else 1.0 - 0.5 * math.exp(-(worst - tol) / tol)
-            held = state[0] if age < memory else 0.0
-            state[0], state[1] = (held if held > score else score), 0.0
+            if state[0] > 0.0:  # a hold goes on: its sensor and way back stay the first's
+                state[0], state[1], state[5] = max(state[0], score), 0.0, 0.0
+            else:
+                state[:_HEADER] = [score, 0.0, float(which), *way_back, 0.0]
             return state[0]
-        if age < memory:
-            state[1] = age
+        if state[0] == 0.0:
+            return 0.0
+        age = state[1] + 1.0
+        x = reading[int(state[2])]
+        back = 0.0 if not state[3] <= x <= state[4] else min(state[5] + 1.0, self.window)
+        # Held while a window holds the novel reading, then until a whole window is back.
+        if age < self.window or (back < self.window and age < self.memory):
+            state[1], state[5] = age, back
             return state[0]
-        state[0], state[1] = 0.0, memory  # quiet: the age stays bounded
+        state[:_HEADER] = _QUIET  # the hold ends
         return 0.0

@@ -15,8 +15,9 @@ from agent.model.stream import StreamParams
 RANGE = {"low": [0.0, -1.0], "high": [10.0, 1.0]}
 
 
-def _novelty(**update: object) -> Novelty:
-    return Novelty(NoveltyParams(**{"tolerance": 0.3, "memory": 5, **RANGE, **update}), 2)
+def _novelty(window: int = 1, **update: object) -> Novelty:
+    params = NoveltyParams(**{"tolerance": 0.3, "memory": 5, **RANGE, **update})
+    return Novelty(params, 2, window)
 
 
 def _run(novelty: Novelty, readings: list[list[float]]) -> tuple[list[float], list[float]]:
@@ -24,13 +25,37 @@ def _run(novelty: Novelty, readings: list[list[float]]) -> tuple[list[float], li
     return [novelty.step(state, r) for r in readings], state
 
 
-def test_a_reading_past_the_range_scores_for_memory_windows_then_stops():
+def test_a_spike_scores_while_a_window_holds_it_then_stops():
     # 10 + 0.3 x 10 is the edge; 15 is 0.5 ranges past: 1 - exp(-(0.5 - 0.3) / 0.3) / 2.
-    scores, _ = _run(_novelty(), [[5.0, 0.0]] * 3 + [[15.0, 0.0]] + [[5.0, 0.0]] * 8)
+    scores, _ = _run(_novelty(window=3), [[5.0, 0.0]] * 3 + [[15.0, 0.0]] + [[5.0, 0.0]] * 8)
     want = 1.0 - 0.5 * math.exp(-(0.5 - 0.3) / 0.3)
     assert scores[:3] == [0.0] * 3
-    assert scores[3:8] == pytest.approx([want] * 5)
-    assert scores[8:] == [0.0] * 4
+    assert scores[3:6] == pytest.approx([want] * 3)
+    assert scores[6:] == [0.0] * 6
+
+
+def test_an_excursion_holds_while_its_sensor_stays_out_then_ends_a_window_after_its_back():
+    """A fault that keeps its sensor out of the range it had (plus the tolerance) keeps the
+    score for as long as it lasts, a reading back now and then included; once a whole window
+    of readings is back the hold ends."""
+    out, back = [20.0, 0.0], [12.0, 0.0]  # 12 is within 10 + 0.3 x 10 of the range it had
+    readings = [[5.0, 0.0]] * 3 + [out] * 4 + [back] + [out] * 3 + [back] * 5
+    scores, state = _run(_novelty(window=2, memory=100), readings)
+    assert scores[:3] == [0.0] * 3 and min(scores[3:12]) > 0.5  # the back at 7 is one reading
+    assert scores[12:] == [0.0] * 4  # the second reading back (a window of 2) ends the hold
+    assert state[:6] == [0.0, 0.0, -1.0, 0.0, 0.0, 0.0]
+
+
+def test_a_level_that_stays_new_goes_quiet_after_memory_windows():
+    scores, _ = _run(_novelty(window=1, memory=5), [[5.0, 0.0]] + [[20.0, 0.0]] * 10)
+    assert min(scores[1:6]) > 0.5 and scores[6:] == [0.0] * 5
+
+
+def test_the_hold_is_measured_on_the_sensor_that_opened_it():
+    # sensor 1 opens the hold; sensor 0 never leaves its range: the hold lasts while 1 is out
+    readings = [[5.0, 3.0]] * 4 + [[5.0, 0.0]] * 2
+    scores, _ = _run(_novelty(window=1, memory=100), readings)
+    assert min(scores[:4]) > 0.5 and scores[4:] == [0.0, 0.0]
 
 
 def test_within_the_tolerance_nothing_scores_but_the_range_widens():
@@ -38,7 +63,7 @@ def test_within_the_tolerance_nothing_scores_but_the_range_widens():
     scores, state = _run(novelty, [[12.0, 0.0], [14.9, 0.0], [18.0, 0.0]])
     # 12 is 0.2 ranges past 10; 14.9 is 0.24 past 12; 18 is 0.24 past 14.9: never novel
     assert scores == [0.0, 0.0, 0.0]
-    assert state[2 + 2] == 18.0  # the first sensor's high
+    assert state[-2] == 18.0  # the first sensor's high
 
 
 def test_a_level_seen_once_is_not_novel_again():
@@ -59,8 +84,9 @@ def test_either_side_and_any_sensor_scores():
 
 
 def test_a_larger_novel_reading_while_held_raises_the_held_score():
-    scores, _ = _run(_novelty(), [[14.0, 0.0], [5.0, 0.0], [40.0, 0.0], [5.0, 0.0]])
-    assert scores[0] < scores[2] == scores[3]
+    readings = [[14.0, 0.0], [5.0, 0.0], [40.0, 0.0], [5.0, 0.0]]
+    scores, _ = _run(_novelty(window=3), readings)
+    assert scores[0] == scores[1] < scores[2] == scores[3]
 
 
 def test_a_wild_reading_cannot_blind_the_sensor():
@@ -70,7 +96,7 @@ def test_a_wild_reading_cannot_blind_the_sensor():
     novelty = _novelty(memory=1)
     state = novelty.new_state()
     assert novelty.step(state, [1e30, 0.0]) > 0.99
-    assert state[2 + 2] == 10.0 + 10 * 10.0
+    assert state[-2] == 10.0 + 10 * 10.0
     assert novelty.step(state, [5.0, 0.0]) == 0.0
     assert novelty.step(state, [150.0, 0.0]) > 0.5
 
@@ -80,7 +106,7 @@ def test_readings_that_are_not_numbers_score_highest_and_teach_nothing():
     for wild in (math.nan, math.inf, -math.inf):
         scores, state = _run(novelty, [[wild, 0.0]])
         assert scores == [1.0]
-        assert state[2:] == [0.0, -1.0, 10.0, 1.0]
+        assert state[6:] == [0.0, -1.0, 10.0, 1.0]
 
 
 def test_a_sensor_constant_in_training_scores_its_first_real_move():
@@ -123,5 +149,13 @@ def test_the_state_stays_the_same_size():
     novelty = _novelty()
     rng = np.random.default_rng(1)
     _, state = _run(novelty, (rng.normal(0, 100, (3000, 2))).tolist())
-    assert len(state) == novelty.state_size == 6
-    assert novelty.valid_state(np.asarray(state))
+    assert len(state) == novelty.state_size == 6 + 2 * 2
+    good = np.asarray(state)
+    assert novelty.valid_state(good)
+    # a score past 1, an age past memory, no such sensor, the way back's low above its high,
+    # a run back longer than a window
+    damaged = {0: 1.5, 1: 5.5, 2: 2.0, 3: 1e300, 5: 2.0}
+    for index, value in damaged.items():
+        bad = good.copy()
+        bad[index] = value
+        assert not novelty.valid_state(bad), (index, value)
