@@ -395,7 +395,9 @@ class Pipeline:
             # all copied at once (W times its readings).
             if len(b.windows):
                 scores = self.scorer.score_many(b.windows)
-                score = self.stream.step(self.streams[b.asset], scores.score, b.windows)
+                # The windows end at the block's readings from `first` on: their times.
+                times = b.ts[b.first :]
+                score = self.stream.step(self.streams[b.asset], scores.score, b.windows, times)
                 contributions = scores.contributions
                 self._stepped.add(b.asset)
             else:

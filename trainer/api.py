@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +131,17 @@ class AnomalyDetector:
     # -- fitting and persistence -------------------------------------------------------------
 
     def fit(
-        self, X: ArrayLike, y: ArrayLike | None = None, sensors: Sequence[str] | None = None
+        self,
+        X: ArrayLike,
+        y: ArrayLike | None = None,
+        sensors: Sequence[str] | None = None,
+        times: ArrayLike | None = None,
     ) -> AnomalyDetector:
         """Fit on X, export the graph and check it against the reference; labels are ignored
         (`y` is accepted so the call reads like scikit-learn's). `sensors` names an array's
-        columns (a DataFrame's are its column names)."""
+        columns (a DataFrame's are its column names). `times`, each row's time (epoch seconds
+        or datetimes), give the model the stream's daily profile, as `edge-trainer train`
+        does from a file's time column."""
         values, sensors = _readings(X, _names("sensors", sensors))
         if is_sequence_detector(self.algorithm) and self.window < 2:
             raise ValueError(
@@ -156,7 +163,10 @@ class AnomalyDetector:
             members=self.members,
             params=self.options or None,
         )
-        result = train_values(values, sensors, options, source="AnomalyDetector.fit")
+        stamps = None if times is None else _seconds(times)
+        if stamps is not None and len(stamps) != len(values):
+            raise ValueError(f"{len(stamps)} times for {len(values)} rows")
+        result = train_values(values, sensors, options, "AnomalyDetector.fit", times=stamps)
         self._model = result.model_bytes
         self._scorer = Scorer.from_bytes(result.model_bytes, Path("<fitted>"))
         return self
@@ -211,11 +221,13 @@ class AnomalyDetector:
         `stream_scores` gives what the agent alerts on."""
         return self._scores(X)[0]
 
-    def stream_scores(self, X: ArrayLike) -> np.ndarray:
+    def stream_scores(self, X: ArrayLike, times: ArrayLike | None = None) -> np.ndarray:
         """The scores the agent alerts on: `X`'s rows taken as one asset's readings in time
         order, each window's graph score passed through the model's stream layer (what
         `edge-agent score` prints as `score`; `score` here is its `graph_score`). Rows before
-        the first full window score 0. The layer's state starts fresh on every call.
+        the first full window score 0. The layer's state starts fresh on every call. `times`,
+        each row's time (epoch seconds or datetimes), feed the daily profile of a model
+        trained with times; without them it is left out.
 
         >>> import numpy as np
         >>> X = np.random.default_rng(2).normal(size=(600, 1))
@@ -227,7 +239,7 @@ class AnomalyDetector:
         """
         scorer = self._fitted()
         values = _readings(X, scorer.manifest.sensor_names)[0]
-        rows = scored_values(scorer, values)
+        rows = scored_values(scorer, values, times=None if times is None else _seconds(times))
         return np.array([0.0 if r is None else r.score for r in rows])
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
@@ -387,3 +399,19 @@ def _numeric(X: ArrayLike, names: list[str] | None) -> np.ndarray:
         column = names[col] if names else f"column {col}"
         raise ValueError(f"X has a non-finite value {values[row, col]} at row {row}, {column}")
     return values
+
+
+def _seconds(times: ArrayLike) -> np.ndarray:
+    """Epoch seconds from numbers or datetimes (numpy's, pandas', Python's; naive ones as UTC)."""
+    stamps = np.asarray(times)
+    if stamps.dtype.kind == "M":
+        return stamps.astype("datetime64[ns]").astype(np.int64) / 1e9
+    if stamps.dtype.kind == "O":
+        return np.array([_epoch(t) for t in stamps.tolist()], dtype=np.float64)
+    return stamps.astype(np.float64)
+
+
+def _epoch(t: object) -> float:
+    if isinstance(t, datetime):  # pandas' Timestamp is one
+        return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
+    return float(t)  # a number; anything else is refused by float() with its value

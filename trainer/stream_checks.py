@@ -21,6 +21,13 @@ from trainer.train import TrainOptions, TrainResult, train_values
 KINDS = ("normal", "drift", "shift")
 ROWS, SHIFT_AT, TRAIN_ROWS = 8000, 4000, 1000
 MAX_DRIFT_OPEN = 0.01  # share of windows a slow drift may keep an episode open
+# A reading every 5 minutes from 2024-01-01 00:00 UTC: the cycle of 288 readings is a day, so
+# the daily profile sees the streams as a gateway would.
+START, STEP = 1_704_067_200.0, 300.0
+
+
+def times(rows: int = ROWS) -> np.ndarray:
+    return START + STEP * np.arange(rows, dtype=np.float64)
 
 
 def series(kind: str, rows: int = ROWS, seed: int = 7) -> np.ndarray:
@@ -38,7 +45,8 @@ def series(kind: str, rows: int = ROWS, seed: int = 7) -> np.ndarray:
 
 def trained(algorithm: str) -> TrainResult:
     options = TrainOptions(algorithm=algorithm, train_rows=TRAIN_ROWS)
-    return train_values(series("normal")[:TRAIN_ROWS], ["v"], options, "made")
+    made = series("normal")[:TRAIN_ROWS]
+    return train_values(made, ["v"], options, "made", times=times(TRAIN_ROWS))
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,9 @@ def read(result: TrainResult, case: Case, settings: dict | None = None) -> Episo
     m = result.manifest
     params = with_settings(m.stream, settings) if settings else m.stream
     stream = Stream(params, m.window, len(m.sensors))
-    return episodes(stream.step(stream.new_state(), case.raw, case.windows), m.alert_threshold)
+    ends = times()[m.window - 1 :]  # each window's newest reading's
+    scores = stream.step(stream.new_state(), case.raw, case.windows, ends)
+    return episodes(scores, m.alert_threshold)
 
 
 def failures(result: TrainResult, made: dict[str, Case], settings: dict | None = None) -> list[str]:

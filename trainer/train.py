@@ -106,7 +106,15 @@ def train(
     sensors = options.sensors or table.sensor_columns(options.label_column)
     _check_options(table, sensors, options)
     labels = table.labels(options.label_column) if options.label_column else None
-    return train_values(table.matrix(sensors), sensors, options, table.path.name, labels, progress)
+    return train_values(
+        table.matrix(sensors),
+        sensors,
+        options,
+        table.path.name,
+        labels,
+        progress,
+        times=table.times(),
+    )
 
 
 def train_values(
@@ -117,11 +125,13 @@ def train_values(
     labels: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
     starts: np.ndarray | None = None,
+    times: np.ndarray | None = None,
 ) -> TrainResult:
     """`train` on readings already in memory: [rows, sensors] in `sensors` order (the Python
     API's way in). `labels` (0/1 per row) only feed the metrics. `starts`: rows where a new
     stretch of consecutive readings begins (readings left out between), windows are cut
-    within a stretch only; None is one stretch."""
+    within a stretch only; None is one stretch. `times` (epoch seconds per row) give the
+    model a daily profile (agent/model/profile.py); without them it has none."""
     options = resolved(options)
     _check_shape(values, sensors, options)
     if starts is None:
@@ -181,7 +191,13 @@ def train_values(
                 metrics=metrics,
             ),
             parity=Parity(max_abs_error=0.0, tolerance=PARITY_TOLERANCE, windows_checked=0),
-            stream=fit_stream(pipeline, raw, fit_rows, options.stream),
+            stream=fit_stream(
+                pipeline,
+                raw,
+                fit_rows,
+                options.stream,
+                None if times is None else times[: len(fit_rows)],
+            ),
             graph_sha256=graph_sha256(graph.SerializeToString()),
         )
         check_windows = all_windows[:_PARITY_MAX_WINDOWS]
@@ -230,7 +246,14 @@ def train_from_db(
             f"fewer than one window of {window}"
         )
     result = train_values(
-        data.values[:, columns], sensors, options, data.source, None, progress, data.starts
+        data.values[:, columns],
+        sensors,
+        options,
+        data.source,
+        None,
+        progress,
+        data.starts,
+        data.ts,
     )
     return result, data
 

@@ -36,19 +36,30 @@ def score_table(scorer: Scorer, table: Table, batch_max: int = 1024) -> Iterator
 
 
 def scored_table(scorer: Scorer, table: Table, batch_max: int = 1024) -> Iterator[RowScore | None]:
-    """Both scores per row, None before the window has filled; columns are read eagerly."""
-    return scored_values(scorer, table.matrix(scorer.manifest.sensor_names), batch_max)
+    """Both scores per row, None before the window has filled; columns are read eagerly. The
+    rows' times (the time column, when every cell is one) feed the stream's daily profile."""
+    values = table.matrix(scorer.manifest.sensor_names)
+    return scored_values(scorer, values, batch_max, table.times())
 
 
 def scored_values(
-    scorer: Scorer, values: np.ndarray, batch_max: int = 1024
+    scorer: Scorer,
+    values: np.ndarray,
+    batch_max: int = 1024,
+    times: np.ndarray | None = None,
 ) -> Iterator[RowScore | None]:
     """Both scores per row of `values` ([rows, sensors] in the manifest's order), in micro-
-    batches like the agent: the stream layer runs over the rows in order, as for one asset."""
-    return _scores(scorer, np.asarray(values, dtype=np.float64), batch_max)
+    batches like the agent: the stream layer runs over the rows in order, as for one asset.
+    `times` (epoch seconds per row) feed the daily profile; without them it is left out."""
+    values = np.asarray(values, dtype=np.float64)
+    if times is not None and len(times) != len(values):
+        raise ValueError(f"{len(times)} times for {len(values)} rows")
+    return _scores(scorer, values, batch_max, times)
 
 
-def _scores(scorer: Scorer, values: np.ndarray, batch_max: int) -> Iterator[RowScore | None]:
+def _scores(
+    scorer: Scorer, values: np.ndarray, batch_max: int, times: np.ndarray | None
+) -> Iterator[RowScore | None]:
     # Rows go through `Windows.extend`, the live pipeline's path, a block at a time; the
     # windows are scored in batches of `batch_max`, as they were when rows went one by one.
     manifest = scorer.manifest
@@ -56,22 +67,26 @@ def _scores(scorer: Scorer, values: np.ndarray, batch_max: int) -> Iterator[RowS
     stream = Stream(manifest.stream, manifest.window, len(manifest.sensors))
     state = stream.new_state()
 
-    def adapted(batch: list[np.ndarray]) -> list[RowScore]:
+    def adapted(batch: list[np.ndarray], rows: list[int]) -> list[RowScore]:
         stacked = np.stack(batch)
         graph = scorer.score(stacked).score
-        after = stream.step(state, graph, stacked)
+        when = None if times is None else times[rows]
+        after = stream.step(state, graph, stacked, when)
         return [RowScore(float(g), float(s)) for g, s in zip(graph, after, strict=True)]
 
     pending: list[np.ndarray] = []
+    ending: list[int] = []  # the row each pending window ends at
     for start in range(0, len(values), batch_max):
         block = values[start : start + batch_max]
         ts = np.arange(start, start + len(block), dtype=np.float64)
         complete, first = windows.extend(_ASSET, ts, block, seen_at=0.0)
         yield from [None] * first
-        for window in complete:
+        for row, window in enumerate(complete, start=start + first):
             pending.append(window)
+            ending.append(row)
             if len(pending) == batch_max:
-                yield from adapted(pending)
+                yield from adapted(pending, ending)
                 pending.clear()
+                ending.clear()
     if pending:
-        yield from adapted(pending)
+        yield from adapted(pending, ending)

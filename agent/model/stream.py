@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.model.novelty import Novelty, NoveltyParams
 from agent.model.online import OnlineModel, OnlineParams
+from agent.model.profile import Profile, ProfileParams, hour_of
 from agent.model.squash import logit_of_score
 
 STATE_FORMAT = 2
@@ -47,6 +48,7 @@ _LOGIT_CLIP = 16.0
 _LOW = 1.0 / (1.0 + math.exp(_LOGIT_CLIP))
 _HIGH = 1.0 - _LOW
 _HEADER = 6  # format, seen, short mean, long mean, long variance, last adapted score
+_CORE = 5  # a likelihood's state: the header but the format
 # The averages are of logits within ±_LOGIT_CLIP from a baseline within ±100 (StreamParams),
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
@@ -129,6 +131,11 @@ class StreamParams(BaseModel):
         description="Range novelty: a reading past the range its sensor has shown scores "
         "(none: off).",
     )
+    profile: ProfileParams | None = Field(
+        default=None,
+        description="Daily profile: a reading far from its sensor's usual level at this hour "
+        "of the day scores, through a likelihood of its own (none: off).",
+    )
     reference_quantiles: list[float] = Field(
         default_factory=list,
         max_length=101,
@@ -139,8 +146,8 @@ class StreamParams(BaseModel):
     def _online_has_its_model(self) -> StreamParams:
         if (self.method == "online") != (self.online is not None):
             raise ValueError("method 'online' and the `online` model go together")
-        if self.novelty is not None and self.method == "none":
-            raise ValueError("`novelty` needs method 'likelihood' or 'online'")
+        if (self.novelty is not None or self.profile is not None) and self.method == "none":
+            raise ValueError("`novelty` and `profile` need method 'likelihood' or 'online'")
         if self.hold >= self.alert_z:
             # At alert_z − hold <= 0 an asset whose baseline learnt the shift alerts on.
             raise ValueError(
@@ -166,6 +173,8 @@ class StreamState:
     # OnlineModel's state as plain floats: its step reads and writes it once per window.
     online: list[float] = field(default_factory=list)
     novelty: list[float] = field(default_factory=list)  # Novelty's, likewise
+    # Profile's, then its own likelihood's [seen, short mean, long mean, long variance, last].
+    profile: list[float] = field(default_factory=list)
 
 
 class Stream:
@@ -176,11 +185,23 @@ class Stream:
         self.model = (
             OnlineModel(params.online, window, n_sensors) if params.online is not None else None
         )
-        self.novelty = Novelty(params.novelty, n_sensors) if params.novelty is not None else None
+        self.novelty = (
+            Novelty(params.novelty, n_sensors, window) if params.novelty is not None else None
+        )
+        self.profile = Profile(params.profile, n_sensors) if params.profile is not None else None
+        p = params
+        self._short_rate = 1.0 / p.short_window
+        self._floor = p.min_spread * p.min_spread
+        self._fire, self._stay = p.alert_z, p.alert_z - p.hold
 
     def new_state(self) -> StreamState:
         p = self.params
         online = self.model.new_state().tolist() if self.model is not None else []
+        profile = []
+        if self.profile is not None:
+            q = self.profile.params
+            core = [0.0, q.baseline_mean, q.baseline_mean, q.baseline_std**2, 0.0]
+            profile = [*self.profile.new_state(), *core]
         return StreamState(
             seen=0,
             short_mean=p.baseline_mean,
@@ -188,26 +209,41 @@ class Stream:
             long_var=p.baseline_std**2,
             online=online,
             novelty=self.novelty.new_state() if self.novelty is not None else [],
+            profile=profile,
         )
 
-    def step(self, state: StreamState, raw: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    def step(
+        self,
+        state: StreamState,
+        raw: np.ndarray,
+        windows: np.ndarray,
+        times: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The adapted scores [batch] in [0, 1] for one asset's windows [batch, W, n] in time
-        order, whose graph scores are `raw` [batch]; updates `state` as it goes."""
+        order, whose graph scores are `raw` [batch] and whose newest readings were taken at
+        `times` [batch] (epoch seconds; None: the daily profile is left out); updates `state`
+        as it goes."""
         p = self.params
         if p.method == "none":
             state.seen += len(raw)
             return np.asarray(raw, dtype=np.float32)
-        # Each window's newest reading, for the range novelty (windows slide by one reading).
-        newest = windows[:, -1, :].tolist() if self.novelty is not None else None
+        hours = None
+        if self.profile is not None and times is not None:
+            hours = [hour_of(t) for t in np.asarray(times, dtype=np.float64).tolist()]
+        # Each window's newest reading, for novelty and profile (windows slide by one reading).
+        newest = None
+        if self.novelty is not None or hours is not None:
+            newest = windows[:, -1, :].tolist()
         if self.model is not None:
             # Wild readings overflow to inf here; the model scores and bounds them itself.
             with np.errstate(over="ignore", invalid="ignore"):
-                return self._adapt(state, None, self.model.prepare(windows), newest)
+                return self._adapt(state, None, self.model.prepare(windows), newest, hours)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
         # kernels round a window's score differently by its place in a batch (a vector lane or
         # the scalar tail), and the agent batches differently after a restart, so the layer's
         # state would differ in its last bits from an undisturbed run's.
-        return self._adapt(state, np.asarray(raw, dtype=np.float32).tolist(), None, newest)
+        scores = np.asarray(raw, dtype=np.float32).tolist()
+        return self._adapt(state, scores, None, newest, hours)
 
     def _adapt(
         self,
@@ -215,60 +251,66 @@ class Stream:
         scores: list[float] | None,
         feats: list[list[float]] | None,
         newest: list[list[float]] | None,
+        hours: list[int] | None,
     ) -> np.ndarray:
         """The recurrence, one window at a time in plain floats (a numpy call per window would
         cost more than the arithmetic): over the graph's `scores`, or the online model's; with
-        `newest` (each window's newest reading) the range novelty's score is taken too. The
-        likelihood's own score (`last`) is what gates learning: novelty only adds alerts."""
-        logits = scores
+        `newest` (each window's newest reading) the range novelty's score is taken too, and with
+        `hours` the daily profile's through its own likelihood. The window's score is the
+        largest. The main likelihood's own score is what gates learning: the others only add
+        alerts."""
         p = self.params
-        short_rate = 1.0 / p.short_window
-        floor = p.min_spread * p.min_spread
-        alert_z, gate, horizon, hold = p.alert_z, p.alarm_learning, p.long_window, p.hold
-        prior = p.baseline_weight
-        seen, short, mean, var, last = (
-            state.seen,
-            state.short_mean,
-            state.long_mean,
-            state.long_var,
-            state.last,
-        )
-        count = len(logits) if logits is not None else len(feats)
-        online = state.online
+        gate, prior = p.alarm_learning, p.baseline_weight
+        core = [float(state.seen), state.short_mean, state.long_mean, state.long_var, state.last]
+        count = len(scores) if scores is not None else len(feats)
+        online, novelty, profile = state.online, self.novelty, self.profile
+        if profile is not None:
+            rows, pcore = state.profile[: profile.state_size], state.profile[profile.state_size :]
+            pprior = profile.params.baseline_weight
         out = [0.0] * count
-        exp, sqrt = math.exp, math.sqrt
         for i in range(count):
-            alerting = last >= 0.5
-            if logits is not None:
-                u = _logit(logits[i])
+            if scores is not None:
+                u = _logit(scores[i])
             else:
-                u = self.model.step(online, feats[i], gate if alerting else 1.0)
-            seen += 1
-            short += (u - short) * (short_rate if seen >= p.short_window else 1.0 / seen)
-            z = (short - mean) / sqrt(var + floor) - (alert_z - hold if alerting else alert_z)
-            last = 1.0 / (1.0 + exp(-z)) if z > -700.0 else 0.0
-            rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
-            d = u - mean
-            if last >= 0.5 or alerting:
-                # The level creeps toward the new one; the spread of normal is not taught
-                # the fault's distance (that would blunt the layer long after).
-                mean += rate * gate * d
-            else:
-                mean += rate * d
-                var = (1.0 - rate) * (var + rate * d * d)
-            if newest is not None:
-                novel = self.novelty.step(state.novelty, newest[i])
-                out[i] = novel if novel > last else last
-            else:
-                out[i] = last
-        state.seen, state.short_mean, state.long_mean, state.long_var, state.last = (
-            seen,
-            short,
-            mean,
-            var,
-            last,
-        )
+                u = self.model.step(online, feats[i], gate if core[4] >= 0.5 else 1.0)
+            score = self._likelihood(core, u, prior)
+            if novelty is not None:
+                novel = novelty.step(state.novelty, newest[i])
+                score = novel if novel > score else score
+            if hours is not None:
+                stat = profile.statistic(rows, hours[i], newest[i])
+                usual = self._likelihood(pcore, profile.logit(stat), pprior)
+                score = usual if usual > score else score
+            out[i] = score
+        state.seen = int(core[0])
+        state.short_mean, state.long_mean, state.long_var, state.last = core[1:]
+        if profile is not None:
+            state.profile = rows + pcore
         return np.asarray(out, dtype=np.float32)
+
+    def _likelihood(self, core: list[float], u: float, prior: int) -> float:
+        """One window of the likelihood over logit `u`; `core` is [seen, short mean, long mean,
+        long variance, last score], updated in place. Returns the adapted score."""
+        p = self.params
+        alerting = core[4] >= 0.5
+        seen = core[0] + 1.0
+        short = core[1]
+        short += (u - short) * (self._short_rate if seen >= p.short_window else 1.0 / seen)
+        mean, var = core[2], core[3]
+        z = (short - mean) / math.sqrt(var + self._floor) - (self._stay if alerting else self._fire)
+        last = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
+        horizon = p.long_window
+        rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
+        d = u - mean
+        if last >= 0.5 or alerting:
+            # The level creeps toward the new one; the spread of normal is not taught
+            # the fault's distance (that would blunt the layer long after).
+            core[2] = mean + rate * p.alarm_learning * d
+        else:
+            core[2] = mean + rate * d
+            core[3] = (1.0 - rate) * (var + rate * d * d)
+        core[0], core[1], core[4] = seen, short, last
+        return last
 
     def dump(self, state: StreamState) -> bytes:
         head = [
@@ -279,40 +321,50 @@ class Stream:
             state.long_var,
             state.last,
         ]
-        return np.asarray(head + state.online + state.novelty, dtype=np.float64).tobytes()
+        tail = state.online + state.novelty + state.profile
+        return np.asarray(head + tail, dtype=np.float64).tobytes()
 
     def load(self, data: bytes) -> StreamState:
-        size = self.model.state_size if self.model is not None else 0
+        online = self.model.state_size if self.model is not None else 0
         novelty = self.novelty.state_size if self.novelty is not None else 0
-        size += novelty
-        expected = 8 * (_HEADER + size)
+        profile = self.profile.state_size + _CORE if self.profile is not None else 0
+        expected = 8 * (_HEADER + online + novelty + profile)
         if len(data) != expected:
             raise StreamStateError(f"stream state of {len(data)} bytes, expected {expected}")
         values = np.frombuffer(data, dtype=np.float64).copy()
-        fmt, seen, short, mean, var, last = values[:_HEADER].tolist()
+        fmt = values[0]
         if fmt != STATE_FORMAT:
             raise StreamStateError(f"stream state format {fmt}, expected {STATE_FORMAT}")
         if not np.isfinite(values).all():
             raise StreamStateError("stream state holds a value that is not finite")
-        if seen < 0 or seen != int(seen) or var < 0 or not 0 <= last <= 1:
-            raise StreamStateError(
-                f"stream state out of range (seen {seen}, variance {var}, last {last})"
-            )
-        if max(abs(short), abs(mean), var) > _STATE_BOUND:
-            raise StreamStateError(
-                f"stream state past what logits give (means {short}, {mean}, variance {var})"
-            )
-        online, ranges = values[_HEADER : len(values) - novelty], values[len(values) - novelty :]
-        if self.model is not None and not self.model.valid_state(online):
+        seen, short, mean, var, last = _checked_core(values[1:_HEADER], "stream state")
+        parts = np.split(values[_HEADER:], np.cumsum([online, novelty]))
+        if self.model is not None and not self.model.valid_state(parts[0]):
             raise StreamStateError(
                 "online state with a variance that is not positive or past 100 training ones"
             )
-        if self.novelty is not None and not self.novelty.valid_state(ranges):
+        if self.novelty is not None and not self.novelty.valid_state(parts[1]):
             raise StreamStateError(
                 "novelty state with a score outside [0, 1], a fractional age or a range "
                 "out of order"
             )
-        return StreamState(int(seen), short, mean, var, last, online.tolist(), ranges.tolist())
+        if self.profile is not None:
+            rows = parts[2][: self.profile.state_size]
+            if not self.profile.valid_state(rows):
+                raise StreamStateError(
+                    "profile state with a fractional count or a variance out of range"
+                )
+            _checked_core(parts[2][self.profile.state_size :], "profile state")
+        return StreamState(
+            int(seen),
+            short,
+            mean,
+            var,
+            last,
+            parts[0].tolist(),
+            parts[1].tolist(),
+            parts[2].tolist(),
+        )
 
     def drift(self, state: StreamState) -> float | None:
         """How far the asset's recent raw scores have moved from training, in [0, 1] (0: the
@@ -325,3 +377,16 @@ class Stream:
             return None
         spread = max(p.baseline_std, p.min_spread)
         return 1.0 - math.exp(-abs(state.long_mean - p.baseline_mean) / spread)
+
+
+def _checked_core(values: np.ndarray, what: str) -> list[float]:
+    """A likelihood's saved [seen, short mean, long mean, long variance, last], refused when it
+    is not one `_likelihood` can have left."""
+    seen, short, mean, var, last = values.tolist()
+    if seen < 0 or seen != int(seen) or var < 0 or not 0 <= last <= 1:
+        raise StreamStateError(f"{what} out of range (seen {seen}, variance {var}, last {last})")
+    if max(abs(short), abs(mean), var) > _STATE_BOUND:
+        raise StreamStateError(
+            f"{what} past what logits give (means {short}, {mean}, variance {var})"
+        )
+    return [seen, short, mean, var, last]

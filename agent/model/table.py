@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,21 @@ class Table:
         if self.time_column is None:
             return [str(i) for i in range(self.rows)]
         return self.text[self.time_column]
+
+    def times(self) -> np.ndarray | None:
+        """Each row's time in epoch seconds (float64), for what follows the clock (the stream's
+        daily profile); None when the file has no time column or a cell is not a time. ISO 8601
+        times without an offset are read as UTC; numbers are epoch seconds, or milliseconds
+        from 1e11 up (a seconds count that large is past the year 5000)."""
+        if self.time_column is None:
+            return None
+        out = np.empty(self.rows, dtype=np.float64)
+        for i, cell in enumerate(self.text[self.time_column]):
+            stamp = _epoch_seconds(cell.strip())
+            if stamp is None:
+                return None
+            out[i] = stamp
+        return out
 
 
 def read_table(path: str | Path) -> Table:
@@ -153,3 +169,19 @@ def _all_numbers(cells: list[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _epoch_seconds(cell: str) -> float | None:
+    try:
+        number = float(cell)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(cell)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    if not math.isfinite(number):
+        return None
+    return number / 1000.0 if abs(number) >= 1e11 else number

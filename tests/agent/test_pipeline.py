@@ -218,7 +218,10 @@ class CountingStream:
     def new_state(self) -> _Count:
         return _Count()
 
-    def step(self, state: _Count, raw: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    def step(
+        self, state: _Count, raw: np.ndarray, windows: np.ndarray, times: np.ndarray
+    ) -> np.ndarray:
+        assert len(times) == len(raw)  # each window's newest reading's time
         out = (raw + (state.seen + np.arange(len(raw))) % 7) / 8
         state.seen += len(raw)
         return out.astype(np.float32)
@@ -319,7 +322,9 @@ class _Recorder:
 
 
 class _Certain(CountingStream):
-    def step(self, state: _Count, raw: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    def step(
+        self, state: _Count, raw: np.ndarray, windows: np.ndarray, times: np.ndarray
+    ) -> np.ndarray:
         state.seen += len(raw)
         return np.ones(len(raw), np.float32)
 

@@ -35,7 +35,8 @@ def test_score_cli_equals_the_trainer_reference(trained, model_path, sim_data):
     got = np.array([float(r["score"]) for r in rows[window - 1 :]])
     m = trained.manifest
     stream = Stream(m.stream, m.window, len(m.sensors))
-    adapted = stream.step(stream.new_state(), want, windows.astype(np.float32))
+    ends = table.times()[window - 1 :]  # the daily profile reads each window's time
+    adapted = stream.step(stream.new_state(), want, windows.astype(np.float32), ends)
     np.testing.assert_allclose(got, adapted, atol=1e-5)
     flags = np.array([int(r["anomaly"]) for r in rows[window - 1 :]])
     np.testing.assert_array_equal(flags, got >= trained.manifest.alert_threshold)

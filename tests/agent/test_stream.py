@@ -9,6 +9,7 @@ import pytest
 
 from agent.model.novelty import NoveltyParams
 from agent.model.online import OnlineParams
+from agent.model.profile import ProfileParams
 from agent.model.stream import Stream, StreamParams, StreamStateError
 
 WINDOW, SENSORS = 5, 2
@@ -46,8 +47,25 @@ def _novel(**update: object) -> Stream:
     return Stream(params, WINDOW, SENSORS)
 
 
-MAKERS = [_likelihood, _online, _novel]
-MAKER_IDS = ["likelihood", "online", "novelty"]
+def _profiled(**update: object) -> Stream:
+    """The online layer with novelty and the daily profile."""
+    profile = ProfileParams(
+        mean=[0.0, 0.0],
+        spread=[1.0, 1.0],
+        median=1.0,
+        scale=2.0,
+        baseline_mean=-1.5,
+        baseline_std=0.5,
+        baseline_weight=100,
+    )
+    params = _novel().params.model_copy(update={"profile": profile, **update})
+    return Stream(params, WINDOW, SENSORS)
+
+
+MAKERS = [_likelihood, _online, _novel, _profiled]
+MAKER_IDS = ["likelihood", "online", "novelty", "profile"]
+# A reading every 5 minutes from 2024-01-01 UTC: each window's newest reading's time.
+TIMES = 1_704_067_200.0 + 300.0 * np.arange(20_000)
 
 
 def _scores(logits: np.ndarray) -> np.ndarray:
@@ -91,14 +109,14 @@ def test_scores_do_not_depend_on_batches_or_on_a_restart_between_them(make):
     restarted agent) continues with exactly the scores of an unbroken run."""
     raw, windows = _data(3000, shift_at=1500, seed=3)
     whole = make()
-    want = whole.step(whole.new_state(), raw, windows)
+    want = whole.step(whole.new_state(), raw, windows, TIMES[:3000])
     cuts = [0, 1, 7, 500, 1499, 1500, 1503, 2222, 3000]
     got = []
     saved = make().dump(make().new_state())
     for a, b in itertools.pairwise(cuts):
         stream = make()  # a new process: nothing but the saved bytes carries over
         state = stream.load(saved)
-        got.append(stream.step(state, raw[a:b], windows[a:b]))
+        got.append(stream.step(state, raw[a:b], windows[a:b], TIMES[a:b]))
         saved = stream.dump(state)
     np.testing.assert_array_equal(np.concatenate(got), want)
 
@@ -109,7 +127,7 @@ def test_the_state_stays_the_same_size_however_long_the_stream(make):
     state = stream.new_state()
     size = len(stream.dump(state))
     raw, windows = _data(5000, shift_at=100)
-    stream.step(state, raw, windows)
+    stream.step(state, raw, windows, TIMES[:5000])
     assert len(stream.dump(state)) == size
     assert stream.load(stream.dump(state)).seen == 5000
 
@@ -133,10 +151,15 @@ def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
         # a million windows (its mean creeps back at rate x alarm_learning).
         "past what": [bad(2, 1e300), bad(3, -1e300), bad(4, 1e300)],
     }
-    if stream.model is not None and stream.novelty is None:
+    if stream.model is not None and stream.novelty is None and stream.profile is None:
         # 1e30: no step leaves more than 100 training variances (it was the compounding's).
         cases["variance"] = [bad(len(good) - 1, v) for v in (0.0, -3.0, 1e30)]
-    if stream.novelty is not None:
+    if stream.profile is not None:
+        at = len(good) - stream.profile.state_size - 5  # counts, means, variances; likelihood
+        cases["profile state"] = [bad(at, 0.5), bad(at, -1.0), bad(len(good) - 6, 0.0)]
+        cases["profile state out of range"] = [bad(len(good) - 5, -1.0), bad(len(good) - 1, 2.0)]
+        cases["profile state past"] = [bad(len(good) - 3, 1e300)]
+    elif stream.novelty is not None:
         at = len(good) - stream.novelty.state_size  # held score, age, lows, highs
         cases["novelty state"] = [
             bad(at, 1.5),
@@ -167,12 +190,12 @@ def test_wild_input_neither_poisons_the_state_nor_blinds_the_asset(make):
     raw[100:110] = np.nan
     windows[200:205] = 1e300
     windows[300:302] = np.inf
-    out = stream.step(state, raw, windows)
+    out = stream.step(state, raw, windows, TIMES[:400])
     assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
     assert np.isfinite(np.frombuffer(stream.dump(state), dtype=np.float64)).all()
     stream.load(stream.dump(state))
     raw, windows = _data(3000, shift_at=2000, seed=9)
-    later = stream.step(state, raw, windows)
+    later = stream.step(state, raw, windows, TIMES[400:3400])
     assert (later[2000:2020] >= 0.5).any(), "the asset still alerts on a real shift"
 
 
@@ -354,7 +377,7 @@ def test_the_online_step_in_plain_floats_is_the_vector_formula():
 def test_novelty_sees_a_spike_the_window_averages_hide():
     """One reading 4 spreads out (half a training range past it) moves the window means by a
     fifth of that: the online likelihood alone stays quiet, with range novelty the windows
-    holding it alert, for `memory` windows."""
+    holding it alert, and only those."""
     raw, windows = _data(2000, seed=4)
     windows = np.clip(windows, -1.9, 1.9)
     for w in range(WINDOW):  # the reading at row 1500 is in these windows' slot WINDOW-1-w
@@ -362,4 +385,37 @@ def test_novelty_sees_a_spike_the_window_averages_hide():
     plain, novel = _online(), _novel()
     assert (plain.step(plain.new_state(), raw, windows)[1500:1520] < 0.5).all()
     out = novel.step(novel.new_state(), raw, windows)
-    assert (out[1500:1520] > 0.5).all() and (out[1520:1600] < 0.5).all()
+    assert (out[1500 : 1500 + WINDOW] > 0.5).all() and (out[1500 + WINDOW : 1600] < 0.5).all()
+
+
+def test_the_profile_sees_a_day_that_does_not_follow_the_clock():
+    """Ten days of a daily cycle, then a day whose every value is ordinary but twelve hours
+    out of phase: the graph's score does not move, the daily profile alerts; without times
+    (the profile left out) nothing does."""
+    days, per_day = 12, 288
+    n = days * per_day
+    t = np.arange(n)
+    rng = np.random.default_rng(5)
+    phase = 2 * np.pi * t / per_day
+    phase[10 * per_day : 11 * per_day] += np.pi
+    values = 3.0 * np.sin(phase)[:, None] + rng.normal(0, 0.2, (n, SENSORS))
+    windows = np.stack([np.roll(values, -k, axis=0) for k in range(WINDOW)], axis=1)[: n - WINDOW]
+    raw = _data(len(windows), seed=6)[0]
+    spread = float(values[: 2 * per_day].std())
+    profile = ProfileParams(
+        mean=[0.0, 0.0],
+        spread=[spread, spread],
+        median=1.0,
+        scale=2.0,
+        baseline_mean=-1.5,
+        baseline_std=0.5,
+        baseline_weight=100,
+    )
+    stream = _likelihood(profile=profile)
+    ends = TIMES[WINDOW - 1 : WINDOW - 1 + len(windows)]
+    out = stream.step(stream.new_state(), raw, windows, ends)
+    odd_day = slice(10 * per_day, 11 * per_day - WINDOW)
+    assert (out[odd_day] >= 0.5).mean() > 0.5
+    assert (out[3 * per_day : 10 * per_day - WINDOW] < 0.5).mean() > 0.99
+    blind = stream.step(stream.new_state(), raw, windows)
+    assert not (blind[odd_day] >= 0.5).any()

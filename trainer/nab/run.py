@@ -67,7 +67,14 @@ def series_scores(series: Series, algorithm: str, window: int | None) -> SeriesS
         model_id=f"nab-{algorithm}",
     )
     try:
-        trained = train_values(series.values[:probation, None], ["value"], options, series.name)
+        times = series.table.times()
+        trained = train_values(
+            series.values[:probation, None],
+            ["value"],
+            options,
+            series.name,
+            times=None if times is None else times[:probation],
+        )
         scorer = Scorer.from_bytes(trained.model_bytes, Path(series.name))
         scores = np.array([0.0 if s is None else s for s in score_table(scorer, series.table)])
     except (ExportError, ValueError, ArithmeticError) as exc:
