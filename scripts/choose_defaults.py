@@ -58,8 +58,10 @@ GRID: dict[str, tuple[float | int, ...]] = {
     "alarm_learning": (0.05, 0.15),
     "hold": (1.0, 2.0),
     # range novelty (agent/model/novelty.py): 0 leaves it out
-    "novelty_tolerance": (0.0, 0.2, 0.3, 0.5),
-    "novelty_memory": (160, 320, 640, 1280),
+    "novelty_tolerance": (0.0, 0.3),
+    "novelty_memory": (320, 1280),
+    # daily profile (agent/model/profile.py): 0 leaves it out
+    "profile_rate": (0.0, 0.01),
 }
 # The online detector's own: how fast its normal model learns.
 ONLINE_GRID: dict[str, tuple[float | int, ...]] = {"learning_rate": (0.001,)}
@@ -82,6 +84,7 @@ class Series:
     stream: StreamParams | None = None
     spans: list[tuple[int, int]] = field(default_factory=list)  # NAB windows, row ranges
     labels: np.ndarray | None = None  # SKAB: 0/1 per row
+    times: np.ndarray | None = None  # epoch seconds per row (the daily profile's clock)
 
 
 def nab_spans(stamps: list[str], spans: list[list[str]]) -> list[tuple[int, int]]:
@@ -105,6 +108,7 @@ def _fit(series: Series, path: Path, options: TrainOptions, values: np.ndarray) 
     scorer = Scorer.from_bytes(result.model_bytes, path)
     series.windows = sliding_windows(values.astype(np.float32), manifest.window)
     series.raw = scorer.score_many(series.windows).score
+    series.times = read_table(path).times()
     series.stream, series.window = manifest.stream, manifest.window
     return series
 
@@ -149,6 +153,8 @@ def cached_series(data: Path, cache: Path, detector: str) -> list[Series]:
                 kept[f"raw{i}"], kept[f"windows{i}"] = s.raw, s.windows
             if s.labels is not None:
                 kept[f"labels{i}"] = s.labels
+            if s.times is not None:
+                kept[f"times{i}"] = s.times
         np.savez(arrays, **kept)
         meta.write_text(json.dumps([_meta(s) for s in series]))
     saved = np.load(arrays)
@@ -161,6 +167,7 @@ def cached_series(data: Path, cache: Path, detector: str) -> list[Series]:
         s.raw = saved.get(f"raw{i}", None)
         s.windows = saved.get(f"windows{i}", None)
         s.labels = saved.get(f"labels{i}", None)
+        s.times = saved.get(f"times{i}", None)
         out.append(s)
     return out
 
@@ -184,7 +191,8 @@ def adapted(series: Series, settings: dict[str, float | int]) -> np.ndarray:
         return out
     params = with_settings(series.stream, settings)
     stream = Stream(params, series.window, series.windows.shape[2])
-    out[series.window - 1 :] = stream.step(stream.new_state(), series.raw, series.windows)
+    times = None if series.times is None else series.times[series.window - 1 :]
+    out[series.window - 1 :] = stream.step(stream.new_state(), series.raw, series.windows, times)
     return out
 
 
