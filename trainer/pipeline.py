@@ -255,11 +255,12 @@ class Pipeline:
             z = g.op("Max", z, guard)
         # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
         g.rename(onnx_squash(g, z), OUTPUT_SCORE)
-        per_sensor = g.op(
-            "Gemm",
-            self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled)),
-            g.const(self._per_sensor(), "per_sensor", np.float64),
-            g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64),
+        terms = self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled))
+        floor = g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64)
+        per_sensor = (
+            g.op("Add", terms, floor)  # a sequence's terms are per sensor already
+            if sequence
+            else g.op("Gemm", terms, g.const(self._per_sensor(), "per_sensor", np.float64), floor)
         )
         # L1 over positive shares: each row divided by its sum.
         shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
