@@ -23,7 +23,13 @@ from onnx import TensorProto
 from agent.model.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
 from trainer.calibration import CRITICAL_LOGIT, Calibration, onnx_squash, squash
 from trainer.detectors import Detector, Param, make_detector
-from trainer.detectors.base import attribution, is_sequence, needs_float32, onnx_attribution
+from trainer.detectors.base import (
+    attribution,
+    is_sequence,
+    needs_float32,
+    onnx_attribution,
+    onnx_logit,
+)
 from trainer.features import SEQUENCE, onnx_features, reference_features
 from trainer.graph import GraphBuilder, float_input
 
@@ -249,7 +255,7 @@ class Pipeline:
             )
         sequence = self.features == [SEQUENCE]
         scaled = standardized if sequence else g.op("Flatten", standardized, axis=1)
-        z = self.calibration.onnx_logit(g, self.detector.onnx_scores(g, scaled))
+        z = onnx_logit(self.detector, g, scaled, self.calibration)
         guard = self.guard.onnx_logit(g, scaled)
         if guard is not None:
             z = g.op("Max", z, guard)
