@@ -64,6 +64,7 @@ class Scorer:
         self.origin = origin
         self._outputs = [OUTPUT_SCORE, OUTPUT_CONTRIBUTIONS]
         self._one = _OneWindow(session, manifest.window, len(manifest.sensors))
+        self._score_one = self._one.score  # bound once: the live path is a call per reading
 
     @classmethod
     def load(cls, path: str | Path) -> Scorer:
@@ -92,7 +93,7 @@ class Scorer:
     def score(self, windows: np.ndarray) -> Scores:
         """Score [batch, window, n_sensors] raw readings in one session call."""
         if len(windows) == 1:
-            return self._one.score(windows)
+            return self._score_one(windows)
         score, contributions = self.session.run(
             self._outputs,
             {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)},

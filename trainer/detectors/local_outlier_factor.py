@@ -116,15 +116,14 @@ class LocalOutlierFactorDetector:
             largest=0,
             sorted=0,
         )
-        # reach = max(d, k-distance, floor) = sqrt(max(d², k-distance², floor²)): one root,
-        # and no clamp for a d² that rounding took a hair below 0.
+        # reach = max(d, k-distance, floor) = sqrt(max(d², max(k-distance², floor²))): one
+        # root, the floor taken into the table, and no clamp for a d² that rounding took a
+        # hair below 0.
+        floored = np.maximum(k_distance_sq, _REACH_FLOOR**2)
         reach = g.op(
             "Sqrt",
             g.op(
-                "Max",
-                near_sq,
-                g.op("Gather", g.const(k_distance_sq, "lof_kdist_sq", f64), index, axis=0),
-                g.const(_REACH_FLOOR**2, "lof_floor_sq", f64),
+                "Max", near_sq, g.op("Gather", g.const(floored, "lof_kdist_sq", f64), index, axis=0)
             ),
         )
         reach_term = (
