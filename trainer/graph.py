@@ -34,9 +34,18 @@ class GraphBuilder:
         return out
 
     def op_multi(
-        self, op_type: str, inputs: list[str], n_out: int, domain: str = "", **attrs: Any
+        self,
+        op_type: str,
+        inputs: list[str],
+        n_out: int,
+        domain: str = "",
+        unused: tuple[int, ...] = (),
+        **attrs: Any,
     ) -> list[str]:
-        outs = [self.fresh(op_type.lower()) for _ in range(n_out)]
+        """A node with `n_out` outputs; those at the `unused` positions get ONNX's empty name,
+        so the operator need not write them (an LSTM's every-step output when only its last
+        state is read)."""
+        outs = ["" if i in unused else self.fresh(op_type.lower()) for i in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, domain=domain or None, **attrs))
         return outs
 

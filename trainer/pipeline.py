@@ -23,7 +23,13 @@ from onnx import TensorProto
 from agent.model.manifest import INPUT_NAME, OUTPUT_CONTRIBUTIONS, OUTPUT_SCORE
 from trainer.calibration import CRITICAL_LOGIT, Calibration, onnx_squash, squash
 from trainer.detectors import Detector, Param, make_detector
-from trainer.detectors.base import attribution, is_sequence, needs_float32, onnx_attribution
+from trainer.detectors.base import (
+    attribution,
+    is_sequence,
+    needs_float32,
+    onnx_attribution,
+    onnx_logit,
+)
 from trainer.features import SEQUENCE, onnx_features, reference_features
 from trainer.graph import GraphBuilder, float_input
 
@@ -249,17 +255,18 @@ class Pipeline:
             )
         sequence = self.features == [SEQUENCE]
         scaled = standardized if sequence else g.op("Flatten", standardized, axis=1)
-        z = self.calibration.onnx_logit(g, self.detector.onnx_scores(g, scaled))
+        z = onnx_logit(self.detector, g, scaled, self.calibration)
         guard = self.guard.onnx_logit(g, scaled)
         if guard is not None:
             z = g.op("Max", z, guard)
         # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
         g.rename(onnx_squash(g, z), OUTPUT_SCORE)
-        per_sensor = g.op(
-            "Gemm",
-            self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled)),
-            g.const(self._per_sensor(), "per_sensor", np.float64),
-            g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64),
+        terms = self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled))
+        floor = g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64)
+        per_sensor = (
+            g.op("Add", terms, floor)  # a sequence's terms are per sensor already
+            if sequence
+            else g.op("Gemm", terms, g.const(self._per_sensor(), "per_sensor", np.float64), floor)
         )
         # L1 over positive shares: each row divided by its sum.
         shares = g.op("LpNormalization", per_sensor, axis=1, p=1)

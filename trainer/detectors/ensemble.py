@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from trainer.calibration import Calibration, sigmoid
-from trainer.detectors.base import Detector, attribution, onnx_attribution
+from trainer.detectors.base import Detector, attribution, onnx_attribution, onnx_logit
 from trainer.graph import GraphBuilder
 
 # zscore + GMM: on the simulated pump a little better than PCA + GMM (ROC AUC 0.906 vs 0.903,
@@ -81,7 +81,7 @@ class EnsembleDetector:
         return np.sign(z).sum(axis=1) + total * self._tie_weight()
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
-        z = [cal.onnx_logit(g, m.onnx_scores(g, features)) for m, cal, _ in self._fitted()]
+        z = [onnx_logit(m, g, features, cal) for m, cal, _ in self._fitted()]
         total = g.op("Sum", *[g.op("Sigmoid", zm) for zm in z])
         if self.combine == "mean":
             return total

@@ -13,6 +13,7 @@ import numpy as np
 from onnx import TensorProto
 from sklearn.mixture import GaussianMixture
 
+from trainer.calibration import Calibration
 from trainer.graph import GraphBuilder
 
 
@@ -36,6 +37,17 @@ class GaussianMixtureDetector:
         return -self._fitted().score_samples(features.astype(np.float64))
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        return g.op("Neg", self._onnx_log_likelihood(g, features))
+
+    def onnx_logit(self, g: GraphBuilder, features: str, cal: Calibration) -> str:
+        """(-log p - t) / s as (log p + t) / -s: no negation node."""
+        f64 = np.float64
+        shifted = g.op(
+            "Add", self._onnx_log_likelihood(g, features), g.const(cal.threshold, "cal_t", f64)
+        )
+        return g.op("Div", shifted, g.const(-cal.scale, "cal_minus_s", f64))
+
+    def _onnx_log_likelihood(self, g: GraphBuilder, features: str) -> str:
         m = self._fitted()
         k, d = m.means_.shape
         chol = m.precisions_cholesky_  # [k, d, d]
@@ -59,8 +71,7 @@ class GaussianMixtureDetector:
             g.op("Mul", per_component, g.const(-0.5, "half", f64)),
             g.const(constants, "gmm_c", f64),
         )
-        likelihood = g.op("ReduceLogSumExp", log_prob, axes=[1], keepdims=0)
-        return g.op("Neg", likelihood)
+        return g.op("ReduceLogSumExp", log_prob, axes=[1], keepdims=0)
 
     def _fitted(self) -> GaussianMixture:
         if self._model is None:

@@ -1,9 +1,10 @@
 """Isolation forest exported as one TreeEnsembleRegressor node.
 
 Each leaf carries its isolation depth (edges from the root plus the expected depth of the
-samples left in it), so the node's average is the forest's mean path length; the score is
-2 ** (-mean / c(max_samples)), as in scikit-learn. One tree-ensemble node scores a row in
-microseconds, where a node-per-tree graph takes hundreds.
+samples left in it) times -ln 2 / c(max_samples), so the node's average is the forest's mean
+path length in those units and the score 2 ** (-mean / c), as in scikit-learn, is one Exp of
+it. One tree-ensemble node scores a row in microseconds, where a node-per-tree graph takes
+hundreds.
 
 Contributions follow DIFFI (Carletti et al., depth-based isolation forest feature importance,
 per sample): every split on a window's path credits its feature with 1 / the leaf's isolation
@@ -75,12 +76,10 @@ class IsolationForestDetector:
         return out / len(forest.estimators_)
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
-        forest = self._fitted()
-        depth = g.op("Slice", self._node(g, features), *self._columns(g, 0, 1))
-        scale = -math.log(2.0) / float(average_path_length(forest.max_samples_))
-        score = g.op("Exp", g.op("Mul", depth, g.const(scale, "ln2_over_c")))
-        flat = g.op("Reshape", score, g.const([-1], "flat", np.int64))
-        return g.op("Cast", flat, to=TensorProto.DOUBLE)
+        # Target 0 is the mean depth times -ln 2 / c (folded into the leaves), so the score
+        # 2 ** (-depth / c) is one Exp of it; Gather takes the column as [batch].
+        exponent = g.op("Gather", self._node(g, features), g.const(0, "target0", np.int64), axis=1)
+        return g.op("Cast", g.op("Exp", exponent), to=TensorProto.DOUBLE)
 
     def onnx_attribution(self, g: GraphBuilder, features: str) -> str:
         n = self._fitted().n_features_in_
@@ -131,7 +130,8 @@ def _tree_ensemble_attributes(forest: IsolationForest) -> dict[str, object]:
         zip(forest.estimators_, forest.estimators_features_, strict=True)
     ):
         tree = estimator.tree_
-        leaf_value = _isolation_depths(tree)
+        # -ln 2 / c × the leaf's isolation depth: the node's average is the score's exponent.
+        leaf_value = _isolation_depths(tree) * _exponent_per_depth(forest)
         credit = _leaf_credits(tree, feature_map, n_features)
         thresholds = _float32_at_most(tree.threshold)
         for node in range(tree.node_count):
@@ -160,6 +160,11 @@ def _tree_ensemble_attributes(forest: IsolationForest) -> dict[str, object]:
         "aggregate_function": "AVERAGE",
         "post_transform": "NONE",
     }
+
+
+def _exponent_per_depth(forest: IsolationForest) -> float:
+    """-ln 2 / c(max_samples): the score 2 ** (-depth / c) is exp of the depth times this."""
+    return -math.log(2.0) / float(average_path_length(forest.max_samples_))
 
 
 def _isolation_depths(tree: object) -> np.ndarray:

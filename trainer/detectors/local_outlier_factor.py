@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from trainer.calibration import Calibration
 from trainer.graph import GraphBuilder, squared_distances
 
 # A reachability distance is at least this, in standard units of the features (see above).
@@ -80,10 +81,30 @@ class LocalOutlierFactorDetector:
         return out
 
     def onnx_scores(self, g: GraphBuilder, features: str) -> str:
+        mean_reach, neighbours_lrd = self._onnx_terms(g, features, "ReduceMean", 1.0)
+        return g.op("Mul", g.op("ReduceMean", neighbours_lrd, axes=[1], keepdims=0), mean_reach)
+
+    def onnx_logit(self, g: GraphBuilder, features: str, cal: Calibration) -> str:
+        """(LOF - t) / s with 1 / (k² s) folded into the gathered densities: sums instead of
+        means, and no division node."""
+        k = self._k()
+        factor = 1.0 / (k * k * cal.scale)
+        sum_reach, neighbours_lrd = self._onnx_terms(g, features, "ReduceSum", factor)
+        lof_over_s = g.op("Mul", _sum_over_neighbours(g, neighbours_lrd), sum_reach)
+        return g.op(
+            "Sub", lof_over_s, g.const(cal.threshold / cal.scale, "cal_t_over_s", np.float64)
+        )
+
+    def _onnx_terms(
+        self, g: GraphBuilder, features: str, reduce: str, lrd_factor: float
+    ) -> tuple[str, str]:
+        """The neighbours' reachability distances reduced by `reduce` (mean or sum) [batch],
+        and their local reachability densities times `lrd_factor`, gathered [batch, k]."""
         fit_x, k_distance_sq, lrd = self._fitted()
         f64 = np.float64
         x = g.op("Cast", features, to=TensorProto.DOUBLE)
-        # The k nearest by squared distance (+ j × _TIE_STEP), in order, then one root.
+        # The k nearest by squared distance (+ j × _TIE_STEP), in no particular order (their
+        # means do not depend on it; sorting costs ONNX Runtime about 0.3 µs), then one root.
         near_sq, index = g.op_multi(
             "TopK",
             [
@@ -93,23 +114,26 @@ class LocalOutlierFactorDetector:
             2,
             axis=1,
             largest=0,
-            sorted=1,
+            sorted=0,
         )
-        # reach = max(d, k-distance, floor) = sqrt(max(d², k-distance², floor²)): one root,
-        # and no clamp for a d² that rounding took a hair below 0.
+        # reach = max(d, k-distance, floor) = sqrt(max(d², max(k-distance², floor²))): one
+        # root, the floor taken into the table, and no clamp for a d² that rounding took a
+        # hair below 0.
+        floored = np.maximum(k_distance_sq, _REACH_FLOOR**2)
         reach = g.op(
             "Sqrt",
             g.op(
-                "Max",
-                near_sq,
-                g.op("Gather", g.const(k_distance_sq, "lof_kdist_sq", f64), index, axis=0),
-                g.const(_REACH_FLOOR**2, "lof_floor_sq", f64),
+                "Max", near_sq, g.op("Gather", g.const(floored, "lof_kdist_sq", f64), index, axis=0)
             ),
         )
-        mean_reach = g.op("ReduceMean", reach, axes=[1], keepdims=0)
+        reach_term = (
+            _sum_over_neighbours(g, reach)
+            if reduce == "ReduceSum"
+            else g.op("ReduceMean", reach, axes=[1], keepdims=0)
+        )
         # LOF = mean(lrd of the neighbours) / lrd, with lrd = 1 / mean reach.
-        neighbours_lrd = g.op("Gather", g.const(lrd, "lof_lrd", f64), index, axis=0)
-        return g.op("Mul", g.op("ReduceMean", neighbours_lrd, axes=[1], keepdims=0), mean_reach)
+        table = g.const(lrd * lrd_factor, "lof_lrd", f64)
+        return reach_term, g.op("Gather", table, index, axis=0)
 
     def _k(self) -> int:
         return min(self.n_neighbors, len(self._fitted()[0]) - 1)
@@ -118,6 +142,10 @@ class LocalOutlierFactorDetector:
         if self._fit is None:
             raise RuntimeError("fit the detector first")
         return self._fit
+
+
+def _sum_over_neighbours(g: GraphBuilder, x: str) -> str:
+    return g.op("ReduceSum", x, g.const([1], "ax", np.int64), keepdims=0)
 
 
 def exact_squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
