@@ -42,6 +42,22 @@ sensors = { %(short)s }
 
 
 @pytest.fixture(scope="module")
+def model_path(sim_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's model (tests/conftest.py) without the stream's daily profile: a reading
+    stamped on receipt lands in another hour of the day than its payload's time, and the
+    profile's score depends on the hour, so only a model without one gives the same alerts
+    for the same readings at other times (the test below compares exactly that)."""
+    from trainer.train import TrainOptions, train, write_model
+
+    options = TrainOptions(
+        algorithm="pca", window=10, model_id="test_pump", seed=3, stream={"profile_rate": 0}
+    )
+    trained = train(sim_data.train_csv, options)
+    assert trained.manifest.stream.profile is None
+    return write_model(trained, tmp_path_factory.mktemp("model") / "test_pump.onnx")
+
+
+@pytest.fixture(scope="module")
 def readings(sim_data) -> list[dict]:
     return readings_from_csv(sim_data.live_csv)
 
