@@ -32,7 +32,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_SENSORS = 256
-_BOUND = 1e30  # no reading the agent accepts is past float32's range
+_BOUND = 1e30  # the trainer clips training ranges to this; a manifest past it is damaged
+# No range widens past float32's largest value (the agent's windows hold no larger reading):
+# a state `step` left always loads, whatever the manifest's ranges (at ±1e30 one step grew by
+# 2e31).
+_WIDEST = float(np.finfo(np.float32).max)
 _Value = Annotated[float, Field(ge=-_BOUND, le=_BOUND)]
 _GROWTH = 10.0
 _EPS32 = 2.0**-23  # a float32 reading's relative resolution
@@ -124,8 +128,8 @@ class Novelty:
             and 0.0 <= back <= self.window
             and back == int(back)
             and bool((lo <= hi).all())
-            and bool((np.abs(state[3:5]) <= _BOUND * 4).all())
-            and bool((np.abs(state[_HEADER:]) <= _BOUND * 4).all())
+            and bool((np.abs(state[3:5]) <= 1e3 * _WIDEST).all())  # ranges plus tolerance
+            and bool((np.abs(state[_HEADER:]) <= _WIDEST).all())
         )
 
     def _widen(self, state: list[float], k: int, x: float, lo: float, hi: float) -> float:
@@ -135,9 +139,9 @@ class Novelty:
             return math.inf
         span = max(hi - lo, _resolution(lo, hi))
         if x > hi:
-            state[_HEADER + self.n + k] = min(x, hi + self.growth[k])
+            state[_HEADER + self.n + k] = min(x, hi + self.growth[k], _WIDEST)
             return (x - hi) / span
-        state[_HEADER + k] = max(x, lo - self.growth[k])
+        state[_HEADER + k] = max(x, lo - self.growth[k], -_WIDEST)
         return (lo - x) / span
 
     def step(self, state: list[float], reading: list[float]) -> float:

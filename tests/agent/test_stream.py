@@ -419,3 +419,20 @@ def test_the_profile_sees_a_day_that_does_not_follow_the_clock():
     assert (out[3 * per_day : 10 * per_day - WINDOW] < 0.5).mean() > 0.99
     blind = stream.step(stream.new_state(), raw, windows)
     assert not (blind[odd_day] >= 0.5).any()
+
+
+@pytest.mark.parametrize("reading", [3e38, -3e38, 1e300])
+def test_a_state_widened_by_the_largest_reading_loads(reading):
+    """Training ranges as wide as a manifest may hold (±1e30: growth 2e31 a step) and the
+    largest reading a float32 window holds: the step left a range past the 2e30 that `load`
+    accepted, so after a restart the asset's layer started afresh as if damaged (a crash gave
+    other scores than an undisturbed run). 1e300 comes only through float64 windows."""
+    novelty = NoveltyParams(low=[-1e30, -1e30], high=[1e30, 1e30])
+    stream = _online(novelty=novelty)
+    state = stream.new_state()
+    raw, windows = _data(20)
+    windows[10:, -1, 0] = reading
+    stream.step(state, raw, windows)
+    loaded = stream.load(stream.dump(state))
+    assert loaded.novelty == state.novelty
+    assert max(abs(v) for v in state.novelty[6:]) <= float(np.finfo(np.float32).max)
