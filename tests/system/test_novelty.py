@@ -4,15 +4,20 @@ that loads, and do not stop a later fault from alerting."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 import threading
+from pathlib import Path
+
+import numpy as np
 
 from agent.model.score import Scorer
 from agent.model.stream import Stream
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv
-from tests.conftest import DEVICE, AgentProcess, wait_status
+from tests.conftest import DEVICE, AgentProcess, run_cli, wait_status
 
 TOPIC = f"edge/{DEVICE}/readings/pump-1"
 SENSOR = "flow_lpm"
@@ -45,8 +50,30 @@ def _stream_blob(agent: AgentProcess) -> bytes:
     return blob
 
 
+def _stored_scores(agent: AgentProcess) -> np.ndarray:
+    with sqlite3.connect(agent.data_dir / "agent.db") as db:
+        blobs = db.execute(
+            "SELECT score FROM readings WHERE asset = 'pump-1' ORDER BY first_ts"
+        ).fetchall()
+    return np.frombuffer(b"".join(blob for (blob,) in blobs), dtype=np.float32)
+
+
+def _offline_scores(model: Path, readings: list[dict], folder: Path) -> np.ndarray:
+    """`edge-agent score` on the same readings as a CSV file, as a user runs it."""
+    table = folder / "readings.csv"
+    names = [k for k in readings[0] if k != "ts"]
+    with table.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["timestamp", *names])
+        out.writerows([r["ts"], *(repr(r[n]) for n in names)] for r in readings)
+    scored = run_cli("agent", "score", str(model), str(table))
+    assert scored.returncode == 0, scored.stderr
+    rows = list(csv.DictReader(io.StringIO(scored.stdout)))
+    return np.array([float(r["score"]) if r["score"] else np.nan for r in rows])
+
+
 def test_wild_readings_alert_once_stay_bounded_and_a_later_fault_still_alerts(
-    broker, start_agent, sim_data, model_path
+    broker, start_agent, sim_data, model_path, tmp_path: Path
 ):
     manifest = Scorer.load(model_path).manifest
     novelty = manifest.stream.novelty
@@ -88,3 +115,7 @@ def test_wild_readings_alert_once_stay_bounded_and_a_later_fault_still_alerts(
     assert later and later[0]["state"] == "firing", "the fault after the wild readings alerts"
     state = layer.load(_stream_blob(agent))
     assert len(state.novelty) == 2 + 2 * len(manifest.sensors)
+    stored = _stored_scores(agent)
+    assert (stored[60:80] >= 0.5).all(), "the wild readings scored"
+    offline = _offline_scores(model_path, readings, tmp_path)
+    np.testing.assert_allclose(stored, offline, atol=1e-6, equal_nan=True)
