@@ -180,6 +180,13 @@ def test_a_state_from_the_other_method_is_refused():
         _online().load(_likelihood().dump(_likelihood().new_state()))
 
 
+@pytest.mark.parametrize(("saved", "loading"), [(_online, _novel), (_novel, _online)])
+def test_a_state_with_or_without_novelty_is_refused_by_the_other(saved, loading):
+    """A model with range novelty after one without (an upgrade), or the other way round."""
+    with pytest.raises(StreamStateError, match="bytes"):
+        loading().load(saved().dump(saved().new_state()))
+
+
 @pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
 def test_wild_input_neither_poisons_the_state_nor_blinds_the_asset(make):
     """NaN scores, infinite and enormous readings: the state stays finite, the wild windows
