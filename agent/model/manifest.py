@@ -117,6 +117,11 @@ class Manifest(_Strict):
             raise ValueError(
                 f"stream.novelty: ranges for {len(novelty.low)} sensors, the model has {n}"
             )
+        profile = self.stream.profile
+        if profile is not None and len(profile.mean) != n:
+            raise ValueError(
+                f"stream.profile: levels for {len(profile.mean)} sensors, the model has {n}"
+            )
         return self
 
     @property

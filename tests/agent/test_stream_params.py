@@ -141,3 +141,19 @@ def test_check_config_refuses_an_online_model_for_another_sensor_count(
     code, stderr = _check(tmp_path, tmp_path / "m.onnx")
     assert code == 2, stderr
     assert "stream.online" in stderr, stderr
+
+
+def test_check_config_refuses_a_daily_profile_for_another_sensor_count(
+    model_path: Path, tmp_path: Path
+):
+    """The same for the daily profile's levels (a mean and a spread per sensor)."""
+    proto = onnx.load(str(model_path))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    profile = manifest["stream"]["profile"]
+    profile["mean"], profile["spread"] = profile["mean"][:-1], profile["spread"][:-1]
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    code, stderr = _check(tmp_path, tmp_path / "m.onnx")
+    assert code == 2, stderr
+    assert "stream.profile" in stderr and "4 sensors" in stderr, stderr
