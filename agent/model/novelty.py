@@ -31,7 +31,6 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_SENSORS = 256
 _BOUND = 1e30  # the trainer clips training ranges to this; a manifest past it is damaged
 # No range widens past float32's largest value (the agent's windows hold no larger reading):
 # a state `step` left always loads, whatever the manifest's ranges (at ±1e30 one step grew by
@@ -66,12 +65,10 @@ class NoveltyParams(BaseModel):
         description="Most windows a novel reading's score is held for while its sensor stays "
         "out of its former range.",
     )
-    low: list[_Value] = Field(
-        min_length=1, max_length=MAX_SENSORS, description="Each sensor's lowest training value."
-    )
-    high: list[_Value] = Field(
-        min_length=1, max_length=MAX_SENSORS, description="Each sensor's highest training value."
-    )
+    # One per sensor, as many as the model has (the manifest checks the count; a cap of 256
+    # here made the trainer fail on wider data that trained before range novelty).
+    low: list[_Value] = Field(min_length=1, description="Each sensor's lowest training value.")
+    high: list[_Value] = Field(min_length=1, description="Each sensor's highest training value.")
 
     @model_validator(mode="after")
     def _ranges(self) -> NoveltyParams:
