@@ -18,9 +18,12 @@ in the range it had then (plus the tolerance), at most `memory` windows: a spike
 and briefly, a fault that holds its sensors out of their ranges keeps its episode open while
 it lasts, and a level that stays new goes quiet after `memory` windows.
 
-Learning is bounded: one step widens a range by at most `_GROWTH` training ranges, so a wild
-reading (1e300 from a broken sensor or a hostile publisher) cannot blind the sensor for good; a
-reading that is not finite scores 1 and teaches nothing.
+Learning is bounded: one step widens a range by at most `_GROWTH` training ranges (a range
+counted as no narrower than a thousandth of the values' size, so that a sensor constant in
+training takes a new level in within a few readings, not tens of thousands), so a wild reading
+(1e300 from a broken sensor or a hostile publisher) cannot blind the sensor to larger
+excursions (it does hide those within the ranges it added, for good); a reading that is not
+finite scores 1 and teaches nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ _BOUND = 1e30  # the trainer clips training ranges to this; a manifest past it i
 _WIDEST = float(np.finfo(np.float32).max)
 _Value = Annotated[float, Field(ge=-_BOUND, le=_BOUND)]
 _GROWTH = 10.0
+# The training range the growth counts in is at least this share of the values' size: for a
+# sensor constant in training the range is a float32 step, and a setpoint moved from 20 to 21
+# stayed novel for some 32,000 readings at 10 such steps a reading.
+_LEAST_RANGE = 1e-3
 _EPS32 = 2.0**-23  # a float32 reading's relative resolution
 # held score, windows since the hold began or was renewed, the sensor that opened it (-1: no
 # hold), the way back (that sensor's range then, widened by the tolerance) and how many
@@ -99,7 +106,7 @@ class Novelty:
         self.memory = float(params.memory)
         self.window = float(window)
         self.growth = [
-            _GROWTH * max(hi - lo, _resolution(lo, hi))
+            _GROWTH * max(hi - lo, _LEAST_RANGE * max(abs(lo), abs(hi), 1.0))
             for lo, hi in zip(params.low, params.high, strict=True)
         ]
 
