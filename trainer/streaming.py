@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.model.novelty import MAX_SENSORS as NOVELTY_MAX_SENSORS
 from agent.model.novelty import NoveltyParams
 from agent.model.online import OnlineParams
 from agent.model.profile import MAX_SENSORS as PROFILE_MAX_SENSORS
@@ -65,9 +64,7 @@ def fit_stream(
         baseline_std=float(logits.std()),
         baseline_weight=min(len(logits), int(chosen["long_window"])),
         online=online,
-        novelty=_novelty(rows, tolerance, memory)
-        if tolerance > 0 and rows.shape[1] <= NOVELTY_MAX_SENSORS
-        else None,
+        novelty=_novelty(rows, tolerance, memory) if tolerance > 0 else None,
         profile=profile,
         reference_quantiles=np.quantile(pipeline.calibration.apply(raw), _QUANTILES).tolist(),
         **chosen,

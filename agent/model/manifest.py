@@ -102,6 +102,28 @@ class Manifest(_Strict):
     stream: StreamParams = Field(default_factory=StreamParams)
     graph_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
+    @model_validator(mode="after")
+    def _stream_fits_the_sensors(self) -> Manifest:
+        """The stream layer's per-sensor parts are for this model's sensors: checked here, where
+        `check-config` and a push's checks see it, not first where the pipeline is built."""
+        n = len(self.sensors)
+        online, novelty = self.stream.online, self.stream.novelty
+        if online is not None and len(online.mean) != 2 * n:
+            raise ValueError(
+                f"stream.online: {len(online.mean)} features for {n} sensors "
+                f"(expected {2 * n}, a mean and a std per sensor)"
+            )
+        if novelty is not None and len(novelty.low) != n:
+            raise ValueError(
+                f"stream.novelty: ranges for {len(novelty.low)} sensors, the model has {n}"
+            )
+        profile = self.stream.profile
+        if profile is not None and len(profile.mean) != n:
+            raise ValueError(
+                f"stream.profile: levels for {len(profile.mean)} sensors, the model has {n}"
+            )
+        return self
+
     @property
     def sensor_names(self) -> list[str]:
         return [s.name for s in self.sensors]

@@ -18,9 +18,12 @@ in the range it had then (plus the tolerance), at most `memory` windows: a spike
 and briefly, a fault that holds its sensors out of their ranges keeps its episode open while
 it lasts, and a level that stays new goes quiet after `memory` windows.
 
-Learning is bounded: one step widens a range by at most `_GROWTH` training ranges, so a wild
-reading (1e300 from a broken sensor or a hostile publisher) cannot blind the sensor for good; a
-reading that is not finite scores 1 and teaches nothing.
+Learning is bounded: one step widens a range by at most `_GROWTH` training ranges (a range
+counted as no narrower than a thousandth of the values' size, so that a sensor constant in
+training takes a new level in within a few readings, not tens of thousands), so a wild reading
+(1e300 from a broken sensor or a hostile publisher) cannot blind the sensor to larger
+excursions (it does hide those within the ranges it added, for good); a reading that is not
+finite scores 1 and teaches nothing.
 """
 
 from __future__ import annotations
@@ -31,10 +34,17 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_SENSORS = 256
-_BOUND = 1e30  # no reading the agent accepts is past float32's range
+_BOUND = 1e30  # the trainer clips training ranges to this; a manifest past it is damaged
+# No range widens past float32's largest value (the agent's windows hold no larger reading):
+# a state `step` left always loads, whatever the manifest's ranges (at ±1e30 one step grew by
+# 2e31).
+_WIDEST = float(np.finfo(np.float32).max)
 _Value = Annotated[float, Field(ge=-_BOUND, le=_BOUND)]
 _GROWTH = 10.0
+# The training range the growth counts in is at least this share of the values' size: for a
+# sensor constant in training the range is a float32 step, and a setpoint moved from 20 to 21
+# stayed novel for some 32,000 readings at 10 such steps a reading.
+_LEAST_RANGE = 1e-3
 _EPS32 = 2.0**-23  # a float32 reading's relative resolution
 # held score, windows since the hold began or was renewed, the sensor that opened it (-1: no
 # hold), the way back (that sensor's range then, widened by the tolerance) and how many
@@ -62,12 +72,10 @@ class NoveltyParams(BaseModel):
         description="Most windows a novel reading's score is held for while its sensor stays "
         "out of its former range.",
     )
-    low: list[_Value] = Field(
-        min_length=1, max_length=MAX_SENSORS, description="Each sensor's lowest training value."
-    )
-    high: list[_Value] = Field(
-        min_length=1, max_length=MAX_SENSORS, description="Each sensor's highest training value."
-    )
+    # One per sensor, as many as the model has (the manifest checks the count; a cap of 256
+    # here made the trainer fail on wider data that trained before range novelty).
+    low: list[_Value] = Field(min_length=1, description="Each sensor's lowest training value.")
+    high: list[_Value] = Field(min_length=1, description="Each sensor's highest training value.")
 
     @model_validator(mode="after")
     def _ranges(self) -> NoveltyParams:
@@ -98,7 +106,7 @@ class Novelty:
         self.memory = float(params.memory)
         self.window = float(window)
         self.growth = [
-            _GROWTH * max(hi - lo, _resolution(lo, hi))
+            _GROWTH * max(hi - lo, _LEAST_RANGE * max(abs(lo), abs(hi), 1.0))
             for lo, hi in zip(params.low, params.high, strict=True)
         ]
 
@@ -124,8 +132,8 @@ class Novelty:
             and 0.0 <= back <= self.window
             and back == int(back)
             and bool((lo <= hi).all())
-            and bool((np.abs(state[3:5]) <= _BOUND * 4).all())
-            and bool((np.abs(state[_HEADER:]) <= _BOUND * 4).all())
+            and bool((np.abs(state[3:5]) <= 1e3 * _WIDEST).all())  # ranges plus tolerance
+            and bool((np.abs(state[_HEADER:]) <= _WIDEST).all())
         )
 
     def _widen(self, state: list[float], k: int, x: float, lo: float, hi: float) -> float:
@@ -135,9 +143,9 @@ class Novelty:
             return math.inf
         span = max(hi - lo, _resolution(lo, hi))
         if x > hi:
-            state[_HEADER + self.n + k] = min(x, hi + self.growth[k])
+            state[_HEADER + self.n + k] = min(x, hi + self.growth[k], _WIDEST)
             return (x - hi) / span
-        state[_HEADER + k] = max(x, lo - self.growth[k])
+        state[_HEADER + k] = max(x, lo - self.growth[k], -_WIDEST)
         return (lo - x) / span
 
     def step(self, state: list[float], reading: list[float]) -> float:

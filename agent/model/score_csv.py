@@ -10,7 +10,8 @@ The first column is the input's time column under its own name (the reader's rul
 `agent.model.table`: a column named ts, time, timestamp, datetime or date, else the first column
 of ISO 8601 times), copied as written, so the scores join back to the file by that column; a
 file without one gets `row`, the 0-based row number. Rows before the first full window have an
-empty score and flag 0.
+empty score and flag 0. A window holding a reading past float32's range (1e300: infinite in
+the window, as on the gateway) has a `graph_score` of nan; its `score` is the layer's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _NEAR_ONE = 0.999
 
 
 def score_text(score: float) -> str:
+    if score != score:  # the graph's, of a window holding a reading past float32's range
+        return "nan"
     if score < _NEAR_ONE:
         return f"{score:.6f}"
     if score >= 1.0:

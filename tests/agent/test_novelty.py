@@ -159,3 +159,15 @@ def test_the_state_stays_the_same_size():
         bad = good.copy()
         bad[index] = value
         assert not novelty.valid_state(bad), (index, value)
+
+
+def test_a_sensor_constant_in_training_takes_a_new_level_in_within_a_few_readings():
+    """A setpoint constant at 20 in training, moved to 21 for good: novel at once, taken in
+    within a few readings, and the hold ends after `memory` windows. With growth counted in
+    float32 steps of 20 (2.4e-6) it took some 32,000 readings, each of them novel."""
+    novelty = Novelty(NoveltyParams(low=[20.0], high=[20.0], memory=50), 1, 5)
+    state = novelty.new_state()
+    scores = [novelty.step(state, [21.0]) for _ in range(200)]
+    assert scores[0] > 0.99
+    assert state[-1] == 21.0  # its high, 10 x 0.02 a reading: five readings
+    assert max(scores[55:]) == 0.0

@@ -107,3 +107,24 @@ def test_score_text_keeps_scores_near_one_apart():
     assert [float(t) for t in texts] == sorted(float(t) for t in texts)
     assert all(abs(float(t) - s) <= (1 - s) * 1e-5 for t, s in zip(texts, near, strict=True))
     assert score_text(0.123456789) == "0.123457"
+
+
+def test_score_cli_scores_a_reading_past_float32(model_path, sim_data, tmp_path):
+    """A reading of 1e300 (finite in the CSV, infinite in the float32 window, as on the
+    gateway): the graph's score of the windows holding it is not a number, and printing it
+    stopped `edge-agent score` with a traceback halfway through the file. The stream layer's
+    score (range novelty's 1) alerts; the graph's prints as nan."""
+    lines = sim_data.live_csv.read_text().splitlines()[:41]
+    header = lines[0].split(",")
+    row = lines[30].split(",")
+    row[header.index("flow_lpm")] = "1e300"
+    lines[30] = ",".join(row)
+    data = tmp_path / "wild.csv"
+    data.write_text("\n".join(lines) + "\n")
+    result = run_cli("agent", "score", str(model_path), str(data))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 40
+    assert rows[28]["graph_score"] != "nan" and rows[28]["anomaly"] == "0"
+    assert rows[29]["graph_score"] == "nan" and rows[29]["anomaly"] == "1"
+    assert float(rows[-1]["score"]) >= 0.5, "the novelty's memory holds the alert"

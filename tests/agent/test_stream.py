@@ -180,6 +180,13 @@ def test_a_state_from_the_other_method_is_refused():
         _online().load(_likelihood().dump(_likelihood().new_state()))
 
 
+@pytest.mark.parametrize(("saved", "loading"), [(_online, _novel), (_novel, _online)])
+def test_a_state_with_or_without_novelty_is_refused_by_the_other(saved, loading):
+    """A model with range novelty after one without (an upgrade), or the other way round."""
+    with pytest.raises(StreamStateError, match="bytes"):
+        loading().load(saved().dump(saved().new_state()))
+
+
 @pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
 def test_wild_input_neither_poisons_the_state_nor_blinds_the_asset(make):
     """NaN scores, infinite and enormous readings: the state stays finite, the wild windows
@@ -419,3 +426,20 @@ def test_the_profile_sees_a_day_that_does_not_follow_the_clock():
     assert (out[3 * per_day : 10 * per_day - WINDOW] < 0.5).mean() > 0.99
     blind = stream.step(stream.new_state(), raw, windows)
     assert not (blind[odd_day] >= 0.5).any()
+
+
+@pytest.mark.parametrize("reading", [3e38, -3e38, 1e300])
+def test_a_state_widened_by_the_largest_reading_loads(reading):
+    """Training ranges as wide as a manifest may hold (±1e30: growth 2e31 a step) and the
+    largest reading a float32 window holds: the step left a range past the 2e30 that `load`
+    accepted, so after a restart the asset's layer started afresh as if damaged (a crash gave
+    other scores than an undisturbed run). 1e300 comes only through float64 windows."""
+    novelty = NoveltyParams(low=[-1e30, -1e30], high=[1e30, 1e30])
+    stream = _online(novelty=novelty)
+    state = stream.new_state()
+    raw, windows = _data(20)
+    windows[10:, -1, 0] = reading
+    stream.step(state, raw, windows)
+    loaded = stream.load(stream.dump(state))
+    assert loaded.novelty == state.novelty
+    assert max(abs(v) for v in state.novelty[6:]) <= float(np.finfo(np.float32).max)

@@ -97,3 +97,63 @@ def test_check_config_refuses_a_spread_floor_whose_square_is_zero(model_path, tm
     code, stderr = _check(tmp_path, bad)
     assert code == 2, stderr
     assert "stream.min_spread" in stderr, stderr
+
+
+def _with_novelty(model: Path, out: Path, **novelty: object) -> Path:
+    proto = onnx.load(str(model))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    manifest["stream"]["novelty"].update(novelty)
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize("count", [3, 6])
+def test_check_config_and_score_refuse_novelty_ranges_for_another_sensor_count(
+    model_path: Path, sim_data, tmp_path: Path, count: int
+):
+    """Range novelty (#15) for 3 (or 6) sensors in a 5-sensor model: `check-config` (and so a
+    push's checks) said ok, then the layer refused it where the pipeline is built: `run`
+    stopped at start with a traceback, and `edge-agent score` printed its header and a
+    traceback."""
+    bad = _with_novelty(model_path, tmp_path / "m.onnx", low=[0.0] * count, high=[1.0] * count)
+    code, stderr = _check(tmp_path, bad)
+    assert code == 2, stderr
+    assert "stream.novelty" in stderr and f"{count} sensors" in stderr, stderr
+    scored = run_cli("agent", "score", str(bad), str(sim_data.live_csv))
+    assert scored.returncode == 2, scored.stderr
+    assert scored.stdout == "" and "Traceback" not in scored.stderr, scored.stderr
+    assert "stream.novelty" in scored.stderr, scored.stderr
+
+
+def test_check_config_refuses_an_online_model_for_another_sensor_count(
+    online_model: Path, tmp_path: Path
+):
+    """The same for the `online` method's normal model (a feature mean and std per sensor)."""
+    proto = onnx.load(str(online_model))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    online = manifest["stream"]["online"]
+    online["mean"], online["scale"] = online["mean"][:-2], online["scale"][:-2]
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    code, stderr = _check(tmp_path, tmp_path / "m.onnx")
+    assert code == 2, stderr
+    assert "stream.online" in stderr, stderr
+
+
+def test_check_config_refuses_a_daily_profile_for_another_sensor_count(
+    model_path: Path, tmp_path: Path
+):
+    """The same for the daily profile's levels (a mean and a spread per sensor)."""
+    proto = onnx.load(str(model_path))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    profile = manifest["stream"]["profile"]
+    profile["mean"], profile["spread"] = profile["mean"][:-1], profile["spread"][:-1]
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    code, stderr = _check(tmp_path, tmp_path / "m.onnx")
+    assert code == 2, stderr
+    assert "stream.profile" in stderr and "4 sensors" in stderr, stderr

@@ -9,8 +9,11 @@ import json
 import socket
 from pathlib import Path
 
+import onnx
+
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
+from agent.model.manifest import MANIFEST_KEY
 from agent.model.score import Scorer
 from agent.pushes.state import FleetState, Version, fleet_dir
 from fleet.mqtt import connect
@@ -396,4 +399,31 @@ def test_a_pushed_config_refused_today_is_set_aside_at_start(
     replay(readings, "127.0.0.1", local.port, "edge/gw-o/readings/pump-1")
     assert agent.wait_stored(len(readings))["readings"] == len(readings)
     assert (data_dir / "agent.db").read_bytes().startswith(b"SQLite format 3\0")
+    assert agent.stop() == 0
+
+
+def test_a_model_whose_novelty_ranges_fit_other_sensors_is_rejected(
+    broker, fleet_agent, keys, model_path: Path, sim_data: SimData, tmp_path: Path
+):
+    """Range novelty (#15) for 3 sensors in a 5-sensor model passed a push's checks (the
+    same as `check-config`'s): the device stopped its pipeline to switch, failed to build the
+    new one and rolled back. It is now rejected by name before any switch, and the device
+    keeps scoring with its model."""
+    proto = onnx.load(str(model_path))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    manifest["stream"]["novelty"].update(low=[0.0] * 3, high=[1.0] * 3)
+    entry.value = json.dumps(manifest)
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+
+    local, upstream = broker("local"), broker("upstream")
+    agent = fleet_agent(local, upstream, "gw-n")
+    wait_status(upstream.port, "online", device="gw-n")
+    push_cli(upstream, "model", bad, keys[0], "--device", "gw-n", version=71)
+    last_push(upstream, "gw-n", "rejected", 71, reason="stream.novelty")
+    readings = readings_from_csv(sim_data.live_csv)[:50]
+    replay(readings, "127.0.0.1", local.port, "edge/gw-n/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert agent.process.poll() is None
     assert agent.stop() == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.model.offline import scored_values
 from agent.model.score import Scorer
 from tests.conftest import ROOT, run_cli
 from trainer.calibration import LEVELS
@@ -136,3 +137,19 @@ def test_train_rows_within_the_file_fits_on_that_many(tmp_path):
         "trainer", "train", str(data), "--train-rows", "100", "--json", "--out", str(out)
     )
     assert json.loads(summary.stdout)["training_rows"] == 100
+
+
+def test_a_model_of_300_sensors_trains_with_a_range_per_sensor():
+    """Range novelty (#15) capped its ranges at 256 sensors: training 300 failed with a bare
+    validation error from the stream layer, where it had trained before; the agent's offline
+    path then scores it with the layer on."""
+    values = np.random.default_rng(4).normal(0, 1, (400, 300))
+    names = [f"s{j}" for j in range(300)]
+    result = train_values(values, names, TrainOptions(algorithm="pca", window=5), "test")
+    novelty = result.manifest.stream.novelty
+    assert novelty is not None and len(novelty.low) == len(novelty.high) == 300
+    scorer = Scorer.from_bytes(result.model_bytes, Path("<test>"))
+    moved = values[:40].copy()
+    moved[-1, 299] = novelty.high[299] + 2 * (novelty.high[299] - novelty.low[299])
+    scores = [r.score for r in scored_values(scorer, moved) if r is not None]
+    assert max(scores[:-1]) < 0.5 <= scores[-1], "the last sensor's excursion is novel"
