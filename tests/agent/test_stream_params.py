@@ -66,11 +66,12 @@ def test_check_config_refuses_online_parameters_no_export_gives(
     assert f"stream.online.{field}" in stderr, stderr
 
 
-def _with_stream(model: Path, out: Path, **stream: object) -> Path:
+def _with_stream(model: Path, out: Path, part: str | None = None, **update: object) -> Path:
+    """A copy of `model` whose manifest's `stream` (or `stream.<part>`) has `update`."""
     proto = onnx.load(str(model))
     (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
     manifest = json.loads(entry.value)
-    manifest["stream"].update(stream)
+    (manifest["stream"] if part is None else manifest["stream"][part]).update(update)
     entry.value = json.dumps(manifest)
     onnx.save(proto, str(out))
     return out
@@ -100,13 +101,33 @@ def test_check_config_refuses_a_spread_floor_whose_square_is_zero(model_path, tm
 
 
 def _with_novelty(model: Path, out: Path, **novelty: object) -> Path:
-    proto = onnx.load(str(model))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    manifest["stream"]["novelty"].update(novelty)
-    entry.value = json.dumps(manifest)
-    onnx.save(proto, str(out))
-    return out
+    return _with_stream(model, out, "novelty", **novelty)
+
+
+def _stream_part(model: Path, part: str) -> dict:
+    (entry,) = [p for p in onnx.load(str(model)).metadata_props if p.key == MANIFEST_KEY]
+    return json.loads(entry.value)["stream"][part]
+
+
+@pytest.mark.parametrize(
+    ("model", "part", "fields", "cut"),
+    [
+        ("online_model", "online", ("mean", "scale"), 2),
+        ("model_path", "profile", ("mean", "spread"), 1),
+    ],
+    ids=["online", "profile"],
+)
+def test_check_config_refuses_a_per_sensor_part_for_another_sensor_count(
+    request, tmp_path: Path, model: str, part: str, fields: tuple[str, str], cut: int
+):
+    """The same for the `online` method's normal model (a feature mean and std per sensor) and
+    the daily profile's levels (a mean and a spread per sensor)."""
+    source = request.getfixturevalue(model)
+    given = _stream_part(source, part)
+    shorter = {f: given[f][:-cut] for f in fields}
+    code, stderr = _check(tmp_path, _with_stream(source, tmp_path / "m.onnx", part, **shorter))
+    assert code == 2, stderr
+    assert f"stream.{part}" in stderr and "sensors" in stderr, stderr
 
 
 @pytest.mark.parametrize("count", [3, 6])
@@ -125,35 +146,3 @@ def test_check_config_and_score_refuse_novelty_ranges_for_another_sensor_count(
     assert scored.returncode == 2, scored.stderr
     assert scored.stdout == "" and "Traceback" not in scored.stderr, scored.stderr
     assert "stream.novelty" in scored.stderr, scored.stderr
-
-
-def test_check_config_refuses_an_online_model_for_another_sensor_count(
-    online_model: Path, tmp_path: Path
-):
-    """The same for the `online` method's normal model (a feature mean and std per sensor)."""
-    proto = onnx.load(str(online_model))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    online = manifest["stream"]["online"]
-    online["mean"], online["scale"] = online["mean"][:-2], online["scale"][:-2]
-    entry.value = json.dumps(manifest)
-    onnx.save(proto, str(tmp_path / "m.onnx"))
-    code, stderr = _check(tmp_path, tmp_path / "m.onnx")
-    assert code == 2, stderr
-    assert "stream.online" in stderr, stderr
-
-
-def test_check_config_refuses_a_daily_profile_for_another_sensor_count(
-    model_path: Path, tmp_path: Path
-):
-    """The same for the daily profile's levels (a mean and a spread per sensor)."""
-    proto = onnx.load(str(model_path))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    profile = manifest["stream"]["profile"]
-    profile["mean"], profile["spread"] = profile["mean"][:-1], profile["spread"][:-1]
-    entry.value = json.dumps(manifest)
-    onnx.save(proto, str(tmp_path / "m.onnx"))
-    code, stderr = _check(tmp_path, tmp_path / "m.onnx")
-    assert code == 2, stderr
-    assert "stream.profile" in stderr and "4 sensors" in stderr, stderr
