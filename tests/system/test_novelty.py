@@ -9,6 +9,7 @@ import io
 import json
 import sqlite3
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +87,10 @@ def test_wild_readings_alert_once_stay_bounded_and_a_later_fault_still_alerts(
     normal = readings_from_csv(sim_data.train_csv)[:600]
     k = manifest.sensor_names.index(SENSOR)
     wild = [1e38, -1e38] * 5 + [1e300, -1e300]
-    # Before the wild readings, a window's worth; after, longer than the novelty's memory and
-    # the episode's `resolve_after`, then a fault of three readings 3 training ranges high.
-    quiet = 60 + len(wild) + novelty.memory + 60
+    # Before the wild readings, a window's worth; after, long enough for the hold to end (a
+    # window back in range) and the episode to resolve (`resolve_after`) with room to spare,
+    # then a fault of three readings 3 training ranges high.
+    quiet = 60 + len(wild) + 200
     fault = novelty.high[k] + 3 * (novelty.high[k] - novelty.low[k])
     readings = [dict(r) for r in normal[: quiet + 3 + 20]]
     for i, value in enumerate(wild):
@@ -118,12 +120,13 @@ def test_wild_readings_alert_once_stay_bounded_and_a_later_fault_still_alerts(
     later = _alerts(agent)[len(burst) :]
     assert later and later[0]["state"] == "firing", "the fault after the wild readings alerts"
     state = layer.load(_stream_blob(agent))
-    assert len(state.novelty) == 2 + 2 * len(manifest.sensors)
+    assert len(state.novelty) == 6 + 2 * len(manifest.sensors)
     stored = _stored_scores(agent)
     assert (stored[60:80] >= 0.5).all(), "the wild readings scored"
     offline = _offline_scores(model_path, readings, tmp_path)
     np.testing.assert_allclose(stored, offline, atol=1e-6, equal_nan=True)
-    # The Python API's, on the same rows (0 before the first full window).
+    # The Python API's, on the same rows and times (0 before the first full window).
     values = np.array([[r[n] for n in manifest.sensor_names] for r in readings])
-    api = AnomalyDetector.load(model_path).stream_scores(values)
+    times = [datetime.fromisoformat(r["ts"]) for r in readings]
+    api = AnomalyDetector.load(model_path).stream_scores(values, times=times)
     np.testing.assert_array_equal(np.nan_to_num(stored, nan=0.0), api.astype(np.float32))
