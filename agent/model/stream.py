@@ -19,8 +19,9 @@ at or above 0.5 the baseline learns at `alarm_learning` times its rate, so a fau
 as normal before it has been seen (and after it ends the return to normal does not look like a
 second fault). Method `online` (agent/model/online.py) first rescores each window with a normal
 model that itself learns on the gateway, then applies the same likelihood. With `novelty`
-(agent/model/novelty.py), a reading past every value its sensor has shown scores too: the
-window's score is the larger of the two.
+(agent/model/novelty.py), a reading past every value its sensor has shown scores too, and with
+`profile` (agent/model/profile.py) a reading far from its sensor's usual level at this hour of
+the day, through a second likelihood: the window's score is the largest.
 
 Every step is a scalar recurrence in plain floats, in time order, so the scores do not depend
 on how the readings were cut into batches: a state dumped mid-stream and loaded gives the same
