@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("anomaly", "changepoint")
 _TIME_NAMES = ("ts", "time", "timestamp", "datetime", "date")
@@ -77,13 +80,21 @@ class Table:
         """Each row's time in epoch seconds (float64), for what follows the clock (the stream's
         daily profile); None when the file has no time column or a cell is not a time. ISO 8601
         times without an offset are read as UTC; numbers are epoch seconds, or milliseconds
-        from 1e11 up (a seconds count that large is past the year 5000)."""
+        from 1e11 up (a seconds count that large is past the year 5000). A bad cell is logged
+        (row and text): the model then trains, or is scored, without the profile."""
         if self.time_column is None:
             return None
         out = np.empty(self.rows, dtype=np.float64)
         for i, cell in enumerate(self.text[self.time_column]):
             stamp = _epoch_seconds(cell.strip())
             if stamp is None:
+                log.warning(
+                    "%s: column %r row %d: %r is not a time; no daily profile from this file",
+                    self.path,
+                    self.time_column,
+                    i + 2,
+                    cell[:40],
+                )
                 return None
             out[i] = stamp
         return out

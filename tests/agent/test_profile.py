@@ -169,5 +169,9 @@ def test_a_files_times_are_read_as_utc_epoch_seconds(tmp_path):
     [("v,w", ["1", "2"]), ("ts,v", ["2024-01-01T00:00:00", "soon"]), ("ts,v", ["nan", "1"])],
     ids=["no time column", "a cell that is not a time", "not a number"],
 )
-def test_a_file_without_usable_times_has_none(tmp_path, header, stamps):
+def test_a_file_without_usable_times_has_none(tmp_path, header, stamps, caplog):
     assert _csv(tmp_path, "x.csv", header, stamps).times() is None
+    if header.startswith("ts"):  # a time column with a bad cell is named, not silently dropped
+        row, bad = next((i + 2, s) for i, s in enumerate(stamps) if s in ("soon", "nan"))
+        assert f"row {row}: {bad!r} is not a time" in caplog.text, caplog.text
+        assert "no daily profile" in caplog.text
