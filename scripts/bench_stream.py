@@ -70,6 +70,8 @@ def main() -> None:
         novel = Stream(params.model_copy(update={"novelty": novelty}), WINDOW, sensors)
         both = {"novelty": novelty, "profile": profile}
         full = Stream(params.model_copy(update=both), WINDOW, sensors)
+        gate = {**both, "tail_quantile": 0.995, "tail_step": 0.05, "tail_cap": 8.0}
+        gated = Stream(params.model_copy(update=gate), WINDOW, sensors)
         for batch in (1, 64, 1024):
             cost = per_window(plain, 10_000, batch, sensors)
             print(f"online, {sensors} sensor(s), batch {batch:>4}: {cost:6.2f} us/window")
@@ -77,6 +79,8 @@ def main() -> None:
             print(f"  + range novelty, batch {batch:>4}: {cost:6.2f} us/window")
             cost = per_window(full, 10_000, batch, sensors)
             print(f"  + daily profile, batch {batch:>4}: {cost:6.2f} us/window")
+            cost = per_window(gated, 10_000, batch, sensors)
+            print(f"  + tail gate, batch {batch:>4}: {cost:6.2f} us/window")
 
 
 if __name__ == "__main__":

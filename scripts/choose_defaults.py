@@ -52,16 +52,21 @@ log = logging.getLogger("choose_defaults")
 # zscore lost every fold of runs 1-2, pca every fold of runs 3-4 (docs/detection.md).
 DETECTORS = ("online",)
 GRID: dict[str, tuple[float | int, ...]] = {
-    "alert_z": (2.0, 2.5, 3.0),
+    "alert_z": (1.5, 2.0, 2.5, 3.0),
     "long_window": (250,),
     "short_window": (8,),
     "alarm_learning": (0.05, 0.15),
-    "hold": (1.0, 2.0),
-    # range novelty (agent/model/novelty.py): 0 leaves it out
+    "hold": (1.0, 1.5, 2.0),
+    # range novelty (agent/model/novelty.py): 0 leaves it out; 8 of 9 folds of run 11 chose
+    # memory 1,280 over 320
     "novelty_tolerance": (0.0, 0.3),
-    "novelty_memory": (320, 1280),
+    "novelty_memory": (1280,),
     # daily profile (agent/model/profile.py): 0 leaves it out
     "profile_rate": (0.0, 0.01),
+    # tail gate (agent/model/stream.py): a quantile of 0 leaves it out
+    "tail_quantile": (0.0, 0.99, 0.995),
+    "tail_step": (0.02, 0.05, 0.1),
+    "tail_cap": (6.0, 8.0),
 }
 # The online detector's own: how fast its normal model learns.
 ONLINE_GRID: dict[str, tuple[float | int, ...]] = {"learning_rate": (0.001,)}
@@ -276,6 +281,11 @@ def configurations() -> list[dict[str, float | int | str]]:
                 and config["novelty_memory"] != grid["novelty_memory"][0]
             ):
                 continue  # without novelty its memory does not matter: one of them
+            if config["tail_quantile"] == 0 and (
+                config["tail_step"] != grid["tail_step"][0]
+                or config["tail_cap"] != grid["tail_cap"][0]
+            ):
+                continue  # nor the tail gate's step and cap without the gate
             out.append({"detector": detector, **config})
     return out
 

@@ -43,13 +43,18 @@ from agent.model.profile import Profile, ProfileParams, hour_of
 from agent.model.squash import logit_of_score
 
 STATE_FORMAT = 2
+# A layer with the tail gate keeps one more number per likelihood (its running quantile): its
+# states are another layout, refused by a layer without the gate and the other way round.
+TAIL_STATE_FORMAT = 3
 # The graph's score is float32 in [0, 1]; its logit is clipped so that a saturated 1.0 (or 0.0)
 # is a large finite number, not an infinity that would poison the averages.
 _LOGIT_CLIP = 16.0
 _LOW = 1.0 / (1.0 + math.exp(_LOGIT_CLIP))
 _HIGH = 1.0 - _LOW
-_HEADER = 6  # format, seen, short mean, long mean, long variance, last adapted score
-_CORE = 5  # a likelihood's state: the header but the format
+# A likelihood's state: seen, short mean, long mean, long variance, last adapted score, and
+# with the tail gate its running quantile. The state's header is the format, then the main
+# likelihood's.
+_CORE = 5
 # The averages are of logits within ±_LOGIT_CLIP from a baseline within ±100 (StreamParams),
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
@@ -137,6 +142,28 @@ class StreamParams(BaseModel):
         description="Daily profile: a reading far from its sensor's usual level at this hour "
         "of the day scores, through a likelihood of its own (none: off).",
     )
+    tail_quantile: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.9999,
+        description="Tail gate: a window also needs its short-term average past this running "
+        "quantile of the asset's own short-term averages to start an alert, so a burst no "
+        "higher than the asset's recent ones does not alert again (0: off).",
+    )
+    tail_step: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="How far (in baseline spreads) each window moves the tail gate's quantile.",
+    )
+    tail_cap: float = Field(
+        default=8.0,
+        gt=0,
+        le=100,
+        description="The most the tail gate asks, in baseline spreads above the baseline mean: "
+        "a window that far out always passes it, so neither bursts nor a hostile stream can "
+        "lift the gate past every fault.",
+    )
     reference_quantiles: list[float] = Field(
         default_factory=list,
         max_length=101,
@@ -149,6 +176,11 @@ class StreamParams(BaseModel):
             raise ValueError("method 'online' and the `online` model go together")
         if (self.novelty is not None or self.profile is not None) and self.method == "none":
             raise ValueError("`novelty` and `profile` need method 'likelihood' or 'online'")
+        if self.tail_quantile > 0 and self.tail_cap <= self.alert_z:
+            raise ValueError(
+                f"tail_cap {self.tail_cap} must be more than alert_z {self.alert_z} "
+                "(or the tail gate never gates)"
+            )
         if self.hold >= self.alert_z:
             # At alert_z − hold <= 0 an asset whose baseline learnt the shift alerts on.
             raise ValueError(
@@ -171,6 +203,7 @@ class StreamState:
     long_mean: float = 0.0
     long_var: float = 1.0
     last: float = 0.0  # the previous adapted score: whether the asset is alerting
+    tail: float = 0.0  # the tail gate's running quantile of the short mean (unused without it)
     # OnlineModel's state as plain floats: its step reads and writes it once per window.
     online: list[float] = field(default_factory=list)
     novelty: list[float] = field(default_factory=list)  # Novelty's, likewise
@@ -194,6 +227,9 @@ class Stream:
         self._short_rate = 1.0 / p.short_window
         self._floor = p.min_spread * p.min_spread
         self._fire, self._stay = p.alert_z, p.alert_z - p.hold
+        self._tail = p.tail_quantile > 0
+        self._core = _CORE + 1 if self._tail else _CORE
+        self._format = TAIL_STATE_FORMAT if self._tail else STATE_FORMAT
 
     def new_state(self) -> StreamState:
         p = self.params
@@ -201,17 +237,25 @@ class Stream:
         profile = []
         if self.profile is not None:
             q = self.profile.params
-            core = [0.0, q.baseline_mean, q.baseline_mean, q.baseline_std**2, 0.0]
+            core = self._new_core(q.baseline_mean, q.baseline_std)
             profile = [*self.profile.new_state(), *core]
+        core = self._new_core(p.baseline_mean, p.baseline_std)
         return StreamState(
-            seen=0,
-            short_mean=p.baseline_mean,
-            long_mean=p.baseline_mean,
-            long_var=p.baseline_std**2,
+            0,
+            *core[1:],
             online=online,
             novelty=self.novelty.new_state() if self.novelty is not None else [],
             profile=profile,
         )
+
+    def _new_core(self, mean: float, std: float) -> list[float]:
+        """A likelihood's state before any window: its baseline from training, and the tail
+        gate's quantile where a Gaussian baseline puts the alert (so until the asset has shown
+        its own tail, the gate changes nothing)."""
+        core = [0.0, mean, mean, std**2, 0.0]
+        if self._tail:
+            core.append(mean + self._fire * math.sqrt(std**2 + self._floor))
+        return core
 
     def step(
         self,
@@ -263,6 +307,8 @@ class Stream:
         p = self.params
         gate, prior = p.alarm_learning, p.baseline_weight
         core = [float(state.seen), state.short_mean, state.long_mean, state.long_var, state.last]
+        if self._tail:
+            core.append(state.tail)
         count = len(scores) if scores is not None else len(feats)
         online, novelty, profile = state.online, self.novelty, self.profile
         if profile is not None:
@@ -284,21 +330,44 @@ class Stream:
                 score = usual if usual > score else score
             out[i] = score
         state.seen = int(core[0])
-        state.short_mean, state.long_mean, state.long_var, state.last = core[1:]
+        state.short_mean, state.long_mean, state.long_var, state.last = core[1:5]
+        if self._tail:
+            state.tail = core[5]
         if profile is not None:
             state.profile = rows + pcore
         return np.asarray(out, dtype=np.float32)
 
     def _likelihood(self, core: list[float], u: float, prior: int) -> float:
         """One window of the likelihood over logit `u`; `core` is [seen, short mean, long mean,
-        long variance, last score], updated in place. Returns the adapted score."""
+        long variance, last score(, tail quantile)], updated in place. Returns the adapted score.
+
+        The tail gate: a Gaussian baseline understates a bursty asset's tail. Once the asset
+        has shown bursts far past its spread, bursts like them are not news, yet each would
+        alert. With the gate an alert also needs the short mean past a running upper quantile
+        of the asset's own short means, tracked by stochastic steps of `tail_step` spreads: up
+        by `tail_quantile` of a step while passed, down by the rest otherwise. It climbs while
+        bursts pass it and sinks back (1 − q) / q times as fast, so after a large burst the
+        smaller ones that follow for a while do not alert. It starts where the Gaussian
+        baseline puts the alert (until the asset shows its own tail the gate changes nothing)
+        and never asks more than `tail_cap` spreads above the baseline mean. An alert under way
+        is not gated (`hold` governs its end)."""
         p = self.params
         alerting = core[4] >= 0.5
         seen = core[0] + 1.0
         short = core[1]
         short += (u - short) * (self._short_rate if seen >= p.short_window else 1.0 / seen)
         mean, var = core[2], core[3]
-        z = (short - mean) / math.sqrt(var + self._floor) - (self._stay if alerting else self._fire)
+        spread = math.sqrt(var + self._floor)
+        z = (short - mean) / spread - (self._stay if alerting else self._fire)
+        if self._tail:
+            tail = core[5]
+            if not alerting:
+                gate = (short - tail) / spread
+                z = gate if gate < z else z
+            q = p.tail_quantile
+            tail += p.tail_step * spread * (q if short >= tail else q - 1.0)
+            cap = mean + p.tail_cap * spread
+            core[5] = tail if tail < cap else cap
         last = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         horizon = p.long_window
         rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
@@ -315,31 +384,34 @@ class Stream:
 
     def dump(self, state: StreamState) -> bytes:
         head = [
-            STATE_FORMAT,
+            self._format,
             state.seen,
             state.short_mean,
             state.long_mean,
             state.long_var,
             state.last,
         ]
-        tail = state.online + state.novelty + state.profile
-        return np.asarray(head + tail, dtype=np.float64).tobytes()
+        if self._tail:
+            head.append(state.tail)
+        parts = state.online + state.novelty + state.profile
+        return np.asarray(head + parts, dtype=np.float64).tobytes()
 
     def load(self, data: bytes) -> StreamState:
         online = self.model.state_size if self.model is not None else 0
         novelty = self.novelty.state_size if self.novelty is not None else 0
-        profile = self.profile.state_size + _CORE if self.profile is not None else 0
-        expected = 8 * (_HEADER + online + novelty + profile)
+        profile = self.profile.state_size + self._core if self.profile is not None else 0
+        header = 1 + self._core
+        expected = 8 * (header + online + novelty + profile)
         if len(data) != expected:
             raise StreamStateError(f"stream state of {len(data)} bytes, expected {expected}")
         values = np.frombuffer(data, dtype=np.float64).copy()
         fmt = values[0]
-        if fmt != STATE_FORMAT:
-            raise StreamStateError(f"stream state format {fmt}, expected {STATE_FORMAT}")
+        if fmt != self._format:
+            raise StreamStateError(f"stream state format {fmt}, expected {self._format}")
         if not np.isfinite(values).all():
             raise StreamStateError("stream state holds a value that is not finite")
-        seen, short, mean, var, last = _checked_core(values[1:_HEADER], "stream state")
-        parts = np.split(values[_HEADER:], np.cumsum([online, novelty]))
+        core = _checked_core(values[1:header], "stream state")
+        parts = np.split(values[header:], np.cumsum([online, novelty]))
         if self.model is not None and not self.model.valid_state(parts[0]):
             raise StreamStateError(
                 "online state with a variance that is not positive or past 100 training ones"
@@ -356,12 +428,14 @@ class Stream:
                     "profile state with a fractional count or a variance out of range"
                 )
             _checked_core(parts[2][self.profile.state_size :], "profile state")
+        seen, short, mean, var, last = core[:5]
         return StreamState(
             int(seen),
             short,
             mean,
             var,
             last,
+            core[5] if self._tail else 0.0,
             parts[0].tolist(),
             parts[1].tolist(),
             parts[2].tolist(),
@@ -381,13 +455,14 @@ class Stream:
 
 
 def _checked_core(values: np.ndarray, what: str) -> list[float]:
-    """A likelihood's saved [seen, short mean, long mean, long variance, last], refused when it
-    is not one `_likelihood` can have left."""
-    seen, short, mean, var, last = values.tolist()
+    """A likelihood's saved [seen, short mean, long mean, long variance, last(, tail
+    quantile)], refused when it is not one `_likelihood` can have left."""
+    core = values.tolist()
+    seen, short, mean, var, last = core[:5]
     if seen < 0 or seen != int(seen) or var < 0 or not 0 <= last <= 1:
         raise StreamStateError(f"{what} out of range (seen {seen}, variance {var}, last {last})")
-    if max(abs(short), abs(mean), var) > _STATE_BOUND:
+    if max(abs(short), abs(mean), var, *(abs(v) for v in core[5:])) > _STATE_BOUND:
         raise StreamStateError(
-            f"{what} past what logits give (means {short}, {mean}, variance {var})"
+            f"{what} past what logits give (means {short}, {mean}, variance {var}, tail {core[5:]})"
         )
-    return [seen, short, mean, var, last]
+    return core

@@ -62,8 +62,13 @@ def _profiled(**update: object) -> Stream:
     return Stream(params, WINDOW, SENSORS)
 
 
-MAKERS = [_likelihood, _online, _novel, _profiled]
-MAKER_IDS = ["likelihood", "online", "novelty", "profile"]
+def _gated(**update: object) -> Stream:
+    """The online layer with novelty, the daily profile and the tail gate."""
+    return _profiled(tail_quantile=0.99, tail_step=0.05, **update)
+
+
+MAKERS = [_likelihood, _online, _novel, _profiled, _gated]
+MAKER_IDS = ["likelihood", "online", "novelty", "profile", "tail"]
 # A reading every 5 minutes from 2024-01-01 UTC: each window's newest reading's time.
 TIMES = 1_704_067_200.0 + 300.0 * np.arange(20_000)
 
@@ -83,7 +88,9 @@ def _data(n: int, shift_at: int | None = None, seed: int = 0) -> tuple[np.ndarra
     return _scores(logits), windows
 
 
-@pytest.mark.parametrize("make", [_likelihood, _online], ids=["likelihood", "online"])
+@pytest.mark.parametrize(
+    "make", [_likelihood, _online, _gated], ids=["likelihood", "online", "tail"]
+)
 def test_a_persisting_shift_alerts_at_its_onset_then_the_baseline_relearns(make):
     stream = make()
     raw, windows = _data(12000, shift_at=2000)
@@ -154,11 +161,16 @@ def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
     if stream.model is not None and stream.novelty is None and stream.profile is None:
         # 1e30: no step leaves more than 100 training variances (it was the compounding's).
         cases["variance"] = [bad(len(good) - 1, v) for v in (0.0, -3.0, 1e30)]
+    core = 6 if stream.params.tail_quantile > 0 else 5  # a likelihood's; the gate's quantile
+    if core == 6:
+        cases["format"].append(bad(0, 2.0))  # a state without the gate's quantiles
+        cases["past what"] += [bad(6, 1e300), bad(len(good) - 1, -1e300)]
     if stream.profile is not None:
-        at = len(good) - stream.profile.state_size - 5  # counts, means, variances; likelihood
-        cases["profile state"] = [bad(at, 0.5), bad(at, -1.0), bad(len(good) - 6, 0.0)]
-        cases["profile state out of range"] = [bad(len(good) - 5, -1.0), bad(len(good) - 1, 2.0)]
-        cases["profile state past"] = [bad(len(good) - 3, 1e300)]
+        at = len(good) - stream.profile.state_size - core  # counts, means, variances; likelihood
+        end = len(good) - core  # the profile's likelihood: seen, means, variance, last
+        cases["profile state"] = [bad(at, 0.5), bad(at, -1.0), bad(end - 1, 0.0)]
+        cases["profile state out of range"] = [bad(end, -1.0), bad(end + 4, 2.0)]
+        cases["profile state past"] = [bad(end + 2, 1e300)]
     elif stream.novelty is not None:
         at = len(good) - stream.novelty.state_size  # held score, age, lows, highs
         cases["novelty state"] = [
@@ -180,9 +192,13 @@ def test_a_state_from_the_other_method_is_refused():
         _online().load(_likelihood().dump(_likelihood().new_state()))
 
 
-@pytest.mark.parametrize(("saved", "loading"), [(_online, _novel), (_novel, _online)])
+@pytest.mark.parametrize(
+    ("saved", "loading"),
+    [(_online, _novel), (_novel, _online), (_profiled, _gated), (_gated, _profiled)],
+)
 def test_a_state_with_or_without_novelty_is_refused_by_the_other(saved, loading):
-    """A model with range novelty after one without (an upgrade), or the other way round."""
+    """A model with range novelty (or the tail gate) after one without (an upgrade), or the
+    other way round."""
     with pytest.raises(StreamStateError, match="bytes"):
         loading().load(saved().dump(saved().new_state()))
 
@@ -443,3 +459,66 @@ def test_a_state_widened_by_the_largest_reading_loads(reading):
     loaded = stream.load(stream.dump(state))
     assert loaded.novelty == state.novelty
     assert max(abs(v) for v in state.novelty[6:]) <= float(np.finfo(np.float32).max)
+
+
+def _bursts(n: int, bursts: dict[int, tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Graph scores of a quiet stream (logit −2 ± 0.5) with bursts {start: (windows, height in
+    logits)}, and empty windows."""
+    logits = np.random.default_rng(5).normal(-2.0, 0.5, n)
+    for start, (length, height) in bursts.items():
+        logits[start : start + length] += height
+    return _scores(logits), np.zeros((n, WINDOW, SENSORS))
+
+
+def _onsets(stream: Stream, raw: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    above = stream.step(stream.new_state(), raw, windows) >= 0.5
+    return np.flatnonzero(above[1:] & ~above[:-1]) + 1
+
+
+# A baseline that barely learns, so what changes between the runs is the gate alone.
+FIXED = {"long_window": 10**6, "baseline_weight": 10**6}
+
+
+def test_the_tail_gate_keeps_smaller_bursts_after_a_large_one_from_alerting():
+    """A bursty asset: after a long saturated burst, bursts that the layer reads 4.8 baseline
+    spreads out each alert without the gate and none does with it; a burst past the gate's
+    cap (8 spreads) still alerts."""
+    moderate = {2000 + 300 * k: (10, 5.0) for k in range(10)}
+    raw, windows = _bursts(6000, {1000: (300, 20.0), **moderate, 5500: (10, 12.0)})
+    plain = _onsets(_likelihood(**FIXED), raw, windows)
+    gated = _onsets(_likelihood(**FIXED, tail_quantile=0.995, tail_step=0.05), raw, windows)
+    after = [(a, a + 30) for a in moderate]
+    assert all(any(a <= t < b for t in plain) for a, b in after), "each burst alerts ungated"
+    assert not any(a <= t < b for t in gated for a, b in after), "none alerts gated"
+    assert any(1000 <= t < 1030 for t in gated), "the first burst alerts at its onset"
+    assert any(5500 <= t < 5530 for t in gated), "a burst past the cap alerts"
+
+
+def test_the_tail_gate_changes_nothing_until_the_asset_shows_its_tail():
+    """The gate starts where the Gaussian baseline alerts, so a first shift alerts on the
+    same window with or without it."""
+    raw, windows = _data(3000, shift_at=1500)
+    plain = _onsets(_likelihood(), raw, windows)
+    gated = _onsets(_likelihood(tail_quantile=0.995, tail_step=0.05), raw, windows)
+    assert len(plain) and gated[0] == plain[0]
+
+
+@pytest.mark.parametrize("cap", [6.0, 100.0])
+def test_a_hostile_stream_cannot_lift_the_tail_gate_past_its_cap(cap):
+    """Hours of saturated scores (a hostile or broken sensor) lift the gate's quantile as far
+    as they can; a fault the layer reads 8.3 spreads out afterwards still alerts under a cap
+    of 6 spreads, and would not with no cap to speak of."""
+    raw, windows = _bursts(9000, {500: (4000, 30.0), 7000: (200, 6.0)})
+    stream = _likelihood(**FIXED, tail_quantile=0.995, tail_step=0.1, tail_cap=cap)
+    state = stream.new_state()
+    out = stream.step(state, raw, windows)
+    spread = np.sqrt(0.5**2 + 1.0)  # the baseline's, with the spread floor of 1
+    assert state.tail <= -2.0 + cap * spread + 1e-9
+    fires = (out[7000:7100] >= 0.5).any()
+    assert fires == (cap == 6.0)
+
+
+def test_a_tail_cap_at_or_below_alert_z_is_refused():
+    params = _likelihood().params.model_dump()
+    with pytest.raises(ValueError, match=r"tail_cap 2\.5 must be more than alert_z 2\.5"):
+        StreamParams.model_validate({**params, "tail_quantile": 0.99, "tail_cap": 2.5})

@@ -100,6 +100,28 @@ def test_check_config_refuses_a_spread_floor_whose_square_is_zero(model_path, tm
     assert "stream.min_spread" in stderr, stderr
 
 
+# A quantile of 1 would never sink (the gate climbs for good); a step of 0 never moves; a cap
+# at alert_z or past 100 spreads would leave the gate nothing to do or blind the asset for good.
+@pytest.mark.parametrize(
+    ("update", "named"),
+    [
+        ({"tail_quantile": 1.0}, "stream.tail_quantile"),
+        ({"tail_quantile": -0.5}, "stream.tail_quantile"),
+        ({"tail_quantile": 0.99, "tail_step": 0.0}, "stream.tail_step"),
+        ({"tail_quantile": 0.99, "tail_cap": 1e9}, "stream.tail_cap"),
+        ({"tail_quantile": 0.99, "alert_z": 2.5, "tail_cap": 2.5}, "tail_cap"),
+    ],
+)
+def test_check_config_refuses_a_tail_gate_no_export_gives(
+    model_path: Path, tmp_path: Path, update: dict, named: str
+):
+    fine = _with_stream(model_path, tmp_path / "ok.onnx", tail_quantile=0.995, tail_cap=8.0)
+    assert _check(tmp_path, fine)[0] == 0
+    code, stderr = _check(tmp_path, _with_stream(model_path, tmp_path / "m.onnx", **update))
+    assert code == 2, stderr
+    assert named in stderr, stderr
+
+
 def _with_novelty(model: Path, out: Path, **novelty: object) -> Path:
     return _with_stream(model, out, "novelty", **novelty)
 
