@@ -19,9 +19,9 @@ from trainer.pipeline import Pipeline
 DEFAULT_STREAM: dict[str, float | int] = {
     "long_window": 250,
     "short_window": 8,
-    "alert_z": 2.5,
+    "alert_z": 2.0,
     "alarm_learning": 0.15,
-    "hold": 2.0,
+    "hold": 1.0,
     "min_spread": 1.0,
     # Range novelty (agent/model/novelty.py); a tolerance of 0 leaves it out.
     "novelty_tolerance": 0.3,
@@ -30,7 +30,7 @@ DEFAULT_STREAM: dict[str, float | int] = {
     "profile_rate": 0.01,
     # Tail gate (agent/model/stream.py): the running quantile an alert's short mean must pass
     # too, its step and its most, in spreads; a quantile of 0 leaves it out.
-    "tail_quantile": 0.0,
+    "tail_quantile": 0.995,
     "tail_step": 0.05,
     "tail_cap": 8.0,
 }

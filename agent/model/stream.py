@@ -146,9 +146,9 @@ class StreamParams(BaseModel):
         default=0.0,
         ge=0,
         le=0.9999,
-        description="Tail gate: a window also needs its short-term average past this running "
-        "quantile of the asset's own short-term averages to start an alert, so a burst no "
-        "higher than the asset's recent ones does not alert again (0: off).",
+        description="Tail gate: to start an alert, a window's short-term average must also "
+        "pass this running upper quantile of the asset's own short-term averages, so after "
+        "large bursts the smaller ones that follow do not alert (0: off).",
     )
     tail_step: float = Field(
         default=0.05,

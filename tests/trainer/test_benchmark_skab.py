@@ -59,15 +59,16 @@ def test_the_default_configuration_holds_its_figures_on_skab():
     """The default detector with its default stream, through `edge-trainer benchmark skab`'s
     own path (the agent's offline scoring, read as alert episodes: a row is anomalous while one
     is open), under SKAB's protocol on the shared files. A regression floor at what the default
-    reaches now (F1 0.824, FAR 3.3 %, MAR 28.0 % on 2026-11-29, with range novelty and the
-    daily profile; 0.759, 3.05 %, 37.3 % without them), at #15's goal of F1 >= 0.82 with FAR
-    <= 12 % (docs/detection.md). Nothing here is tuned per file."""
+    reaches now (F1 0.839, FAR 4.45 %, MAR 25.1 % on 2026-11-29 with the tail gate and
+    alert_z 2.0; 0.824, 3.3 %, 28.0 % before them; 0.759, 3.05 %, 37.3 % without range novelty
+    and the daily profile), past #15's goal of F1 >= 0.82 with FAR <= 12 %
+    (docs/detection.md). Nothing here is tuned per file."""
     from trainer.benchmark import run
     from trainer.train import TrainOptions
 
     got = run(SKAB, [TrainOptions.algorithm])[TrainOptions.algorithm]
     assert got["files"] == 20
-    assert got["f1"] >= 0.82 and got["far"] <= 3.6, got
+    assert got["f1"] >= 0.835 and got["far"] <= 5.0, got
 
 
 def test_the_output_is_the_table_alone(tmp_path: Path):
