@@ -38,13 +38,10 @@ def main() -> int:
             f"({stamps[f.start][11:16]} UTC)"
         )
 
-    step("2/5 training a PCA (T² + Q) detector and exporting it as one ONNX file")
-    # PCA, not the default `online`: one load drives every simulated sensor, and the injected
-    # faults break that relation while staying inside the sensor's daily range, which is what
-    # PCA's Q sees and a per-feature distance does not; with the stream layer and its range
-    # novelty the default catches three of the four, not the drift (docs/detection.md). The
-    # stream settings are the default's.
-    options = TrainOptions(algorithm="pca", window=WINDOW, model_id="demo_pump", seed=42)
+    step("2/5 training the default detector (online) and exporting it as one ONNX file")
+    # The default detector and stream settings (docs/detection.md), with a window of 10
+    # readings, ten minutes of the simulated pump.
+    options = TrainOptions(window=WINDOW, model_id="demo_pump", seed=42)
     result = train(OUT / "train.csv", options)
     model = write_model(result, OUT / "demo_pump.onnx")
     print(
