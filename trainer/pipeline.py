@@ -238,6 +238,29 @@ class Pipeline:
         g = GraphBuilder()
         n = len(self.sensors)
         feats = onnx_features(g, INPUT_NAME, self.window, self.features, self.scaler.exact)
+        own = getattr(self.detector, "onnx_from_window", None)
+        if own is not None:  # a sequence detector (no stuck guard) folds the scaling in itself
+            z, per_sensor = own(
+                g, feats, self.scaler.mean, self.scaler.std, self.calibration, ATTRIBUTION_FLOOR
+            )
+        else:
+            z, per_sensor = self._onnx_logit_and_terms(g, feats, n)
+        # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
+        g.rename(onnx_squash(g, z), OUTPUT_SCORE)
+        # L1 over positive shares: each row divided by its sum.
+        shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
+        g.rename(shares, OUTPUT_CONTRIBUTIONS)  # float64, as computed: a cast would cost a node
+        return g.model(
+            [float_input(INPUT_NAME, ["batch", self.window, n])],
+            [
+                float_input(OUTPUT_SCORE, ["batch"], TensorProto.DOUBLE),
+                float_input(OUTPUT_CONTRIBUTIONS, ["batch", n], TensorProto.DOUBLE),
+            ],
+        )
+
+    def _onnx_logit_and_terms(self, g: GraphBuilder, feats: str, n: int) -> tuple[str, str]:
+        """(the calibrated logit [batch], each sensor's attribution plus the floor [batch, n])
+        from the features: standardized, then the detector and the guard."""
         # Standardized as [batch, features, sensors], then flattened to the reference's columns.
         dtype, grid = self.scaler.dtype, (len(self.features), n)
         standardized = g.op(
@@ -259,8 +282,6 @@ class Pipeline:
         guard = self.guard.onnx_logit(g, scaled)
         if guard is not None:
             z = g.op("Max", z, guard)
-        # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
-        g.rename(onnx_squash(g, z), OUTPUT_SCORE)
         terms = self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled))
         floor = g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64)
         per_sensor = (
@@ -268,13 +289,4 @@ class Pipeline:
             if sequence
             else g.op("Gemm", terms, g.const(self._per_sensor(), "per_sensor", np.float64), floor)
         )
-        # L1 over positive shares: each row divided by its sum.
-        shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
-        g.rename(shares, OUTPUT_CONTRIBUTIONS)  # float64, as computed: a cast would cost a node
-        return g.model(
-            [float_input(INPUT_NAME, ["batch", self.window, n])],
-            [
-                float_input(OUTPUT_SCORE, ["batch"], TensorProto.DOUBLE),
-                float_input(OUTPUT_CONTRIBUTIONS, ["batch", n], TensorProto.DOUBLE),
-            ],
-        )
+        return z, per_sensor
