@@ -238,15 +238,16 @@ class Pipeline:
         g = GraphBuilder()
         n = len(self.sensors)
         feats = onnx_features(g, INPUT_NAME, self.window, self.features, self.scaler.exact)
-        own = getattr(self.detector, "onnx_from_window", None)
-        if own is not None:  # a sequence detector (no stuck guard) folds the scaling in itself
-            z, per_sensor = own(
+        # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
+        if is_sequence(self.detector):  # no stuck guard; see detectors.base.Detector
+            z, per_sensor = self.detector.onnx_from_window(
                 g, feats, self.scaler.mean, self.scaler.std, self.calibration, ATTRIBUTION_FLOOR
             )
+            g.rename(onnx_squash(g, z), OUTPUT_SCORE)
         else:
-            z, per_sensor = self._onnx_logit_and_terms(g, feats, n)
-        # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
-        g.rename(onnx_squash(g, z), OUTPUT_SCORE)
+            scaled = self._onnx_scaled(g, feats, n)
+            g.rename(onnx_squash(g, self._onnx_logit(g, scaled)), OUTPUT_SCORE)
+            per_sensor = self._onnx_per_sensor(g, scaled, n)
         # L1 over positive shares: each row divided by its sum.
         shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
         g.rename(shares, OUTPUT_CONTRIBUTIONS)  # float64, as computed: a cast would cost a node
@@ -258,9 +259,8 @@ class Pipeline:
             ],
         )
 
-    def _onnx_logit_and_terms(self, g: GraphBuilder, feats: str, n: int) -> tuple[str, str]:
-        """(the calibrated logit [batch], each sensor's attribution plus the floor [batch, n])
-        from the features: standardized, then the detector and the guard."""
+    def _onnx_scaled(self, g: GraphBuilder, feats: str, n: int) -> str:
+        """The detector's input: the window features, standardized."""
         # Standardized as [batch, features, sensors], then flattened to the reference's columns.
         dtype, grid = self.scaler.dtype, (len(self.features), n)
         standardized = g.op(
@@ -276,17 +276,16 @@ class Pipeline:
                 g.const(-bound, "clip_lo", np.float32),
                 g.const(bound, "clip_hi", np.float32),
             )
-        sequence = self.features == [SEQUENCE]
-        scaled = standardized if sequence else g.op("Flatten", standardized, axis=1)
+        return g.op("Flatten", standardized, axis=1)
+
+    def _onnx_logit(self, g: GraphBuilder, scaled: str) -> str:
+        """The detector's calibrated logit, or the guard's where it is larger."""
         z = onnx_logit(self.detector, g, scaled, self.calibration)
         guard = self.guard.onnx_logit(g, scaled)
-        if guard is not None:
-            z = g.op("Max", z, guard)
+        return z if guard is None else g.op("Max", z, guard)
+
+    def _onnx_per_sensor(self, g: GraphBuilder, scaled: str, n: int) -> str:
+        """Each sensor's attribution plus the floor [batch, n]."""
         terms = self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled))
         floor = g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64)
-        per_sensor = (
-            g.op("Add", terms, floor)  # a sequence's terms are per sensor already
-            if sequence
-            else g.op("Gemm", terms, g.const(self._per_sensor(), "per_sensor", np.float64), floor)
-        )
-        return z, per_sensor
+        return g.op("Gemm", terms, g.const(self._per_sensor(), "per_sensor", np.float64), floor)
