@@ -108,6 +108,25 @@ def test_the_export_folds_scaling_and_calibration_into_the_network_and_keeps_the
     assert (want_score[-40:-20] >= want_score[-40]).all() and want_score[-21] > 0.9
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_a_reading_past_float32_s_range_is_still_seen_through_the_stream_layer():
+    """1e300 is infinite in a float32 window (as on the gateway). The graph folds the scaling
+    into a `MatMul` whose zeros make inf · 0 = NaN: its score is NaN, as every feature
+    detector's already was (`edge-agent score` prints nan; the previous LSTM graph gave 1 with
+    a NaN contribution). The stream layer, which decides the alerts, scores those rows high."""
+    rng = np.random.default_rng(1)
+    t = np.arange(1600)
+    rows = np.c_[np.sin(t / 6), np.cos(t / 6)] + rng.normal(0, 0.05, (1600, 2))
+    detector = AnomalyDetector(algorithm="lstm_autoencoder", window=10).fit(rows[:1000])
+    test = rows[1000:].copy()
+    test[300, 1] = 1e300
+    graph = detector.score(test)
+    assert np.isnan(graph[300:310]).all() and np.isfinite(np.delete(graph, range(300, 310))).all()
+    stream = detector.stream_scores(test)
+    assert np.isfinite(stream).all() and (stream[300:310] >= 0.9).all()
+    assert np.median(stream[20:290]) < 0.5
+
+
 def test_a_window_of_one_row_is_refused_with_what_to_pass():
     with pytest.raises(ValueError, match=r"window=10"):
         AnomalyDetector(algorithm="lstm_autoencoder").fit(np.zeros((100, 2)))
