@@ -238,6 +238,29 @@ class Pipeline:
         g = GraphBuilder()
         n = len(self.sensors)
         feats = onnx_features(g, INPUT_NAME, self.window, self.features, self.scaler.exact)
+        # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
+        if is_sequence(self.detector):  # no stuck guard; see detectors.base.Detector
+            z, per_sensor = self.detector.onnx_from_window(
+                g, feats, self.scaler.mean, self.scaler.std, self.calibration, ATTRIBUTION_FLOOR
+            )
+            g.rename(onnx_squash(g, z), OUTPUT_SCORE)
+        else:
+            scaled = self._onnx_scaled(g, feats, n)
+            g.rename(onnx_squash(g, self._onnx_logit(g, scaled)), OUTPUT_SCORE)
+            per_sensor = self._onnx_per_sensor(g, scaled, n)
+        # L1 over positive shares: each row divided by its sum.
+        shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
+        g.rename(shares, OUTPUT_CONTRIBUTIONS)  # float64, as computed: a cast would cost a node
+        return g.model(
+            [float_input(INPUT_NAME, ["batch", self.window, n])],
+            [
+                float_input(OUTPUT_SCORE, ["batch"], TensorProto.DOUBLE),
+                float_input(OUTPUT_CONTRIBUTIONS, ["batch", n], TensorProto.DOUBLE),
+            ],
+        )
+
+    def _onnx_scaled(self, g: GraphBuilder, feats: str, n: int) -> str:
+        """The detector's input: the window features, standardized."""
         # Standardized as [batch, features, sensors], then flattened to the reference's columns.
         dtype, grid = self.scaler.dtype, (len(self.features), n)
         standardized = g.op(
@@ -253,28 +276,16 @@ class Pipeline:
                 g.const(-bound, "clip_lo", np.float32),
                 g.const(bound, "clip_hi", np.float32),
             )
-        sequence = self.features == [SEQUENCE]
-        scaled = standardized if sequence else g.op("Flatten", standardized, axis=1)
+        return g.op("Flatten", standardized, axis=1)
+
+    def _onnx_logit(self, g: GraphBuilder, scaled: str) -> str:
+        """The detector's calibrated logit, or the guard's where it is larger."""
         z = onnx_logit(self.detector, g, scaled, self.calibration)
         guard = self.guard.onnx_logit(g, scaled)
-        if guard is not None:
-            z = g.op("Max", z, guard)
-        # float64 out: float32 has no room near 1 to keep far-out windows in order (issue 15).
-        g.rename(onnx_squash(g, z), OUTPUT_SCORE)
+        return z if guard is None else g.op("Max", z, guard)
+
+    def _onnx_per_sensor(self, g: GraphBuilder, scaled: str, n: int) -> str:
+        """Each sensor's attribution plus the floor [batch, n]."""
         terms = self.guard.onnx_attribution(g, scaled, onnx_attribution(self.detector, g, scaled))
         floor = g.const(np.full(n, ATTRIBUTION_FLOOR), "attribution_floor", np.float64)
-        per_sensor = (
-            g.op("Add", terms, floor)  # a sequence's terms are per sensor already
-            if sequence
-            else g.op("Gemm", terms, g.const(self._per_sensor(), "per_sensor", np.float64), floor)
-        )
-        # L1 over positive shares: each row divided by its sum.
-        shares = g.op("LpNormalization", per_sensor, axis=1, p=1)
-        g.rename(shares, OUTPUT_CONTRIBUTIONS)  # float64, as computed: a cast would cost a node
-        return g.model(
-            [float_input(INPUT_NAME, ["batch", self.window, n])],
-            [
-                float_input(OUTPUT_SCORE, ["batch"], TensorProto.DOUBLE),
-                float_input(OUTPUT_CONTRIBUTIONS, ["batch", n], TensorProto.DOUBLE),
-            ],
-        )
+        return g.op("Gemm", terms, g.const(self._per_sensor(), "per_sensor", np.float64), floor)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+from agent.model.score import Scorer
 from tests.conftest import run_cli
 from trainer import AnomalyDetector
 from trainer.detectors import make_detector
+from trainer.features import sliding_windows
 from trainer.lstm import SequenceAutoencoder, Training, train
+from trainer.train import PARITY_TOLERANCE, TrainOptions, train_values
 
 
 def test_backpropagation_through_time_matches_finite_differences():
@@ -67,6 +71,60 @@ def test_the_graph_uses_onnx_lstm_nodes_in_float32():
     lstm = [n for n in graph.node if n.op_type == "LSTM"]
     assert len(lstm) == 2  # encoder and decoder
     assert detector.manifest.features == ["sequence"]
+
+
+def test_the_export_folds_scaling_and_calibration_into_the_network_and_keeps_the_scores():
+    """ONNX Runtime charges per node (issue 15: 20 µs per window, timed by the bench, never
+    here): the scaler, the dense layer's offset, the calibration and the contributions' floor
+    ride on the network's constants, and the graph still gives the reference's scores and
+    contributions, in a batch and one window at a time (the live path), for readings far from
+    0 on unequal scales and for windows far from normal."""
+    rng = np.random.default_rng(5)
+    rows = _coupled(600, rng) * [3.0, 0.01] + [1000.0, -50.0]
+    result = train_values(
+        rows, ["a", "b"], TrainOptions(algorithm="lstm_autoencoder", window=8), "test"
+    )
+    ops = [n.op_type for n in onnx.load_from_string(result.model_bytes).graph.node]
+    assert len(ops) == 26 and ops.count("Pad") == 1 and "Div" not in ops, ops
+
+    windows = sliding_windows(rows, 8)
+    far = windows[-40:].copy()
+    far[:20, -1, 1] += np.geomspace(0.01, 1e4, 20)  # b leaves its range, up to 1e6 of its scale
+    far[20:, :, 0] = far[20:, ::-1, 0]  # a runs backwards: in range, out of order
+    windows = np.concatenate([windows, far])
+    scorer = Scorer.from_bytes(result.model_bytes, Path("<test>"))
+    batch = scorer.score_many(windows)
+    one_at_a_time = [scorer.score(w[None]) for w in windows]
+    want_score, want_contrib = result.pipeline.reference(windows)
+    for score, contributions in [
+        (batch.score, batch.contributions),
+        (
+            np.concatenate([o.score for o in one_at_a_time]),
+            np.concatenate([o.contributions for o in one_at_a_time]),
+        ),
+    ]:
+        np.testing.assert_allclose(score, want_score, atol=PARITY_TOLERANCE)
+        np.testing.assert_allclose(contributions, want_contrib, atol=PARITY_TOLERANCE)
+    assert (want_score[-40:-20] >= want_score[-40]).all() and want_score[-21] > 0.9
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_a_reading_past_float32_s_range_is_still_seen_through_the_stream_layer():
+    """1e300 is infinite in a float32 window (as on the gateway). The graph folds the scaling
+    into a `MatMul` whose zeros make inf · 0 = NaN: its score is NaN, as every feature
+    detector's already was (`edge-agent score` prints nan; the previous LSTM graph gave 1 with
+    a NaN contribution). The stream layer, which decides the alerts, scores those rows high."""
+    rng = np.random.default_rng(1)
+    t = np.arange(1600)
+    rows = np.c_[np.sin(t / 6), np.cos(t / 6)] + rng.normal(0, 0.05, (1600, 2))
+    detector = AnomalyDetector(algorithm="lstm_autoencoder", window=10).fit(rows[:1000])
+    test = rows[1000:].copy()
+    test[300, 1] = 1e300
+    graph = detector.score(test)
+    assert np.isnan(graph[300:310]).all() and np.isfinite(np.delete(graph, range(300, 310))).all()
+    stream = detector.stream_scores(test)
+    assert np.isfinite(stream).all() and (stream[300:310] >= 0.9).all()
+    assert np.median(stream[20:290]) < 0.5
 
 
 def test_a_window_of_one_row_is_refused_with_what_to_pass():

@@ -17,7 +17,11 @@ class Detector(Protocol):
     `reference_scores` is the scikit-learn / numpy computation; `onnx_scores` adds nodes that
     compute the same thing inside the exported graph, as float64 [batch] (calibration and the
     score output stay in float64: a cast costs a node, and ONNX Runtime charges per node).
-    Export compares the two.
+    Export compares the two. A sequence detector (`sequence = True`, the LSTM autoencoder)
+    exports from the window itself instead (`onnx_from_window`): the pipeline hands it the
+    float64 window, the scaler's mean and std, the calibration and the contributions' floor,
+    and it returns the calibrated logit and each sensor's term plus the floor, so that it can
+    fold all of them into constants it has anyway (issue 15).
     """
 
     name: str

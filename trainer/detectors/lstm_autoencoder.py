@@ -5,10 +5,12 @@ show. Unlike the feature detectors it reads the window as a sequence (`sequence 
 pipeline hands it [batch, window, sensors] rather than window features), so it learns how
 readings move together over time.
 
-Trained in numpy (`trainer.lstm`); exported as two ONNX `LSTM` nodes and a dense layer. ONNX
-Runtime's LSTM computes in float32 only, so the weights are rounded to float32 once after
-training and the numpy reference uses the rounded weights; the parity check then compares
-float32 arithmetic with float64 arithmetic on the same network.
+Trained in numpy (`trainer.lstm`); exported as two ONNX `LSTM` nodes and a dense layer, from
+the window itself (`onnx_from_window`: the scaling, the calibration and the contributions'
+floor folded into the network's constants). ONNX Runtime's LSTM computes in float32 only, so
+the weights are rounded to float32 once after training and the numpy reference uses the
+rounded weights; the parity check then compares float32 arithmetic with float64 arithmetic on
+the same network (the folded weights are rounded to float32 once more).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from trainer.detectors.base import AdditiveScore
+from trainer.calibration import Calibration
 from trainer.features import SEQUENCE
 from trainer.graph import GraphBuilder
 from trainer.lstm import LstmLayer, SequenceAutoencoder, Training, train
 
+f64 = np.float64
 
-class LstmAutoencoderDetector(AdditiveScore):
+
+class LstmAutoencoderDetector:
     name = "lstm_autoencoder"
     sequence = True
     default_window = 10
@@ -73,18 +77,69 @@ class LstmAutoencoderDetector(AdditiveScore):
         err = x - self._fitted().reconstruct(x)
         return (err * err).mean(axis=1)
 
-    def _onnx_attribution(self, g: GraphBuilder, features: str) -> str:
-        # Time-major once, [steps, batch, sensors]: the LSTM reads it, and the error is taken
-        # in it (no transpose back). A node costs about 0.3 µs whatever it does (issue 15).
-        net = self._fitted()
-        x = g.op("Transpose", features, perm=[1, 0, 2])
-        code = _lstm(g, net.encoder, _ones_column(g, g.op("Cast", x, to=TensorProto.FLOAT)), 1)
-        steps = g.const([self._steps, 1, 1], "steps", np.int64)  # [1, b, h] → [steps, b, h]
-        decoded = _lstm(g, net.decoder, g.op("Expand", _ones_column(g, code), steps), 0)
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        return self.reference_attribution(features).sum(axis=1)
+
+    def onnx_from_window(
+        self,
+        g: GraphBuilder,
+        window: str,
+        mean: np.ndarray,
+        std: np.ndarray,
+        cal: Calibration,
+        floor: float,
+    ) -> tuple[str, str]:
+        """(the calibrated logit [batch], each sensor's term plus `floor` [batch, sensors]) from
+        the float64 window [batch, steps, sensors] and the scaler's `mean` and `std`.
+
+        ONNX Runtime charges about 0.3 µs a node whatever it does (issue 15), so what would be
+        nodes rides on constants the graph has anyway (`_scaled_input`): the error comes out
+        as k (standardized − reconstruction) with k = 1 / √(steps · s), so its sum of squares
+        over the steps is each sensor's mean over them divided by the calibration's scale s,
+        and the logit (raw − t) / s is one sum and one subtraction. The input's column of ones
+        has an error of exactly 1 at every step (the reconstruction's column is 0): `steps`
+        in the sum, taken off with the threshold, and dropped from the contributions by the
+        `Gemm` that adds the floor (over s too, so the shares are the reference's)."""
+        net, steps, n = self._fitted(), self._steps, len(mean)
+        k = 1.0 / np.sqrt(steps * cal.scale)
+        x = self._scaled_input(g, window, mean, std, k)  # [steps, batch, n + 1], time-major
+        enc, dec = net.encoder, net.decoder
+        # The encoder takes 1 / k and the shift back; the ones column carries its bias.
+        enc_w = np.c_[enc.wx.T / k, enc.b + enc.wx.T @ net.c]
+        code = _lstm(g, enc_w, enc, g.op("Cast", x, to=TensorProto.FLOAT), 1)
+        pads = g.const([0, 0, 0, 0, 0, 1], "ones_pad", np.int64)
+        code = g.op("Pad", code, pads, g.const(1.0, "one"))  # [1, batch, hidden + 1]
+        repeated = g.op("Tile", code, g.const([steps, 1, 1], "steps", np.int64))
+        decoded = _lstm(g, np.c_[dec.wx.T, dec.b], dec, repeated, 0)
         hs = g.op("Squeeze", decoded, g.const([1], "axis", np.int64))  # [steps, batch, hidden]
-        y = g.op("Add", g.op("MatMul", hs, g.const(net.v, "lstm_v")), g.const(net.c, "lstm_c"))
+        dense = np.c_[k * net.v, np.zeros(len(net.v))]  # c is in the input; 0 for the ones
+        y = g.op("MatMul", hs, g.const(dense, "lstm_v"))
         err = g.op("Sub", x, g.op("Cast", y, to=TensorProto.DOUBLE))
-        return g.op("ReduceMean", g.op("Mul", err, err), axes=[0], keepdims=0)
+        terms = g.op("ReduceSumSquare", err, axes=[0], keepdims=0)  # [batch, n + 1]
+        raw = g.op("ReduceSum", terms, g.const([1], "ax", np.int64), keepdims=0)
+        z = g.op("Sub", raw, g.const(steps + cal.threshold / cal.scale, "cal_t_over_s", f64))
+        per_sensor = g.op(
+            "Gemm",
+            terms,
+            g.const(np.r_[np.eye(n), np.zeros((1, n))], "per_sensor", f64),
+            g.const(np.full(n, floor / cal.scale), "attribution_floor", f64),
+        )
+        return z, per_sensor
+
+    def _scaled_input(
+        self, g: GraphBuilder, window: str, mean: np.ndarray, std: np.ndarray, k: float
+    ) -> str:
+        """[steps, batch, n + 1] float64: k (standardized − c) per sensor, c the dense layer's
+        offset (taken from the window rather than added to every reconstruction), and a last
+        column of ones (the encoder's bias: an LSTM's `B` input costs about 1 µs more), in one
+        `MatMul` and one `Sub`, where standardizing and padding take three nodes."""
+        n = len(mean)
+        scale = np.zeros((n, n + 1))
+        scale[np.arange(n), np.arange(n)] = k / std
+        offset = np.r_[k * (mean / std + self._fitted().c), -1.0]
+        x = g.op("MatMul", window, g.const(scale, "seq_scale", f64))
+        x = g.op("Sub", x, g.const(offset, "seq_offset", f64))
+        return g.op("Transpose", x, perm=[1, 0, 2])  # time-major, as LSTM reads it
 
     def _fitted(self) -> SequenceAutoencoder:
         if self._net is None:
@@ -92,21 +147,10 @@ class LstmAutoencoderDetector(AdditiveScore):
         return self._net
 
 
-def _lstm(g: GraphBuilder, layer: LstmLayer, x: str, output: int) -> str:
-    """One ONNX LSTM node (gates i, o, f, c as `LstmLayer` stores them) over `x` with a last
-    column of ones; `output` 0 is every step's hidden state Y, 1 the last one Y_h (the other
-    is not written).
-
-    The bias rides on that column of ones (the last column of W) rather than on the `B`
-    input: ONNX Runtime's LSTM takes about 1 µs longer per node with `B` than the `Pad` that
-    appends the ones costs. The same sums, in another order (float32 rounding)."""
-    w = g.const(np.c_[layer.wx.T, layer.b][None], "lstm_W")
-    r = g.const(layer.wh.T[None], "lstm_R")
-    outs = g.op_multi("LSTM", [x, w, r], 2, unused=(1 - output,), hidden_size=layer.hidden)
+def _lstm(g: GraphBuilder, w: np.ndarray, layer: LstmLayer, x: str, output: int) -> str:
+    """One ONNX LSTM node (gates i, o, f, c as `LstmLayer` stores them) with input weights `w`
+    [4 * hidden, inputs] over `x`; `output` 0 is every step's hidden state Y, 1 the last one
+    Y_h (the other is not written)."""
+    w_r = [g.const(w[None], "lstm_W"), g.const(layer.wh.T[None], "lstm_R")]
+    outs = g.op_multi("LSTM", [x, *w_r], 2, unused=(1 - output,), hidden_size=layer.hidden)
     return outs[output]
-
-
-def _ones_column(g: GraphBuilder, x: str) -> str:
-    """[steps, batch, n] → [steps, batch, n + 1], the last column 1 (the bias's input)."""
-    pads = g.const([0, 0, 0, 0, 0, 1], "ones_pad", np.int64)
-    return g.op("Pad", x, pads, g.const(1.0, "one", np.float32))
