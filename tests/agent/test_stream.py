@@ -555,3 +555,18 @@ def test_a_tail_cap_at_or_below_alert_z_is_refused():
     params = _likelihood().params.model_dump()
     with pytest.raises(ValueError, match=r"tail_cap 2\.5 must be more than alert_z 2\.5"):
         StreamParams.model_validate({**params, "tail_quantile": 0.99, "tail_cap": 2.5})
+
+
+@pytest.mark.parametrize(("quiet", "seen"), [(16000, False), (20000, True)])
+def test_after_a_burst_lifts_the_tail_gate_to_its_cap_it_sinks_at_its_stated_pace(quiet, seen):
+    """What the gate costs, as docs/detection.md states it: after a burst lifts it to its cap
+    (8 spreads), a fault 3.5 spreads out is unseen until the quantile has sunk below it, about
+    (8 − 3.5) / (0.05 × (1 − 0.995)) = 18,000 windows later, and seen from then on."""
+    layer = _likelihood(**FIXED, alert_z=2.0, hold=1.0, tail_quantile=0.995, tail_step=0.05)
+    spread = np.sqrt(0.5**2 + 1.0)
+    raw, windows = _bursts(1000 + quiet + 40, {500: (300, 20.0), 1000 + quiet: (40, 3.5 * spread)})
+    state = layer.new_state()
+    out = layer.step(state, raw, windows)
+    assert (out[500:510] >= 0.5).any(), "the burst alerts"
+    assert not (out[900 : 1000 + quiet] >= 0.5).any(), "then the burst ends and all is quiet"
+    assert (out[1000 + quiet :] >= 0.5).any() == seen
