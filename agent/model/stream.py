@@ -45,7 +45,8 @@ from agent.model.squash import logit_of_score
 STATE_FORMAT = 2
 # A layer with the tail gate keeps one more number per likelihood (its running quantile): its
 # states are another layout, refused by a layer without the gate and the other way round.
-TAIL_STATE_FORMAT = 3
+# Format 3 kept the quantile as a logit; 4 keeps it as a distance above the baseline mean.
+TAIL_STATE_FORMAT = 4
 # The graph's score is float32 in [0, 1]; its logit is clipped so that a saturated 1.0 (or 0.0)
 # is a large finite number, not an infinity that would poison the averages.
 _LOGIT_CLIP = 16.0
@@ -203,7 +204,9 @@ class StreamState:
     long_mean: float = 0.0
     long_var: float = 1.0
     last: float = 0.0  # the previous adapted score: whether the asset is alerting
-    tail: float = 0.0  # the tail gate's running quantile of the short mean (unused without it)
+    # The tail gate's running quantile of the short mean's distance above the long mean, in
+    # logits (unused without the gate).
+    tail: float = 0.0
     # OnlineModel's state as plain floats: its step reads and writes it once per window.
     online: list[float] = field(default_factory=list)
     novelty: list[float] = field(default_factory=list)  # Novelty's, likewise
@@ -250,11 +253,11 @@ class Stream:
 
     def _new_core(self, mean: float, std: float) -> list[float]:
         """A likelihood's state before any window: its baseline from training, and the tail
-        gate's quantile where a Gaussian baseline puts the alert (so until the asset has shown
-        its own tail, the gate changes nothing)."""
+        gate's quantile where a Gaussian baseline puts the alert, `alert_z` spreads above the
+        mean (so until the asset has shown its own tail, the gate changes nothing)."""
         core = [0.0, mean, mean, std**2, 0.0]
         if self._tail:
-            core.append(mean + self._fire * math.sqrt(std**2 + self._floor))
+            core.append(self._fire * math.sqrt(std**2 + self._floor))
         return core
 
     def step(
@@ -344,13 +347,15 @@ class Stream:
         The tail gate: a Gaussian baseline understates a bursty asset's tail. Once the asset
         has shown bursts far past its spread, bursts like them are not news, yet each would
         alert. With the gate an alert also needs the short mean past a running upper quantile
-        of the asset's own short means, tracked by stochastic steps of `tail_step` spreads: up
-        by `tail_quantile` of a step while passed, down by the rest otherwise. It climbs while
-        bursts pass it and sinks back (1 − q) / q times as fast, so after a large burst the
-        smaller ones that follow for a while do not alert. It starts where the Gaussian
-        baseline puts the alert (until the asset shows its own tail the gate changes nothing)
-        and never asks more than `tail_cap` spreads above the baseline mean. An alert under way
-        is not gated (`hold` governs its end)."""
+        of the asset's own short means' distances above the baseline mean (a distance, not a
+        level: a level the baseline has followed, up a slow ramp or down to a calmer normal,
+        neither lifts the gate nor leaves it behind), tracked by stochastic steps of
+        `tail_step` spreads: up by `tail_quantile` of a step while passed, down by the rest
+        otherwise. It climbs while bursts pass it and sinks back (1 − q) / q times as fast, so
+        after a large burst the smaller ones that follow for a while do not alert. It starts
+        where the Gaussian baseline puts the alert (until the asset shows its own tail the gate
+        changes nothing) and never asks more than `tail_cap` spreads above the baseline mean.
+        An alert under way is not gated (`hold` governs its end)."""
         p = self.params
         alerting = core[4] >= 0.5
         seen = core[0] + 1.0
@@ -361,12 +366,13 @@ class Stream:
         z = (short - mean) / spread - (self._stay if alerting else self._fire)
         if self._tail:
             tail = core[5]
+            level = short - mean
             if not alerting:
-                gate = (short - tail) / spread
+                gate = (level - tail) / spread
                 z = gate if gate < z else z
             q = p.tail_quantile
-            tail += p.tail_step * spread * (q if short >= tail else q - 1.0)
-            cap = mean + p.tail_cap * spread
+            tail += p.tail_step * spread * (q if level >= tail else q - 1.0)
+            cap = p.tail_cap * spread
             core[5] = tail if tail < cap else cap
         last = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         horizon = p.long_window

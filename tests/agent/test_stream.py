@@ -164,6 +164,7 @@ def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
     core = 6 if stream.params.tail_quantile > 0 else 5  # a likelihood's; the gate's quantile
     if core == 6:
         cases["format"].append(bad(0, 2.0))  # a state without the gate's quantiles
+        cases["format"].append(bad(0, 3.0))  # its quantiles as logits, not distances
         cases["past what"] += [bad(6, 1e300), bad(len(good) - 1, -1e300)]
     if stream.profile is not None:
         at = len(good) - stream.profile.state_size - core  # counts, means, variances; likelihood
@@ -503,6 +504,38 @@ def test_the_tail_gate_changes_nothing_until_the_asset_shows_its_tail():
     assert len(plain) and gated[0] == plain[0]
 
 
+def test_a_first_shift_on_an_asset_calmer_than_its_training_alerts_as_without_the_gate():
+    """The gate starts where the Gaussian baseline alerts and must move with it. An asset that
+    runs lower and calmer than its training windows (logit −3.5 ± 0.3 against −2 ± 0.5) pulls
+    its baseline down within a few hundred windows; a gate kept as a logit stayed at the
+    training alert level, 1.3 logits above the new one, and sank back at 1/8,000 of a spread
+    a window: a first shift of 3.7 logits went unseen, then was learnt as normal."""
+    logits = np.random.default_rng(7).normal(-3.5, 0.3, 2000)
+    logits[1500:] += 3.7
+    raw, windows = _scores(logits), np.zeros((2000, WINDOW, SENSORS))
+    plain = _onsets(_likelihood(), raw, windows)
+    gated = _onsets(_likelihood(tail_quantile=0.995, tail_step=0.05), raw, windows)
+    assert len(plain) and 1500 <= plain[0] < 1520, plain
+    assert len(gated) and gated[0] == plain[0], (plain, gated)
+
+
+def test_a_slow_ramp_and_a_fall_back_leave_the_tail_gate_where_it_was():
+    """A level that climbs 12 logits over 4,000 windows (slowly enough for the baseline to
+    follow: no alert) and falls back is not a burst. A gate kept as a logit climbed with the
+    ramp, stayed at its cap (8 spreads) after the fall and sank back at 1/8,000 of a spread a
+    window: with no alert raised, a fault of 5 spreads was unseen for (8 − 5) / (0.05 ×
+    0.005) = 12,000 windows after (a hostile publisher's way to blind an asset quietly)."""
+    logits = np.random.default_rng(9).normal(-2.0, 0.5, 11000)
+    logits[1000:5000] += np.linspace(0.0, 12.0, 4000)
+    logits[5000:6000] += 12.0
+    logits[9000:9030] += 5.5
+    raw, windows = _scores(logits), np.zeros((11000, WINDOW, SENSORS))
+    for stream in (_likelihood(), _likelihood(tail_quantile=0.995, tail_step=0.05)):
+        onsets = _onsets(stream, raw, windows)
+        assert not any(t < 9000 for t in onsets), f"the ramp and the fall raise none: {onsets}"
+        assert any(9000 <= t < 9030 for t in onsets), f"the fault alerts: {onsets}"
+
+
 @pytest.mark.parametrize("cap", [6.0, 100.0])
 def test_a_hostile_stream_cannot_lift_the_tail_gate_past_its_cap(cap):
     """Hours of saturated scores (a hostile or broken sensor) lift the gate's quantile as far
@@ -513,7 +546,7 @@ def test_a_hostile_stream_cannot_lift_the_tail_gate_past_its_cap(cap):
     state = stream.new_state()
     out = stream.step(state, raw, windows)
     spread = np.sqrt(0.5**2 + 1.0)  # the baseline's, with the spread floor of 1
-    assert state.tail <= -2.0 + cap * spread + 1e-9
+    assert state.tail <= cap * spread + 1e-9  # its distance above the baseline mean
     fires = (out[7000:7100] >= 0.5).any()
     assert fires == (cap == 6.0)
 
@@ -522,3 +555,18 @@ def test_a_tail_cap_at_or_below_alert_z_is_refused():
     params = _likelihood().params.model_dump()
     with pytest.raises(ValueError, match=r"tail_cap 2\.5 must be more than alert_z 2\.5"):
         StreamParams.model_validate({**params, "tail_quantile": 0.99, "tail_cap": 2.5})
+
+
+@pytest.mark.parametrize(("quiet", "seen"), [(16000, False), (20000, True)])
+def test_after_a_burst_lifts_the_tail_gate_to_its_cap_it_sinks_at_its_stated_pace(quiet, seen):
+    """What the gate costs, as docs/detection.md states it: after a burst lifts it to its cap
+    (8 spreads), a fault 3.5 spreads out is unseen until the quantile has sunk below it, about
+    (8 − 3.5) / (0.05 × (1 − 0.995)) = 18,000 windows later, and seen from then on."""
+    layer = _likelihood(**FIXED, alert_z=2.0, hold=1.0, tail_quantile=0.995, tail_step=0.05)
+    spread = np.sqrt(0.5**2 + 1.0)
+    raw, windows = _bursts(1000 + quiet + 40, {500: (300, 20.0), 1000 + quiet: (40, 3.5 * spread)})
+    state = layer.new_state()
+    out = layer.step(state, raw, windows)
+    assert (out[500:510] >= 0.5).any(), "the burst alerts"
+    assert not (out[900 : 1000 + quiet] >= 0.5).any(), "then the burst ends and all is quiet"
+    assert (out[1000 + quiet :] >= 0.5).any() == seen

@@ -17,14 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from agent.model.score import Scorer
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv, replay
 from testbed.mosquitto import Mosquitto
 from tests.conftest import DEVICE, AgentProcess, fill, launch_agent, wait_for, wait_status
 from tests.system.chaos import disturb, settle
+from trainer.streaming import DEFAULT_STREAM
 
 ASSETS = ("pump-1", "pump-2")
+TAIL = ("tail_quantile", "tail_step", "tail_cap")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ def readings(sim_data) -> list[dict]:
 @pytest.fixture(scope="session")
 def clean_run(tmp_path_factory, readings, model_path) -> tuple[Outcome, Scoring]:
     """The same input as the disturbed runs, through an agent that nothing happens to."""
+    # What the crashes must not disturb is the layer users run: the default's, tail gate,
+    # range novelty and daily profile included (the test model is trained with it).
+    layer = Scorer.load(model_path).manifest.stream
+    default = {k: getattr(layer, k) for k in ("alert_z", "hold", *TAIL)}
+    assert default == {k: DEFAULT_STREAM[k] for k in default}, default
+    assert layer.novelty is not None and layer.profile is not None
     folder = tmp_path_factory.mktemp("clean-run")
     local = Mosquitto(folder / "local").start()
     upstream = Mosquitto(folder / "upstream").start()
