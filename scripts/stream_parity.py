@@ -5,8 +5,8 @@
 Work on the layer's speed must not move a score: the scores feed the alert levels, and the
 saved states are committed with every batch, so a last-bit difference is a different agent.
 This runs the layer (agent/model/stream.py and its parts) of the checkout and of REV over the
-same random streams and compares, case by case, a digest of every batch's scores and of the
-state's `dump` after it. REV's `agent/` is taken with `git archive` into a temporary
+same random streams and compares, case by case, a digest of every batch's scores, of the
+state's `dump` after it and of the online model's window features. REV's `agent/` is taken with `git archive` into a temporary
 directory and run there in a subprocess (this file, copied beside it), so the two never share
 a module. The cases: 1, 2 and 8 sensors; windows of 5, 20 and 130 readings (the sums' order
 changes at 8 and 128 readings); each method with and without range novelty, the daily profile
@@ -144,6 +144,9 @@ def run_case(method: str, sensors: int, window: int, parts: str, dtype: type) ->
         out = stream.step(state, raw[start:end], windows[start:end], when)
         digest.update(np.asarray(out).tobytes())
         digest.update(stream.dump(state))
+        if stream.model is not None:  # the online model's features, before they are rounded
+            feats = stream.model.prepare(windows[start:end])
+            digest.update(np.asarray(feats, dtype=np.float64).tobytes())
         start = end
     return digest.hexdigest()
 

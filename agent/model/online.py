@@ -88,15 +88,24 @@ class OnlineModel:
 
     def prepare(self, windows: np.ndarray) -> list[list[float]]:
         """The features of a batch of windows [batch, W, n] → [batch][2n] (stateless, so done
-        for the whole batch at once). The mean and std as numpy's `mean` and `std` compute them,
-        bit for bit, in raw ufuncs: their wrappers cost more than a one-window batch's sums."""
-        w = np.asarray(windows, dtype=np.float64)
-        n = w.shape[1]
-        mean = np.add.reduce(w, axis=1, keepdims=True) / n
-        dev = w - mean
-        np.multiply(dev, dev, out=dev)
-        std = np.sqrt(np.add.reduce(dev, axis=1) / n)
-        return np.concatenate([mean[:, 0], std], axis=1).tolist()
+        for the whole batch at once): each sensor's mean and std over the window, bit for bit
+        as numpy's `mean` and `std` give them (the scores must not depend on the path taken).
+
+        numpy sums along a contiguous axis pairwise and across a strided one in sequence: a
+        single sensor's window is summed pairwise, several sensors' in sequence. A few readings
+        of one sensor are summed in plain floats, in numpy's order (a numpy call costs more
+        than their sums: the live case, a window alone); other batches in numpy, with the
+        window's axis outermost so that each step of the sequence adds the whole batch at once
+        (with the window's axis in the middle numpy adds a few sensors at a time)."""
+        count, length, n = windows.shape
+        if n == 1 and count * length <= _PLAIN_READINGS:
+            columns = windows.reshape(count, length).tolist()
+            return [_plain_features(column, length) for column in columns]
+        # Wild readings overflow to inf here; the model scores and bounds them itself.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if n == 1:
+                return _pairwise_features(windows)
+            return _sequential_features(windows)
 
     def step(self, state: list[float], feats: list[float], gate: float) -> float:
         """The logit of the window of features `feats`, then the model learns from it at `gate`
@@ -126,3 +135,72 @@ class OnlineModel:
                 v = keep * (state[d + k] + rate * x * x)
                 state[d + k] = v if v > low else low
         return min(max(u, -_CLIP), _CLIP)
+
+
+# Below this many readings in a batch of a single sensor's windows, its features cost less in
+# plain floats than in numpy's calls (scripts/bench_stream, "one sensor's features"); at most
+# 128, the longest run numpy sums in one block (`_pairwise`).
+_PLAIN_READINGS = 64
+
+
+def _pairwise(values: list[float]) -> float:
+    """numpy's `add.reduce` of a run of at most 128 float64 in a row: its `pairwise_sum` (eight
+    running sums over the run's whole blocks of eight, added as a tree, then the rest; a longer
+    run it splits in two) added to 0.0."""
+    size = len(values)
+    if size < 8:
+        total = -0.0
+        for x in values:
+            total += x
+        return 0.0 + total
+    r0, r1, r2, r3, r4, r5, r6, r7 = values[:8]
+    end = size - size % 8
+    for i in range(8, end, 8):
+        x0, x1, x2, x3, x4, x5, x6, x7 = values[i : i + 8]
+        r0, r1, r2, r3, r4, r5, r6, r7 = (
+            r0 + x0,
+            r1 + x1,
+            r2 + x2,
+            r3 + x3,
+            r4 + x4,
+            r5 + x5,
+            r6 + x6,
+            r7 + x7,
+        )
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for x in values[end:]:
+        total += x
+    return 0.0 + total
+
+
+def _plain_features(column: list[float], length: int) -> list[float]:
+    """One sensor's window's [mean, std] in plain floats, numpy's operations in numpy's order."""
+    mean = _pairwise(column) / length
+    return [mean, math.sqrt(_pairwise([(d := x - mean) * d for x in column]) / length)]
+
+
+def _pairwise_features(windows: np.ndarray) -> list[list[float]]:
+    """[mean, std] of a single sensor's windows [batch, W, 1], each window's sum pairwise."""
+    w = np.asarray(windows, dtype=np.float64)
+    length = w.shape[1]
+    mean = np.add.reduce(w, axis=1, keepdims=True) / length
+    dev = w - mean
+    np.multiply(dev, dev, out=dev)
+    std = np.sqrt(np.add.reduce(dev, axis=1) / length)
+    return np.concatenate([mean[:, 0], std], axis=1).tolist()
+
+
+def _sequential_features(windows: np.ndarray) -> list[list[float]]:
+    """[means, stds] of several sensors' windows [batch, W, n], each sum in the window's order:
+    laid out [W, batch, n] (a copy: the steps below work in it), each reduction step adds one
+    reading of every window and sensor."""
+    length = windows.shape[1]
+    w = windows.transpose(1, 0, 2).astype(np.float64, order="C")
+    mean = np.add.reduce(w, axis=0)
+    mean /= length
+    np.subtract(w, mean, out=w)
+    np.multiply(w, w, out=w)
+    var = np.add.reduce(w, axis=0)
+    var /= length
+    np.sqrt(var, out=var)
+    return np.concatenate([mean, var], axis=1).tolist()

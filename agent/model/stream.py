@@ -280,9 +280,7 @@ class Stream:
         if self.novelty is not None or hours is not None:
             newest = windows[:, -1, :].tolist()
         if self.model is not None:
-            # Wild readings overflow to inf here; the model scores and bounds them itself.
-            with np.errstate(over="ignore", invalid="ignore"):
-                return self._adapt(state, None, self.model.prepare(windows), newest, hours)
+            return self._adapt(state, None, self.model.prepare(windows), newest, hours)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
         # kernels round a window's score differently by its place in a batch (a vector lane or
         # the scalar tail), and the agent batches differently after a restart, so the layer's
