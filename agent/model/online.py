@@ -17,6 +17,7 @@ training value, so a quiet spell cannot make the model hair-triggered.
 from __future__ import annotations
 
 import math
+from operator import mul, sub, truediv
 from typing import Annotated
 
 import numpy as np
@@ -75,6 +76,9 @@ class OnlineModel:
         self.floor = [0.25 * s * s for s in params.scale]
         self.limit = [_STEP * s for s in params.scale]
         self.ceiling = np.asarray(self.limit) ** 2 * (1 + 1e-9)  # rounding's room
+        # Read once per window: attributes of self cost less than a pydantic model's.
+        self.threshold, self.spread = params.threshold, params.spread
+        self.learning_rate = params.learning_rate
 
     def new_state(self) -> np.ndarray:
         p = self.params
@@ -120,21 +124,24 @@ class OnlineModel:
         variance by a factor 1 + 100 rate, compounding, until no real fault stood out of it;
         against a fixed one the variance cannot pass 100 training variances."""
         d = self.d
-        diffs = [f - m for f, m in zip(feats, state[:d], strict=True)]
-        raw = sum([x * x / v for x, v in zip(diffs, state[d:], strict=True)]) / d
+        variances = state[d:]
+        diffs = list(map(sub, feats, state))  # `state` begins with the d means
+        raw = sum(map(truediv, map(mul, diffs, diffs), variances)) / d
         if raw != raw or raw == math.inf:
             return _CLIP
-        p = self.params
-        u = (raw - p.threshold) / p.spread
-        rate = p.learning_rate * gate
+        u = (raw - self.threshold) / self.spread
+        rate = self.learning_rate * gate
         if rate > 0.0:
             keep = 1.0 - rate
-            for k, (x, lim, low) in enumerate(zip(diffs, self.limit, self.floor, strict=True)):
+            means, learnt = [], []
+            bounds = zip(diffs, state, variances, self.limit, self.floor, strict=False)
+            for x, m, var, lim, low in bounds:
                 x = -lim if x < -lim else (lim if x > lim else x)
-                state[k] += rate * x
-                v = keep * (state[d + k] + rate * x * x)
-                state[d + k] = v if v > low else low
-        return min(max(u, -_CLIP), _CLIP)
+                means.append(m + rate * x)
+                v = keep * (var + rate * x * x)
+                learnt.append(v if v > low else low)
+            state[:] = means + learnt
+        return -_CLIP if u < -_CLIP else (_CLIP if u > _CLIP else u)
 
 
 # Below this many readings in a batch of a single sensor's windows, its features cost less in

@@ -308,23 +308,30 @@ class Stream:
         if self._tail:
             core.append(state.tail)
         count = len(scores) if scores is not None else len(feats)
-        online, novelty, profile = state.online, self.novelty, self.profile
+        likelihood, online, novelty, profile = (
+            self._likelihood,
+            state.online,
+            self.novelty,
+            self.profile,
+        )
         if profile is not None:
-            rows, pcore = state.profile[: profile.state_size], state.profile[profile.state_size :]
-            pprior = profile.params.baseline_weight
+            # The profile's rows are learnt where they lie; its likelihood's few numbers are
+            # copied out and back, as the main one's are.
+            rows, size = state.profile, profile.state_size
+            pcore, pprior = rows[size:], profile.params.baseline_weight
         out = [0.0] * count
         for i in range(count):
             if scores is not None:
                 u = _logit(scores[i])
             else:
                 u = self.model.step(online, feats[i], gate if core[4] >= 0.5 else 1.0)
-            score = self._likelihood(core, u, prior)
+            score = likelihood(core, u, prior)
             if novelty is not None:
                 novel = novelty.step(state.novelty, newest[i])
                 score = novel if novel > score else score
             if hours is not None:
                 stat = profile.statistic(rows, hours[i], newest[i])
-                usual = self._likelihood(pcore, profile.logit(stat), pprior)
+                usual = likelihood(pcore, profile.logit(stat), pprior)
                 score = usual if usual > score else score
             out[i] = score
         state.seen = int(core[0])
@@ -332,7 +339,7 @@ class Stream:
         if self._tail:
             state.tail = core[5]
         if profile is not None:
-            state.profile = rows + pcore
+            rows[size:] = pcore
         return np.asarray(out, dtype=np.float32)
 
     def _likelihood(self, core: list[float], u: float, prior: int) -> float:
