@@ -88,7 +88,8 @@ def _rows(rng: np.random.Generator, sensors: int, dtype: type) -> np.ndarray:
     rows[ROWS // 2 :] += 4.0
     rows[rng.integers(0, ROWS, 20), rng.integers(0, sensors, 20)] *= 30.0
     rows[100:140] = 5.0  # constant: a spread of 0
-    rows[200:230] = -0.0
+    for start in range(200, ROWS, 300):
+        rows[start : start + 30] = -0.0
     wild = [np.nan, np.inf, -np.inf, 3.4e38, -3.4e38, 1e-40]
     if dtype is np.float64:
         wild += [1e200, -1e200, 1e-310]

@@ -17,7 +17,9 @@ training value, so a quiet spell cannot make the model hair-triggered.
 from __future__ import annotations
 
 import math
-from operator import mul, sub, truediv
+from collections.abc import Callable
+from functools import reduce
+from operator import add, mul, sub, truediv
 from typing import Annotated
 
 import numpy as np
@@ -96,15 +98,16 @@ class OnlineModel:
         as numpy's `mean` and `std` give them (the scores must not depend on the path taken).
 
         numpy sums along a contiguous axis pairwise and across a strided one in sequence: a
-        single sensor's window is summed pairwise, several sensors' in sequence. A few readings
-        of one sensor are summed in plain floats, in numpy's order (a numpy call costs more
-        than their sums: the live case, a window alone); other batches in numpy, with the
-        window's axis outermost so that each step of the sequence adds the whole batch at once
-        (with the window's axis in the middle numpy adds a few sensors at a time)."""
+        single sensor's window is summed pairwise, several sensors' in sequence. A window alone
+        (the live case) of few readings is summed in plain floats, in numpy's order, as numpy's
+        calls would cost more than the sums; other batches in numpy, with the window's axis
+        outermost so that each step of the sequence adds the whole batch at once (with the
+        window's axis in the middle numpy adds a few sensors at a time)."""
         count, length, n = windows.shape
-        if n == 1 and count * length <= _PLAIN_READINGS:
-            columns = windows.reshape(count, length).tolist()
-            return [_plain_features(column, length) for column in columns]
+        if count == 1 and length * n <= _PLAIN_READINGS:
+            if n == 1:
+                return [_plain_features(windows.reshape(1, length).tolist(), length, _pairwise)]
+            return [_plain_features(windows[0].T.tolist(), length, _sequential)]
         # Wild readings overflow to inf here; the model scores and bounds them itself.
         with np.errstate(over="ignore", invalid="ignore"):
             if n == 1:
@@ -144,9 +147,11 @@ class OnlineModel:
         return -_CLIP if u < -_CLIP else (_CLIP if u > _CLIP else u)
 
 
-# Below this many readings in a batch of a single sensor's windows, its features cost less in
-# plain floats than in numpy's calls (scripts/bench_stream, "one sensor's features"); at most
-# 128, the longest run numpy sums in one block (`_pairwise`).
+# A window alone of up to this many readings costs less in plain floats than in numpy's calls
+# (`python -m scripts.bench_stream --features`: about where the two cost the same for one or
+# two sensors; at eight sensors their own cost makes it even at 40 readings and 1.7 µs worse
+# at 64. A batch of windows costs numpy hardly more than one, and plain floats as many times
+# more). At most 128, the longest run numpy sums in one block.
 _PLAIN_READINGS = 64
 
 
@@ -180,10 +185,22 @@ def _pairwise(values: list[float]) -> float:
     return 0.0 + total
 
 
-def _plain_features(column: list[float], length: int) -> list[float]:
-    """One sensor's window's [mean, std] in plain floats, numpy's operations in numpy's order."""
-    mean = _pairwise(column) / length
-    return [mean, math.sqrt(_pairwise([(d := x - mean) * d for x in column]) / length)]
+def _sequential(values: list[float]) -> float:
+    """numpy's `add.reduce` of float64 across a strided axis: 0.0, then each value in turn."""
+    return reduce(add, values, 0.0)
+
+
+def _plain_features(
+    sensors: list[list[float]], length: int, total: Callable[[list[float]], float]
+) -> list[float]:
+    """A window's [means, stds] from each sensor's readings, in plain floats: numpy's
+    operations, its sums in its order (`total`)."""
+    means = [total(readings) / length for readings in sensors]
+    stds = [
+        math.sqrt(total([(d := x - mean) * d for x in readings]) / length)
+        for readings, mean in zip(sensors, means, strict=True)
+    ]
+    return means + stds
 
 
 def _pairwise_features(windows: np.ndarray) -> list[list[float]]:
