@@ -116,15 +116,15 @@ class Novelty:
 
     def valid_state(self, state: np.ndarray) -> bool:
         """Whether `state` is one `step` can have left: a score in [0, 1], an age that counts
-        windows up to `memory`, a sensor of the model, each range in order and within the
-        bounds readings have."""
+        windows up to `memory` (or the window, while a window still holds the novel reading),
+        a sensor of the model, each range in order and within the bounds readings have."""
         if len(state) != self.state_size:
             return False
         held, age, sensor, back_lo, back_hi, back = state[:_HEADER].tolist()
         lo, hi = state[_HEADER : _HEADER + self.n], state[_HEADER + self.n :]
         return (
             0.0 <= held <= 1.0
-            and 0.0 <= age <= self.memory
+            and 0.0 <= age <= max(self.memory, self.window)
             and age == int(age)
             and -1.0 <= sensor < self.n
             and sensor == int(sensor)
