@@ -186,3 +186,13 @@ def test_a_hold_longer_than_memory_while_a_window_holds_the_reading_is_a_state_t
         "ends when the window no longer holds it"
     )
     assert novelty.valid_state(np.asarray(state))
+
+
+@pytest.mark.parametrize("reading", [[5.0], [5.0, 0.0, 1.0], []])
+def test_a_reading_of_another_sensor_count_is_refused_by_name(reading):
+    """The common case is checked without the per-sensor loop that used to refuse it."""
+    novelty = _novelty()
+    state = novelty.new_state()
+    with pytest.raises(ValueError, match=f"a reading of {len(reading)} values for 2 sensors"):
+        novelty.step(state, reading)
+    assert state == novelty.new_state(), "nothing learnt"
