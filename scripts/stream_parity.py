@@ -6,13 +6,14 @@ Work on the layer's speed must not move a score: the scores feed the alert level
 saved states are committed with every batch, so a last-bit difference is a different agent.
 This runs the layer (agent/model/stream.py and its parts) of the checkout and of REV over the
 same random streams and compares, case by case, a digest of every batch's scores, of the
-state's `dump` after it and of the online model's window features. REV's `agent/` is taken with `git archive` into a temporary
-directory and run there in a subprocess (this file, copied beside it), so the two never share
-a module. The cases: 1, 2 and 8 sensors; windows of 5, 20 and 130 readings (the sums' order
-changes at 8 and 128 readings); each method with and without range novelty, the daily profile
-and the tail gate; float32 and float64 windows; readings that are NaN, ±inf, float32's largest,
-1e200, -0.0 or constant; graph scores of NaN, 0 and 1; times that are NaN or missing; batches
-of 1 to 700 windows, with a restart (dump, then load into a new layer) between some of them.
+state's `dump` after it and of the online model's window features. REV's `agent/` is taken
+with `git archive` into a temporary directory and run there in a subprocess (this file,
+copied beside it), so the two never share a module. The cases: 1, 2 and 8 sensors; windows of
+5, 20 and 130 readings (numpy's order of additions changes at 8 and 128); each method with
+and without range novelty, the daily profile and the tail gate; float32 and float64 windows;
+readings that are NaN, ±inf, float32's largest, 1e200, -0.0 or constant; graph scores of NaN,
+0 and 1; times that are NaN or missing; batches of 1 to 700 windows, with a restart (dump,
+then load into a new layer) between some of them.
 
 Prints one line per case and exits 1 when any case differs.
 """

@@ -308,12 +308,8 @@ class Stream:
         if self._tail:
             core.append(state.tail)
         count = len(scores) if scores is not None else len(feats)
-        likelihood, online, novelty, profile = (
-            self._likelihood,
-            state.online,
-            self.novelty,
-            self.profile,
-        )
+        online, novelty, profile = state.online, self.novelty, self.profile
+        likelihood = self._likelihood
         if profile is not None:
             # The profile's rows are learnt where they lie; its likelihood's few numbers are
             # copied out and back, as the main one's are.
