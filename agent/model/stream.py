@@ -309,7 +309,6 @@ class Stream:
             core.append(state.tail)
         count = len(scores) if scores is not None else len(feats)
         online, novelty, profile = state.online, self.novelty, self.profile
-        likelihood = self._likelihood
         if profile is not None:
             # The profile's rows are learnt where they lie; its likelihood's few numbers are
             # copied out and back, as the main one's are.
@@ -321,13 +320,13 @@ class Stream:
                 u = _logit(scores[i])
             else:
                 u = self.model.step(online, feats[i], gate if core[4] >= 0.5 else 1.0)
-            score = likelihood(core, u, prior)
+            score = self._likelihood(core, u, prior)
             if novelty is not None:
                 novel = novelty.step(state.novelty, newest[i])
                 score = novel if novel > score else score
             if hours is not None:
                 stat = profile.statistic(rows, hours[i], newest[i])
-                usual = likelihood(pcore, profile.logit(stat), pprior)
+                usual = self._likelihood(pcore, profile.logit(stat), pprior)
                 score = usual if usual > score else score
             out[i] = score
         state.seen = int(core[0])
