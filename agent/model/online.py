@@ -103,6 +103,9 @@ class OnlineModel:
         calls would cost more than the sums; other batches in numpy, with the window's axis
         outermost so that each step of the sequence adds the whole batch at once (with the
         window's axis in the middle numpy adds a few sensors at a time)."""
+        windows = np.asarray(windows)
+        if windows.dtype.kind != "f":  # integers past 2**53 would add up exactly in plain ints
+            windows = windows.astype(np.float64)
         count, length, n = windows.shape
         if count == 1 and length * n <= _PLAIN_READINGS:
             if n == 1:

@@ -391,6 +391,25 @@ def test_the_online_features_are_numpys_mean_and_std_bit_for_bit(dtype, sensors,
         assert got.tobytes() == want.tobytes(), "the same bits, NaNs and signs included"
 
 
+@pytest.mark.parametrize("sensors", [1, 2])
+def test_the_online_features_of_integer_windows_are_those_of_their_floats(sensors):
+    """Integers past 2**53 are not floats: summed as Python ints (the plain path of a window
+    alone) they gave other features than numpy's `mean` of their float64 values."""
+    rng = np.random.default_rng(7)
+    windows = rng.integers(2**53, 2**62, (50, WINDOW * 4, sensors)) * rng.choice(
+        [-1, 1], (50, 1, 1)
+    )
+    online = OnlineParams(
+        mean=[0.0] * 2 * sensors, scale=[1.0] * 2 * sensors, threshold=1, spread=1
+    )
+    model = Stream(StreamParams(method="online", online=online), WINDOW * 4, sensors).model
+    wide = windows.astype(np.float64)
+    want = np.concatenate([wide.mean(axis=1), wide.std(axis=1)], axis=1)
+    got = np.asarray([model.prepare(windows[i : i + 1])[0] for i in range(len(windows))])
+    assert got.tobytes() == want.tobytes()
+    assert np.asarray(model.prepare(windows)).tobytes() == want.tobytes()
+
+
 def test_the_online_step_in_plain_floats_is_the_vector_formula():
     """The per-window step is written in plain floats (a numpy call per feature costs more
     than the arithmetic); it computes the diagonal Gaussian's update, up to rounding."""
