@@ -1,17 +1,22 @@
 """Micro-benchmark of the stream layer (#15): microseconds per window, by method and batch size.
 
     python -m scripts.bench_stream
+    python -m scripts.bench_stream --features
 
 Prints the best of 5 runs per case, beside the cost of one small numpy call on this machine
 at the time (a busy machine slows both alike; the ratio travels better than the figure).
+With `--features`, the online model's window features instead, in plain floats and in numpy,
+by readings per batch: where the two cost the same is where `OnlineModel.prepare` switches.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
 
+from agent.model import online as online_model
 from agent.model.novelty import NoveltyParams
 from agent.model.online import OnlineParams
 from agent.model.profile import ProfileParams
@@ -43,7 +48,52 @@ def numpy_call() -> float:
     return (time.perf_counter() - start) / 100_000 * 1e6
 
 
+def features() -> None:
+    """Both ways of computing a batch's features, µs per batch (best of 7 runs of 2,000)."""
+    print(f"one small numpy call: {numpy_call():.2f} us")
+    print("sensors window batch readings  plain  numpy (us per batch)")
+    for sensors, window, batch in [
+        (1, 20, 1), (1, 40, 1), (1, 64, 1), (1, 96, 1), (2, 20, 1), (2, 32, 1), (2, 40, 1),
+        (3, 20, 1), (8, 5, 1), (8, 8, 1), (8, 10, 1), (8, 20, 1), (1, 20, 2), (1, 20, 3),
+    ]:  # fmt: skip
+        plain, numpy = _features_costs(sensors, window, batch)
+        readings = sensors * window * batch
+        print(f"{sensors:7} {window:6} {batch:5} {readings:8} {plain:6.2f} {numpy:6.2f}")
+
+
+def _features_costs(sensors: int, window: int, batch: int) -> tuple[float, float]:
+    windows = np.random.default_rng(0).normal(size=(batch, window, sensors)).astype(np.float32)
+    columns = windows.transpose(0, 2, 1).tolist()
+    if sensors == 1:
+        total, numpy = online_model._pairwise, online_model._pairwise_features
+    else:
+        total, numpy = online_model._sequential, online_model._sequential_features
+
+    def plain() -> None:
+        [online_model._plain_features(c, window, total) for c in columns]
+
+    def quiet_numpy() -> None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            numpy(windows)
+
+    costs = []
+    for run in (plain, quiet_numpy):
+        best = float("inf")
+        for _ in range(7):
+            start = time.perf_counter()
+            for _ in range(2000):
+                run()
+            best = min(best, (time.perf_counter() - start) / 2000 * 1e6)
+        costs.append(best)
+    return costs[0], costs[1]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--features", action="store_true", help="time the features' two ways")
+    if parser.parse_args().features:
+        features()
+        return
     print(f"one small numpy call: {numpy_call():.2f} us")
     for batch in (1, 64, 1024):
         stream = Stream(StreamParams(method="likelihood", baseline_weight=100), WINDOW, 1)

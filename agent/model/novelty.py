@@ -29,6 +29,7 @@ finite scores 1 and teaches nothing.
 from __future__ import annotations
 
 import math
+from operator import le
 from typing import Annotated
 
 import numpy as np
@@ -116,15 +117,15 @@ class Novelty:
 
     def valid_state(self, state: np.ndarray) -> bool:
         """Whether `state` is one `step` can have left: a score in [0, 1], an age that counts
-        windows up to `memory`, a sensor of the model, each range in order and within the
-        bounds readings have."""
+        windows up to `memory` (or the window, while a window still holds the novel reading),
+        a sensor of the model, each range in order and within the bounds readings have."""
         if len(state) != self.state_size:
             return False
         held, age, sensor, back_lo, back_hi, back = state[:_HEADER].tolist()
         lo, hi = state[_HEADER : _HEADER + self.n], state[_HEADER + self.n :]
         return (
             0.0 <= held <= 1.0
-            and 0.0 <= age <= self.memory
+            and 0.0 <= age <= max(self.memory, self.window)
             and age == int(age)
             and -1.0 <= sensor < self.n
             and sensor == int(sensor)
@@ -148,19 +149,33 @@ class Novelty:
         state[_HEADER + k] = max(x, lo - self.growth[k], -_WIDEST)
         return (lo - x) / span
 
-    def step(self, state: list[float], reading: list[float]) -> float:
-        """The window's novelty score, given its newest `reading` (one value per sensor);
-        updates `state` in place (the ranges take the reading in)."""
-        n, tol = self.n, self.params.tolerance
+    def _farthest(
+        self, state: list[float], reading: list[float], lows: list[float], highs: list[float]
+    ) -> tuple[float, int, tuple[float, float]]:
+        """How far the reading farthest past its sensor's range is past it, which sensor's
+        it is and that range widened by the tolerance (the way back); every range takes its
+        sensor's reading in."""
+        tol = self.params.tolerance
         worst, which, way_back = 0.0, -1, (0.0, 0.0)
-        # The common case, every reading inside its range, costs two comparisons per sensor.
-        lows, highs = state[_HEADER : _HEADER + n], state[_HEADER + n :]
         for k, (x, lo, hi) in enumerate(zip(reading, lows, highs, strict=True)):
             if not lo <= x <= hi:
                 past = self._widen(state, k, x, lo, hi)
                 if past > worst:
                     margin = tol * max(hi - lo, _resolution(lo, hi))
                     worst, which, way_back = past, k, (lo - margin, hi + margin)
+        return worst, which, way_back
+
+    def step(self, state: list[float], reading: list[float]) -> float:
+        """The window's novelty score, given its newest `reading` (one value per sensor);
+        updates `state` in place (the ranges take the reading in)."""
+        n, tol = self.n, self.params.tolerance
+        worst, which, way_back = 0.0, -1, (0.0, 0.0)
+        lows, highs = state[_HEADER : _HEADER + n], state[_HEADER + n :]
+        if len(reading) != n:
+            raise ValueError(f"a reading of {len(reading)} values for {n} sensors")
+        # The common case, every reading inside its range: two comparisons per sensor, in C.
+        if not (all(map(le, lows, reading)) and all(map(le, reading, highs))):
+            worst, which, way_back = self._farthest(state, reading, lows, highs)
         if worst > tol:
             score = 1.0 if worst == math.inf else 1.0 - 0.5 * math.exp(-(worst - tol) / tol)
             if state[0] > 0.0:  # a hold goes on: its sensor and way back stay the first's

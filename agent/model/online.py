@@ -17,6 +17,9 @@ training value, so a quiet spell cannot make the model hair-triggered.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import reduce
+from operator import add, mul, sub, truediv
 from typing import Annotated
 
 import numpy as np
@@ -75,6 +78,9 @@ class OnlineModel:
         self.floor = [0.25 * s * s for s in params.scale]
         self.limit = [_STEP * s for s in params.scale]
         self.ceiling = np.asarray(self.limit) ** 2 * (1 + 1e-9)  # rounding's room
+        # Read once per window: attributes of self cost less than a pydantic model's.
+        self.threshold, self.spread = params.threshold, params.spread
+        self.learning_rate = params.learning_rate
 
     def new_state(self) -> np.ndarray:
         p = self.params
@@ -88,15 +94,28 @@ class OnlineModel:
 
     def prepare(self, windows: np.ndarray) -> list[list[float]]:
         """The features of a batch of windows [batch, W, n] → [batch][2n] (stateless, so done
-        for the whole batch at once). The mean and std as numpy's `mean` and `std` compute them,
-        bit for bit, in raw ufuncs: their wrappers cost more than a one-window batch's sums."""
-        w = np.asarray(windows, dtype=np.float64)
-        n = w.shape[1]
-        mean = np.add.reduce(w, axis=1, keepdims=True) / n
-        dev = w - mean
-        np.multiply(dev, dev, out=dev)
-        std = np.sqrt(np.add.reduce(dev, axis=1) / n)
-        return np.concatenate([mean[:, 0], std], axis=1).tolist()
+        for the whole batch at once): each sensor's mean and std over the window, bit for bit
+        as numpy's `mean` and `std` give them (the scores must not depend on the path taken).
+
+        numpy sums along a contiguous axis pairwise and across a strided one in sequence: a
+        single sensor's window is summed pairwise, several sensors' in sequence. A window alone
+        (the live case) of few readings is summed in plain floats, in numpy's order, as numpy's
+        calls would cost more than the sums; other batches in numpy, with the window's axis
+        outermost so that each step of the sequence adds the whole batch at once (with the
+        window's axis in the middle numpy adds a few sensors at a time)."""
+        windows = np.asarray(windows)
+        if windows.dtype.kind != "f":  # integers past 2**53 would add up exactly in plain ints
+            windows = windows.astype(np.float64)
+        count, length, n = windows.shape
+        if count == 1 and length * n <= _PLAIN_READINGS:
+            if n == 1:
+                return [_plain_features(windows.reshape(1, length).tolist(), length, _pairwise)]
+            return [_plain_features(windows[0].T.tolist(), length, _sequential)]
+        # Wild readings overflow to inf here; the model scores and bounds them itself.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if n == 1:
+                return _pairwise_features(windows)
+            return _sequential_features(windows)
 
     def step(self, state: list[float], feats: list[float], gate: float) -> float:
         """The logit of the window of features `feats`, then the model learns from it at `gate`
@@ -111,18 +130,110 @@ class OnlineModel:
         variance by a factor 1 + 100 rate, compounding, until no real fault stood out of it;
         against a fixed one the variance cannot pass 100 training variances."""
         d = self.d
-        diffs = [f - m for f, m in zip(feats, state[:d], strict=True)]
-        raw = sum([x * x / v for x, v in zip(diffs, state[d:], strict=True)]) / d
+        variances = state[d:]
+        diffs = list(map(sub, feats, state))  # `state` begins with the d means
+        raw = sum(map(truediv, map(mul, diffs, diffs), variances)) / d
         if raw != raw or raw == math.inf:
             return _CLIP
-        p = self.params
-        u = (raw - p.threshold) / p.spread
-        rate = p.learning_rate * gate
+        u = (raw - self.threshold) / self.spread
+        rate = self.learning_rate * gate
         if rate > 0.0:
             keep = 1.0 - rate
-            for k, (x, lim, low) in enumerate(zip(diffs, self.limit, self.floor, strict=True)):
+            means, learnt = [], []
+            bounds = zip(diffs, state, variances, self.limit, self.floor, strict=False)
+            for x, m, var, lim, low in bounds:
                 x = -lim if x < -lim else (lim if x > lim else x)
-                state[k] += rate * x
-                v = keep * (state[d + k] + rate * x * x)
-                state[d + k] = v if v > low else low
-        return min(max(u, -_CLIP), _CLIP)
+                means.append(m + rate * x)
+                v = keep * (var + rate * x * x)
+                learnt.append(v if v > low else low)
+            state[:] = means + learnt
+        return -_CLIP if u < -_CLIP else (_CLIP if u > _CLIP else u)
+
+
+# A window alone of up to this many readings costs less in plain floats than in numpy's calls
+# (`python -m scripts.bench_stream --features`: about where the two cost the same for one or
+# two sensors; at eight sensors their own cost makes it even at 40 readings and 1.7 µs worse
+# at 64. A batch of windows costs numpy hardly more than one, and plain floats as many times
+# more). At most 128, the longest run numpy sums in one block.
+_PLAIN_READINGS = 64
+
+
+def _pairwise(values: list[float]) -> float:
+    """numpy's `add.reduce` of a run of at most 128 float64 in a row: its `pairwise_sum` (eight
+    running sums over the run's whole blocks of eight, added as a tree, then the rest; a longer
+    run it splits in two) added to 0.0."""
+    size = len(values)
+    if size < 8:
+        total = -0.0
+        for x in values:
+            total += x
+        return 0.0 + total
+    r0, r1, r2, r3, r4, r5, r6, r7 = values[:8]
+    end = size - size % 8
+    for i in range(8, end, 8):
+        x0, x1, x2, x3, x4, x5, x6, x7 = values[i : i + 8]
+        r0, r1, r2, r3, r4, r5, r6, r7 = (
+            r0 + x0,
+            r1 + x1,
+            r2 + x2,
+            r3 + x3,
+            r4 + x4,
+            r5 + x5,
+            r6 + x6,
+            r7 + x7,
+        )
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for x in values[end:]:
+        total += x
+    return 0.0 + total
+
+
+def _sequential(values: list[float]) -> float:
+    """numpy's `add.reduce` of float64 across a strided axis: 0.0, then each value in turn."""
+    return reduce(add, values, 0.0)
+
+
+def _plain_features(
+    sensors: list[list[float]], length: int, total: Callable[[list[float]], float]
+) -> list[float]:
+    """A window's [means, stds] from each sensor's readings, in plain floats: numpy's
+    operations, its sums in its order (`total`)."""
+    means = [total(readings) / length for readings in sensors]
+    stds = [
+        math.sqrt(total([(d := x - mean) * d for x in readings]) / length)
+        for readings, mean in zip(sensors, means, strict=True)
+    ]
+    return means + stds
+
+
+def _pairwise_features(windows: np.ndarray) -> list[list[float]]:
+    """[mean, std] of a single sensor's windows [batch, W, 1], each window's sum pairwise."""
+    w = np.asarray(windows, dtype=np.float64)
+    length = w.shape[1]
+    mean = np.add.reduce(w, axis=1, keepdims=True) / length
+    dev = w - mean
+    np.multiply(dev, dev, out=dev)
+    std = np.sqrt(np.add.reduce(dev, axis=1) / length)
+    return np.concatenate([mean[:, 0], std], axis=1).tolist()
+
+
+def _sequential_features(windows: np.ndarray) -> list[list[float]]:
+    """[means, stds] of several sensors' windows [batch, W, n], each sum in the window's order:
+    laid out [W, batch, n] (a copy: the steps below work in it), each reduction step adds one
+    reading of every window and sensor. A window alone is [W, n] as it is, and its two lists
+    are joined in Python (numpy's transpose and concatenate cost a window alone 1 µs)."""
+    count, length = windows.shape[:2]
+    if count == 1:
+        w = windows[0].astype(np.float64)
+    else:
+        w = windows.transpose(1, 0, 2).astype(np.float64, order="C")
+    mean = np.add.reduce(w, axis=0)
+    mean /= length
+    np.subtract(w, mean, out=w)
+    np.multiply(w, w, out=w)
+    var = np.add.reduce(w, axis=0)
+    var /= length
+    np.sqrt(var, out=var)
+    if count == 1:
+        return [mean.tolist() + var.tolist()]
+    return np.concatenate([mean, var], axis=1).tolist()

@@ -89,6 +89,10 @@ class Profile:
         self.var0 = [s * s for s in params.spread]
         self.floor = [_FLOOR * v for v in self.var0]
         self.limit = [_STEP * s for s in params.spread]
+        # What `statistic` reads per sensor, in one list, and its rate: read once per reading,
+        # attributes of self cost less than a pydantic model's.
+        self.sensors = list(zip(params.mean, self.var0, self.floor, self.limit, strict=True))
+        self.rate = params.rate
 
     def new_state(self) -> list[float]:
         return [0.0] * HOURS + list(self.params.mean) * HOURS + self.var0 * HOURS
@@ -114,25 +118,24 @@ class Profile:
         total = sum(reading)
         if total - total != 0.0:  # a reading not finite (or summing past float64): teaches nothing
             return math.inf
-        d, p = self.d, self.params
+        d = self.d
         count = state[hour]
         w = count / (count + _SHRINK)
+        rest = 1.0 - w
         at_mean, at_var = HOURS + hour * d, HOURS + HOURS * d + hour * d
         total = 0.0
         count += 1.0
-        a = 1.0 / count if count * p.rate < 1.0 else p.rate
-        for k in range(d):
+        a = 1.0 / count if count * self.rate < 1.0 else self.rate
+        keep, learn = 1.0 - a, count > 1.0
+        for k, (m0, v0, low, lim) in enumerate(self.sensors):
             x, m, v = reading[k], state[at_mean + k], state[at_var + k]
-            m0, v0 = p.mean[k], self.var0[k]
-            level = w * m + (1.0 - w) * m0
-            r = x - level
-            total += r * r / (w * v + (1.0 - w) * v0 + self.floor[k])
+            r = x - (w * m + rest * m0)
+            total += r * r / (w * v + rest * v0 + low)
             step = x - m
-            lim = self.limit[k]
             step = -lim if step < -lim else (lim if step > lim else step)
             state[at_mean + k] = m + a * step
-            v = (1.0 - a) * (v + a * step * step) if count > 1.0 else v0
-            state[at_var + k] = v if v > self.floor[k] else self.floor[k]
+            v = keep * (v + a * step * step) if learn else v0
+            state[at_var + k] = v if v > low else low
         state[hour] = count
         return total / d
 

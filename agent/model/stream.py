@@ -283,9 +283,7 @@ class Stream:
         if self.novelty is not None or hours is not None:
             newest = windows[:, -1, :].tolist()
         if self.model is not None:
-            # Wild readings overflow to inf here; the model scores and bounds them itself.
-            with np.errstate(over="ignore", invalid="ignore"):
-                return self._adapt(state, None, self.model.prepare(windows), newest, hours)
+            return self._adapt(state, None, self.model.prepare(windows), newest, hours)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
         # kernels round a window's score differently by its place in a batch (a vector lane or
         # the scalar tail), and the agent batches differently after a restart, so the layer's
@@ -315,8 +313,10 @@ class Stream:
         count = len(scores) if scores is not None else len(feats)
         online, novelty, profile = state.online, self.novelty, self.profile
         if profile is not None:
-            rows, pcore = state.profile[: profile.state_size], state.profile[profile.state_size :]
-            pprior = profile.params.baseline_weight
+            # The profile's rows are learnt where they lie; its likelihood's few numbers are
+            # copied out and back, as the main one's are.
+            rows, size = state.profile, profile.state_size
+            pcore, pprior = rows[size:], profile.params.baseline_weight
         out = [0.0] * count
         for i in range(count):
             if scores is not None:
@@ -337,7 +337,7 @@ class Stream:
         if self._tail:
             state.tail = core[5]
         if profile is not None:
-            state.profile = rows + pcore
+            rows[size:] = pcore
         return np.asarray(out, dtype=np.float32)
 
     def _likelihood(self, core: list[float], u: float, prior: int) -> float:

@@ -171,3 +171,28 @@ def test_a_sensor_constant_in_training_takes_a_new_level_in_within_a_few_reading
     assert scores[0] > 0.99
     assert state[-1] == 21.0  # its high, 10 x 0.02 a reading: five readings
     assert max(scores[55:]) == 0.0
+
+
+def test_a_hold_longer_than_memory_while_a_window_holds_the_reading_is_a_state_that_loads():
+    """A model's window longer than `memory`: the hold lasts while a window holds the novel
+    reading, past `memory` windows. Such a state was refused on load (its age past memory), so
+    after a restart the asset's layer started afresh, as if its saved state were damaged."""
+    novelty = _novelty(window=8, memory=3)
+    scores, state = _run(novelty, [[5.0, 0.0]] + [[15.0, 0.0]] + [[5.0, 0.0]] * 5)
+    assert min(scores[1:]) > 0.5 and state[1] == 5.0, "held for 5 windows, past memory"
+    assert novelty.valid_state(np.asarray(state))
+    held = [novelty.step(state, [5.0, 0.0]) for _ in range(3)]
+    assert held[:2] == [scores[-1]] * 2 and held[2] == 0.0, (
+        "ends when the window no longer holds it"
+    )
+    assert novelty.valid_state(np.asarray(state))
+
+
+@pytest.mark.parametrize("reading", [[5.0], [5.0, 0.0, 1.0], []])
+def test_a_reading_of_another_sensor_count_is_refused_by_name(reading):
+    """The common case is checked without the per-sensor loop that used to refuse it."""
+    novelty = _novelty()
+    state = novelty.new_state()
+    with pytest.raises(ValueError, match=f"a reading of {len(reading)} values for 2 sensors"):
+        novelty.step(state, reading)
+    assert state == novelty.new_state(), "nothing learnt"

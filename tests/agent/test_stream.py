@@ -360,20 +360,55 @@ def test_the_layer_state_does_not_depend_on_how_the_graph_batched_the_windows(tr
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_online_features_are_numpys_mean_and_std_bit_for_bit(dtype):
-    """`prepare` calls the raw ufuncs for speed; it must still be what `mean` and `std` give,
-    on wild values too (inf, NaN, past float32's range), or scores would move by the batch."""
-    rng = np.random.default_rng(4)
-    windows = rng.normal(0.0, 1.0, (64, WINDOW, SENSORS)) * rng.lognormal(0.0, 6.0, (64, 1, 1))
-    windows[3, 1, 0], windows[5, :, 1], windows[7, 2, 1] = np.inf, -np.inf, np.nan
-    windows[9] = 1e100 if dtype is np.float64 else 3e38
-    windows = windows.astype(dtype)
+@pytest.mark.parametrize("sensors", [1, 2, 8])
+@pytest.mark.parametrize("length", [1, 5, 8, 9, 17, 20, 64, 65, 130])
+def test_the_online_features_are_numpys_mean_and_std_bit_for_bit(dtype, sensors, length):
+    """`prepare` sums a few readings in plain floats and the rest in raw ufuncs, with the
+    window's axis outermost for several sensors; by every path it must be what `mean` and
+    `std` give, on wild values too (inf, NaN, -0.0, past float32's range), or scores would move
+    by the batch. Windows come whole, one at a time (the live case) and as the pipeline's views
+    of one buffer of rows."""
+    rng = np.random.default_rng([sensors, length])
+    rows = rng.normal(0.0, 1.0, (length + 63, sensors)) * rng.lognormal(0.0, 6.0, (1, sensors))
+    rows[3, 0], rows[7:9, -1], rows[12, -1] = np.inf, -np.inf, np.nan
+    rows[20:40, 0] = -0.0
+    rows[50] = 1e100 if dtype is np.float64 else 3e38
+    rows = rows.astype(dtype)
+    windows = np.lib.stride_tricks.sliding_window_view(rows, length, axis=0).transpose(0, 2, 1)
+    online = OnlineParams(
+        mean=[0.0] * 2 * sensors, scale=[1.0] * 2 * sensors, threshold=1, spread=1
+    )
+    model = Stream(StreamParams(method="online", online=online), length, sensors).model
     with np.errstate(over="ignore", invalid="ignore"):
         wide = windows.astype(np.float64)
         want = np.concatenate([wide.mean(axis=1), wide.std(axis=1)], axis=1)
-        got = np.asarray(_online().model.prepare(windows))
-    np.testing.assert_array_equal(got, want)
-    assert got.tobytes() == want.tobytes(), "the same bits, NaNs and signs included"
+    for got in [
+        np.asarray(model.prepare(windows)),
+        np.asarray(model.prepare(np.ascontiguousarray(windows))),
+        np.asarray([model.prepare(windows[i : i + 1])[0] for i in range(len(windows))]),
+        np.asarray([f for i in range(0, 64, 3) for f in model.prepare(windows[i : i + 3])]),
+    ]:
+        np.testing.assert_array_equal(got, want)
+        assert got.tobytes() == want.tobytes(), "the same bits, NaNs and signs included"
+
+
+@pytest.mark.parametrize("sensors", [1, 2])
+def test_the_online_features_of_integer_windows_are_those_of_their_floats(sensors):
+    """Integers past 2**53 are not floats: summed as Python ints (the plain path of a window
+    alone) they gave other features than numpy's `mean` of their float64 values."""
+    rng = np.random.default_rng(7)
+    windows = rng.integers(2**53, 2**62, (50, WINDOW * 4, sensors)) * rng.choice(
+        [-1, 1], (50, 1, 1)
+    )
+    online = OnlineParams(
+        mean=[0.0] * 2 * sensors, scale=[1.0] * 2 * sensors, threshold=1, spread=1
+    )
+    model = Stream(StreamParams(method="online", online=online), WINDOW * 4, sensors).model
+    wide = windows.astype(np.float64)
+    want = np.concatenate([wide.mean(axis=1), wide.std(axis=1)], axis=1)
+    got = np.asarray([model.prepare(windows[i : i + 1])[0] for i in range(len(windows))])
+    assert got.tobytes() == want.tobytes()
+    assert np.asarray(model.prepare(windows)).tobytes() == want.tobytes()
 
 
 def test_the_online_step_in_plain_floats_is_the_vector_formula():
