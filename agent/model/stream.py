@@ -148,8 +148,9 @@ class StreamParams(BaseModel):
         ge=0,
         le=0.9999,
         description="Tail gate: to start an alert, a window's short-term average must also "
-        "pass this running upper quantile of the asset's own short-term averages, so after "
-        "large bursts the smaller ones that follow do not alert (0: off).",
+        "stand further above the baseline mean than this running upper quantile of the "
+        "asset's own such distances, so after large bursts the smaller ones that follow do "
+        "not alert (0: off).",
     )
     tail_step: float = Field(
         default=0.05,
