@@ -7,6 +7,7 @@ upstream) → the agent as a real process between them → a day of readings wit
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
@@ -25,7 +26,14 @@ DEVICE, ASSET, WINDOW, INTERVAL = "gw-demo", "pump-1", 10, 60.0
 FAULTS = ["spike", "drift", "stuck", "noise"]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # No options: the parser gives `--help` (which must not start a demo that wipes
+    # demo-output/) and refuses anything else by name.
+    argparse.ArgumentParser(
+        prog="python -m demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir()
     step("1/5 simulating a pump gateway: 4000 clean readings to train on, a day with 4 faults")

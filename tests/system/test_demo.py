@@ -34,3 +34,22 @@ def test_the_demo_ends_with_the_line_the_docs_show(tmp_path: Path):
     last = done.stdout.strip().splitlines()[-1]
     assert last == _shown(ROOT / "README.md"), done.stdout
     assert last == _shown(ROOT / "docs" / "getting-started.md"), done.stdout
+
+
+def test_the_demo_says_what_it_does_on_help_and_starts_nothing(tmp_path: Path):
+    """`python -m demo --help` ran the whole demo (and wiped demo-output/ first)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (tmp_path / "demo-output").mkdir()
+    (tmp_path / "demo-output" / "kept").write_text("a previous run's")
+    for args, code in ((["--help"], 0), (["--fast"], 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", "demo", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == code, done.stderr
+        assert (tmp_path / "demo-output" / "kept").exists()
+    assert "usage: python -m demo" in done.stderr and "--fast" in done.stderr
