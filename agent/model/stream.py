@@ -31,6 +31,7 @@ scores as an unbroken run.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,6 +61,8 @@ _CORE = 5
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
 _STATE_BOUND = 1e5
+# Times (epoch seconds) whose hour `_hour_span` bounds exactly.
+_EXACT_TIMES = 2.0**40
 
 
 def _logit(score: float) -> float:
@@ -234,6 +237,15 @@ class Stream:
         self._tail = p.tail_quantile > 0
         self._core = _CORE + 1 if self._tail else _CORE
         self._format = TAIL_STATE_FORMAT if self._tail else STATE_FORMAT
+        parts = sum(part.state_size for part in (self.model, self.novelty) if part is not None)
+        if self.profile is not None:
+            parts += self.profile.state_size + self._core
+        # The saved state as float64 in the machine's order, numpy's layout: packed from the
+        # lists in one call (numpy's conversion of ~500 floats from a list costs 2.5 times as
+        # much, and the pipeline dumps every asset that moved, every batch).
+        self._packer = struct.Struct(f"={1 + self._core + parts}d")
+        # The hour `_hours` found last and the times [low, high) that share it.
+        self._hour_span = (math.inf, -math.inf, -1)
 
     def new_state(self) -> StreamState:
         p = self.params
@@ -278,11 +290,11 @@ class Stream:
             return np.asarray(raw, dtype=np.float32)
         hours = None
         if self.profile is not None and times is not None:
-            hours = [hour_of(t) for t in np.asarray(times, dtype=np.float64).tolist()]
+            hours = self._hours(np.asarray(times, dtype=np.float64).tolist())
         # Each window's newest reading, for novelty and profile (windows slide by one reading).
         newest = None
         if self.novelty is not None or hours is not None:
-            newest = windows[:, -1, :].tolist()
+            newest = [windows[0, -1].tolist()] if len(windows) == 1 else windows[:, -1].tolist()
         if self.model is not None:
             return self._adapt(state, None, self.model.prepare(windows), newest, hours)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
@@ -291,6 +303,20 @@ class Stream:
         # state would differ in its last bits from an undisturbed run's.
         scores = np.asarray(raw, dtype=np.float32).tolist()
         return self._adapt(state, scores, None, newest, hours)
+
+    def _hours(self, times: list[float]) -> list[int]:
+        """`hour_of` each time. Readings come seconds or minutes apart, so most fall in the hour
+        of the one before: the last hour found is kept with the times it covers, and a time
+        within them costs two comparisons (a NaN is within none)."""
+        low, high, hour = self._hour_span
+        out = []
+        for t in times:
+            if not low <= t < high:
+                hour = hour_of(t)
+                low, high = _hour_span(t)
+            out.append(hour)
+        self._hour_span = (low, high, hour)
+        return out
 
     def _adapt(
         self,
@@ -400,8 +426,7 @@ class Stream:
         ]
         if self._tail:
             head.append(state.tail)
-        parts = state.online + state.novelty + state.profile
-        return np.asarray(head + parts, dtype=np.float64).tobytes()
+        return self._packer.pack(*head, *state.online, *state.novelty, *state.profile)
 
     def load(self, data: bytes) -> StreamState:
         online = self.model.state_size if self.model is not None else 0
@@ -459,6 +484,17 @@ class Stream:
             return None
         spread = max(p.baseline_std, p.min_spread)
         return 1.0 - math.exp(-abs(state.long_mean - p.baseline_mean) / spread)
+
+
+def _hour_span(t: float) -> tuple[float, float]:
+    """The times [low, high) of t's hour, all of which `hour_of` gives t's hour: its start
+    t // 3600 · 3600 and an hour on. Below 2**40 s in size (35,000 years from 1970) every step
+    is exact (fmod is, and the multiples of 3600 there are floats), so `hour_of` of any time in
+    the span is its start's hour; past that, and for a NaN or an infinity, an empty span."""
+    if not abs(t) < _EXACT_TIMES:
+        return math.inf, -math.inf
+    low = t // 3600.0 * 3600.0
+    return low, low + 3600.0
 
 
 def _checked_core(values: np.ndarray, what: str) -> list[float]:
