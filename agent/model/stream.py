@@ -338,32 +338,40 @@ class Stream:
         if self._tail:
             core.append(state.tail)
         count = len(scores) if scores is not None else len(feats)
-        online, novelty, profile = state.online, self.novelty, self.profile
-        if profile is not None:
+        # The loop's methods and lists looked up once (a batch of 64 windows runs it 64 times).
+        likelihood, online = self._likelihood, state.online
+        learnt = self.model.step if self.model is not None else None
+        novel_step = self.novelty.step if self.novelty is not None else None
+        ranges = state.novelty
+        if hours is not None:
             # The profile's rows are learnt where they lie; its likelihood's few numbers are
             # copied out and back, as the main one's are.
+            profile = self.profile
+            statistic, usual_logit = profile.statistic, profile.logit
             rows, size = state.profile, profile.state_size
             pcore, pprior = rows[size:], profile.params.baseline_weight
         out = [0.0] * count
         for i in range(count):
-            if scores is not None:
+            if learnt is None:
                 u = _logit(scores[i])
             else:
-                u = self.model.step(online, feats[i], gate if core[4] >= 0.5 else 1.0)
-            score = self._likelihood(core, u, prior)
-            if novelty is not None:
-                novel = novelty.step(state.novelty, newest[i])
-                score = novel if novel > score else score
-            if hours is not None:
-                stat = profile.statistic(rows, hours[i], newest[i])
-                usual = self._likelihood(pcore, profile.logit(stat), pprior)
-                score = usual if usual > score else score
+                u = learnt(online, feats[i], gate if core[4] >= 0.5 else 1.0)
+            score = likelihood(core, u, prior)
+            if newest is not None:
+                reading = newest[i]
+                if novel_step is not None:
+                    novel = novel_step(ranges, reading)
+                    score = novel if novel > score else score
+                if hours is not None:
+                    stat = statistic(rows, hours[i], reading)
+                    usual = likelihood(pcore, usual_logit(stat), pprior)
+                    score = usual if usual > score else score
             out[i] = score
         state.seen = int(core[0])
         state.short_mean, state.long_mean, state.long_var, state.last = core[1:5]
         if self._tail:
             state.tail = core[5]
-        if profile is not None:
+        if hours is not None:
             rows[size:] = pcore
         return np.asarray(out, dtype=np.float32)
 
