@@ -175,7 +175,7 @@ class Novelty:
         # The common case, every reading inside its range: two comparisons per sensor, in C;
         # and with no hold under way, nothing more to do.
         if all(map(le, lows, reading)) and all(map(le, reading, highs)):
-            return 0.0 if state[0] == 0.0 else self._held(state, reading)
+            return self.quiet(state, reading)
         worst, which, way_back = self._farthest(state, reading, lows, highs)
         tol = self.params.tolerance
         if worst > tol:
@@ -185,6 +185,19 @@ class Novelty:
             else:
                 state[:_HEADER] = [score, 0.0, float(which), *way_back, 0.0]
             return state[0]
+        return self.quiet(state, reading)
+
+    def within(self, state: list[float], newest: np.ndarray) -> list[bool]:
+        """Which of a batch's newest readings [batch, n] (floats) lie within every range as
+        the ranges stand before the batch, in numpy at once. Ranges only widen, so such a
+        reading is within them at its own turn too, where `step` would only do `quiet`'s work:
+        a batch's worth of the per-reading check for a few numpy calls."""
+        n = self.n
+        lows, highs = np.asarray(state[_HEADER : _HEADER + n]), np.asarray(state[_HEADER + n :])
+        return ((newest >= lows) & (newest <= highs)).all(axis=1).tolist()
+
+    def quiet(self, state: list[float], reading: list[float]) -> float:
+        """`step` for a reading within every range: 0, or the hold under way."""
         return 0.0 if state[0] == 0.0 else self._held(state, reading)
 
     def _held(self, state: list[float], reading: list[float]) -> float:

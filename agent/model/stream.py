@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,6 +62,12 @@ _CORE = 5
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
 _STATE_BOUND = 1e5
+# `Novelty.step` or `Novelty.quiet`: (novelty state, reading) -> score.
+NoveltyCheck = Callable[[list[float], list[float]], float]
+# From this many windows a batch checks its newest readings against the novelty ranges in
+# numpy (`python -m scripts.bench_stream --ranges`: the two ways cost the same at about 10
+# windows for one sensor and 8 for eight; from 12 on numpy costs less for both).
+_BATCH_RANGES = 12
 # Times (epoch seconds) whose hour `_hour_span` bounds exactly.
 _EXACT_TIMES = 2.0**40
 
@@ -295,14 +302,27 @@ class Stream:
         newest = None
         if self.novelty is not None or hours is not None:
             newest = [windows[0, -1].tolist()] if len(windows) == 1 else windows[:, -1].tolist()
+        checks = self._novelty_checks(state, windows)
         if self.model is not None:
-            return self._adapt(state, None, self.model.prepare(windows), newest, hours)
+            return self._adapt(state, None, self.model.prepare(windows), newest, hours, checks)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
         # kernels round a window's score differently by its place in a batch (a vector lane or
         # the scalar tail), and the agent batches differently after a restart, so the layer's
         # state would differ in its last bits from an undisturbed run's.
         scores = np.asarray(raw, dtype=np.float32).tolist()
-        return self._adapt(state, scores, None, newest, hours)
+        return self._adapt(state, scores, None, newest, hours, checks)
+
+    def _novelty_checks(self, state: StreamState, windows: np.ndarray) -> list[NoveltyCheck] | None:
+        """Per window, the novelty method its newest reading needs: `step`, or for a batch of
+        at least `_BATCH_RANGES` float windows `quiet` for each reading `Novelty.within` finds
+        within the ranges (most are: a batch's checks in numpy cost less than each in Python)."""
+        novelty = self.novelty
+        if novelty is None:
+            return None
+        if len(windows) < _BATCH_RANGES or windows.dtype.kind != "f":
+            return [novelty.step] * len(windows)
+        step, quiet = novelty.step, novelty.quiet
+        return [quiet if ok else step for ok in novelty.within(state.novelty, windows[:, -1])]
 
     def _hours(self, times: list[float]) -> list[int]:
         """`hour_of` each time. Readings come seconds or minutes apart, so most fall in the hour
@@ -325,13 +345,14 @@ class Stream:
         feats: list[list[float]] | None,
         newest: list[list[float]] | None,
         hours: list[int] | None,
+        checks: list[NoveltyCheck] | None,
     ) -> np.ndarray:
         """The recurrence, one window at a time in plain floats (a numpy call per window would
         cost more than the arithmetic): over the graph's `scores`, or the online model's; with
-        `newest` (each window's newest reading) the range novelty's score is taken too, and with
-        `hours` the daily profile's through its own likelihood. The window's score is the
-        largest. The main likelihood's own score is what gates learning: the others only add
-        alerts."""
+        `newest` (each window's newest reading) the range novelty's score is taken too (by
+        each window's method in `checks`), and with `hours` the daily profile's through its own
+        likelihood. The window's score is the largest. The main likelihood's own score is what
+        gates learning: the others only add alerts."""
         p = self.params
         gate, prior = p.alarm_learning, p.baseline_weight
         core = [float(state.seen), state.short_mean, state.long_mean, state.long_var, state.last]
@@ -341,7 +362,6 @@ class Stream:
         # The loop's methods and lists looked up once (a batch of 64 windows runs it 64 times).
         likelihood, online = self._likelihood, state.online
         learnt = self.model.step if self.model is not None else None
-        novel_step = self.novelty.step if self.novelty is not None else None
         ranges = state.novelty
         if hours is not None:
             # The profile's rows are learnt where they lie; its likelihood's few numbers are
@@ -359,8 +379,8 @@ class Stream:
             score = likelihood(core, u, prior)
             if newest is not None:
                 reading = newest[i]
-                if novel_step is not None:
-                    novel = novel_step(ranges, reading)
+                if checks is not None:
+                    novel = checks[i](ranges, reading)
                     score = novel if novel > score else score
                 if hours is not None:
                     stat = statistic(rows, hours[i], reading)
