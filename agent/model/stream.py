@@ -251,6 +251,8 @@ class Stream:
         # lists in one call (numpy's conversion of ~500 floats from a list costs 2.5 times as
         # much, and the pipeline dumps every asset that moved, every batch).
         self._packer = struct.Struct(f"={1 + self._core + parts}d")
+        # A batch of fewer than _BATCH_RANGES windows checks each newest reading with `step`.
+        self._each_alone = [self.novelty.step] * _BATCH_RANGES if self.novelty else []
         # The hour `_hours` found last and the times [low, high) that share it.
         self._hour_span = (math.inf, -math.inf, -1)
 
@@ -299,10 +301,12 @@ class Stream:
         if self.profile is not None and times is not None:
             hours = self._hours(np.asarray(times, dtype=np.float64).tolist())
         # Each window's newest reading, for novelty and profile (windows slide by one reading).
-        newest = None
+        newest = checks = None
         if self.novelty is not None or hours is not None:
             newest = [windows[0, -1].tolist()] if len(windows) == 1 else windows[:, -1].tolist()
-        checks = self._novelty_checks(state, windows)
+            if self.novelty is not None:
+                few = len(newest) < _BATCH_RANGES
+                checks = self._each_alone if few else self._novelty_checks(state, windows)
         if self.model is not None:
             return self._adapt(state, None, self.model.prepare(windows), newest, hours, checks)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
@@ -312,14 +316,14 @@ class Stream:
         scores = np.asarray(raw, dtype=np.float32).tolist()
         return self._adapt(state, scores, None, newest, hours, checks)
 
-    def _novelty_checks(self, state: StreamState, windows: np.ndarray) -> list[NoveltyCheck] | None:
-        """Per window, the novelty method its newest reading needs: `step`, or for a batch of
-        at least `_BATCH_RANGES` float windows `quiet` for each reading `Novelty.within` finds
-        within the ranges (most are: a batch's checks in numpy cost less than each in Python)."""
+    def _novelty_checks(self, state: StreamState, windows: np.ndarray) -> list[NoveltyCheck]:
+        """Per window of a batch of at least `_BATCH_RANGES`, the novelty method its newest
+        reading needs: `quiet` for each reading `Novelty.within` finds within the ranges (most
+        are: the batch's checks in numpy cost less than each in Python), `step` for the rest.
+        (Smaller batches take `step` for each: `_each_alone`.)"""
         novelty = self.novelty
-        if novelty is None:
-            return None
-        if len(windows) < _BATCH_RANGES or windows.dtype.kind != "f":
+        assert novelty is not None  # the caller's condition
+        if windows.dtype.kind != "f":  # numpy would compare integers past 2**53 as floats
             return [novelty.step] * len(windows)
         step, quiet = novelty.step, novelty.quiet
         return [quiet if ok else step for ok in novelty.within(state.novelty, windows[:, -1])]
@@ -359,32 +363,27 @@ class Stream:
         if self._tail:
             core.append(state.tail)
         count = len(scores) if scores is not None else len(feats)
-        # The loop's methods and lists looked up once (a batch of 64 windows runs it 64 times).
-        likelihood, online = self._likelihood, state.online
-        learnt = self.model.step if self.model is not None else None
-        ranges = state.novelty
+        online, profile = state.online, self.profile
         if hours is not None:
             # The profile's rows are learnt where they lie; its likelihood's few numbers are
             # copied out and back, as the main one's are.
-            profile = self.profile
-            statistic, usual_logit = profile.statistic, profile.logit
             rows, size = state.profile, profile.state_size
             pcore, pprior = rows[size:], profile.params.baseline_weight
         out = [0.0] * count
         for i in range(count):
-            if learnt is None:
+            if scores is not None:
                 u = _logit(scores[i])
             else:
-                u = learnt(online, feats[i], gate if core[4] >= 0.5 else 1.0)
-            score = likelihood(core, u, prior)
+                u = self.model.step(online, feats[i], gate if core[4] >= 0.5 else 1.0)
+            score = self._likelihood(core, u, prior)
             if newest is not None:
                 reading = newest[i]
                 if checks is not None:
-                    novel = checks[i](ranges, reading)
+                    novel = checks[i](state.novelty, reading)
                     score = novel if novel > score else score
                 if hours is not None:
-                    stat = statistic(rows, hours[i], reading)
-                    usual = likelihood(pcore, usual_logit(stat), pprior)
+                    stat = profile.statistic(rows, hours[i], reading)
+                    usual = self._likelihood(pcore, profile.logit(stat), pprior)
                     score = usual if usual > score else score
             out[i] = score
         state.seen = int(core[0])
