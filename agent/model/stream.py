@@ -248,11 +248,12 @@ class Stream:
         if self.profile is not None:
             parts += self.profile.state_size + self._core
         # The saved state as float64 in the machine's order, numpy's layout: packed from the
-        # lists in one call (numpy's conversion of ~500 floats from a list costs 2.5 times as
+        # lists in one call (numpy's conversion of ~500 floats from a list costs over twice as
         # much, and the pipeline dumps every asset that moved, every batch).
         self._packer = struct.Struct(f"={1 + self._core + parts}d")
         # A batch of fewer than _BATCH_RANGES windows checks each newest reading with `step`.
-        self._each_alone = [self.novelty.step] * _BATCH_RANGES if self.novelty else []
+        novelty = self.novelty
+        self._each_alone = [novelty.step] * _BATCH_RANGES if novelty is not None else []
         # The hour `_hours` found last and the times [low, high) that share it.
         self._hour_span = (math.inf, -math.inf, -1)
 
