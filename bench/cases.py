@@ -19,6 +19,7 @@ import numpy as np
 from agent.model.score import Scorer
 from agent.model.stream import Stream
 from agent.model.table import read_table
+from bench.adaptation import START
 from bench.harness import DEVICE, ROOT, Models, agent_run, brokers, status_watch, wait_until
 from fleet.mqtt import connect
 from fleet.replay import publish_messages, publish_payloads
@@ -64,7 +65,9 @@ def stream_cost(models: Models, calls: int) -> dict[str, dict[str, float]]:
     shipped model: one window at a time, as the pipeline treats a live reading (the step and
     the dump committed with the batch; median, p99), and `batched` in blocks of 512, as a
     backlog drains; and `drift_us`, one drift figure (the runtime takes one per moving asset
-    per second, not per reading). The graph's scores are taken first: only the layer is timed."""
+    per second, not per reading). The graph's scores are taken first: only the layer is timed.
+    Each window goes with its newest reading's time (a reading a second), as in the pipeline:
+    without times the layer leaves the daily profile out."""
     data = _train_matrix(models).astype(np.float32)
     out = {}
     for algorithm, path in models.paths.items():
@@ -74,8 +77,9 @@ def stream_cost(models: Models, calls: int) -> dict[str, dict[str, float]]:
         windows = np.lib.stride_tricks.sliding_window_view(data[: calls + w - 1], w, axis=0)
         windows = np.ascontiguousarray(windows.transpose(0, 2, 1))
         raw = scorer.score_many(windows).score
+        times = START + (w - 1) + np.arange(len(raw), dtype=np.float64)
         stream = Stream(manifest.stream, w, len(manifest.sensors))
-        ones = [(raw[i : i + 1], windows[i : i + 1]) for i in range(len(raw))]
+        ones = [(raw[i : i + 1], windows[i : i + 1], times[i : i + 1]) for i in range(len(raw))]
         warm = stream.new_state()
         for one in ones[:200]:
             stream.step(warm, *one)
@@ -92,7 +96,7 @@ def stream_cost(models: Models, calls: int) -> dict[str, dict[str, float]]:
         state = stream.new_state()
         t = time.perf_counter_ns()
         for i in range(0, len(raw), 512):
-            stream.step(state, raw[i : i + 512], windows[i : i + 512])
+            stream.step(state, raw[i : i + 512], windows[i : i + 512], times[i : i + 512])
             stream.dump(state)
         batched = (time.perf_counter_ns() - t) / 1000 / len(raw)
         drift_us = statistics.median(drifts)

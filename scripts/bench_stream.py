@@ -2,22 +2,27 @@
 
     python -m scripts.bench_stream
     python -m scripts.bench_stream --features
+    python -m scripts.bench_stream --ranges
 
 Prints the best of 5 runs per case, beside the cost of one small numpy call on this machine
 at the time (a busy machine slows both alike; the ratio travels better than the figure).
 With `--features`, the online model's window features instead, in plain floats and in numpy,
 by readings per batch: where the two cost the same is where `OnlineModel.prepare` switches.
+With `--ranges`, a batch's range novelty checks, each reading in Python (`Novelty.step`) and
+the batch in numpy first (`Novelty.within`, then `quiet`), by batch size: where the two cost
+the same is the stream's `_BATCH_RANGES`.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from agent.model import online as online_model
-from agent.model.novelty import NoveltyParams
+from agent.model.novelty import Novelty, NoveltyParams
 from agent.model.online import OnlineParams
 from agent.model.profile import ProfileParams
 from agent.model.stream import Stream, StreamParams
@@ -88,11 +93,54 @@ def _features_costs(sensors: int, window: int, batch: int) -> tuple[float, float
     return costs[0], costs[1]
 
 
+def ranges() -> None:
+    """Both ways of a batch's novelty checks, µs per batch (best of 7 runs of 2,000)."""
+    print(f"one small numpy call: {numpy_call():.2f} us")
+    print("sensors batch  python  numpy (us per batch)")
+    for sensors in (1, 8):
+        for batch in (1, 4, 8, 12, 16, 24, 32, 64):
+            python, numpy = _ranges_costs(sensors, batch)
+            print(f"{sensors:7} {batch:5} {python:7.2f} {numpy:6.2f}")
+
+
+def _ranges_costs(sensors: int, batch: int) -> tuple[float, float]:
+    """Readings of N(0, 1) inside ranges of ±4: the common case."""
+    novelty = Novelty(NoveltyParams(low=[-4.0] * sensors, high=[4.0] * sensors), sensors)
+    newest = np.random.default_rng(0).normal(size=(batch, sensors)).astype(np.float32)
+    readings, state = newest.tolist(), novelty.new_state()
+
+    def python() -> None:
+        for reading in readings:
+            novelty.step(state, reading)
+
+    def numpy() -> None:
+        checks = novelty.within(state, newest)
+        for ok, reading in zip(checks, readings, strict=True):
+            (novelty.quiet if ok else novelty.step)(state, reading)
+
+    return _best(python), _best(numpy)
+
+
+def _best(run: Callable[[], None]) -> float:
+    best = float("inf")
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(2000):
+            run()
+        best = min(best, (time.perf_counter() - start) / 2000 * 1e6)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", action="store_true", help="time the features' two ways")
-    if parser.parse_args().features:
+    parser.add_argument("--ranges", action="store_true", help="time the novelty checks' two ways")
+    args = parser.parse_args()
+    if args.features:
         features()
+        return
+    if args.ranges:
+        ranges()
         return
     print(f"one small numpy call: {numpy_call():.2f} us")
     for batch in (1, 64, 1024):

@@ -12,8 +12,9 @@ copied beside it), so the two never share a module. The cases: 1, 2 and 8 sensor
 5, 20 and 130 readings (numpy's order of additions changes at 8 and 128); each method with
 and without range novelty, the daily profile and the tail gate; float32 and float64 windows;
 readings that are NaN, ±inf, float32's largest, 1e200, -0.0 or constant; graph scores of NaN,
-0 and 1; times that are NaN or missing; batches of 1 to 700 windows, with a restart (dump,
-then load into a new layer) between some of them.
+0 and 1; times that are NaN, ±inf, out of order, before 1970, past 2**40 s or missing;
+batches of 1 to 700 windows, with a restart (dump, then load into a new layer) between some
+of them.
 
 Prints one line per case and exits 1 when any case differs.
 """
@@ -109,9 +110,18 @@ def _scores(rng: np.random.Generator, count: int) -> np.ndarray:
 
 
 def _times(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Forward by a second to an hour (landing on hours' first seconds now and then), a run of
+    fractions of a second across an hour's end, and times that are NaN, ±inf, ±0, a step
+    back, before 1970, at and past 2**40 s, or ±1e300."""
     times = 1_704_067_200.0 + np.cumsum(rng.choice([1.0, 60.0, 300.0, 3599.0], count))
     times[rng.integers(0, count, 4)] = np.nan
     times[rng.integers(0, count, 2)] = np.inf
+    run = int(rng.integers(0, count - 40))
+    times[run : run + 40] = 1_704_070_800.0 - 5.0 + 0.25 * np.arange(40)
+    below = np.nextafter(3600.0, 0.0)
+    special = [-np.inf, -0.0, 0.0, 3600.0, below, -3600.0, -1.5, 1_704_067_200.0 - 3 * 86400.0]
+    special += [2.0**40, np.nextafter(2.0**40, 0.0), 2.0**40 + 5.5 * 3600.0, 2.0**62, 1e300, -1e300]
+    times[rng.integers(0, count, len(special))] = special
     return times
 
 

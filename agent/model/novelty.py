@@ -168,14 +168,16 @@ class Novelty:
     def step(self, state: list[float], reading: list[float]) -> float:
         """The window's novelty score, given its newest `reading` (one value per sensor);
         updates `state` in place (the ranges take the reading in)."""
-        n, tol = self.n, self.params.tolerance
-        worst, which, way_back = 0.0, -1, (0.0, 0.0)
+        n = self.n
         lows, highs = state[_HEADER : _HEADER + n], state[_HEADER + n :]
         if len(reading) != n:
             raise ValueError(f"a reading of {len(reading)} values for {n} sensors")
-        # The common case, every reading inside its range: two comparisons per sensor, in C.
-        if not (all(map(le, lows, reading)) and all(map(le, reading, highs))):
-            worst, which, way_back = self._farthest(state, reading, lows, highs)
+        # The common case, every reading inside its range: two comparisons per sensor, in C;
+        # and with no hold under way, nothing more to do.
+        if all(map(le, lows, reading)) and all(map(le, reading, highs)):
+            return self.quiet(state, reading)
+        worst, which, way_back = self._farthest(state, reading, lows, highs)
+        tol = self.params.tolerance
         if worst > tol:
             score = 1.0 if worst == math.inf else 1.0 - 0.5 * math.exp(-(worst - tol) / tol)
             if state[0] > 0.0:  # a hold goes on: its sensor and way back stay the first's
@@ -183,12 +185,27 @@ class Novelty:
             else:
                 state[:_HEADER] = [score, 0.0, float(which), *way_back, 0.0]
             return state[0]
-        if state[0] == 0.0:
-            return 0.0
+        return self.quiet(state, reading)
+
+    def within(self, state: list[float], newest: np.ndarray) -> list[bool]:
+        """Which of a batch's newest readings [batch, n] (floats) lie within every range as
+        the ranges stand before the batch, in numpy at once. Ranges only widen, so such a
+        reading is within them at its own turn too, where `step` would only do `quiet`'s work:
+        a batch's worth of the per-reading check for a few numpy calls."""
+        n = self.n
+        lows, highs = np.asarray(state[_HEADER : _HEADER + n]), np.asarray(state[_HEADER + n :])
+        return ((newest >= lows) & (newest <= highs)).all(axis=1).tolist()
+
+    def quiet(self, state: list[float], reading: list[float]) -> float:
+        """`step` for a reading within every range: 0, or the hold under way."""
+        return 0.0 if state[0] == 0.0 else self._held(state, reading)
+
+    def _held(self, state: list[float], reading: list[float]) -> float:
+        """A hold under way, in a window with nothing far enough past its range to renew it:
+        held while a window holds the novel reading, then until a whole window is back."""
         age = state[1] + 1.0
         x = reading[int(state[2])]
         back = 0.0 if not state[3] <= x <= state[4] else min(state[5] + 1.0, self.window)
-        # Held while a window holds the novel reading, then until a whole window is back.
         if age < self.window or (back < self.window and age < self.memory):
             state[1], state[5] = age, back
             return state[0]

@@ -89,10 +89,14 @@ class Profile:
         self.var0 = [s * s for s in params.spread]
         self.floor = [_FLOOR * v for v in self.var0]
         self.limit = [_STEP * s for s in params.spread]
-        # What `statistic` reads per sensor, in one list, and its rate: read once per reading,
-        # attributes of self cost less than a pydantic model's.
-        self.sensors = list(zip(params.mean, self.var0, self.floor, self.limit, strict=True))
+        # What `statistic` reads per sensor, in one list (the step's limit both ways), and what
+        # it and `logit` read per reading: attributes of self cost less than a pydantic model's.
+        self.sensors = [
+            (m0, v0, low, lim, -lim)
+            for m0, v0, low, lim in zip(params.mean, self.var0, self.floor, self.limit, strict=True)
+        ]
         self.rate = params.rate
+        self.median, self.scale = params.median, params.scale
 
     def new_state(self) -> list[float]:
         return [0.0] * HOURS + list(self.params.mean) * HOURS + self.var0 * HOURS
@@ -122,24 +126,28 @@ class Profile:
         count = state[hour]
         w = count / (count + _SHRINK)
         rest = 1.0 - w
-        at_mean, at_var = HOURS + hour * d, HOURS + HOURS * d + hour * d
+        k, gap = HOURS + hour * d, HOURS * d  # the hour's first mean; its variance is gap on
         total = 0.0
         count += 1.0
         a = 1.0 / count if count * self.rate < 1.0 else self.rate
         keep, learn = 1.0 - a, count > 1.0
-        for k, (m0, v0, low, lim) in enumerate(self.sensors):
-            x, m, v = reading[k], state[at_mean + k], state[at_var + k]
+        for x, (m0, v0, low, lim, below) in zip(reading, self.sensors, strict=True):
+            m, v = state[k], state[k + gap]
             r = x - (w * m + rest * m0)
             total += r * r / (w * v + rest * v0 + low)
             step = x - m
-            step = -lim if step < -lim else (lim if step > lim else step)
-            state[at_mean + k] = m + a * step
-            v = keep * (v + a * step * step) if learn else v0
-            state[at_var + k] = v if v > low else low
+            if step < below:
+                step = below
+            elif step > lim:
+                step = lim
+            move = a * step  # a · step² is (a · step) · step
+            state[k] = m + move
+            v = keep * (v + move * step) if learn else v0
+            state[k + gap] = v if v > low else low
+            k += 1
         state[hour] = count
         return total / d
 
     def logit(self, statistic: float) -> float:
-        p = self.params
-        u = (statistic - p.median) / p.scale - _OFFSET
+        u = (statistic - self.median) / self.scale - _OFFSET
         return -_CLIP if u < -_CLIP else (_CLIP if u > _CLIP else u)

@@ -31,6 +31,8 @@ scores as an unbroken run.
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,6 +62,14 @@ _CORE = 5
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
 _STATE_BOUND = 1e5
+# `Novelty.step` or `Novelty.quiet`: (novelty state, reading) -> score.
+NoveltyCheck = Callable[[list[float], list[float]], float]
+# From this many windows a batch checks its newest readings against the novelty ranges in
+# numpy (`python -m scripts.bench_stream --ranges`: the two ways cost the same at about 10
+# windows for one sensor and 8 for eight; from 12 on numpy costs less for both).
+_BATCH_RANGES = 12
+# Times (epoch seconds) whose hour `_hour_span` bounds exactly.
+_EXACT_TIMES = 2.0**40
 
 
 def _logit(score: float) -> float:
@@ -234,6 +244,18 @@ class Stream:
         self._tail = p.tail_quantile > 0
         self._core = _CORE + 1 if self._tail else _CORE
         self._format = TAIL_STATE_FORMAT if self._tail else STATE_FORMAT
+        parts = sum(part.state_size for part in (self.model, self.novelty) if part is not None)
+        if self.profile is not None:
+            parts += self.profile.state_size + self._core
+        # The saved state as float64 in the machine's order, numpy's layout: packed from the
+        # lists in one call (numpy's conversion of ~500 floats from a list costs over twice as
+        # much, and the pipeline dumps every asset that moved, every batch).
+        self._packer = struct.Struct(f"={1 + self._core + parts}d")
+        # A batch of fewer than _BATCH_RANGES windows checks each newest reading with `step`.
+        novelty = self.novelty
+        self._each_alone = [novelty.step] * _BATCH_RANGES if novelty is not None else []
+        # The hour `_hours` found last and the times [low, high) that share it.
+        self._hour_span = (math.inf, -math.inf, -1)
 
     def new_state(self) -> StreamState:
         p = self.params
@@ -278,19 +300,48 @@ class Stream:
             return np.asarray(raw, dtype=np.float32)
         hours = None
         if self.profile is not None and times is not None:
-            hours = [hour_of(t) for t in np.asarray(times, dtype=np.float64).tolist()]
+            hours = self._hours(np.asarray(times, dtype=np.float64).tolist())
         # Each window's newest reading, for novelty and profile (windows slide by one reading).
-        newest = None
+        newest = checks = None
         if self.novelty is not None or hours is not None:
-            newest = windows[:, -1, :].tolist()
+            newest = [windows[0, -1].tolist()] if len(windows) == 1 else windows[:, -1].tolist()
+            if self.novelty is not None:
+                few = len(newest) < _BATCH_RANGES
+                checks = self._each_alone if few else self._novelty_checks(state, windows)
         if self.model is not None:
-            return self._adapt(state, None, self.model.prepare(windows), newest, hours)
+            return self._adapt(state, None, self.model.prepare(windows), newest, hours, checks)
         # The graph's scores as float32, the contract's resolution: ONNX Runtime's float64
         # kernels round a window's score differently by its place in a batch (a vector lane or
         # the scalar tail), and the agent batches differently after a restart, so the layer's
         # state would differ in its last bits from an undisturbed run's.
         scores = np.asarray(raw, dtype=np.float32).tolist()
-        return self._adapt(state, scores, None, newest, hours)
+        return self._adapt(state, scores, None, newest, hours, checks)
+
+    def _novelty_checks(self, state: StreamState, windows: np.ndarray) -> list[NoveltyCheck]:
+        """Per window of a batch of at least `_BATCH_RANGES`, the novelty method its newest
+        reading needs: `quiet` for each reading `Novelty.within` finds within the ranges (most
+        are: the batch's checks in numpy cost less than each in Python), `step` for the rest.
+        (Smaller batches take `step` for each: `_each_alone`.)"""
+        novelty = self.novelty
+        assert novelty is not None  # the caller's condition
+        if windows.dtype.kind != "f":  # numpy would compare integers past 2**53 as floats
+            return [novelty.step] * len(windows)
+        step, quiet = novelty.step, novelty.quiet
+        return [quiet if ok else step for ok in novelty.within(state.novelty, windows[:, -1])]
+
+    def _hours(self, times: list[float]) -> list[int]:
+        """`hour_of` each time. Readings come seconds or minutes apart, so most fall in the hour
+        of the one before: the last hour found is kept with the times it covers, and a time
+        within them costs two comparisons (a NaN is within none)."""
+        low, high, hour = self._hour_span
+        out = []
+        for t in times:
+            if not low <= t < high:
+                hour = hour_of(t)
+                low, high = _hour_span(t)
+            out.append(hour)
+        self._hour_span = (low, high, hour)
+        return out
 
     def _adapt(
         self,
@@ -299,21 +350,22 @@ class Stream:
         feats: list[list[float]] | None,
         newest: list[list[float]] | None,
         hours: list[int] | None,
+        checks: list[NoveltyCheck] | None,
     ) -> np.ndarray:
         """The recurrence, one window at a time in plain floats (a numpy call per window would
         cost more than the arithmetic): over the graph's `scores`, or the online model's; with
-        `newest` (each window's newest reading) the range novelty's score is taken too, and with
-        `hours` the daily profile's through its own likelihood. The window's score is the
-        largest. The main likelihood's own score is what gates learning: the others only add
-        alerts."""
+        `newest` (each window's newest reading) the range novelty's score is taken too (by
+        each window's method in `checks`), and with `hours` the daily profile's through its own
+        likelihood. The window's score is the largest. The main likelihood's own score is what
+        gates learning: the others only add alerts."""
         p = self.params
         gate, prior = p.alarm_learning, p.baseline_weight
         core = [float(state.seen), state.short_mean, state.long_mean, state.long_var, state.last]
         if self._tail:
             core.append(state.tail)
         count = len(scores) if scores is not None else len(feats)
-        online, novelty, profile = state.online, self.novelty, self.profile
-        if profile is not None:
+        online, profile = state.online, self.profile
+        if hours is not None:
             # The profile's rows are learnt where they lie; its likelihood's few numbers are
             # copied out and back, as the main one's are.
             rows, size = state.profile, profile.state_size
@@ -325,19 +377,21 @@ class Stream:
             else:
                 u = self.model.step(online, feats[i], gate if core[4] >= 0.5 else 1.0)
             score = self._likelihood(core, u, prior)
-            if novelty is not None:
-                novel = novelty.step(state.novelty, newest[i])
-                score = novel if novel > score else score
-            if hours is not None:
-                stat = profile.statistic(rows, hours[i], newest[i])
-                usual = self._likelihood(pcore, profile.logit(stat), pprior)
-                score = usual if usual > score else score
+            if newest is not None:
+                reading = newest[i]
+                if checks is not None:
+                    novel = checks[i](state.novelty, reading)
+                    score = novel if novel > score else score
+                if hours is not None:
+                    stat = profile.statistic(rows, hours[i], reading)
+                    usual = self._likelihood(pcore, profile.logit(stat), pprior)
+                    score = usual if usual > score else score
             out[i] = score
         state.seen = int(core[0])
         state.short_mean, state.long_mean, state.long_var, state.last = core[1:5]
         if self._tail:
             state.tail = core[5]
-        if profile is not None:
+        if hours is not None:
             rows[size:] = pcore
         return np.asarray(out, dtype=np.float32)
 
@@ -400,8 +454,7 @@ class Stream:
         ]
         if self._tail:
             head.append(state.tail)
-        parts = state.online + state.novelty + state.profile
-        return np.asarray(head + parts, dtype=np.float64).tobytes()
+        return self._packer.pack(*head, *state.online, *state.novelty, *state.profile)
 
     def load(self, data: bytes) -> StreamState:
         online = self.model.state_size if self.model is not None else 0
@@ -459,6 +512,17 @@ class Stream:
             return None
         spread = max(p.baseline_std, p.min_spread)
         return 1.0 - math.exp(-abs(state.long_mean - p.baseline_mean) / spread)
+
+
+def _hour_span(t: float) -> tuple[float, float]:
+    """The times [low, high) of t's hour, all of which `hour_of` gives t's hour: its start
+    t // 3600 · 3600 and an hour on. Below 2**40 s in size (35,000 years from 1970) every step
+    is exact (fmod is, and the multiples of 3600 there are floats), so `hour_of` of any time in
+    the span is its start's hour; past that, and for a NaN or an infinity, an empty span."""
+    if not abs(t) < _EXACT_TIMES:
+        return math.inf, -math.inf
+    low = t // 3600.0 * 3600.0
+    return low, low + 3600.0
 
 
 def _checked_core(values: np.ndarray, what: str) -> list[float]:

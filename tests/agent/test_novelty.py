@@ -196,3 +196,34 @@ def test_a_reading_of_another_sensor_count_is_refused_by_name(reading):
     with pytest.raises(ValueError, match=f"a reading of {len(reading)} values for 2 sensors"):
         novelty.step(state, reading)
     assert state == novelty.new_state(), "nothing learnt"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_batch_checked_at_once_scores_and_learns_as_each_reading_checked_alone(dtype):
+    """A batch's readings found within the ranges as they stood before it (`within`, in numpy)
+    go through `quiet`; the rest through `step`. As ranges only widen, that must be exactly
+    `step` for each: readings at the edges and a float32 step past them, -0.0, NaN, ±inf,
+    the largest floats, spikes that widen a range mid-batch and holds that open and end."""
+    # 0.3 is no float32: float32(0.3) is past it, though a float32 range would hold it.
+    novelty = _novelty(window=3, high=[10.0, 0.3])
+    rng = np.random.default_rng(4)
+    rows = np.column_stack([rng.uniform(0.0, 10.0, 600), rng.uniform(-1.0, 0.3, 600)])
+    edges = [0.0, 10.0, -0.0, np.nextafter(10.0, 11.0), np.nextafter(0.0, -1.0), 1e-45]
+    wild = [np.nan, np.inf, -np.inf, 3.4e38, -3.4e38, 15.0, -4.0, 25.0]
+    for value in edges + wild:
+        rows[rng.integers(10, 600, 4), rng.integers(0, 2, 4)] = value
+    rows[5, 1] = float(np.float32(0.3))  # before anything widens that range
+    rows[300:330, 0] = 12.0  # an excursion held for a while, then back
+    with np.errstate(over="ignore"):
+        newest = rows.astype(dtype)
+    alone, together = novelty.new_state(), novelty.new_state()
+    want = [novelty.step(alone, reading) for reading in newest.tolist()]
+    got = []
+    for start in range(0, len(newest), 40):
+        batch = newest[start : start + 40]
+        checks = novelty.within(together, batch)
+        for ok, reading in zip(checks, batch.tolist(), strict=True):
+            got.append((novelty.quiet if ok else novelty.step)(together, reading))
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+    assert together == alone
+    assert 0 < sum(s > 0 for s in want) < len(want) / 4  # holds happened, not everywhere

@@ -9,7 +9,7 @@ import pytest
 
 from agent.model.novelty import NoveltyParams
 from agent.model.online import OnlineParams
-from agent.model.profile import ProfileParams
+from agent.model.profile import ProfileParams, hour_of
 from agent.model.stream import Stream, StreamParams, StreamStateError
 
 WINDOW, SENSORS = 5, 2
@@ -476,6 +476,29 @@ def test_the_profile_sees_a_day_that_does_not_follow_the_clock():
     assert (out[3 * per_day : 10 * per_day - WINDOW] < 0.5).mean() > 0.99
     blind = stream.step(stream.new_state(), raw, windows)
     assert not (blind[odd_day] >= 0.5).any()
+
+
+def test_the_hours_of_times_are_hour_of_each_whatever_came_before():
+    """The layer keeps the last hour it found and the times it covers, to skip `hour_of` for
+    readings in the same hour; the hours must be `hour_of`'s for every time whatever time came
+    before it (the batch before, or another asset's on the same layer): hours' edges to the
+    float, fractions, steps back, times before 1970, NaN, ±inf, and times where the span's
+    floats stop being exact; in one batch and one time at a time."""
+    edges = [3600.0 * k + d for k in (-2, -1, 0, 1, 473_352, 2**40 // 3600) for d in (0.0, -0.5)]
+    edges += [np.nextafter(3600.0 * 473_353, 0.0), 3600.0 * 473_353, -0.0]
+    wild = [np.nan, np.inf, -np.inf, 2.0**40, np.nextafter(2.0**40, 0.0), 2.0**53 + 2.0]
+    wild += [2.0**60, 1e300, -1e300, -1.5, 1_704_067_200.25]
+    rng = np.random.default_rng(3)
+    ticks = 1_704_067_199.0 + np.cumsum(rng.choice([0.25, 1.0, 60.0, 3599.0], 400))
+    # Past 2**57 s an hour holds few floats, and its start rounded to one is not its start.
+    far = [2.0**e + np.spacing(2.0**e) * np.arange(-40, 40) for e in (57, 62, 70)]
+    times = np.concatenate([edges, wild, ticks, rng.permutation(ticks), *far])
+    orders = [times, times[::-1], rng.permutation(times), np.repeat(times, 2)]
+    stream = _profiled()
+    for order in orders:
+        values = order.tolist()
+        assert stream._hours(values) == [hour_of(t) for t in values]
+        assert [stream._hours([t])[0] for t in values] == [hour_of(t) for t in values]
 
 
 @pytest.mark.parametrize("reading", [3e38, -3e38, 1e300])

@@ -31,3 +31,21 @@ def test_a_quick_benchmark_run_reports_every_measure(tmp_path: Path):
     push = results["fleet_push"]
     assert push["agents"] == 3 and 0 < push["switched_all_s"] <= push["applied_all_s"]
     assert "drain, 100 readings/message" in done.stdout
+    assert set(results["adaptation_us"]) == {"5 sensors", "8 sensors"}
+    assert "adaptation over the online model, 8 sensors" in done.stdout
+
+
+def test_the_stream_rows_run_alone():
+    """`--only` runs the stream layer's rows by themselves (JSON on stdout): the adaptation
+    row trains `online` for five and eight sensors and times each; an unknown row is refused
+    with the rows it knows."""
+    done = run_cli("bench", "--only", "adaptation_us", "--quick", timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["adaptation_us"]
+    assert set(rows) == {"5 sensors", "8 sensors"}
+    for row in rows.values():
+        assert row["n"] == 300 and row["layer_us"] > 0 < row["online_us"]
+        assert row["state_bytes"] > 0 < row["dump_us"]
+    wrong = run_cli("bench", "--only", "adaptation", "--quick")
+    assert wrong.returncode != 0
+    assert "unknown rows ['adaptation']" in wrong.stderr and "adaptation_us" in wrong.stderr
