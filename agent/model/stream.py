@@ -47,17 +47,21 @@ from agent.model.squash import logit_of_score
 STATE_FORMAT = 2
 # A layer with the tail gate keeps one more number per likelihood (its running quantile): its
 # states are another layout, refused by a layer without the gate and the other way round.
-# Format 3 kept the quantile as a logit; 4 keeps it as a distance above the baseline mean.
+# Format 3 kept the quantile as a logit; 4 keeps it as a distance above the baseline mean; 5
+# also keeps the episode the gate may release (`tail_climb`).
 TAIL_STATE_FORMAT = 4
+RELEASE_STATE_FORMAT = 5
 # The graph's score is float32 in [0, 1]; its logit is clipped so that a saturated 1.0 (or 0.0)
 # is a large finite number, not an infinity that would poison the averages.
 _LOGIT_CLIP = 16.0
 _LOW = 1.0 / (1.0 + math.exp(_LOGIT_CLIP))
 _HIGH = 1.0 - _LOW
-# A likelihood's state: seen, short mean, long mean, long variance, last adapted score, and
-# with the tail gate its running quantile. The state's header is the format, then the main
-# likelihood's.
+# A likelihood's state: seen, short mean, long mean, long variance, last adapted score; with
+# the tail gate its running quantile; with `tail_climb` the episode it may release (whether
+# one is open, the baseline mean before it and the gate at its onset). The state's header is
+# the format, then the main likelihood's.
 _CORE = 5
+_EPISODE = 3
 # The averages are of logits within ±_LOGIT_CLIP from a baseline within ±100 (StreamParams),
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
@@ -176,6 +180,16 @@ class StreamParams(BaseModel):
         "a window that far out always passes it, so neither bursts nor a hostile stream can "
         "lift the gate past every fault.",
     )
+    tail_climb: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Once an episode is over and the asset's short-term average is back "
+        "within `alert_z` spreads of the baseline mean from before it, the tail gate keeps of "
+        "what the episode lifted only what this many windows of climbing add to its height at "
+        "the onset: a long fault that ended does not leave the asset waiting out the gate's "
+        "slow sink (0: it keeps all, as models exported before it did).",
+    )
     reference_quantiles: list[float] = Field(
         default_factory=list,
         max_length=101,
@@ -218,6 +232,9 @@ class StreamState:
     # The tail gate's running quantile of the short mean's distance above the long mean, in
     # logits (unused without the gate).
     tail: float = 0.0
+    # With `tail_climb`: [an episode is open (1.0) or not (0.0), the long mean before it, the
+    # gate at its onset].
+    episode: list[float] = field(default_factory=list)
     # OnlineModel's state as plain floats: its step reads and writes it once per window.
     online: list[float] = field(default_factory=list)
     novelty: list[float] = field(default_factory=list)  # Novelty's, likewise
@@ -242,8 +259,13 @@ class Stream:
         self._floor = p.min_spread * p.min_spread
         self._fire, self._stay = p.alert_z, p.alert_z - p.hold
         self._tail = p.tail_quantile > 0
-        self._core = _CORE + 1 if self._tail else _CORE
-        self._format = TAIL_STATE_FORMAT if self._tail else STATE_FORMAT
+        self._release = self._tail and p.tail_climb > 0
+        # What an episode may leave the gate over its height at the onset, in spreads.
+        self._allow = p.tail_climb * p.tail_step * p.tail_quantile
+        self._core = _CORE + (1 if self._tail else 0) + (_EPISODE if self._release else 0)
+        self._format = STATE_FORMAT
+        if self._tail:
+            self._format = RELEASE_STATE_FORMAT if self._release else TAIL_STATE_FORMAT
         parts = sum(part.state_size for part in (self.model, self.novelty) if part is not None)
         if self.profile is not None:
             parts += self.profile.state_size + self._core
@@ -268,7 +290,9 @@ class Stream:
         core = self._new_core(p.baseline_mean, p.baseline_std)
         return StreamState(
             0,
-            *core[1:],
+            *core[1:5],
+            tail=core[5] if self._tail else 0.0,
+            episode=core[6:],
             online=online,
             novelty=self.novelty.new_state() if self.novelty is not None else [],
             profile=profile,
@@ -281,6 +305,8 @@ class Stream:
         core = [0.0, mean, mean, std**2, 0.0]
         if self._tail:
             core.append(self._fire * math.sqrt(std**2 + self._floor))
+        if self._release:
+            core += [0.0, mean, 0.0]  # no episode open
         return core
 
     def step(
@@ -363,6 +389,7 @@ class Stream:
         core = [float(state.seen), state.short_mean, state.long_mean, state.long_var, state.last]
         if self._tail:
             core.append(state.tail)
+            core += state.episode
         count = len(scores) if scores is not None else len(feats)
         online, profile = state.online, self.profile
         if hours is not None:
@@ -391,13 +418,15 @@ class Stream:
         state.short_mean, state.long_mean, state.long_var, state.last = core[1:5]
         if self._tail:
             state.tail = core[5]
+            state.episode = core[6:]
         if hours is not None:
             rows[size:] = pcore
         return np.asarray(out, dtype=np.float32)
 
     def _likelihood(self, core: list[float], u: float, prior: int) -> float:
         """One window of the likelihood over logit `u`; `core` is [seen, short mean, long mean,
-        long variance, last score(, tail quantile)], updated in place. Returns the adapted score.
+        long variance, last score(, tail quantile(, episode))], updated in place. Returns the
+        adapted score.
 
         The tail gate: a Gaussian baseline understates a bursty asset's tail. Once the asset
         has shown bursts far past its spread, bursts like them are not news, yet each would
@@ -410,7 +439,16 @@ class Stream:
         after a large burst the smaller ones that follow for a while do not alert. It starts
         where the Gaussian baseline puts the alert (until the asset shows its own tail the gate
         changes nothing) and never asks more than `tail_cap` spreads above the baseline mean.
-        An alert under way is not gated (`hold` governs its end)."""
+        An alert under way is not gated (`hold` governs its end).
+
+        With `tail_climb` the gate tells a fault that ended from a new normal. At an onset it
+        notes the baseline mean and its own height; once no alert is under way and the short
+        mean is back within `alert_z` spreads of that mean, the episode is over and the gate
+        keeps of what it climbed since only what `tail_climb` windows of climbing add (a burst
+        teaches it, a fault that saturated for hours does not lift it to its cap for the next
+        fault to wait out). A level that stays up (a persisting shift) is never back, so the
+        gate keeps all it climbed and the new normal's swings do not fire again while the
+        baseline learns them."""
         p = self.params
         alerting = core[4] >= 0.5
         seen = core[0] + 1.0
@@ -426,10 +464,15 @@ class Stream:
                 gate = (level - tail) / spread
                 z = gate if gate < z else z
             q = p.tail_quantile
+            if self._release:
+                tail = self._released(core, tail, short, spread, alerting)
+            onset_tail = tail
             tail += p.tail_step * spread * (q if level >= tail else q - 1.0)
             cap = p.tail_cap * spread
             core[5] = tail if tail < cap else cap
         last = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
+        if self._release and last >= 0.5 and not alerting and not core[6]:
+            core[6], core[7], core[8] = 1.0, mean, onset_tail
         horizon = p.long_window
         rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
         d = u - mean
@@ -443,6 +486,16 @@ class Stream:
         core[0], core[1], core[4] = seen, short, last
         return last
 
+    def _released(
+        self, core: list[float], tail: float, short: float, spread: float, alerting: bool
+    ) -> float:
+        """The gate's height once an open episode is over (`_likelihood`), else `tail`."""
+        if core[6] and not alerting and short - core[7] < self._fire * spread:
+            core[6] = 0.0
+            keep = core[8] + self._allow * spread
+            return keep if keep < tail else tail
+        return tail
+
     def dump(self, state: StreamState) -> bytes:
         head = [
             self._format,
@@ -454,6 +507,7 @@ class Stream:
         ]
         if self._tail:
             head.append(state.tail)
+            head += state.episode
         return self._packer.pack(*head, *state.online, *state.novelty, *state.profile)
 
     def load(self, data: bytes) -> StreamState:
@@ -495,10 +549,11 @@ class Stream:
             mean,
             var,
             last,
-            core[5] if self._tail else 0.0,
-            parts[0].tolist(),
-            parts[1].tolist(),
-            parts[2].tolist(),
+            tail=core[5] if self._tail else 0.0,
+            episode=core[6:],
+            online=parts[0].tolist(),
+            novelty=parts[1].tolist(),
+            profile=parts[2].tolist(),
         )
 
     def drift(self, state: StreamState) -> float | None:
@@ -527,11 +582,14 @@ def _hour_span(t: float) -> tuple[float, float]:
 
 def _checked_core(values: np.ndarray, what: str) -> list[float]:
     """A likelihood's saved [seen, short mean, long mean, long variance, last(, tail
-    quantile)], refused when it is not one `_likelihood` can have left."""
+    quantile(, episode open, mean before it, gate at its onset))], refused when it is not one
+    `_likelihood` can have left."""
     core = values.tolist()
     seen, short, mean, var, last = core[:5]
     if seen < 0 or seen != int(seen) or var < 0 or not 0 <= last <= 1:
         raise StreamStateError(f"{what} out of range (seen {seen}, variance {var}, last {last})")
+    if len(core) > 6 and core[6] not in (0.0, 1.0):
+        raise StreamStateError(f"{what} out of range (episode open {core[6]}, not 0 or 1)")
     if max(abs(short), abs(mean), var, *(abs(v) for v in core[5:])) > _STATE_BOUND:
         raise StreamStateError(
             f"{what} past what logits give (means {short}, {mean}, variance {var}, tail {core[5:]})"

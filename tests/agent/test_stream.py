@@ -10,7 +10,7 @@ import pytest
 from agent.model.novelty import NoveltyParams
 from agent.model.online import OnlineParams
 from agent.model.profile import ProfileParams, hour_of
-from agent.model.stream import Stream, StreamParams, StreamStateError
+from agent.model.stream import Stream, StreamParams, StreamState, StreamStateError
 
 WINDOW, SENSORS = 5, 2
 # Settings of the layer under test, whatever the trainer's defaults are.
@@ -67,8 +67,13 @@ def _gated(**update: object) -> Stream:
     return _profiled(tail_quantile=0.99, tail_step=0.05, **update)
 
 
-MAKERS = [_likelihood, _online, _novel, _profiled, _gated]
-MAKER_IDS = ["likelihood", "online", "novelty", "profile", "tail"]
+def _released(**update: object) -> Stream:
+    """The layer with the tail gate that releases an episode once the asset is back."""
+    return _gated(tail_climb=30, **update)
+
+
+MAKERS = [_likelihood, _online, _novel, _profiled, _gated, _released]
+MAKER_IDS = ["likelihood", "online", "novelty", "profile", "tail", "release"]
 # A reading every 5 minutes from 2024-01-01 UTC: each window's newest reading's time.
 TIMES = 1_704_067_200.0 + 300.0 * np.arange(20_000)
 
@@ -161,11 +166,16 @@ def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
     if stream.model is not None and stream.novelty is None and stream.profile is None:
         # 1e30: no step leaves more than 100 training variances (it was the compounding's).
         cases["variance"] = [bad(len(good) - 1, v) for v in (0.0, -3.0, 1e30)]
-    core = 6 if stream.params.tail_quantile > 0 else 5  # a likelihood's; the gate's quantile
-    if core == 6:
+    core = 5  # a likelihood's; the gate's quantile, and the episode it may release
+    if stream.params.tail_quantile > 0:
+        core = 9 if stream.params.tail_climb else 6
         cases["format"].append(bad(0, 2.0))  # a state without the gate's quantiles
         cases["format"].append(bad(0, 3.0))  # its quantiles as logits, not distances
+        cases["format"].append(bad(0, 9.0 - core))  # with (5) or without (4) the episode
         cases["past what"] += [bad(6, 1e300), bad(len(good) - 1, -1e300)]
+    if core == 9:
+        cases["episode open"] = [bad(7, 0.5), bad(7, -1.0), bad(7, 2.0)]
+        cases["past what"] += [bad(8, -1e300), bad(9, 1e300)]
     if stream.profile is not None:
         at = len(good) - stream.profile.state_size - core  # counts, means, variances; likelihood
         end = len(good) - core  # the profile's likelihood: seen, means, variance, last
@@ -195,7 +205,14 @@ def test_a_state_from_the_other_method_is_refused():
 
 @pytest.mark.parametrize(
     ("saved", "loading"),
-    [(_online, _novel), (_novel, _online), (_profiled, _gated), (_gated, _profiled)],
+    [
+        (_online, _novel),
+        (_novel, _online),
+        (_profiled, _gated),
+        (_gated, _profiled),
+        (_gated, _released),
+        (_released, _gated),
+    ],
 )
 def test_a_state_with_or_without_novelty_is_refused_by_the_other(saved, loading):
     """A model with range novelty (or the tail gate) after one without (an upgrade), or the
@@ -626,3 +643,63 @@ def test_after_a_burst_lifts_the_tail_gate_to_its_cap_it_sinks_at_its_stated_pac
     assert (out[500:510] >= 0.5).any(), "the burst alerts"
     assert not (out[900 : 1000 + quiet] >= 0.5).any(), "then the burst ends and all is quiet"
     assert (out[1000 + quiet :] >= 0.5).any() == seen
+
+
+# The gate releasing an episode once the asset is back (`tail_climb`): what one episode may
+# leave it, 30 windows of climbing, in spreads.
+RELEASE = {"alert_z": 2.0, "hold": 1.0, "tail_quantile": 0.995, "tail_step": 0.05}
+
+
+@pytest.mark.parametrize(("climb", "seen"), [(0, False), (30, True)])
+def test_a_burst_that_ended_leaves_the_gate_only_what_its_first_windows_taught(climb, seen):
+    """The wait the gate as first written costs (the test above): a saturated burst of 300
+    windows lifts it to its cap, and a fault 3.5 spreads out 2,000 windows after the burst
+    ended went unseen (for 18,000 windows). Once the asset is back where it was before the
+    burst, the gate keeps only what 30 windows of climbing add to its height at the onset
+    (1.5 spreads over the 2 it started at), and the fault alerts."""
+    layer = _likelihood(**FIXED, **RELEASE, tail_climb=climb)
+    spread = np.sqrt(0.5**2 + 1.0)
+    raw, windows = _bursts(3040, {500: (300, 20.0), 3000: (40, 3.5 * spread)})
+    state = layer.new_state()
+    out = layer.step(state, raw[:3000], windows[:3000])
+    assert (out[500:510] >= 0.5).any(), "the burst alerts"
+    assert not (out[900:] >= 0.5).any(), "then all is quiet"
+    if climb:
+        assert state.episode[0] == 0.0, "the episode is over"
+        assert state.tail <= (2.0 + 30 * 0.05 * 0.995) * spread + 1e-9
+    else:
+        assert state.tail > 7.0 * spread
+    assert (layer.step(state, raw[3000:], windows[3000:]) >= 0.5).any() == seen
+
+
+def _same_with_and_without_the_release(
+    raw: np.ndarray, windows: np.ndarray, **update: object
+) -> list[StreamState]:
+    """The states after the gate without and with the release, whose scores are the same."""
+    layers = [_likelihood(**update, **RELEASE, tail_climb=climb) for climb in (0, 30)]
+    states = [layer.new_state() for layer in layers]
+    kept, released = (
+        layer.step(state, raw, windows) for layer, state in zip(layers, states, strict=True)
+    )
+    np.testing.assert_array_equal(kept, released)
+    return states
+
+
+def test_a_level_that_stays_up_keeps_the_gate_it_lifted():
+    """A persisting shift is never back where it was: the gate keeps all it climbed (so the
+    new normal's swings do not fire again while the baseline learns them), as without the
+    release."""
+    raw, windows = _data(6000, shift_at=2000)
+    states = _same_with_and_without_the_release(raw, windows)
+    assert states[1].episode[0] == 1.0, "the episode is still open"
+    assert states[1].tail == states[0].tail > 4.0 * np.sqrt(0.5**2 + 1.0)
+
+
+def test_bursts_shorter_than_the_climb_teach_the_gate_as_without_the_release():
+    """What the gate is for is kept: bursts of 10 windows, each over before 30 windows of
+    climbing, teach it all they lift, so the scores with the release are those without it,
+    bit for bit, and the gate has climbed well past where it started."""
+    raw, windows = _bursts(4500, {1000 + 300 * k: (10, 5.0) for k in range(10)})
+    states = _same_with_and_without_the_release(raw, windows, **FIXED)
+    assert states[1].tail == states[0].tail > 3.0 * np.sqrt(0.5**2 + 1.0)
+    assert states[1].episode[0] == 0.0, "each burst came back"

@@ -101,7 +101,8 @@ def test_check_config_refuses_a_spread_floor_whose_square_is_zero(model_path, tm
 
 
 # A quantile of 1 would never sink (the gate climbs for good); a step of 0 never moves; a cap
-# at alert_z or past 100 spreads would leave the gate nothing to do or blind the asset for good.
+# at alert_z or past 100 spreads would leave the gate nothing to do or blind the asset for good;
+# a climb that is negative, fractional or past 10,000 windows is no export's.
 @pytest.mark.parametrize(
     ("update", "named"),
     [
@@ -110,6 +111,9 @@ def test_check_config_refuses_a_spread_floor_whose_square_is_zero(model_path, tm
         ({"tail_quantile": 0.99, "tail_step": 0.0}, "stream.tail_step"),
         ({"tail_quantile": 0.99, "tail_cap": 1e9}, "stream.tail_cap"),
         ({"tail_quantile": 0.99, "alert_z": 2.5, "tail_cap": 2.5}, "tail_cap"),
+        ({"tail_quantile": 0.99, "tail_climb": -1}, "stream.tail_climb"),
+        ({"tail_quantile": 0.99, "tail_climb": 2.5}, "stream.tail_climb"),
+        ({"tail_quantile": 0.99, "tail_climb": 10**9}, "stream.tail_climb"),
     ],
 )
 def test_check_config_refuses_a_tail_gate_no_export_gives(
