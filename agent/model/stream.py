@@ -298,8 +298,19 @@ class Stream:
         if p.method == "none":
             state.seen += len(raw)
             return np.asarray(raw, dtype=np.float32)
+        # Checked before anything is learnt: from _BATCH_RANGES windows numpy would broadcast
+        # one sensor's readings over every novelty range, and the online model would learn a
+        # state of another size.
+        shape = windows.shape
+        if len(shape) != 3 or shape[0] != len(raw) or shape[2] != self.n_sensors:
+            raise ValueError(
+                f"windows {list(shape)} for {len(raw)} scores: the layer takes "
+                f"[{len(raw)}, window, {self.n_sensors} sensors]"
+            )
         hours = None
         if self.profile is not None and times is not None:
+            if len(times) != len(raw):
+                raise ValueError(f"{len(times)} times for {len(raw)} windows")
             hours = self._hours(np.asarray(times, dtype=np.float64).tolist())
         # Each window's newest reading, for novelty and profile (windows slide by one reading).
         newest = checks = None

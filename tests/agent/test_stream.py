@@ -626,3 +626,36 @@ def test_after_a_burst_lifts_the_tail_gate_to_its_cap_it_sinks_at_its_stated_pac
     assert (out[500:510] >= 0.5).any(), "the burst alerts"
     assert not (out[900 : 1000 + quiet] >= 0.5).any(), "then the burst ends and all is quiet"
     assert (out[1000 + quiet :] >= 0.5).any() == seen
+
+
+def _misfits(count: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Graph scores, windows and times that do not fit a layer of SENSORS sensors."""
+    raw, windows = _data(count, seed=4)
+    times = TIMES[:count]
+    return {
+        "one sensor": (raw, windows[:, :, :1], times),
+        "a sensor more": (raw, np.concatenate([windows, windows[:, :, :1]], axis=2), times),
+        "no sensor": (raw, windows[:, :, :0], times),
+        "no batch axis": (raw, windows[0], times),
+        "a score more": (np.append(raw, raw[:1]), windows, times),
+        "a time more": (raw, windows, TIMES[: count + 1]),
+    }
+
+
+@pytest.mark.parametrize("make", MAKERS[1:], ids=MAKER_IDS[1:])
+@pytest.mark.parametrize("count", [1, 11, 12, 13, 64])
+def test_windows_that_do_not_fit_the_layer_are_refused_by_name_before_it_learns(make, count):
+    """Windows of another sensor count (a caller of the Python API, a model file swapped
+    under a script): from 12 windows the novelty ranges were checked in numpy, which
+    broadcast one sensor's readings over every range and scored them as if they fitted (a
+    window alone was refused), and the online model learnt a state of another size, that the
+    dump then failed on. Refused at once, by name, with the state as it was."""
+    stream = make()
+    state = stream.new_state()
+    before = stream.dump(state)
+    for what, (raw, windows, times) in _misfits(count).items():
+        if what == "a time more" and stream.profile is None:
+            continue  # only the daily profile reads the times
+        with pytest.raises(ValueError, match=r"windows \[|times for"):
+            stream.step(state, raw, windows, times)
+        assert stream.dump(state) == before, what
