@@ -465,7 +465,14 @@ class Stream:
         ]
         if self._tail:
             head.append(state.tail)
-        return self._packer.pack(*head, *state.online, *state.novelty, *state.profile)
+        try:
+            return self._packer.pack(*head, *state.online, *state.novelty, *state.profile)
+        except struct.error as exc:  # numpy wrote any count, that `load` then refused
+            count = len(head) + len(state.online) + len(state.novelty) + len(state.profile)
+            raise StreamStateError(
+                f"a state of {count} numbers for a layer of {self._packer.size // 8}: "
+                "not this layer's"
+            ) from exc
 
     def load(self, data: bytes) -> StreamState:
         online = self.model.state_size if self.model is not None else 0
