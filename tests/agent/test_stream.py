@@ -700,3 +700,50 @@ def test_dumping_a_state_of_another_layer_is_refused_by_name(make):
     for other in others:
         with pytest.raises(StreamStateError, match=r"a state of \d+ numbers for a layer of"):
             stream.dump(other.new_state())
+
+
+def _edgy(count: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Graph scores and windows whose newest readings sit at the novelty ranges' edges (±2
+    in `_novel`), a float64 step past them, at a range a spike widened past every other
+    reading and a step past that (5.0000003, which float32 rounds up: a check of the ranges
+    in float32 would not widen it), and are -0.0, subnormal or NaN for 12 windows."""
+    raw, windows = _data(count, seed=8)
+    rng = np.random.default_rng(8)
+    edges = [2.0, -2.0, np.nextafter(2.0, 3.0), np.nextafter(-2.0, -3.0), -0.0, 1e-310, np.nan]
+    for k in range(count // 2):
+        windows[rng.integers(0, count), -1, rng.integers(0, SENSORS)] = edges[k % len(edges)]
+    spike = 5.0000003
+    windows[200:220, -1] = spike
+    windows[220:230, -1, 0] = np.nextafter(spike, np.inf)
+    windows[230:240, -1, 1] = -spike
+    windows[240:252, -1] = np.nan
+    if dtype is np.int64:
+        return raw, np.nan_to_num(windows * 2.0).round().astype(np.int64)
+    return raw, windows.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64])
+@pytest.mark.parametrize("make", [_novel, _profiled, _gated], ids=MAKER_IDS[2:])
+def test_batches_checked_in_numpy_score_as_windows_one_at_a_time(make, dtype):
+    """From 12 windows a batch checks its newest readings against the novelty ranges in numpy,
+    as the ranges stood before the batch, and takes the hold's bookkeeping alone for those
+    within (ranges only widen); one at a time each reading goes through `Novelty.step`. The
+    scores and the state must be the same bits either way, at the ranges' edges, past a range
+    widened earlier in the same batch, and for NaN, -0.0 and subnormal readings."""
+    raw, windows = _edgy(400, dtype)
+    times = TIMES[:400]
+    alone = make()
+    state = alone.new_state()
+    want = [
+        alone.step(state, raw[i : i + 1], windows[i : i + 1], times[i : i + 1]) for i in range(400)
+    ]
+    want_state = alone.dump(state)
+    for size in (11, 12, 13, 64, 400):
+        stream = make()
+        state = stream.new_state()
+        got = [
+            stream.step(state, raw[a : a + size], windows[a : a + size], times[a : a + size])
+            for a in range(0, 400, size)
+        ]
+        np.testing.assert_array_equal(np.concatenate(got), np.concatenate(want), f"batch {size}")
+        assert stream.dump(state) == want_state, f"batch {size}"
