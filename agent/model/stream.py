@@ -293,7 +293,8 @@ class Stream:
         """The adapted scores [batch] in [0, 1] for one asset's windows [batch, W, n] in time
         order, whose graph scores are `raw` [batch] and whose newest readings were taken at
         `times` [batch] (epoch seconds; None: the daily profile is left out); updates `state`
-        as it goes."""
+        as it goes. Windows, scores or times that do not fit are refused (ValueError) before
+        anything is learnt."""
         p = self.params
         if p.method == "none":
             state.seen += len(raw)
