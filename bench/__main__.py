@@ -93,7 +93,9 @@ def _only(args: argparse.Namespace) -> int:
     needed = {"pca"} if drains & set(rows) else set()
     needed |= set(ALGORITHMS) if "stream_us" in rows else set()
     needed |= {"online"} if "adaptation_us" in rows else set()
-    results: dict[str, object] = {"machine": machine(), "pinned_core": args.core}
+    # `--core` pins the drain rows' agent; the stream rows run in this process, unpinned.
+    pinned = args.core if drains & set(rows) else None
+    results: dict[str, object] = {"machine": machine(), "pinned_core": pinned}
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         work = Path(tmp)
         models = build_models(work / "models", tuple(sorted(needed)))

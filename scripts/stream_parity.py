@@ -14,7 +14,12 @@ and without range novelty, the daily profile and the tail gate; float32 and floa
 readings that are NaN, ±inf, float32's largest, 1e200, -0.0 or constant; graph scores of NaN,
 0 and 1; times that are NaN, ±inf, out of order, before 1970, past 2**40 s or missing;
 batches of 1 to 700 windows, with a restart (dump, then load into a new layer) between some
-of them.
+of them. Then the awkward cases: windows of float16, long double, int64 (past 2**53), uint8,
+bool and Python objects, readings exactly at and just past the novelty ranges, and NaN inside
+batches, in batches of exactly 11, 12 and 13 windows (numpy checks the ranges from 12);
+times as float32 and int64 arrays, with runs of equal times and steps back across an hour's
+edge; and two assets stepped in turn through one layer, as the pipeline does (the layer keeps
+the last time's hour).
 
 Prints one line per case and exits 1 when any case differs.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import shutil
 import subprocess
@@ -175,12 +181,109 @@ def cases() -> list[tuple[str, int, int, str, type]]:
     return out
 
 
+# Windows' types the layer must read as their values: (name, how rows of floats become them).
+KINDS = {
+    "float64": lambda rows: rows,
+    "float16": lambda rows: rows.astype(np.float16),
+    "longdouble": lambda rows: rows.astype(np.longdouble),
+    "int64": lambda rows: _with_huge(np.nan_to_num(rows * 3.0, posinf=9e18, neginf=-9e18)),
+    "uint8": lambda rows: np.clip(np.nan_to_num(rows * 40.0 + 100.0), 0, 255).astype(np.uint8),
+    "bool": lambda rows: rows > 0.5,
+    "object": lambda rows: rows.astype(object),
+}
+
+
+def _with_huge(rows: np.ndarray) -> np.ndarray:
+    """int64 readings with values past 2**53 (float64 cannot hold them exactly)."""
+    out = rows.astype(np.int64)
+    out[300:310] = 2**53 + 1
+    out[310:320] = -(2**62) - 1
+    return out
+
+
+def _edgy_rows(rng: np.random.Generator, sensors: int) -> np.ndarray:
+    """Readings of about N(0, 1.5) with a level shift, and readings exactly at the training
+    ranges (±2.5), just past them, at a range a spike widened and a float64 step past that
+    (a value float32 rounds up), -0.0, subnormals and NaN."""
+    rows = rng.normal(0.0, 1.5, (ROWS, sensors))
+    rows[ROWS // 2 :] += 3.0
+    edges = [2.5, -2.5, np.nextafter(2.5, 3.0), np.nextafter(-2.5, -3.0), -0.0, 1e-310, np.nan]
+    for k in range(300):
+        rows[rng.integers(0, ROWS), rng.integers(0, sensors)] = edges[k % len(edges)]
+    spike = 4.0000003  # float32 holds it as 4.00000048
+    rows[600:620] = spike  # widens the ranges, then sits at their new edge
+    rows[620:630] = np.nextafter(spike, 5.0)  # a float64 step past it
+    rows[630:640] = -spike
+    rows[640:652] = np.nan  # a batch of 12 with NaN in every window's newest reading
+    return rows
+
+
+def _awkward_times(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Whole seconds forward, with runs of equal times and steps back across an hour's
+    edge."""
+    times = 1_704_070_790.0 + np.cumsum(rng.choice([0.0, 1.0, 7.0, 3599.0, -3601.0], count))
+    times[100:140] = times[100]  # equal
+    times[200:240] = 1_704_074_400.0 + 20.0 - np.arange(40.0)  # back across 02:00
+    return times
+
+
+def run_awkward_case(method: str, sensors: int, parts: str, kind: str) -> str:
+    """The digest of two assets' scores and states, stepped in turn through one layer in
+    batches of 11, 12 and 13 windows (and one), with a restart every few rounds."""
+    window = 5
+    rng = np.random.default_rng([sensors, len(parts), len(kind), method == "online"])
+    params = _params(method, sensors, parts)
+    assets = []
+    for _ in range(2):
+        rows = _edgy_rows(rng, sensors)
+        made = KINDS[kind](rows) if kind in KINDS else rows.astype(np.float32)
+        windows = np.lib.stride_tricks.sliding_window_view(made, window, axis=0)
+        count = len(windows)
+        times = _awkward_times(rng, count)
+        if kind == "float32 times":
+            times = times.astype(np.float32)
+        elif kind == "int64 times":
+            times = times.astype(np.int64)
+        assets.append((_scores(rng, count), windows.transpose(0, 2, 1), times))
+    stream = Stream(params, window, sensors)
+    states = [stream.new_state() for _ in assets]
+    digest = hashlib.sha256()
+    start, sizes = 0, [11, 12, 13, 1, 12]
+    for i, size in enumerate(itertools.cycle(sizes)):
+        if start >= count:
+            break
+        if i % 9 == 8:  # a restart: only the saved bytes carry over
+            stream = Stream(params, window, sensors)
+            states = [stream.load(stream.dump(state)) for state in states]
+        for state, (raw, windows, times) in zip(states, assets, strict=True):
+            end = start + size
+            out = stream.step(state, raw[start:end], windows[start:end], times[start:end])
+            digest.update(np.asarray(out).tobytes())
+            digest.update(stream.dump(state))
+        start += size
+    return digest.hexdigest()
+
+
+def awkward_cases() -> list[tuple[str, int, str, str]]:
+    kinds = [*KINDS, "float32 times", "int64 times"]
+    return [
+        (method, sensors, parts, kind)
+        for method in ("likelihood", "online")
+        for sensors in (1, 3)
+        for parts in ("novelty", "novelty profile tail")
+        for kind in kinds
+    ]
+
+
 def digests() -> dict[str, str]:
     result = {}
     with np.errstate(over="ignore", invalid="ignore"):
         for method, sensors, window, parts, dtype in cases():
             name = f"{method} {sensors}s W{window} [{parts}] {np.dtype(dtype).name}"
             result[name] = run_case(method, sensors, window, parts, dtype)
+        for method, sensors, parts, kind in awkward_cases():
+            name = f"{method} {sensors}s W5 [{parts}] {kind}, two assets, batches 11-13"
+            result[name] = run_awkward_case(method, sensors, parts, kind)
     return result
 
 

@@ -319,13 +319,25 @@ class Stream:
         """The adapted scores [batch] in [0, 1] for one asset's windows [batch, W, n] in time
         order, whose graph scores are `raw` [batch] and whose newest readings were taken at
         `times` [batch] (epoch seconds; None: the daily profile is left out); updates `state`
-        as it goes."""
+        as it goes. Windows, scores or times that do not fit are refused (ValueError) before
+        anything is learnt."""
         p = self.params
         if p.method == "none":
             state.seen += len(raw)
             return np.asarray(raw, dtype=np.float32)
+        # Checked before anything is learnt: from _BATCH_RANGES windows numpy would broadcast
+        # one sensor's readings over every novelty range, and the online model would learn a
+        # state of another size.
+        shape = windows.shape
+        if len(shape) != 3 or shape[0] != len(raw) or shape[2] != self.n_sensors:
+            raise ValueError(
+                f"windows {list(shape)} for {len(raw)} scores: the layer takes "
+                f"[{len(raw)}, window, {self.n_sensors} sensors]"
+            )
         hours = None
         if self.profile is not None and times is not None:
+            if len(times) != len(raw):
+                raise ValueError(f"{len(times)} times for {len(raw)} windows")
             hours = self._hours(np.asarray(times, dtype=np.float64).tolist())
         # Each window's newest reading, for novelty and profile (windows slide by one reading).
         newest = checks = None
@@ -508,7 +520,14 @@ class Stream:
         if self._tail:
             head.append(state.tail)
             head += state.episode
-        return self._packer.pack(*head, *state.online, *state.novelty, *state.profile)
+        try:
+            return self._packer.pack(*head, *state.online, *state.novelty, *state.profile)
+        except struct.error as exc:  # numpy wrote any count, that `load` then refused
+            count = len(head) + len(state.online) + len(state.novelty) + len(state.profile)
+            raise StreamStateError(
+                f"a state of {count} numbers for a layer of {self._packer.size // 8}: "
+                "not this layer's"
+            ) from exc
 
     def load(self, data: bytes) -> StreamState:
         online = self.model.state_size if self.model is not None else 0

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.model.manifest import Manifest
+from agent.model.profile import HOURS
 from agent.model.score import Scorer
+from agent.model.stream import Stream
 from fleet.alerts import AlertSubscriber
 from fleet.mqtt import connect
 from fleet.replay import publish_payloads, readings_from_csv, replay
@@ -80,7 +83,8 @@ def clean_run(tmp_path_factory, readings, model_path) -> tuple[Outcome, Scoring]
     """The same input as the disturbed runs, through an agent that nothing happens to."""
     # What the crashes must not disturb is the layer users run: the default's, tail gate,
     # range novelty and daily profile included (the test model is trained with it).
-    layer = Scorer.load(model_path).manifest.stream
+    manifest = Scorer.load(model_path).manifest
+    layer = manifest.stream
     default = {k: getattr(layer, k) for k in ("alert_z", "hold", *TAIL)}
     assert default == {k: DEFAULT_STREAM[k] for k in default}, default
     assert layer.novelty is not None and layer.profile is not None
@@ -103,7 +107,23 @@ def clean_run(tmp_path_factory, readings, model_path) -> tuple[Outcome, Scoring]
         upstream.stop()
     assert len(outcome.ids) >= 2 * len(ASSETS), "the input must produce alerts on every asset"
     assert set(scoring.streams) == set(ASSETS) and None not in scoring.streams.values()
+    _assert_novelty_and_profile_acted(manifest, scoring)
     return outcome, scoring
+
+
+def _assert_novelty_and_profile_acted(manifest: Manifest, scoring: Scoring) -> None:
+    """The parts whose state the crashes must not disturb did work in the clean run: readings
+    past the training ranges widened them, and the daily profile learnt hours. Otherwise the
+    comparison would hold them only at their starting state."""
+    layer, sensors = manifest.stream, len(manifest.sensors)
+    assert layer.novelty is not None and layer.profile is not None
+    stream = Stream(layer, manifest.window, sensors)
+    for asset, saved in scoring.streams.items():
+        state = stream.load(saved)
+        ranges = state.novelty[-2 * sensors :]  # each sensor's low, then each one's high
+        assert ranges != [*layer.novelty.low, *layer.novelty.high], f"{asset}: none widened"
+        hours = sum(count > 0 for count in state.profile[:HOURS])
+        assert hours > 1, f"{asset}: the profile learnt {hours} hours"
 
 
 def test_kill_9_and_broker_restarts_lose_no_alert_and_apply_no_reading_twice(
