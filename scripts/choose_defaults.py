@@ -58,15 +58,17 @@ GRID: dict[str, tuple[float | int, ...]] = {
     "alarm_learning": (0.05, 0.15),
     "hold": (1.0, 1.5, 2.0),
     # range novelty (agent/model/novelty.py): 0 leaves it out; 8 of 9 folds of run 11 chose
-    # memory 1,280 over 320
-    "novelty_tolerance": (0.0, 0.3),
+    # memory 1,280 over 320. Since run 16 on, with the daily profile (agent/model/profile.py;
+    # a rate of 0 leaves it out): every fold of runs 9 to 15 chose both.
+    "novelty_tolerance": (0.3,),
     "novelty_memory": (1280,),
-    # daily profile (agent/model/profile.py): 0 leaves it out
-    "profile_rate": (0.0, 0.01),
-    # tail gate (agent/model/stream.py): a quantile of 0 leaves it out
+    "profile_rate": (0.01,),
+    # tail gate (agent/model/stream.py): a quantile of 0 leaves it out; a climb of 0 keeps
+    # all an episode lifted
     "tail_quantile": (0.0, 0.99, 0.995),
     "tail_step": (0.02, 0.05, 0.1),
     "tail_cap": (6.0, 8.0),
+    "tail_climb": (0, 20, 30, 50),
 }
 # The online detector's own: how fast its normal model learns.
 ONLINE_GRID: dict[str, tuple[float | int, ...]] = {"learning_rate": (0.001,)}
@@ -281,11 +283,10 @@ def configurations() -> list[dict[str, float | int | str]]:
                 and config["novelty_memory"] != grid["novelty_memory"][0]
             ):
                 continue  # without novelty its memory does not matter: one of them
-            if config["tail_quantile"] == 0 and (
-                config["tail_step"] != grid["tail_step"][0]
-                or config["tail_cap"] != grid["tail_cap"][0]
+            if config["tail_quantile"] == 0 and any(
+                config[k] != grid[k][0] for k in ("tail_step", "tail_cap", "tail_climb")
             ):
-                continue  # nor the tail gate's step and cap without the gate
+                continue  # nor the tail gate's step, cap and climb without the gate
             out.append({"detector": detector, **config})
     return out
 

@@ -1,6 +1,7 @@
-"""What every default must do on three made-up streams (#15), whatever it scores on benchmarks:
-a normal series never fires, a slow drift does not flood, a persisting level shift fires one
-episode at its onset and goes quiet. The detector suite tests them (tests/trainer/
+"""What every default must do on made-up streams (#15), whatever it scores on benchmarks: a
+normal series never fires, a slow drift does not flood, a persisting level shift fires one
+episode at its onset and goes quiet, and a fault that saturated for a week and ended does not
+blind the asset to the next one. The detector suite tests them (tests/trainer/
 test_detectors.py) and scripts/choose_defaults.py keeps only configurations that pass them.
 """
 
@@ -18,9 +19,17 @@ from trainer.readout import Episodes, episodes
 from trainer.streaming import with_settings
 from trainer.train import TrainOptions, TrainResult, train_values
 
-KINDS = ("normal", "drift", "shift")
+KINDS = ("normal", "drift", "shift", "second", "after")
 ROWS, SHIFT_AT, TRAIN_ROWS = 8000, 4000, 1000
 MAX_DRIFT_OPEN = 0.01  # share of windows a slow drift may keep an episode open
+# A second fault, a step of SECOND (3.3 noise spreads) from row SECOND_AT, alone (`second`)
+# and after a first fault of 8 over the rows FIRST (`after`: 2,000 readings, a week at one
+# every 5 minutes, saturated all along) that ended 8,000 readings (four weeks) before it.
+# After the first it must fire at most SECOND_SLACK windows later than alone. (With the tail
+# gate as first written, lifted to its cap by the first fault, it went unseen for 26,000
+# readings after the first ended: docs/detection.md, "The tail gate".)
+SECOND, SECOND_AT, SECOND_ROWS, FIRST = 1.0, 12000, 13000, (2000, 4000)
+SECOND_SLACK = 10
 # A reading every 5 minutes from 2024-01-01 00:00 UTC: the cycle of 288 readings is a day, so
 # the daily profile sees the streams as a gateway would.
 START, STEP = 1_704_067_200.0, 300.0
@@ -30,9 +39,12 @@ def times(rows: int = ROWS) -> np.ndarray:
     return START + STEP * np.arange(rows, dtype=np.float64)
 
 
-def series(kind: str, rows: int = ROWS, seed: int = 7) -> np.ndarray:
-    """A daily cycle with noise [rows, 1]; `drift` adds a ramp of 8 over the series, `shift` a
-    step of 8 at row SHIFT_AT."""
+def series(kind: str, rows: int | None = None, seed: int = 7) -> np.ndarray:
+    """A daily cycle with noise [rows, 1] (ROWS, or SECOND_ROWS for the second fault's);
+    `drift` adds a ramp of 8 over the series, `shift` a step of 8 at row SHIFT_AT, `second` a
+    step of SECOND at row SECOND_AT, `after` that and a first fault of 8 over the rows FIRST."""
+    if rows is None:
+        rows = SECOND_ROWS if kind in ("second", "after") else ROWS
     rng = np.random.default_rng(seed)
     t = np.arange(rows)
     values = np.sin(2 * np.pi * t / 288) + rng.normal(0, 0.3, rows)
@@ -40,6 +52,10 @@ def series(kind: str, rows: int = ROWS, seed: int = 7) -> np.ndarray:
         values[SHIFT_AT:] += 8.0
     elif kind == "drift":
         values += np.linspace(0, 8, rows)
+    elif kind in ("second", "after"):
+        values[SECOND_AT:] += SECOND
+        if kind == "after":
+            values[FIRST[0] : FIRST[1]] += 8.0
     return values[:, None]
 
 
@@ -70,7 +86,7 @@ def read(result: TrainResult, case: Case, settings: dict | None = None) -> Episo
     m = result.manifest
     params = with_settings(m.stream, settings) if settings else m.stream
     stream = Stream(params, m.window, len(m.sensors))
-    ends = times()[m.window - 1 :]  # each window's newest reading's
+    ends = times(len(case.raw) + m.window - 1)[m.window - 1 :]  # each window's newest reading's
     scores = stream.step(stream.new_state(), case.raw, case.windows, ends)
     return episodes(scores, m.alert_threshold)
 
@@ -89,4 +105,18 @@ def failures(result: TrainResult, made: dict[str, Case], settings: dict | None =
         wrong.append(f"a level shift fires at windows {fires.tolist()[:5]}, not once at its onset")
     if shift.open[-1000:].any():
         wrong.append("a level shift is still alerting 3000 windows later")
+    alone, after = (second_fault(result, made[k], settings) for k in ("second", "after"))
+    if alone is not None and (after is None or after > alone + SECOND_SLACK):
+        wrong.append(
+            f"a second fault fires {after} windows after its onset four weeks after a first, "
+            f"{alone} alone"
+        )
     return wrong
+
+
+def second_fault(result: TrainResult, case: Case, settings: dict | None = None) -> int | None:
+    """How many windows after its first reading the second fault's first episode fires (None:
+    none does)."""
+    onset = SECOND_AT - (result.manifest.window - 1)  # the first window holding a faulty reading
+    fires = np.flatnonzero(read(result, case, settings).fires[onset:])
+    return int(fires[0]) if len(fires) else None

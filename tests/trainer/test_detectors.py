@@ -267,6 +267,20 @@ def test_a_normal_series_stays_quiet(algorithm, made):
     assert not read(result, cases["normal"]).fires.any()
 
 
+@pytest.mark.parametrize("algorithm", STREAMED)
+def test_a_fault_that_ended_does_not_blind_the_asset_to_the_next(algorithm, made):
+    """A first fault that saturated for a week lifted the tail gate to its cap; a second,
+    smaller one four weeks after the first ended went unseen (for 26,000 readings with the
+    `online` detector). Now it fires about when it does with no first fault."""
+    from trainer.stream_checks import SECOND_SLACK, second_fault
+
+    result, cases = made[algorithm]
+    alone = second_fault(result, cases["second"])
+    assert alone is not None, "premise: the second fault fires on its own"
+    after = second_fault(result, cases["after"])
+    assert after is not None and after <= alone + SECOND_SLACK, (alone, after)
+
+
 def episodes_of(scores: np.ndarray):
     from trainer.readout import episodes
 
