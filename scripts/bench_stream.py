@@ -26,6 +26,7 @@ from agent.model.novelty import Novelty, NoveltyParams
 from agent.model.online import OnlineParams
 from agent.model.profile import ProfileParams
 from agent.model.stream import Stream, StreamParams
+from trainer.streaming import DEFAULT_STREAM
 
 WINDOW = 20
 
@@ -168,7 +169,8 @@ def main() -> None:
         novel = Stream(params.model_copy(update={"novelty": novelty}), WINDOW, sensors)
         both = {"novelty": novelty, "profile": profile}
         full = Stream(params.model_copy(update=both), WINDOW, sensors)
-        gate = {**both, "tail_quantile": 0.995, "tail_step": 0.05, "tail_cap": 8.0}
+        tail = ("tail_quantile", "tail_step", "tail_cap", "tail_climb")
+        gate = {**both, **{k: DEFAULT_STREAM[k] for k in tail}}  # the default's gate
         gated = Stream(params.model_copy(update=gate), WINDOW, sensors)
         for batch in (1, 64, 1024):
             cost = per_window(plain, 10_000, batch, sensors)

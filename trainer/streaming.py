@@ -29,10 +29,12 @@ DEFAULT_STREAM: dict[str, float | int] = {
     # Daily profile (agent/model/profile.py): its least learning rate; 0 leaves it out.
     "profile_rate": 0.01,
     # Tail gate (agent/model/stream.py): the running quantile an alert's short mean must pass
-    # too, its step and its most, in spreads; a quantile of 0 leaves it out.
+    # too, its step and its most, in spreads; a quantile of 0 leaves it out. Once an episode
+    # is over, the gate keeps what `tail_climb` windows of it taught (0: all).
     "tail_quantile": 0.995,
     "tail_step": 0.05,
     "tail_cap": 8.0,
+    "tail_climb": 30,
 }
 DEFAULT_LEARNING_RATE = 0.001
 _QUANTILES = np.linspace(0.0, 1.0, 21)

@@ -30,7 +30,7 @@ from tests.system.chaos import disturb, settle
 from trainer.streaming import DEFAULT_STREAM
 
 ASSETS = ("pump-1", "pump-2")
-TAIL = ("tail_quantile", "tail_step", "tail_cap")
+TAIL = ("tail_quantile", "tail_step", "tail_cap", "tail_climb")
 
 
 @dataclass(frozen=True)
