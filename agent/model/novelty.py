@@ -94,7 +94,8 @@ def _resolution(lo: float, hi: float) -> float:
 
 
 class Novelty:
-    """Per-asset state as plain floats: [held score, age, lo (n), hi (n)]."""
+    """Per-asset state as plain floats: [held score, age, sensor, back lo, back hi, back
+    (the hold: `_HEADER`), lo (n), hi (n)]."""
 
     def __init__(self, params: NoveltyParams, n_sensors: int, window: int = 1) -> None:
         if len(params.low) != n_sensors:
