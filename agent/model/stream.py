@@ -453,8 +453,8 @@ class Stream:
         changes nothing) and never asks more than `tail_cap` spreads above the baseline mean.
         An alert under way is not gated (`hold` governs its end).
 
-        With `tail_climb` the gate tells a fault that ended from a new normal. At an onset it
-        notes the baseline mean and its own height; once no alert is under way and the short
+        With `tail_climb` the gate tells a fault that ended from a new normal. At each onset
+        it notes the baseline mean and its own height; once no alert is under way and the short
         mean is back within `alert_z` spreads of that mean, the episode is over and the gate
         keeps of what it climbed since only what `tail_climb` windows of climbing add (a burst
         teaches it, a fault that saturated for hours does not lift it to its cap for the next
@@ -483,7 +483,10 @@ class Stream:
             cap = p.tail_cap * spread
             core[5] = tail if tail < cap else cap
         last = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
-        if self._release and last >= 0.5 and not alerting and not core[6]:
+        if self._release and last >= 0.5 and not alerting:
+            # Every onset notes its own episode: one still open is a level that stayed up
+            # (its lift is in the gate noted now), and noting only the first left a fault at
+            # the new normal released against the old mean, that is never.
             core[6], core[7], core[8] = 1.0, mean, onset_tail
         horizon = p.long_window
         rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
