@@ -453,8 +453,9 @@ class Stream:
         changes nothing) and never asks more than `tail_cap` spreads above the baseline mean.
         An alert under way is not gated (`hold` governs its end).
 
-        With `tail_climb` the gate tells a fault that ended from a new normal. At each onset
-        it notes the baseline mean and its own height; once no alert is under way and the short
+        With `tail_climb` the gate tells a fault that ended from a new normal. At an onset it
+        notes the baseline mean and its own height (unless an episode still open has lift left
+        to release); once no alert is under way and the short
         mean is back within `alert_z` spreads of that mean, the episode is over and the gate
         keeps of what it climbed since only what `tail_climb` windows of climbing add (a burst
         teaches it, a fault that saturated for hours does not lift it to its cap for the next
@@ -484,10 +485,7 @@ class Stream:
             core[5] = tail if tail < cap else cap
         last = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         if self._release and last >= 0.5 and not alerting:
-            # Every onset notes its own episode: one still open is a level that stayed up
-            # (its lift is in the gate noted now), and noting only the first left a fault at
-            # the new normal released against the old mean, that is never.
-            core[6], core[7], core[8] = 1.0, mean, onset_tail
+            self._note(core, mean, onset_tail, spread)
         horizon = p.long_window
         rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
         d = u - mean
@@ -500,6 +498,14 @@ class Stream:
             core[3] = (1.0 - rate) * (var + rate * d * d)
         core[0], core[1], core[4] = seen, short, last
         return last
+
+    def _note(self, core: list[float], mean: float, tail: float, spread: float) -> None:
+        """At an onset, note the episode the gate may release (`_likelihood`), unless one
+        still open has lift left to release (a long fault that fires again while it lasts).
+        One whose lift the gate has shed is a level that stayed up: noting only an asset's
+        first episode left a fault at that new normal released against the old mean, never."""
+        if not core[6] or tail <= core[8] + self._allow * spread:
+            core[6], core[7], core[8] = 1.0, mean, tail
 
     def _released(
         self, core: list[float], tail: float, short: float, spread: float, alerting: bool

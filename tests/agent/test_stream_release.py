@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.agent.test_stream import RELEASE, SENSORS, WINDOW, _likelihood, _scores
+from tests.agent.test_stream import FIXED, RELEASE, SENSORS, WINDOW, _likelihood, _scores
 
 # The layer's spread on a quiet stream of ±0.5 logits with the spread floor of 1.
 SPREAD = float(np.sqrt(0.5**2 + 1.0))
@@ -35,3 +35,66 @@ def test_a_fault_after_a_persisting_shift_is_released_at_the_new_normal(climb, s
     assert any(1000 <= t < 1030 for t in onsets), f"the shift alerts: {onsets}"
     assert any(10000 <= t < 10030 for t in onsets), f"the fault alerts: {onsets}"
     assert any(13000 <= t < 13040 for t in onsets) == seen, onsets
+
+
+@pytest.mark.parametrize(("climb", "seen"), [(0, False), (30, True)])
+def test_a_fault_that_ends_below_the_level_before_it_is_released(climb, seen):
+    """A fault that saturates for 300 windows and ends with the asset a logit lower than
+    before it (a pump running slower after repair) is back: it is released, and a fault 3.5
+    spreads out later alerts."""
+    logits = np.random.default_rng(11).normal(-2.0, 0.5, 4100)
+    logits[1000:1300] += 20.0
+    logits[1300:] -= 1.0
+    logits[4000:4040] += 1.0 + 3.5 * SPREAD
+    onsets = _run(climb, logits, **FIXED)
+    assert any(1000 <= t < 1030 for t in onsets), f"the fault alerts: {onsets}"
+    assert any(4000 <= t < 4040 for t in onsets) == seen, onsets
+
+
+@pytest.mark.parametrize("drift", [3.0, 4.0])
+@pytest.mark.parametrize(("climb", "seen"), [(0, False), (30, True)])
+def test_a_fault_over_which_the_normal_level_drifted_is_released(drift, climb, seen):
+    """The asset's normal level climbs 3 or 4 logits (past `alert_z` spreads) while a fault
+    saturates it for 3,000 windows, so it never comes back within `alert_z` spreads of the
+    mean before the fault. The baseline, which crept toward the fault, learns the spread of
+    the fall back to normal, and that wider spread takes the drift in: the episode is
+    released and a fault 3.5 spreads out 7,000 windows later alerts."""
+    logits = np.random.default_rng(11).normal(-6.0, 0.5, 11040)
+    logits[1000:] += np.minimum(np.arange(10040), 3000) / 3000 * drift
+    logits[1000:4000] += 30.0
+    logits[11000:] += 3.5 * SPREAD
+    onsets = _run(climb, logits, baseline_mean=-6.0)
+    assert any(1000 <= t < 1030 for t in onsets), f"the fault alerts: {onsets}"
+    assert any(11000 <= t < 11040 for t in onsets) == seen, onsets
+
+
+@pytest.mark.parametrize(("length", "height"), [(40, 7.0), (60, 5.0), (100, 4.0), (200, 6.0)])
+def test_a_publisher_alternating_long_bursts_and_returns_gets_one_more_alert_at_most(
+    length, height
+):
+    """A hostile publisher (or a bursty asset) alternates 40 bursts longer than the climb with
+    returns to normal, so each is released. Each release keeps its onset's height plus 30
+    windows of climbing, so the gate still learns the bursts: the release adds at most one
+    alert to the gate's 24 to 40 without it (bursts of one height keep passing a gate that
+    sinks between them, with the release or without)."""
+    logits = np.random.default_rng(11).normal(-2.0, 0.5, 25000)
+    for k in range(40):
+        logits[1000 + 600 * k : 1000 + 600 * k + length] += height * SPREAD
+    kept, released = (len(_run(climb, logits, **FIXED)) for climb in (0, 30))
+    assert released <= kept + 1, (kept, released)
+
+
+@pytest.mark.parametrize(("faults", "seen"), [(1, True), (5, False)])
+def test_repeated_saturated_faults_lift_the_gate_as_bursts_do(faults, seen):
+    """What the release does not bound: each episode leaves the gate 30 windows of climbing
+    (1.5 spreads) over its height at the onset, so saturated faults 1,000 windows apart lift
+    it a step each, to its cap after five; then a fault 3.5 spreads out 2,000 windows after
+    the last one ended waits out the gate's sink (up to 24,000 windows at the defaults), as
+    after one such fault without the release. docs/detection.md says so."""
+    logits = np.random.default_rng(11).normal(-2.0, 0.5, 1000 + 1300 * faults + 1740)
+    for k in range(faults):
+        logits[1000 + 1300 * k : 1300 + 1300 * k] += 20.0
+    logits[-40:] += 3.5 * SPREAD
+    onsets = _run(30, logits, **FIXED)
+    assert len([t for t in onsets if t < len(logits) - 40]) >= faults, onsets
+    assert any(t >= len(logits) - 40 for t in onsets) == seen, onsets
