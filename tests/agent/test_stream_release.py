@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.agent.test_stream import FIXED, RELEASE, SENSORS, WINDOW, _likelihood, _scores
+from tests.agent.test_stream import (
+    FIXED,
+    RELEASE,
+    SENSORS,
+    TIMES,
+    WINDOW,
+    _gated,
+    _likelihood,
+    _scores,
+)
 
 # The layer's spread on a quiet stream of ±0.5 logits with the spread floor of 1.
 SPREAD = float(np.sqrt(0.5**2 + 1.0))
@@ -98,3 +107,25 @@ def test_repeated_saturated_faults_lift_the_gate_as_bursts_do(faults, seen):
     onsets = _run(30, logits, **FIXED)
     assert len([t for t in onsets if t < len(logits) - 40]) >= faults, onsets
     assert any(t >= len(logits) - 40 for t in onsets) == seen, onsets
+
+
+@pytest.mark.parametrize("climb", [0, 30])
+def test_the_daily_profiles_likelihood_releases_its_own_episode(climb):
+    """The profile's likelihood has its own gate and episode: readings 8 spreads off their
+    hour's level for 400 windows lift its gate toward its cap; once they are back it keeps
+    only what 30 windows of climbing add to its height at the onset, as the main one does."""
+    stream = _gated(tail_climb=climb)
+    size = stream.profile.state_size
+    windows = np.random.default_rng(2).normal(0.0, 1.0, (7000, WINDOW, SENSORS))
+    windows[3000:3400] += 8.0
+    raw = np.full(7000, 0.1, dtype=np.float32)
+    state = stream.new_state()
+    out = stream.step(state, raw, windows, TIMES[:7000])
+    assert (out[3000:3010] >= 0.5).any(), "the readings alert"
+    core = state.profile[size:]  # seen, short, mean, variance, last, gate(, episode)
+    spread = float(np.sqrt(core[3] + 1.0))
+    if climb:
+        assert core[6] == 0.0 and core[8] != 0.0, f"noted and released: {core[6:]}"
+        assert core[5] <= core[8] + 30 * 0.05 * 0.99 * spread, core
+    else:
+        assert core[5] > 5.0 * spread, core
