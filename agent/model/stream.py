@@ -188,7 +188,8 @@ class StreamParams(BaseModel):
         "within `alert_z` spreads of the baseline mean from before it, the tail gate keeps of "
         "what the episode lifted only what this many windows of climbing add to its height at "
         "the onset: a long fault that ended does not leave the asset waiting out the gate's "
-        "slow sink (0: it keeps all, as models exported before it did).",
+        "slow sink (0: it keeps all, as models exported before it did; with the gate off it "
+        "does nothing).",
     )
     reference_quantiles: list[float] = Field(
         default_factory=list,
