@@ -66,6 +66,12 @@ _EPISODE = 3
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
 _STATE_BOUND = 1e5
+# The tail gate sinks only while the short mean's distance above the baseline mean is below
+# it: both means lie within the baseline's ±100 and the logits' ±_LOGIT_CLIP, so that distance
+# is at least -200, and one window sinks it by at most a spread (under 160 logits). A saved gate
+# (or gate at an episode's onset) far below is damaged or hostile: released to it, the asset
+# would alert on every burst, as with no gate, for hundreds of thousands of windows.
+_GATE_FLOOR = -1e3
 # `Novelty.step` or `Novelty.quiet`: (novelty state, reading) -> score.
 NoveltyCheck = Callable[[list[float], list[float]], float]
 # From this many windows a batch checks its newest readings against the novelty ranges in
@@ -623,4 +629,7 @@ def _checked_core(values: np.ndarray, what: str) -> list[float]:
         raise StreamStateError(
             f"{what} past what logits give (means {short}, {mean}, variance {var}, tail {core[5:]})"
         )
+    gates = core[5:6] + core[8:9]  # the gate, and its height at an episode's onset
+    if gates and min(gates) < _GATE_FLOOR:
+        raise StreamStateError(f"{what} out of range (tail gate {gates}, below {_GATE_FLOOR})")
     return core
