@@ -165,3 +165,19 @@ def test_a_burst_shorter_than_the_climb_can_be_released_when_its_alert_outlasts_
     bursts of 2 to 29 windows are not all scored as without the release (docs say so)."""
     differ = [seed for seed in range(10) if not np.array_equal(*_both(_bursty(seed, 29)))]
     assert differ, "every stream scored the same"
+
+
+def test_a_long_fault_that_fires_again_while_it_lasts_is_released_against_its_first_note():
+    """A fault of 12 logits for 3,000 windows eases for 100 and comes back, firing again
+    while the baseline has crept toward it. Noting that second onset (the baseline mean then,
+    and the gate near its cap) released the gate against it once the fault ended, that is to
+    its cap: a fault 3.5 spreads out 5,000 windows later went unseen. The first note holds
+    while the episode has lift left to release."""
+    logits = np.random.default_rng(11).normal(-6.0, 0.5, 9040)
+    logits[1000:4000] += 12.0
+    logits[2500:2600] -= 6.0
+    logits[9000:] += 3.5 * SPREAD
+    onsets = _run(30, logits, baseline_mean=-6.0)
+    assert any(1000 <= t < 1030 for t in onsets), f"the fault alerts: {onsets}"
+    assert any(2600 <= t < 2700 for t in onsets), f"and again as it comes back: {onsets}"
+    assert any(9000 <= t < 9040 for t in onsets), onsets
