@@ -66,6 +66,12 @@ _EPISODE = 3
 # so no state the layer wrote holds a mean or variance past this: a saved one that does is
 # damaged (a mean of -1e300 would keep the asset alerting for a million windows).
 _STATE_BOUND = 1e5
+# The tail gate sinks only while the short mean's distance above the baseline mean is below
+# it: both means lie within the baseline's ±100 and the logits' ±_LOGIT_CLIP, so that distance
+# is at least -200, and one window sinks it by at most a spread (under 160 logits). A saved gate
+# (or gate at an episode's onset) far below is damaged or hostile: released to it, the asset
+# would alert on every burst, as with no gate, for hundreds of thousands of windows.
+_GATE_FLOOR = -1e3
 # `Novelty.step` or `Novelty.quiet`: (novelty state, reading) -> score.
 NoveltyCheck = Callable[[list[float], list[float]], float]
 # From this many windows a batch checks its newest readings against the novelty ranges in
@@ -188,7 +194,8 @@ class StreamParams(BaseModel):
         "within `alert_z` spreads of the baseline mean from before it, the tail gate keeps of "
         "what the episode lifted only what this many windows of climbing add to its height at "
         "the onset: a long fault that ended does not leave the asset waiting out the gate's "
-        "slow sink (0: it keeps all, as models exported before it did).",
+        "slow sink (0: it keeps all, as models exported before it did; with the gate off it "
+        "does nothing).",
     )
     reference_quantiles: list[float] = Field(
         default_factory=list,
@@ -454,7 +461,8 @@ class Stream:
         An alert under way is not gated (`hold` governs its end).
 
         With `tail_climb` the gate tells a fault that ended from a new normal. At an onset it
-        notes the baseline mean and its own height; once no alert is under way and the short
+        notes the baseline mean and its own height (unless an episode still open has lift left
+        to release); once no alert is under way and the short
         mean is back within `alert_z` spreads of that mean, the episode is over and the gate
         keeps of what it climbed since only what `tail_climb` windows of climbing add (a burst
         teaches it, a fault that saturated for hours does not lift it to its cap for the next
@@ -483,8 +491,8 @@ class Stream:
             cap = p.tail_cap * spread
             core[5] = tail if tail < cap else cap
         last = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
-        if self._release and last >= 0.5 and not alerting and not core[6]:
-            core[6], core[7], core[8] = 1.0, mean, onset_tail
+        if self._release and last >= 0.5 and not alerting:
+            self._note(core, mean, onset_tail, spread)
         horizon = p.long_window
         rate = 1.0 / (prior + seen) if prior + seen < horizon else 1.0 / horizon
         d = u - mean
@@ -497,6 +505,14 @@ class Stream:
             core[3] = (1.0 - rate) * (var + rate * d * d)
         core[0], core[1], core[4] = seen, short, last
         return last
+
+    def _note(self, core: list[float], mean: float, tail: float, spread: float) -> None:
+        """At an onset, note the episode the gate may release (`_likelihood`), unless one
+        still open has lift left to release (a long fault that fires again while it lasts).
+        One whose lift the gate has shed is a level that stayed up: noting only an asset's
+        first episode left a fault at that new normal released against the old mean, never."""
+        if not core[6] or tail <= core[8] + self._allow * spread:
+            core[6], core[7], core[8] = 1.0, mean, tail
 
     def _released(
         self, core: list[float], tail: float, short: float, spread: float, alerting: bool
@@ -613,4 +629,7 @@ def _checked_core(values: np.ndarray, what: str) -> list[float]:
         raise StreamStateError(
             f"{what} past what logits give (means {short}, {mean}, variance {var}, tail {core[5:]})"
         )
+    gates = core[5:6] + core[8:9]  # the gate, and its height at an episode's onset
+    if gates and min(gates) < _GATE_FLOOR:
+        raise StreamStateError(f"{what} out of range (tail gate {gates}, below {_GATE_FLOOR})")
     return core

@@ -173,9 +173,13 @@ def test_a_saved_state_that_does_not_fit_is_refused_by_name(make):
         cases["format"].append(bad(0, 3.0))  # its quantiles as logits, not distances
         cases["format"].append(bad(0, 9.0 - core))  # with (5) or without (4) the episode
         cases["past what"] += [bad(6, 1e300), bad(len(good) - 1, -1e300)]
+        # A gate far below any the layer reaches: released to it, the asset alerted on every
+        # burst, as with no gate, for about a million windows.
+        cases["tail gate"] = [bad(6, -5e4)]
     if core == 9:
         cases["episode open"] = [bad(7, 0.5), bad(7, -1.0), bad(7, 2.0)]
         cases["past what"] += [bad(8, -1e300), bad(9, 1e300)]
+        cases["tail gate"].append(bad(9, -5e4))  # the gate at the onset
     if stream.profile is not None:
         at = len(good) - stream.profile.state_size - core  # counts, means, variances; likelihood
         end = len(good) - core  # the profile's likelihood: seen, means, variance, last

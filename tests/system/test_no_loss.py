@@ -124,6 +124,18 @@ def _assert_novelty_and_profile_acted(manifest: Manifest, scoring: Scoring) -> N
         assert ranges != [*layer.novelty.low, *layer.novelty.high], f"{asset}: none widened"
         hours = sum(count > 0 for count in state.profile[:HOURS])
         assert hours > 1, f"{asset}: the profile learnt {hours} hours"
+    # The tail gate's release: some likelihood (the main one or the profile's) noted an
+    # episode at an alert's onset and released it (its flag back at 0, its mean and gate no
+    # longer the new state's), so the comparison holds the release's state, not just its
+    # starting one.
+    fresh, size = stream.new_state(), stream.profile.state_size
+    released = []
+    for asset, saved in scoring.streams.items():
+        state = stream.load(saved)
+        pairs = [(state.episode, fresh.episode)]
+        pairs.append((state.profile[size + 6 :], fresh.profile[size + 6 :]))
+        released += [asset for episode, start in pairs if episode[0] == 0 and episode != start]
+    assert released, "no episode was noted and released"
 
 
 def test_kill_9_and_broker_restarts_lose_no_alert_and_apply_no_reading_twice(

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import onnx
+import pytest
 
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
@@ -424,6 +425,33 @@ def test_a_model_whose_novelty_ranges_fit_other_sensors_is_rejected(
     last_push(upstream, "gw-n", "rejected", 71, reason="stream.novelty")
     readings = readings_from_csv(sim_data.live_csv)[:50]
     replay(readings, "127.0.0.1", local.port, "edge/gw-n/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert agent.process.poll() is None
+    assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("climb", [-1, 2.5, 10**9])
+def test_a_model_whose_tail_gate_release_no_export_gives_is_rejected(
+    broker, fleet_agent, keys, model_path: Path, sim_data: SimData, tmp_path: Path, climb
+):
+    """A pushed model whose gate releases after a negative, fractional or huge climb is
+    rejected naming `stream.tail_climb` before any switch, as `check-config` refuses it, and
+    the device keeps scoring with its model."""
+    proto = onnx.load(str(model_path))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    manifest["stream"]["tail_climb"] = climb
+    entry.value = json.dumps(manifest)
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+
+    local, upstream = broker("local"), broker("upstream")
+    agent = fleet_agent(local, upstream, "gw-c")
+    wait_status(upstream.port, "online", device="gw-c")
+    push_cli(upstream, "model", bad, keys[0], "--device", "gw-c", version=72)
+    last_push(upstream, "gw-c", "rejected", 72, reason="stream.tail_climb")
+    readings = readings_from_csv(sim_data.live_csv)[:50]
+    replay(readings, "127.0.0.1", local.port, "edge/gw-c/readings/pump-1")
     assert agent.wait_stored(len(readings))["readings"] == len(readings)
     assert agent.process.poll() is None
     assert agent.stop() == 0

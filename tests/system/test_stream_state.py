@@ -14,11 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import onnx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.model.manifest import MANIFEST_KEY
 from agent.model.score import Scorer
-from agent.model.stream import Stream
+from agent.model.stream import Stream, StreamStateError
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv
 from testbed.mosquitto import free_port
@@ -129,3 +130,50 @@ def test_a_switch_to_other_stream_parameters_starts_each_layer_anew_and_keeps_th
     scored, stream = _asset_state(agent)
     assert scored == 40 - 10 + 1, "the window carried on across the switch"
     assert _layer(model).load(stream) is not None
+
+
+def _with_climb(model: Path, out: Path, climb: int) -> Path:
+    """The same graph with the tail gate's release at `climb` windows (0: off, state format 4;
+    else format 5)."""
+    proto = onnx.load(str(model))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    assert manifest["stream"]["tail_quantile"] > 0, "premise: the test model has the gate"
+    manifest["stream"]["tail_climb"] = climb
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize(("before", "after"), [(0, 30), (30, 0)])
+def test_a_restart_onto_a_model_with_or_without_the_release_starts_each_layer_anew(
+    broker, start_agent, sim_data, model_path, tmp_path: Path, before: int, after: int
+):
+    """An agent stopped, its model replaced by the same graph with the tail gate's release
+    switched on (a state of format 4 saved, a layer of format 5 loading) or off, and started:
+    it says each asset's layer starts afresh, scores on with its windows, and commits a state
+    the new layer loads."""
+    local, upstream = broker("local"), broker("upstream")
+    model = _with_climb(model_path, tmp_path / "model.onnx", before)
+    readings = readings_from_csv(sim_data.live_csv)[:40]
+    agent = start_agent(local, upstream, model=model)
+    wait_status(upstream.port, "online")
+    _publish(local.port, readings[:30])
+    agent.wait_stored(30)
+    assert agent.stop() == 0
+    saved = _asset_state(agent)[1]
+    assert saved is not None and _layer(model).load(saved) is not None
+    _with_climb(model_path, tmp_path / "next.onnx", after).replace(model)
+    with pytest.raises(StreamStateError, match="stream state"):  # its size, another layout
+        _layer(model).load(saved)
+
+    agent = start_agent(local, upstream, model=model)
+    wait_status(upstream.port, "online")
+    agent.wait_logged("the model's streaming layer changed since the last run")
+    assert agent.logged("it starts afresh for 1 assets (windows and episodes carry on)")
+    _publish(local.port, readings[30:40])
+    assert agent.wait_stored(40)["dead_letters"] == 0
+    assert agent.stop() == 0
+    scored, stream = _asset_state(agent)
+    assert scored == 40 - 10 + 1, "the window carried on across the restart"
+    assert len(_layer(model).load(stream).episode) == (3 if after else 0), "the new layout"
