@@ -461,9 +461,9 @@ class Stream:
         An alert under way is not gated (`hold` governs its end).
 
         With `tail_climb` the gate tells a fault that ended from a new normal. At an onset it
-        notes the baseline mean and its own height (unless an episode still open has lift left
-        to release); once no alert is under way and the short
-        mean is back within `alert_z` spreads of that mean, the episode is over and the gate
+        notes the baseline mean and its own height (unless an episode still open has lift
+        left to release); once no alert is under way and the short mean is back within
+        `alert_z` spreads of that mean, the episode is over and the gate
         keeps of what it climbed since only what `tail_climb` windows of climbing add (a burst
         teaches it, a fault that saturated for hours does not lift it to its cap for the next
         fault to wait out). A level that stays up (a persisting shift) is never back, so the
