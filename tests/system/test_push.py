@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -403,6 +404,32 @@ def test_a_pushed_config_refused_today_is_set_aside_at_start(
     assert agent.stop() == 0
 
 
+def _stream_edited(model_path: Path, out: Path, edit: Callable[[dict], None]) -> Path:
+    """The model with its manifest's `stream` section changed by `edit`."""
+    proto = onnx.load(str(model_path))
+    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
+    manifest = json.loads(entry.value)
+    edit(manifest["stream"])
+    entry.value = json.dumps(manifest)
+    onnx.save(proto, str(out))
+    return out
+
+
+def _rejected_and_scoring_on(broker, fleet_agent, keys, sim_data, bad, device, version, reason):
+    """Push `bad` to a device: it is rejected naming `reason` before any switch, and the
+    device keeps scoring with its model."""
+    local, upstream = broker("local"), broker("upstream")
+    agent = fleet_agent(local, upstream, device)
+    wait_status(upstream.port, "online", device=device)
+    push_cli(upstream, "model", bad, keys[0], "--device", device, version=version)
+    last_push(upstream, device, "rejected", version, reason=reason)
+    readings = readings_from_csv(sim_data.live_csv)[:50]
+    replay(readings, "127.0.0.1", local.port, f"edge/{device}/readings/pump-1")
+    assert agent.wait_stored(len(readings))["readings"] == len(readings)
+    assert agent.process.poll() is None
+    assert agent.stop() == 0
+
+
 def test_a_model_whose_novelty_ranges_fit_other_sensors_is_rejected(
     broker, fleet_agent, keys, model_path: Path, sim_data: SimData, tmp_path: Path
 ):
@@ -410,24 +437,12 @@ def test_a_model_whose_novelty_ranges_fit_other_sensors_is_rejected(
     same as `check-config`'s): the device stopped its pipeline to switch, failed to build the
     new one and rolled back. It is now rejected by name before any switch, and the device
     keeps scoring with its model."""
-    proto = onnx.load(str(model_path))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    manifest["stream"]["novelty"].update(low=[0.0] * 3, high=[1.0] * 3)
-    entry.value = json.dumps(manifest)
-    bad = tmp_path / "bad.onnx"
-    onnx.save(proto, str(bad))
 
-    local, upstream = broker("local"), broker("upstream")
-    agent = fleet_agent(local, upstream, "gw-n")
-    wait_status(upstream.port, "online", device="gw-n")
-    push_cli(upstream, "model", bad, keys[0], "--device", "gw-n", version=71)
-    last_push(upstream, "gw-n", "rejected", 71, reason="stream.novelty")
-    readings = readings_from_csv(sim_data.live_csv)[:50]
-    replay(readings, "127.0.0.1", local.port, "edge/gw-n/readings/pump-1")
-    assert agent.wait_stored(len(readings))["readings"] == len(readings)
-    assert agent.process.poll() is None
-    assert agent.stop() == 0
+    def narrow(stream: dict) -> None:
+        stream["novelty"].update(low=[0.0] * 3, high=[1.0] * 3)
+
+    bad = _stream_edited(model_path, tmp_path / "bad.onnx", narrow)
+    _rejected_and_scoring_on(broker, fleet_agent, keys, sim_data, bad, "gw-n", 71, "stream.novelty")
 
 
 @pytest.mark.parametrize("climb", [-1, 2.5, 10**9])
@@ -437,21 +452,7 @@ def test_a_model_whose_tail_gate_release_no_export_gives_is_rejected(
     """A pushed model whose gate releases after a negative, fractional or huge climb is
     rejected naming `stream.tail_climb` before any switch, as `check-config` refuses it, and
     the device keeps scoring with its model."""
-    proto = onnx.load(str(model_path))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    manifest["stream"]["tail_climb"] = climb
-    entry.value = json.dumps(manifest)
-    bad = tmp_path / "bad.onnx"
-    onnx.save(proto, str(bad))
-
-    local, upstream = broker("local"), broker("upstream")
-    agent = fleet_agent(local, upstream, "gw-c")
-    wait_status(upstream.port, "online", device="gw-c")
-    push_cli(upstream, "model", bad, keys[0], "--device", "gw-c", version=72)
-    last_push(upstream, "gw-c", "rejected", 72, reason="stream.tail_climb")
-    readings = readings_from_csv(sim_data.live_csv)[:50]
-    replay(readings, "127.0.0.1", local.port, "edge/gw-c/readings/pump-1")
-    assert agent.wait_stored(len(readings))["readings"] == len(readings)
-    assert agent.process.poll() is None
-    assert agent.stop() == 0
+    bad = _stream_edited(model_path, tmp_path / "bad.onnx", lambda s: s.update(tail_climb=climb))
+    _rejected_and_scoring_on(
+        broker, fleet_agent, keys, sim_data, bad, "gw-c", 72, "stream.tail_climb"
+    )
