@@ -38,16 +38,31 @@ class InspectionMixin(StoreCore):
         }
 
     def stats(self) -> dict[str, object]:
-        """Everything, counted from the tables: for inspection (`buffer stats`, doctor)."""
+        """Everything, counted from the tables: for inspection (`buffer stats`, doctor).
+
+        The counts are read in one transaction: each statement on its own saw the tables as
+        they were when it ran, so `buffer stats` beside a running agent could count a batch's
+        dead letters in `dead_letters` but not yet in `dead_letters_by_reason`."""
         with self._lock:
             q = self.conn.execute
-            dead_by_reason = dict(q("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
-            meta = dict(q("SELECT key, value FROM meta"))
+            own = not self.conn.in_transaction
+            if own:
+                q("BEGIN")  # one snapshot for every count below
+            try:
+                dead_by_reason = dict(
+                    q("SELECT reason, count(*) FROM dead_letters GROUP BY reason")
+                )
+                meta = dict(q("SELECT key, value FROM meta"))
+                counts = asdict(_count(self.conn))  # the same count the figures start from
+                used = used_bytes(self.conn)
+            finally:
+                if own:
+                    q("COMMIT")
             return {
-                **asdict(_count(self.conn)),  # the same count the figures start from
+                **counts,
                 "dead_letters_by_reason": dead_by_reason,
                 "database_bytes": _file_bytes(self.path) + _wal_bytes(self.path),
-                "used_bytes": used_bytes(self.conn),
+                "used_bytes": used,
                 "budget_bytes": self.budget.max_bytes,
                 "hard_cap_bytes": self.budget.hard_cap_bytes,
                 "moved_aside": json.loads(meta.get("moved_aside", "[]")),

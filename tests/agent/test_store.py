@@ -192,6 +192,33 @@ def test_kept_figures_equal_a_full_count_through_every_kind_of_write(tmp_path: P
     reopened.close()
 
 
+def test_stats_beside_a_running_agent_count_from_one_snapshot(tmp_path: Path):
+    """`buffer stats` (and the system tests' waits) open the database beside the agent,
+    which commits a batch at any moment. Each count was its own statement: a batch committed
+    between them was counted in `dead_letters` and not in `dead_letters_by_reason` (a loaded
+    CI run saw 7,400 against 7,350). Here the agent commits between the first count and the
+    rest."""
+    agent = Store(tmp_path)
+    agent.commit_batch(Batch(dead=_dead(3)))
+    inspector = open_existing(tmp_path)
+    statements = []
+
+    def agent_commits_meanwhile(sql: str) -> None:
+        statements.append(sql)
+        if len(statements) == 3:  # after the first count has read its rows
+            agent.commit_batch(Batch(dead=_dead(2)))
+
+    inspector.conn.set_trace_callback(agent_commits_meanwhile)
+    stats = inspector.stats()
+    inspector.conn.set_trace_callback(None)
+    assert len(statements) > 3, "premise: the agent committed in the middle of the counts"
+    assert sum(stats["dead_letters_by_reason"].values()) == stats["dead_letters"], stats
+    assert stats["dead_letters"] == 3, "the snapshot from before the agent's commit"
+    assert inspector.stats()["dead_letters"] == 5
+    inspector.close()
+    agent.close()
+
+
 def test_kept_figures_follow_pending_alerts_evicted_at_the_hard_cap(tmp_path: Path):
     store = Store(tmp_path, Budget(max_bytes=1 * MIB, hard_cap_bytes=1 * MIB))
     for b in range(30):
