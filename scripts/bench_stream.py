@@ -82,16 +82,7 @@ def _features_costs(sensors: int, window: int, batch: int) -> tuple[float, float
         with np.errstate(over="ignore", invalid="ignore"):
             numpy(windows)
 
-    costs = []
-    for run in (plain, quiet_numpy):
-        best = float("inf")
-        for _ in range(7):
-            start = time.perf_counter()
-            for _ in range(2000):
-                run()
-            best = min(best, (time.perf_counter() - start) / 2000 * 1e6)
-        costs.append(best)
-    return costs[0], costs[1]
+    return _best(plain), _best(quiet_numpy)
 
 
 def ranges() -> None:

@@ -463,10 +463,10 @@ class Stream:
         With `tail_climb` the gate tells a fault that ended from a new normal. At an onset it
         notes the baseline mean and its own height (unless an episode still open has lift
         left to release); once no alert is under way and the short mean is back within
-        `alert_z` spreads of that mean, the episode is over and the gate
-        keeps of what it climbed since only what `tail_climb` windows of climbing add (a burst
-        teaches it, a fault that saturated for hours does not lift it to its cap for the next
-        fault to wait out). A level that stays up (a persisting shift) is never back, so the
+        `alert_z` spreads of that mean, the episode is over and the gate keeps of what it
+        climbed since only what `tail_climb` windows of climbing add (a burst teaches it, a
+        fault that saturated for hours does not lift it to its cap for the next fault to wait
+        out). A level that stays up (a persisting shift) is never back, so the
         gate keeps all it climbed and the new normal's swings do not fire again while the
         baseline learns them."""
         p = self.params
