@@ -13,6 +13,7 @@ import pytest
 
 from agent.model.manifest import MANIFEST_KEY
 from tests.conftest import run_cli
+from tests.manifests import with_stream as _with_stream
 from trainer.train import TrainOptions, train, write_model
 
 
@@ -64,17 +65,6 @@ def test_check_config_refuses_online_parameters_no_export_gives(
     code, stderr = _check(tmp_path, _edited(online_model, tmp_path / "m.onnx", field, value))
     assert code == 2, stderr
     assert f"stream.online.{field}" in stderr, stderr
-
-
-def _with_stream(model: Path, out: Path, part: str | None = None, **update: object) -> Path:
-    """A copy of `model` whose manifest's `stream` (or `stream.<part>`) has `update`."""
-    proto = onnx.load(str(model))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    (manifest["stream"] if part is None else manifest["stream"][part]).update(update)
-    entry.value = json.dumps(manifest)
-    onnx.save(proto, str(out))
-    return out
 
 
 @pytest.mark.parametrize("alert_z", [1.5, 1.0])  # hold 1.5: equal to alert_z, and past it

@@ -7,15 +7,12 @@ import csv
 import hashlib
 import json
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
-import onnx
 import pytest
 
 from agent.config import BrokerConfig
 from agent.envelope import write_keypair
-from agent.model.manifest import MANIFEST_KEY
 from agent.model.score import Scorer
 from agent.pushes.state import FleetState, Version, fleet_dir
 from fleet.mqtt import connect
@@ -24,6 +21,7 @@ from fleet.replay import readings_from_csv, replay
 from testbed.mosquitto import Mosquitto
 from tests.clockstep import SteppableClock
 from tests.conftest import SimData, run_cli, wait_for, wait_status
+from tests.manifests import with_stream
 from tests.system.pushing import GROUP, last_push, push_cli
 from trainer.train import TrainOptions, train, write_model
 
@@ -404,17 +402,6 @@ def test_a_pushed_config_refused_today_is_set_aside_at_start(
     assert agent.stop() == 0
 
 
-def _stream_edited(model_path: Path, out: Path, edit: Callable[[dict], None]) -> Path:
-    """The model with its manifest's `stream` section changed by `edit`."""
-    proto = onnx.load(str(model_path))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    edit(manifest["stream"])
-    entry.value = json.dumps(manifest)
-    onnx.save(proto, str(out))
-    return out
-
-
 def _rejected_and_scoring_on(broker, fleet_agent, keys, sim_data, bad, device, version, reason):
     """Push `bad` to a device: it is rejected naming `reason` before any switch, and the
     device keeps scoring with its model."""
@@ -438,10 +425,7 @@ def test_a_model_whose_novelty_ranges_fit_other_sensors_is_rejected(
     new one and rolled back. It is now rejected by name before any switch, and the device
     keeps scoring with its model."""
 
-    def narrow(stream: dict) -> None:
-        stream["novelty"].update(low=[0.0] * 3, high=[1.0] * 3)
-
-    bad = _stream_edited(model_path, tmp_path / "bad.onnx", narrow)
+    bad = with_stream(model_path, tmp_path / "bad.onnx", "novelty", low=[0.0] * 3, high=[1.0] * 3)
     _rejected_and_scoring_on(broker, fleet_agent, keys, sim_data, bad, "gw-n", 71, "stream.novelty")
 
 
@@ -452,7 +436,7 @@ def test_a_model_whose_tail_gate_release_no_export_gives_is_rejected(
     """A pushed model whose gate releases after a negative, fractional or huge climb is
     rejected naming `stream.tail_climb` before any switch, as `check-config` refuses it, and
     the device keeps scoring with its model."""
-    bad = _stream_edited(model_path, tmp_path / "bad.onnx", lambda s: s.update(tail_climb=climb))
+    bad = with_stream(model_path, tmp_path / "bad.onnx", tail_climb=climb)
     _rejected_and_scoring_on(
         broker, fleet_agent, keys, sim_data, bad, "gw-c", 72, "stream.tail_climb"
     )

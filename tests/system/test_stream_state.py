@@ -13,17 +13,16 @@ import threading
 import urllib.request
 from pathlib import Path
 
-import onnx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.model.manifest import MANIFEST_KEY
 from agent.model.score import Scorer
 from agent.model.stream import Stream, StreamStateError
 from fleet.mqtt import connect
 from fleet.replay import readings_from_csv
 from testbed.mosquitto import free_port
 from tests.conftest import DEVICE, AgentProcess, wait_status
+from tests.manifests import with_stream
 
 TOPIC = f"edge/{DEVICE}/readings/pump-1"
 
@@ -98,12 +97,7 @@ def test_a_saved_stream_state_that_does_not_load_starts_afresh_and_the_asset_sco
 def _with_other_stream_params(model: Path, out: Path) -> Path:
     """The same graph, re-exported with other stream parameters in its manifest (a retuned
     layer): `reference_quantiles` is one of StreamParams' fields since #15."""
-    proto = onnx.load(str(model))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    manifest["stream"] = {**manifest.get("stream", {}), "reference_quantiles": [0.0, 0.5, 1.0]}
-    entry.value = json.dumps(manifest)
-    onnx.save(proto, str(out))
+    with_stream(model, out, reference_quantiles=[0.0, 0.5, 1.0])
     assert Scorer.load(out).manifest.graph_sha256 == Scorer.load(model).manifest.graph_sha256
     return out
 
@@ -135,14 +129,8 @@ def test_a_switch_to_other_stream_parameters_starts_each_layer_anew_and_keeps_th
 def _with_climb(model: Path, out: Path, climb: int) -> Path:
     """The same graph with the tail gate's release at `climb` windows (0: off, state format 4;
     else format 5)."""
-    proto = onnx.load(str(model))
-    (entry,) = [p for p in proto.metadata_props if p.key == MANIFEST_KEY]
-    manifest = json.loads(entry.value)
-    assert manifest["stream"]["tail_quantile"] > 0, "premise: the test model has the gate"
-    manifest["stream"]["tail_climb"] = climb
-    entry.value = json.dumps(manifest)
-    onnx.save(proto, str(out))
-    return out
+    assert Scorer.load(model).manifest.stream.tail_quantile > 0, "premise: the model has the gate"
+    return with_stream(model, out, tail_climb=climb)
 
 
 @pytest.mark.parametrize(("before", "after"), [(0, 30), (30, 0)])
